@@ -1,0 +1,1 @@
+"""`make bench`: speed/quality benchmarks, each printing ratios vs a reference measured in the same run."""

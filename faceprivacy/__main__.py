@@ -1,0 +1,7 @@
+"""``python -m faceprivacy`` == ``faceprivacy``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shared core: safe image I/O, detection/alignment, embedders, datasets, metrics, keys, reports."""
