@@ -96,3 +96,28 @@ def open_sealed(key: bytes, record: bytes, aad: bytes = b"") -> bytes:
         return AESGCM(key).decrypt(record[:NONCE_BYTES], record[NONCE_BYTES:], aad)
     except InvalidTag:
         raise AuthenticationError("authentication failed: wrong passphrase or tampered record") from None
+
+
+def password_latent(master: bytes, purpose: str = "deid/latent", dim: int = 64) -> np.ndarray:
+    """The "password latent" that conditions a keyed network: HKDF sub-key for ``purpose`` -> Gaussian (dim,)."""
+    return key_to_gaussian(subkey(master, purpose), (dim,))
+
+
+def key_rotation(key: bytes, dim: int) -> np.ndarray:
+    """Deterministic Haar-distributed orthogonal (dim, dim) matrix from a key (QR of a key Gaussian, sign-fixed).
+
+    A keyed rotation of an isotropic code keeps its distribution (a rotated face code is still a plausible
+    code) and is exactly invertible by its transpose.
+    """
+    g = key_to_gaussian(key, (dim, dim)).astype(np.float64)
+    q, r = np.linalg.qr(g)
+    q = q * np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))[None, :]
+    return q
+
+
+def face_purpose(face_index: int | None, consistent: bool = False) -> str:
+    """HKDF label of the key for one face: shared by every face with ``consistent`` (one anonymous identity
+    per person across a batch), otherwise distinct per face index within the file."""
+    if consistent or face_index is None:
+        return "deid/latent"
+    return f"deid/latent/face/{int(face_index)}"

@@ -1,0 +1,165 @@
+"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy eval-deid``, ``faceprivacy train-deid``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the de-identification sub-commands."""
+    p = sub.add_parser("anonymize", help="anonymize every face of an image or a folder (keyed, reversible)")
+    p.add_argument("input", type=Path, help="image file or folder")
+    p.add_argument("output", type=Path, help="output file or folder (never the input)")
+    p.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
+    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle")
+    p.add_argument("--consistent", action="store_true",
+                   help="one key for every face of the batch: one person keeps one anonymous identity")
+    p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
+    p.add_argument("--no-pixels", action="store_true",
+                   help="do not seal the original pixels (smaller record; recovery decodes the latent)")
+    _model_args(p)
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
+    p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
+    p.set_defaults(func=_cmd_anonymize)
+
+    r = sub.add_parser("recover", help="restore the original faces of an anonymized image from its record")
+    r.add_argument("input", type=Path)
+    r.add_argument("output", type=Path)
+    r.add_argument("--passphrase-file", type=Path, required=True)
+    r.add_argument("--plausible", action="store_true",
+                   help="with a wrong passphrase, output the latent decrypted under it (another stranger)")
+    r.add_argument("--from-latent", action="store_true",
+                   help="decode the exactly decrypted latent instead of pasting the sealed original pixels")
+    r.add_argument("--allow-modified", action="store_true",
+                   help="restore even if the anonymized pixels were changed after anonymization")
+    _model_args(r)
+    r.set_defaults(func=_cmd_recover)
+
+    e = sub.add_parser("eval-deid", help="evaluate de-identification on held-out CelebA test identities")
+    e.add_argument("--data", type=Path, default=None, help="datakit folder (default ../shared/datakit)")
+    e.add_argument("--out", type=Path, default=Path("out/eval_deid"))
+    e.add_argument("--n-ids", type=int, default=0, help="test identities to use (0 = all)")
+    e.add_argument("--per-id", type=int, default=6, help="images per identity")
+    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"])
+    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"])
+    e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
+    _model_args(e)
+    e.set_defaults(func=_cmd_eval)
+
+    t = sub.add_parser("train-deid", help="fit/train the latent encryptor on CelebA training identities")
+    t.add_argument("--data", type=Path, default=None)
+    t.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
+    t.add_argument("--generator", default="lite")
+    t.add_argument("--generator-weights", type=Path, default=None)
+    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--true-every", type=int, default=0, help="every N steps a decoder+dlib step (0 = never)")
+    t.add_argument("--pca-dim", type=int, default=256)
+    t.add_argument("--id-dim", type=int, default=96)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.set_defaults(func=_cmd_train)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
+    p.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (non-lite)")
+    p.add_argument("--encryptor", type=Path, default=None, help="encryptor weights (default: bundled)")
+
+
+def default_encryptor_path(generator_name: str = "lite") -> Path:
+    """Bundled encryptor weights for a generator backend."""
+    from ..core.paths import weights_dir
+
+    return weights_dir() / "deid" / f"encryptor_{generator_name}.pt"
+
+
+def load_riddle(generator: str = "lite", generator_weights: Path | None = None, encryptor: Path | None = None):
+    """The ``riddle`` method: generator backend + its encryptor weights."""
+    import torch
+
+    from ..models.generator_loader import load_generator
+    from .encryptor import LatentEncryptor
+    from .methods import Riddle
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    kw = {"backend": generator}
+    if generator_weights is not None:
+        kw["path"] = generator_weights
+    gen = load_generator(**kw)
+    enc = LatentEncryptor.load(encryptor or default_encryptor_path(getattr(gen, "name", generator)))
+    return Riddle(gen, enc)
+
+
+def _method(args):
+    from .methods import make_method
+
+    if args.method == "riddle":
+        return load_riddle(args.generator, args.generator_weights, args.encryptor)
+    return make_method(args.method)
+
+
+def _cmd_anonymize(args) -> int:
+    from ..core.keys import read_passphrase_file
+    from .batch import anonymize_paths
+
+    passphrase = read_passphrase_file(args.passphrase_file)
+    summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
+                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
+                              upsample=args.upsample, min_face=args.min_face)
+    print(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s)"
+          + (f"; skipped {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
+             if summary["skipped"] else ""))
+    return 0 if summary["written"] else 2
+
+
+def _cmd_recover(args) -> int:
+    from ..core.keys import read_passphrase_file
+    from .batch import recover_paths
+
+    passphrase = read_passphrase_file(args.passphrase_file)
+
+    def method_factory(name: str):
+        from .methods import make_method
+
+        if name == "riddle":
+            return load_riddle(args.generator, args.generator_weights, args.encryptor)
+        return make_method(name)
+
+    summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
+                            from_latent=args.from_latent, allow_modified=args.allow_modified)
+    print(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})"
+          + (f"; failed {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
+             if summary["skipped"] else ""))
+    return 0 if summary["written"] and not summary["skipped"] else 2
+
+
+def _cmd_eval(args) -> int:
+    from ..core.paths import default_data_root
+    from .evaluate import evaluate_deid
+
+    data = args.data or default_data_root()
+    if data is None:
+        from ..core.errors import InputError
+
+        raise InputError("datakit not found: pass --data")
+    res = evaluate_deid(Path(data), args.out, n_ids=args.n_ids, per_id=args.per_id, embedders=args.embedders,
+                        methods=args.methods, attributes=not args.no_attributes, generator=args.generator,
+                        generator_weights=args.generator_weights, encryptor=args.encryptor)
+    print(f"wrote {args.out / 'eval_deid.json'} and {args.out / 'eval_deid.html'}")
+    return 0 if res else 2
+
+
+def _cmd_train(args) -> int:
+    from ..core.paths import default_data_root
+    from .train import train_encryptor
+
+    data = args.data or default_data_root()
+    train_encryptor(Path(data), args.out, generator=args.generator, generator_weights=args.generator_weights,
+                    steps=args.steps, true_every=args.true_every, pca_dim=args.pca_dim, id_dim=args.id_dim,
+                    seed=args.seed, device=args.device)
+    return 0

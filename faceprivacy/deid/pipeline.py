@@ -1,0 +1,286 @@
+"""Full-frame de-identification: detect every face, align, anonymize, paste back with a soft mask, and
+attach a sealed recovery record; recovery restores the original (bit-exact) or decrypts the latent.
+
+Face detection/alignment/paste-back come from ``faceprivacy.core`` (``detect.FaceDetector``,
+``align.arcface_crop`` / ``align.paste_back``); they are injectable so tests and other backends can swap them.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import AuthenticationError, InputError, NoFaceError
+from ..core.keys import derive_master_key, face_purpose, new_salt, subkey
+from .methods import Method
+from .record import (
+    FaceEntry,
+    RecordHeader,
+    build_record,
+    encode_png_with_record,
+    master_from_header,
+    open_record,
+    parse_record,
+    pixel_digest,
+    read_record,
+    sidecar_path,
+)
+
+log = logging.getLogger(__name__)
+
+CropFn = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+PasteFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _default_crop(img: np.ndarray, five: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    from ..core.align import arcface_crop
+
+    return arcface_crop(img, five, size=size)
+
+
+def _default_paste(frame: np.ndarray, crop: np.ndarray, m: np.ndarray) -> np.ndarray:
+    from ..core.align import paste_back
+
+    return paste_back(frame, crop, m)
+
+
+@dataclass
+class DetectedFace:
+    """What the pipeline needs from a detector: a box and the five ArcFace points."""
+
+    box: np.ndarray
+    arcface5: np.ndarray
+
+
+@dataclass
+class AnonymizeOutput:
+    """The anonymized frame, the sealed record and a short summary."""
+
+    image: np.ndarray
+    record: bytes
+    n_faces: int
+    faces: list[dict] = field(default_factory=list)
+
+
+class Deidentifier:
+    """Detect -> align -> anonymize (a ``Method``) -> paste back, plus recovery from the record."""
+
+    def __init__(self, method: Method, detector=None, crop_fn: CropFn | None = None,
+                 paste_fn: PasteFn | None = None, min_face: float = 0.0, keep_pixels: bool = True):
+        self.method = method
+        self._detector = detector
+        self.crop_fn = crop_fn or _default_crop
+        self.paste_fn = paste_fn or _default_paste
+        self.min_face = min_face
+        self.keep_pixels = keep_pixels
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from ..core.detect import FaceDetector
+
+            self._detector = FaceDetector()
+        return self._detector
+
+    def detect(self, img: np.ndarray) -> list[DetectedFace]:
+        """All faces, in a deterministic order (left to right, then top to bottom)."""
+        faces = [DetectedFace(np.asarray(f.box, float), np.asarray(f.arcface5, float))
+                 for f in self.detector.detect(img)]
+        faces = [f for f in faces if (f.box[2] - f.box[0]) >= self.min_face]
+        return sorted(faces, key=lambda f: (round(float(f.box[0])), round(float(f.box[1]))))
+
+    # ----- anonymize ---------------------------------------------------------------------------------
+    def anonymize(self, img: np.ndarray, passphrase: bytes, salt: bytes | None = None,
+                  consistent: bool = False, master: bytes | None = None,
+                  faces: Sequence[DetectedFace] | None = None, out_ext: str = ".png") -> AnonymizeOutput:
+        """Anonymize every face of ``img`` (uint8 HxWx3). ``salt``/``master`` may be shared by a batch
+        (``consistent``: every face uses one key, so one person gets one anonymous identity). ``out_ext``
+        names the output format: for lossy formats the record binds to the pixels the file will decode to."""
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise InputError(f"expected an RGB image, got shape {img.shape}")
+        faces = list(self.detect(img) if faces is None else faces)
+        if not faces:
+            raise NoFaceError("no face found in the image (nothing to anonymize; output not written)")
+        salt = salt or new_salt()
+        master = master or derive_master_key(passphrase, salt)
+        frame = img.copy()
+        entries: list[FaceEntry] = []
+        originals: list[np.ndarray] = []
+        # crops are taken from the ORIGINAL image so overlapping faces do not see each other's output
+        crops, affines, sizes = [], [], []
+        for f in faces:
+            size = self.method.crop_size(float(f.box[2] - f.box[0]))
+            crop, m = self.crop_fn(img, f.arcface5, size)
+            crops.append(crop)
+            affines.append(np.asarray(m, float))
+            sizes.append(size)
+        purposes = [face_purpose(i, consistent) for i in range(len(faces))]
+        keys = [subkey(master, p) for p in purposes]
+        results = self._anonymize_grouped(crops, sizes, keys)
+        for i, f in enumerate(faces):
+            anon_crop, ze = results[i]
+            before = frame
+            frame = self.paste_fn(frame, anon_crop, affines[i])
+            region = _changed_region(before, frame)
+            originals.append(before[region[1]:region[3], region[0]:region[2]].copy())
+            entries.append(FaceEntry(box=[float(v) for v in f.box], affine=affines[i].tolist(),
+                                     crop_size=sizes[i], key_purpose=purposes[i], region=region,
+                                     z_enc=None if ze is None else _b64_array(ze),
+                                     z_shape=None if ze is None else list(ze.shape)))
+        header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
+                              image_shape=list(img.shape), kcv="",
+                              pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
+                              faces=entries, generator=self.method.generator_name,
+                              encryptor=self.method.encryptor_id, consistent=consistent)
+        record = build_record(master, header, originals if self.keep_pixels else None)
+        return AnonymizeOutput(frame, record, len(faces),
+                               [{"box": e.box, "region": e.region} for e in entries])
+
+    def _anonymize_grouped(self, crops, sizes, keys):
+        """Run the method once per crop size (baselines scale the crop with the face)."""
+        out: list = [None] * len(crops)
+        for s in sorted(set(sizes)):
+            idx = [i for i, v in enumerate(sizes) if v == s]
+            res = self.method.anonymize(np.stack([crops[i] for i in idx]), [keys[i] for i in idx])
+            for j, i in enumerate(idx):
+                out[i] = (res.crops[j], None if res.z_enc is None else res.z_enc[j])
+        return out
+
+    # ----- recover -----------------------------------------------------------------------------------
+    def recover(self, img: np.ndarray, record: bytes, passphrase: bytes, plausible: bool = False,
+                from_latent: bool = False, allow_modified: bool = False) -> tuple[np.ndarray, str]:
+        """Undo the anonymization -> (image, mode). Modes: "exact" (sealed original pixels pasted back),
+        "latent" (decrypted latent decoded and pasted), "plausible" (wrong passphrase: the latent decrypted
+        under the wrong key, i.e. another stranger; only when ``plausible``)."""
+        img = np.ascontiguousarray(img, dtype=np.uint8)
+        header, _, _ = parse_record(record)
+        if list(img.shape) != list(header.image_shape):
+            raise InputError(f"image size {img.shape} does not match the record {tuple(header.image_shape)}")
+        try:
+            header, master, originals = open_record(record, passphrase)
+        except AuthenticationError as e:
+            if not plausible or "wrong passphrase" not in str(e):
+                raise
+            return self._latent_paste(img, header, master_from_header(passphrase, header)), "plausible"
+        if pixel_digest(img) != header.pixel_sha256 and not allow_modified:
+            raise AuthenticationError("the image pixels changed since anonymization (edited or re-encoded); "
+                                      "pass allow_modified / --allow-modified to restore anyway")
+        if header.has_pixels and not from_latent:
+            out = img.copy()
+            for face, orig in zip(reversed(header.faces), reversed(originals), strict=True):
+                x1, y1, x2, y2 = face.region
+                if orig.shape[:2] != (y2 - y1, x2 - x1):
+                    raise InputError("recovery record region does not match its pixels")
+                out[y1:y2, x1:x2] = orig
+            return out, "exact"
+        return self._latent_paste(img, header, master), "latent"
+
+    def _latent_paste(self, img: np.ndarray, header: RecordHeader, master: bytes) -> np.ndarray:
+        if any(f.z_enc is None for f in header.faces):
+            raise AuthenticationError(f"method {header.method!r} keeps no latent: only the right passphrase "
+                                      "can restore this image")
+        if header.method != self.method.name or (self.method.encryptor_id and header.encryptor
+                                                 and header.encryptor != self.method.encryptor_id):
+            log.warning("record made with %s/%s, decrypting with %s/%s", header.method, header.encryptor,
+                        self.method.name, self.method.encryptor_id)
+        z = np.stack([_unb64_array(f.z_enc, f.z_shape) for f in header.faces])
+        keys = [subkey(master, f.key_purpose) for f in header.faces]
+        crops = self.method.decrypt(z, keys)
+        out = img.copy()
+        for face, crop in zip(header.faces, crops, strict=True):
+            out = self.paste_fn(out, crop, np.asarray(face.affine))
+        return out
+
+
+def _changed_region(before: np.ndarray, after: np.ndarray) -> list[int]:
+    """Bounding box [x1, y1, x2, y2) of the pixels that differ (empty box if none)."""
+    diff = np.any(before != after, axis=2)
+    ys, xs = np.nonzero(diff)
+    if len(ys) == 0:
+        return [0, 0, 0, 0]
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def _b64_array(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode("ascii")
+
+
+def _unb64_array(s: str, shape: Sequence[int] | None) -> np.ndarray:
+    try:
+        a = np.frombuffer(base64.b64decode(s.encode("ascii"), validate=True), dtype="<f8")
+        return a.reshape(shape) if shape else a
+    except ValueError:
+        raise InputError("recovery record holds a corrupt latent") from None
+
+
+# ----- files -----------------------------------------------------------------------------------------
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two paths name the same file (or would, once created)."""
+    a, b = Path(a), Path(b)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return a.resolve() == b.resolve()
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Load an image as uint8 RGB via core.imageio (safe loader; InputError on corrupt files)."""
+    from ..core.imageio import load_image
+
+    return load_image(path)
+
+
+def write_anonymized(out_path: str | os.PathLike, img: np.ndarray, record: bytes,
+                     sidecar: bool = False, jpeg_quality: int = 95) -> list[Path]:
+    """Write the anonymized image; PNG gets the record in an iTXt chunk, other formats (or ``sidecar``)
+    a ``.fpx`` sidecar. Returns the written paths. JPEG is lossy, so its record is bound to the decoded
+    JPEG pixels (``Deidentifier.anonymize(out_ext=...)`` hashes the same encoding)."""
+    from PIL import Image
+
+    from ..core.fileio import atomic_write_bytes
+
+    out_path = Path(out_path)
+    ext = out_path.suffix.lower()
+    written = []
+    if ext == ".png" and not sidecar:
+        atomic_write_bytes(out_path, encode_png_with_record(img, record))
+        return [out_path]
+    buf = io.BytesIO()
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
+           ".tif": "TIFF", ".tiff": "TIFF"}.get(ext)
+    if fmt is None:
+        raise InputError(f"unsupported output format {ext!r} (use .png, .jpg, .webp, .bmp, .tif)")
+    kw = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
+    Image.fromarray(img).save(buf, format=fmt, **kw)
+    atomic_write_bytes(out_path, buf.getvalue())
+    written.append(out_path)
+    atomic_write_bytes(sidecar_path(out_path), record)
+    written.append(sidecar_path(out_path))
+    return written
+
+
+def _lossy_pixels(img: np.ndarray, ext: str, jpeg_quality: int = 95) -> np.ndarray:
+    """What a lossy encoder turns ``img`` into (so the record can bind to the pixels on disk)."""
+    from PIL import Image
+
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(ext)
+    if fmt is None:
+        return img
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format=fmt, quality=jpeg_quality)
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def read_anonymized(path: str | os.PathLike) -> tuple[np.ndarray, bytes]:
+    """(pixels, record) of an anonymized image file."""
+    record = read_record(path)
+    return load_rgb(path), record
