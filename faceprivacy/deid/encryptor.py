@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -255,7 +256,7 @@ class LatentEncryptor(nn.Module):
             cfg = EncryptorConfig(**blob["config"])
             enc = cls(cfg)
             enc.load_state_dict(blob["state"])
-        except (RuntimeError, KeyError, TypeError, ValueError, EOFError) as e:
+        except (RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError) as e:
             raise ModelLoadError(f"cannot load encryptor weights {path}: {e}") from None
         enc.meta = dict(blob.get("meta", {}))
         return enc.eval()

@@ -134,7 +134,7 @@ class Riddle(Method):
                           dtype=self._torch.float64)
 
     def _to_tensor(self, crops: np.ndarray):
-        t = self._torch.as_tensor(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        t = self._torch.from_numpy(np.array(crops, dtype=np.uint8)).permute(0, 3, 1, 2).float()
         return t / 127.5 - 1.0
 
     @staticmethod
