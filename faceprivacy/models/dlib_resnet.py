@@ -101,6 +101,8 @@ class DlibResNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"DlibResNet expects (N,3,H,W) RGB, got {tuple(x.shape)}")
         x = (x - self.mean) * (1.0 / 256.0)
+        if self.stem.weight.is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convs on CPU (oneDNN)
         x = F.max_pool2d(F.relu(self.stem(x)), 3, 2)
         x = self.blocks(x)
         x = x.mean(dim=(2, 3))
@@ -178,9 +180,11 @@ def _parse_cached(path: str, mtime_ns: int, size: int) -> DlibNet:
     return parse_dlib_dnn(path)
 
 
-def load_dlib_resnet(path: str | Path | None = None, device: str | torch.device = "cpu") -> DlibResNet:
+def load_dlib_resnet(path: str | Path | None = None, device: str | torch.device = "cpu",
+                     channels_last: bool = True) -> DlibResNet:
     """dlib's face ResNet as a torch module in eval mode, parsed from dlib's .dat (default: the file shipped by
-    pip ``face-recognition-models``). The parse is cached per file; each call returns a fresh module."""
+    pip ``face-recognition-models``). The parse is cached per file; each call returns a fresh module.
+    ``channels_last`` stores the conv weights NHWC (about 2x faster on CPU; same numbers)."""
     if path is None:
         from faceprivacy.core.paths import dlib_model_path
 
@@ -191,4 +195,7 @@ def load_dlib_resnet(path: str | Path | None = None, device: str | torch.device 
     except OSError as e:
         raise ModelLoadError(f"dlib ResNet model file {p} not readable: {e}") from e
     net = _parse_cached(str(p.resolve()), st.st_mtime_ns, st.st_size)
-    return DlibResNet.from_dlib_net(net).to(device).eval()
+    model = DlibResNet.from_dlib_net(net).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
