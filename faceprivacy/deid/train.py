@@ -1,0 +1,339 @@
+"""Fit and train the latent encryptor on the CelebA *training* identities only.
+
+1. Encode the training faces with the generator; fit whitening + identity subspace (``fit_linear``).
+   With ``id_dim=0`` the subspace size is chosen on the *validation* identities (smallest size whose
+   analytic encryption brings dlib verification against the original below 1 %).
+2. Identity proxy: an MLP from whitened latents to dlib descriptors of the decoded faces (fitted on training
+   latents and their analytic encryptions), cheap enough for thousands of CPU steps.
+3. Train the keyed couplings with RiDDLE-style losses through the proxy, plus (``true_every``) periodic
+   steps through the real decoder + differentiable dlib ResNet:
+   identity of the encryption away from the original; wrong-key decryptions away from the original and
+   from the encryption; diversity between two keys; attribute preservation (the within-identity part of
+   the code unchanged, low-frequency image similarity on true steps); staying on the N(0, I) prior.
+   Recovery needs no loss: the inverse is exact by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.progress import progress
+from .encryptor import EncryptorConfig, LatentEncryptor, random_keys
+
+log = logging.getLogger(__name__)
+
+
+# ----- data helpers (shared with evaluate) ------------------------------------------------------------
+
+def load_crops(paths, size: int = 112) -> np.ndarray:
+    """Load aligned CelebA crops as uint8 (N, size, size, 3)."""
+    from PIL import Image
+
+    from ..core.imageio import load_image
+
+    out = []
+    for p in paths:
+        im = load_image(p)
+        if im.shape[:2] != (size, size):
+            im = np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+        out.append(im)
+    return np.stack(out)
+
+
+def to_tensor(crops: np.ndarray, device="cpu") -> torch.Tensor:
+    """uint8 (N,H,W,3) -> float (N,3,H,W) in [-1, 1]."""
+    return torch.from_numpy(np.array(crops, dtype=np.uint8)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (N,3,H,W) in [-1, 1] -> uint8 (N,H,W,3)."""
+    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def encode_all(gen, crops: np.ndarray, bs: int = 64, device="cpu") -> torch.Tensor:
+    """Generator latents (N, D) float32 of uint8 crops."""
+    return torch.cat([gen.encode(to_tensor(crops[i:i + bs], device)).reshape(min(bs, len(crops) - i), -1).cpu()
+                      for i in range(0, len(crops), bs)])
+
+
+@torch.no_grad()
+def decode_all(gen, z: torch.Tensor, bs: int = 64, device="cpu") -> np.ndarray:
+    """uint8 crops decoded from flat latents."""
+    shape = tuple(gen.latent_shape)
+    return np.concatenate([to_uint8(gen.decode(z[i:i + bs].float().to(device).reshape(-1, *shape)))
+                           for i in range(0, len(z), bs)])
+
+
+def _eye_fit() -> np.ndarray:
+    """dlib-150 chip pixel -> ArcFace-112 pixel from the eye centres of both templates (fallback only)."""
+    from ..core.chip import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_5PT
+
+    t = (DLIB_CHIP_TEMPLATE_5PT + 0.25) / 1.5 * 150
+    src = np.stack([(t[2] + t[3]) / 2, (t[0] + t[1]) / 2])  # image-left eye, image-right eye
+    dst = ARCFACE_TEMPLATE_112[:2]
+    s = np.linalg.norm(dst[1] - dst[0]) / np.linalg.norm(src[1] - src[0])
+    tr = dst.mean(0) - s * src.mean(0)
+    return np.array([[s, 0, tr[0]], [0, s, tr[1]]])
+
+
+_EYE_FIT = _eye_fit()
+
+
+class DlibArc(nn.Module):
+    """Differentiable dlib descriptor of 112x112 ArcFace-layout images in [-1, 1] (fixed warp + torch port)."""
+
+    def __init__(self, device="cpu"):
+        super().__init__()
+        from ..models.dlib_resnet import load_dlib_resnet
+
+        self.net = load_dlib_resnet(device=device).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from ..core import chip
+
+        if x.shape[-1] != 112:
+            x = F.interpolate(x, size=112, mode="bilinear", align_corners=False)
+        x = (x.clamp(-1, 1) + 1) * 127.5
+        if np.any(chip.ARCFACE112_FROM_DLIB150):
+            chips = chip.arcface112_to_dlib150(x, border="replicate")
+        else:  # constant not fitted yet on this branch: eye-centre similarity between the two templates
+            chips = chip.warp_affine_dlib(x, _EYE_FIT, (150, 150), border="replicate")
+        return F.normalize(self.net(chips), dim=1)
+
+    @torch.no_grad()
+    def embed_uint8(self, crops: np.ndarray, bs: int = 64, device="cpu") -> np.ndarray:
+        return torch.cat([self(to_tensor(crops[i:i + bs], device)).cpu()
+                          for i in range(0, len(crops), bs)]).numpy()
+
+
+class IdentityProxy(nn.Module):
+    """MLP: whitened latent (p) -> unit dlib descriptor (128) of the decoded face."""
+
+    def __init__(self, p: int, hidden: int = 512):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(p, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+                                 nn.Linear(hidden, 128))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(w), dim=1)
+
+
+def fit_proxy(w: torch.Tensor, e: torch.Tensor, steps: int = 1500, seed: int = 0) -> tuple[IdentityProxy, dict]:
+    """Fit the proxy by cosine regression (10 % held out to report the fit)."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(w)
+    perm = torch.randperm(n, generator=g)
+    n_te = max(1, n // 10)
+    te, tr = perm[:n_te], perm[n_te:]
+    proxy = IdentityProxy(w.shape[1])
+    opt = torch.optim.Adam(proxy.parameters(), lr=1e-3, weight_decay=1e-5)
+    for _ in range(steps):
+        idx = tr[torch.randint(len(tr), (256,), generator=g)]
+        loss = 1 - (proxy(w[idx]) * e[idx]).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        cos_te = float((proxy(w[te]) * e[te]).sum(1).mean())
+        cos_tr = float((proxy(w[tr[:1000]]) * e[tr[:1000]]).sum(1).mean())
+    return proxy.eval(), {"proxy_cos_train": cos_tr, "proxy_cos_heldout": cos_te, "n": n}
+
+
+# ----- identity measurement on decoded faces -------------------------------------------------------------
+
+def verification_rate(probe: np.ndarray, probe_labels: np.ndarray, ref: np.ndarray, ref_labels: np.ndarray,
+                      threshold: float, exclude_same_index: bool = True) -> float:
+    """Fraction of (probe, reference of the same identity) pairs scoring >= threshold (cosine)."""
+    s = probe @ ref.T
+    same = probe_labels[:, None] == ref_labels[None, :]
+    if exclude_same_index and len(probe) == len(ref):
+        np.fill_diagonal(same, False)
+    return float((s[same] >= threshold).mean()) if same.any() else float("nan")
+
+
+def far_threshold(feats: np.ndarray, labels: np.ndarray, far: float = 1e-3) -> float:
+    """Cosine threshold at the given false-accept rate over all impostor pairs of ``feats``."""
+    s = feats @ feats.T
+    iu = np.triu_indices(len(feats), 1)
+    imp = s[iu][labels[iu[0]] != labels[iu[1]]]
+    return float(np.quantile(imp, 1 - far))
+
+
+# ----- training -----------------------------------------------------------------------------------------
+
+def _load_generator(generator, generator_weights, device):
+    if not isinstance(generator, str):
+        return generator
+    from ..models.generator_loader import load_generator
+
+    kw = {"backend": generator}
+    if generator_weights is not None:
+        kw["path"] = generator_weights
+    return load_generator(**kw).to(device).eval()
+
+
+def train_encryptor(data_root: Path, out: Path | None, generator="lite", generator_weights: Path | None = None,
+                    steps: int = 300, true_every: int = 0, pca_dim: int = 256, id_dim: int = 96,
+                    seed: int = 0, device: str = "cpu", max_train: int | None = None,
+                    max_val: int = 240, id_candidates=(64, 128, 192, 256), key_dim: int = 64,
+                    n_coupling: int = 4, hidden: int = 128, dlib: nn.Module | None = None,
+                    batch: int = 64) -> tuple[LatentEncryptor, dict]:
+    """Fit + train the encryptor on training identities; returns (encryptor, training report)."""
+    from ..core.data import celeba_subset, identity_split
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = _load_generator(generator, generator_weights, device)
+    for p in gen.parameters():
+        p.requires_grad_(False)
+    res = int(gen.resolution)
+    root = Path(data_root) / "celeba_subset_aligned112" if (Path(data_root) / "celeba_subset_aligned112").is_dir() \
+        else Path(data_root)
+    split = identity_split(celeba_subset(root))
+    tr, va = split["train"], split["val"]
+    tr_idx = np.arange(len(tr)) if max_train is None else np.sort(rng.permutation(len(tr))[:max_train])
+    va_idx = np.sort(rng.permutation(len(va))[:max_val])
+    tr, va = tr.subset(tr_idx), va.subset(va_idx)
+    x_tr, x_va = load_crops(tr.paths, res), load_crops(va.paths, res)
+    z_tr, z_va = encode_all(gen, x_tr, device=device), encode_all(gen, x_va, device=device)
+    d = z_tr.shape[1]
+    pca_dim = min(pca_dim, d, len(z_tr) - 1)
+    report: dict = {"seed": seed, "n_train_images": len(tr), "n_train_ids": len(tr.identities),
+                    "n_val_images": len(va), "latent_dim": d}
+    dlib = dlib or DlibArc(device)
+    e_tr = torch.as_tensor(dlib.embed_uint8(x_tr, device=device))
+    e_va = dlib.embed_uint8(x_va, device=device)
+    thr = far_threshold(e_va, va.labels, 1e-3)
+    report["dlib_val_threshold_far1e-3"] = thr
+
+    def val_measure(enc: LatentEncryptor, n_keys_seed: int = 123) -> dict:
+        g = torch.Generator().manual_seed(n_keys_seed)
+        with torch.no_grad():
+            rot, cond = random_keys(len(z_va), enc.cfg, g)
+            w, r = enc.whiten(z_va)
+            ze = enc.unwhiten(enc.encrypt_white(w, rot, cond), r)
+        fa = dlib.embed_uint8(decode_all(gen, ze, device=device), device=device)
+        return {"verif_vs_other_photos": verification_rate(fa, va.labels, e_va, va.labels, thr),
+                "verif_vs_source": float(((fa * e_va).sum(1) >= thr).mean()),
+                "mean_cos_to_source": float((fa * e_va).sum(1).mean())}
+
+    # 1) linear fit; pick the identity-subspace size on validation identities
+    def build(m: int) -> LatentEncryptor:
+        cfg = EncryptorConfig(latent_dim=d, pca_dim=pca_dim, id_dim=m, key_dim=key_dim,
+                              n_coupling=n_coupling, hidden=hidden)
+        enc = LatentEncryptor(cfg)
+        report["fit"] = enc.fit_linear(z_tr.numpy(), tr.labels)
+        return enc
+
+    recon = dlib.embed_uint8(decode_all(gen, z_va, device=device), device=device)
+    report["val_reconstruction_verif_vs_source"] = float(((recon * e_va).sum(1) >= thr).mean())
+    if id_dim <= 0:
+        sweep = {}
+        for m in [c for c in id_candidates if c <= pca_dim]:
+            sweep[m] = val_measure(build(m))
+            log.info("id_dim %d: %s", m, sweep[m])
+        report["id_dim_sweep_val"] = sweep
+        ok = [m for m, v in sweep.items() if v["verif_vs_source"] <= 0.01 and v["verif_vs_other_photos"] <= 0.01]
+        id_dim = min(ok) if ok else max(sweep)
+    enc = build(id_dim)
+    report["id_dim"] = id_dim
+    report["val_analytic"] = val_measure(enc)
+
+    # 2) identity proxy on training latents + their analytic encryptions
+    with torch.no_grad():
+        n_aug = min(len(z_tr), 1500)
+        sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
+        rot, cond = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1))
+        w_tr, r_tr = enc.whiten(z_tr)
+        w_aug = enc.rotate(w_tr[sel], rot)
+        z_aug = enc.unwhiten(w_aug, r_tr[sel])
+    e_aug = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_aug, device=device), device=device))
+    e_rec = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_tr, device=device), device=device))
+    proxy, pstats = fit_proxy(torch.cat([w_tr, w_aug]), torch.cat([e_rec, e_aug]), seed=seed)
+    report["proxy"] = pstats
+    for p in proxy.parameters():
+        p.requires_grad_(False)
+
+    # 3) train the keyed couplings
+    if steps > 0:
+        report["train"] = _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
+                                           batch, seed, device)
+        report["val_trained"] = val_measure(enc)
+    report["wall_s"] = round(time.time() - t0, 1)
+    enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report}
+    if out is not None:
+        enc.meta["id"] = _weights_id(enc)
+        enc.save(out)
+    return enc, report
+
+
+def _weights_id(enc: LatentEncryptor) -> str:
+    h = hashlib.sha256()
+    for k, v in enc.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, batch, seed, device) -> dict:
+    """RiDDLE-style losses on the keyed couplings (proxy steps + optional true decoder/dlib steps)."""
+    g = torch.Generator().manual_seed(seed + 7)
+    opt = torch.optim.Adam(enc.couplings.parameters(), lr=1e-3)
+    v = enc.id_basis
+    margin = 0.3
+    hist = []
+    enc.train()
+
+    def relu_cos(a, b):
+        return F.relu((a * b).sum(1) - margin).mean()
+
+    for step in progress(range(steps), desc="train encryptor"):
+        idx = torch.randint(len(w_tr), (batch,), generator=g)
+        w, e0 = w_tr[idx], e_tr[idx]
+        r1, c1 = random_keys(batch, enc.cfg, g)
+        r2, c2 = random_keys(batch, enc.cfg, g)
+        y1 = enc.encrypt_white(w, r1, c1)
+        y2 = enc.encrypt_white(w, r2, c2)
+        wrong = enc.decrypt_white(y1, r2, c2)
+        true_step = true_every > 0 and (step + 1) % true_every == 0
+        if true_step:
+            sub = slice(0, min(batch, 8))
+            zs = enc.unwhiten(torch.cat([y1[sub], wrong[sub]]), torch.cat([r_tr[idx][sub]] * 2))
+            imgs = gen.decode(zs.to(device).reshape(-1, *gen.latent_shape))
+            f = dlib(imgs).cpu()
+            n = len(f) // 2
+            x0 = gen.decode(enc.unwhiten(w[sub], r_tr[idx][sub]).to(device).reshape(-1, *gen.latent_shape))
+            f1, fw = f[:n], f[n:]
+            l_id = relu_cos(f1, e0[sub]) + relu_cos(fw, e0[sub]) + relu_cos(fw, f1)
+            low = F.avg_pool2d(imgs[:n], 8) - F.avg_pool2d(x0, 8)
+            l_attr_img = low.abs().mean()
+        else:
+            p1, p2, pw = proxy(y1), proxy(y2), proxy(wrong)
+            l_id = relu_cos(p1, e0) + relu_cos(pw, e0) + relu_cos(pw, p1) + relu_cos(p1, p2)
+            l_attr_img = torch.zeros(())
+        comp = lambda a: a - (a @ v) @ v.T  # noqa: E731
+        l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(wrong) - comp(w)) ** 2).mean()
+        allc = torch.cat([y1, y2, wrong])
+        l_prior = (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()
+        loss = l_id + 1.0 * l_attr + 0.5 * l_prior + 1.0 * l_attr_img
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.couplings.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            hist.append({"step": step, "loss": float(loss), "id": float(l_id), "attr": float(l_attr),
+                         "prior": float(l_prior), "true": bool(true_step)})
+    enc.eval()
+    return {"steps": steps, "true_every": true_every, "history": hist}
