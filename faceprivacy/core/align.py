@@ -43,11 +43,12 @@ def invert_affine(m: np.ndarray) -> np.ndarray:
 def warp_affine(img: np.ndarray, m: np.ndarray, size: tuple[int, int], fill: int = 0) -> np.ndarray:
     """Warp ``img`` with the forward 2x3 transform ``m`` (input -> output coords) into (w, h) = size, bilinear."""
     inv = invert_affine(m)
-    # PIL maps output pixel centres; use the half-pixel convention consistently
+    # our transforms map pixel *indices* (centres at integers); PIL maps continuous coordinates
+    # (centre of pixel j at j + 0.5) both ways, so shift in and out by half a pixel
     a, b, c = inv[0]
     d, e, f = inv[1]
-    c = c + 0.5 * a + 0.5 * b - 0.5
-    f = f + 0.5 * d + 0.5 * e - 0.5
+    c = c - 0.5 * a - 0.5 * b + 0.5
+    f = f - 0.5 * d - 0.5 * e + 0.5
     pil = Image.fromarray(np.ascontiguousarray(img))
     fillc = fill if pil.mode == "L" else (fill,) * len(pil.getbands())
     out = pil.transform(size, Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR,
