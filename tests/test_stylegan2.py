@@ -8,12 +8,14 @@ import argparse
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from faceprivacy.core.errors import ModelLoadError
+from faceprivacy.core.errors import InputError, ModelLoadError
 from faceprivacy.models.e4e import build_encoder
+from faceprivacy.models.ffhq_align import ffhq_crop, ffhq_quad
 from faceprivacy.models.generator import Generator
 from faceprivacy.models.stylegan2 import (
     ModulatedConv2d,
@@ -352,3 +354,45 @@ def test_upsample_and_mapping_properties(small: dict) -> None:
         assert ws.shape == (1, 3, SIZE, SIZE)
         a, b = g(_wplus(1), noise_mode="random"), g(_wplus(1), noise_mode="random")
         assert not torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------- FFHQ alignment
+
+
+def _face_landmarks(eyes=((40.0, 50.0), (80.0, 50.0)), mouth=((45.0, 90.0), (75.0, 90.0))) -> np.ndarray:
+    lm = np.zeros((68, 2))
+    lm[36:42], lm[42:48] = eyes[0], eyes[1]
+    lm[48], lm[54] = mouth
+    return lm
+
+
+def test_ffhq_quad_geometry() -> None:
+    lm = _face_landmarks()
+    q = ffhq_quad(lm)
+    # upright face: axis-aligned square, half side max(2 * 40, 1.8 * 40) = 80, centre (60, 50 + 4)
+    assert np.allclose(q, [[-20, -26], [-20, 134], [140, 134], [140, -26]])
+    th = np.deg2rad(30)
+    r = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    q_rot = ffhq_quad(lm @ r.T + 7.0)  # rotation/translation equivariant
+    assert np.allclose(q_rot, q @ r.T + 7.0)
+    with pytest.raises(InputError):
+        ffhq_quad(np.zeros((5, 2)))
+
+
+def test_ffhq_crop_matrix_and_sampling() -> None:
+    img = np.zeros((200, 220, 3), np.uint8)
+    img[70:73, 100:103] = 255  # a bright 3x3 dot centred on pixel (101, 71)
+    lm = _face_landmarks(eyes=((70.0, 60.0), (110.0, 60.0)), mouth=((75.0, 100.0), (105.0, 100.0)))
+    crop, m = ffhq_crop(img, lm, size=80)
+    assert crop.shape == (80, 80, 3) and crop.dtype == np.uint8
+    q = ffhq_quad(lm)
+    corners = (m @ np.c_[q, np.ones(4)].T).T  # quad corners sit on the crop's outer pixel edges
+    assert np.allclose(corners, [[-0.5, -0.5], [-0.5, 79.5], [79.5, 79.5], [79.5, -0.5]], atol=1e-6)
+    u, v = m @ np.array([101.0, 71.0, 1.0])
+    yy, xx = np.unravel_index(np.argmax(crop[..., 0].astype(float)), crop.shape[:2])
+    assert abs(xx - u) <= 1 and abs(yy - v) <= 1
+    big = np.zeros((1200, 1200, 3), np.uint8)  # large face: pre-shrunk, still the same geometry
+    big[600:, :] = 200
+    crop2, _ = ffhq_crop(big, _face_landmarks(eyes=((450.0, 500.0), (750.0, 500.0)),
+                                               mouth=((480.0, 800.0), (720.0, 800.0))), size=64)
+    assert crop2[:20].max() == 0 and crop2[-10:].min() == 200
