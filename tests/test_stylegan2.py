@@ -176,6 +176,10 @@ def test_load_g_ema_checkpoint_decode(tmp_path: Path, small: dict) -> None:
     assert not torch.allclose(out[0], out[1])
     with pytest.raises(ModelLoadError, match="no encoder"):
         gen.encode(_images())
+    wg = w[:1].clone().requires_grad_(True)  # frozen weights, but latents stay optimisable
+    gen.decode(wg).square().mean().backward()
+    assert wg.grad is not None and wg.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in gen.parameters())
 
 
 def test_bare_and_dataparallel_state_dicts(tmp_path: Path, small: dict) -> None:
