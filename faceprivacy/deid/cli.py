@@ -89,7 +89,7 @@ def load_riddle(generator: str = "lite", generator_weights: Path | None = None, 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     kw = {"backend": generator}
     if generator_weights is not None:
-        kw["path"] = generator_weights
+        kw["weights"] = generator_weights
     gen = load_generator(**kw)
     enc = LatentEncryptor.load(encryptor or default_encryptor_path(getattr(gen, "name", generator)))
     return Riddle(gen, enc)

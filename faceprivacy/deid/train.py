@@ -179,7 +179,7 @@ def _load_generator(generator, generator_weights, device):
 
     kw = {"backend": generator}
     if generator_weights is not None:
-        kw["path"] = generator_weights
+        kw["weights"] = generator_weights
     return load_generator(**kw).to(device).eval()
 
 
