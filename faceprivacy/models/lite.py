@@ -219,7 +219,8 @@ class LiteDiscriminator(nn.Module):
         self.stem = nn.Conv2d(3, ch[0], 3, padding=1)
         self.blocks = nn.ModuleList([EncBlock(ch[i], ch[i + 1]) for i in range(4)])
         self.head = nn.Sequential(nn.Conv2d(ch[4] + 1, ch[4], 3, padding=1), nn.LeakyReLU(0.2),
-                                  nn.Flatten(), nn.Linear(ch[4] * 49, 256), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(ch[4], 64, 1), nn.LeakyReLU(0.2),
+                                  nn.Flatten(), nn.Linear(64 * 49, 256), nn.LeakyReLU(0.2),
                                   nn.Linear(256, 1))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:

@@ -44,14 +44,17 @@ def align_arcface112(img: np.ndarray, five: np.ndarray, size: int = 112) -> np.n
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-def align_utkface(root: str | os.PathLike, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """Detect (dlib HOG), landmark (68 pt) and re-align UTKFace crops to ArcFace 112; skips misses."""
+def align_utkface(root: str | os.PathLike, limit: int | None = None, upsample: int = 0,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Detect (dlib HOG), landmark (68 pt) and re-align UTKFace crops to ArcFace 112; skips misses.
+
+    ``shard=(i, k)`` processes every k-th file starting at i (to spread the work over processes)."""
     import dlib
     from PIL import Image
 
     from ..core.progress import progress
     root = Path(root)
-    files = sorted((root / "images").glob("*.jpg"))[:limit]
+    files = sorted((root / "images").glob("*.jpg"))[:limit][shard[0]::shard[1]]
     if not files:
         raise InputError(f"no UTKFace images under {root / 'images'}")
     det = dlib.get_frontal_face_detector()
@@ -59,7 +62,7 @@ def align_utkface(root: str | os.PathLike, limit: int | None = None) -> tuple[np
     crops, names = [], []
     for f in progress(files, desc="align utkface"):
         img = np.asarray(Image.open(f).convert("RGB"))
-        dets = det(img, 1)
+        dets = det(img, upsample)
         if len(dets) == 0:
             continue
         d = max(dets, key=lambda r: r.width() * r.height())
