@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from ..core.errors import ModelLoadError
-from ..core.keys import key_rotation, key_to_gaussian, subkey
 
 FORMAT_VERSION = 1
 
@@ -61,6 +60,8 @@ class FaceKey:
     @classmethod
     def from_key(cls, key: bytes, cfg: EncryptorConfig) -> FaceKey:
         """Derive both parts from a 32-byte face key (HKDF sub-keys, so they are independent)."""
+        from ..core.keys import key_rotation, key_to_gaussian, subkey
+
         return cls(key_rotation(subkey(key, "deid/rotation"), cfg.id_dim),
                    key_to_gaussian(subkey(key, "deid/cond"), (cfg.key_dim,)))
 

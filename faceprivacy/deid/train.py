@@ -91,11 +91,19 @@ _EYE_FIT = _eye_fit()
 class DlibArc(nn.Module):
     """Differentiable dlib descriptor of 112x112 ArcFace-layout images in [-1, 1] (fixed warp + torch port)."""
 
-    def __init__(self, device="cpu"):
+    def __init__(self, device="cpu", state_path: str | Path | None = None):
         super().__init__()
-        from ..models.dlib_resnet import load_dlib_resnet
+        if state_path is not None:  # a saved DlibResNet state dict (used where dlib's .dat is not installed)
+            from ..models.dlib_resnet import DlibResNet
 
-        self.net = load_dlib_resnet(device=device).eval()
+            self.net = DlibResNet()
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            self.net.load_state_dict({k: v.float() for k, v in state.items()})
+            self.net = self.net.to(device).eval()
+        else:
+            from ..models.dlib_resnet import load_dlib_resnet
+
+            self.net = load_dlib_resnet(device=device).eval()
         for p in self.net.parameters():
             p.requires_grad_(False)
 
@@ -188,7 +196,8 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
                     seed: int = 0, device: str = "cpu", max_train: int | None = None,
                     max_val: int = 240, id_candidates=(64, 128, 192, 256), key_dim: int = 64,
                     n_coupling: int = 4, hidden: int = 128, dlib: nn.Module | None = None,
-                    batch: int = 64) -> tuple[LatentEncryptor, dict]:
+                    batch: int = 64, true_batch: int = 8, lr: float = 1e-3,
+                    save_analytic: Path | None = None) -> tuple[LatentEncryptor, dict]:
     """Fit + train the encryptor on training identities; returns (encryptor, training report)."""
     from ..core.data import celeba_subset, identity_split
 
@@ -214,20 +223,36 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
                     "n_val_images": len(va), "latent_dim": d}
     dlib = dlib or DlibArc(device)
     e_tr = torch.as_tensor(dlib.embed_uint8(x_tr, device=device))
+    sims = (e_tr[:500] @ e_tr[:500].T).numpy()
+    lab5 = tr.labels[:500]
+    report["dlib_train_mean_impostor_cos"] = float(sims[lab5[:, None] != lab5[None, :]].mean())
     e_va = dlib.embed_uint8(x_va, device=device)
     thr = far_threshold(e_va, va.labels, 1e-3)
     report["dlib_val_threshold_far1e-3"] = thr
 
     def val_measure(enc: LatentEncryptor, n_keys_seed: int = 123) -> dict:
         g = torch.Generator().manual_seed(n_keys_seed)
+        enc = enc.to(device)
         with torch.no_grad():
-            rot, cond = random_keys(len(z_va), enc.cfg, g)
-            w, r = enc.whiten(z_va)
-            ze = enc.unwhiten(enc.encrypt_white(w, rot, cond), r)
+            outs = {}
+            for tag in ("a", "b"):
+                rot, cond = random_keys(len(z_va), enc.cfg, g)
+                w, r = enc.whiten(z_va.to(device))
+                ze = enc.unwhiten(enc.encrypt_white(w, rot.to(device), cond.to(device)), r)
+                outs[tag] = (ze, rot, cond)
+            ze, _, _ = outs["a"]
+            rot_b, cond_b = outs["b"][1].to(device), outs["b"][2].to(device)
+            w, r = enc.whiten(ze)
+            zw = enc.unwhiten(enc.decrypt_white(w, rot_b, cond_b), r)
         fa = dlib.embed_uint8(decode_all(gen, ze, device=device), device=device)
+        fb = dlib.embed_uint8(decode_all(gen, outs["b"][0], device=device), device=device)
+        fw = dlib.embed_uint8(decode_all(gen, zw, device=device), device=device)
         return {"verif_vs_other_photos": verification_rate(fa, va.labels, e_va, va.labels, thr),
                 "verif_vs_source": float(((fa * e_va).sum(1) >= thr).mean()),
-                "mean_cos_to_source": float((fa * e_va).sum(1).mean())}
+                "mean_cos_to_source": float((fa * e_va).sum(1).mean()),
+                "two_keys_verified_same": float(((fa * fb).sum(1) >= thr).mean()),
+                "wrong_key_verif_vs_source": float(((fw * e_va).sum(1) >= thr).mean()),
+                "latent_norm_ratio": float(ze.norm(dim=1).mean() / z_va.norm(dim=1).mean())}
 
     # 1) linear fit; pick the identity-subspace size on validation identities
     def build(m: int) -> LatentEncryptor:
@@ -235,7 +260,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
                               n_coupling=n_coupling, hidden=hidden)
         enc = LatentEncryptor(cfg)
         report["fit"] = enc.fit_linear(z_tr.numpy(), tr.labels)
-        return enc
+        return enc.to(device)
 
     recon = dlib.embed_uint8(decode_all(gen, z_va, device=device), device=device)
     report["val_reconstruction_verif_vs_source"] = float(((recon * e_va).sum(1) >= thr).mean())
@@ -245,17 +270,25 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
             sweep[m] = val_measure(build(m))
             log.info("id_dim %d: %s", m, sweep[m])
         report["id_dim_sweep_val"] = sweep
-        ok = [m for m, v in sweep.items() if v["verif_vs_source"] <= 0.01 and v["verif_vs_other_photos"] <= 0.01]
+        ok = [m for m, v in sweep.items() if v["verif_vs_source"] <= 0.01 and v["verif_vs_other_photos"] <= 0.01
+              and v["wrong_key_verif_vs_source"] <= 0.01]
         id_dim = min(ok) if ok else max(sweep)
     enc = build(id_dim)
     report["id_dim"] = id_dim
     report["val_analytic"] = val_measure(enc)
+    if save_analytic is not None:
+        enc.cpu().meta = {"generator": getattr(gen, "name", "generator"), "training": dict(report),
+                          "variant": "analytic (couplings = identity)"}
+        enc.meta["id"] = _weights_id(enc)
+        enc.save(save_analytic)
+        enc.to(device)
 
     # 2) identity proxy on training latents + their analytic encryptions
     with torch.no_grad():
         n_aug = min(len(z_tr), 1500)
         sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
         rot, cond = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1))
+        enc = enc.cpu()
         w_tr, r_tr = enc.whiten(z_tr)
         w_aug = enc.rotate(w_tr[sel], rot)
         z_aug = enc.unwhiten(w_aug, r_tr[sel])
@@ -268,9 +301,12 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
 
     # 3) train the keyed couplings
     if steps > 0:
-        report["train"] = _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
-                                           batch, seed, device)
+        margin = report["dlib_train_mean_impostor_cos"]
+        report["train"] = _train_couplings(enc.to(device), proxy.to(device), w_tr.to(device), e_tr.to(device),
+                                           steps, true_every, gen, dlib, r_tr.to(device), batch, seed, device,
+                                           margin=margin, true_batch=true_batch, lr=lr)
         report["val_trained"] = val_measure(enc)
+    enc = enc.cpu()
     report["wall_s"] = round(time.time() - t0, 1)
     enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report}
     if out is not None:
@@ -287,42 +323,46 @@ def _weights_id(enc: LatentEncryptor) -> str:
     return h.hexdigest()[:16]
 
 
-def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, batch, seed, device) -> dict:
-    """RiDDLE-style losses on the keyed couplings (proxy steps + optional true decoder/dlib steps)."""
+def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, batch, seed, device,
+                     margin: float = 0.8, true_batch: int = 8, lr: float = 1e-3) -> dict:
+    """RiDDLE-style losses on the keyed couplings (proxy steps + optional true decoder/dlib steps).
+    Identity terms are hinges at ``margin`` = the mean dlib cosine between two *different* training people:
+    "as far as a random stranger", not an adversarial push beyond what real faces do."""
     g = torch.Generator().manual_seed(seed + 7)
-    opt = torch.optim.Adam(enc.couplings.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(enc.couplings.parameters(), lr=lr)
     v = enc.id_basis
-    margin = 0.3
     hist = []
+    t0 = time.time()
     enc.train()
 
     def relu_cos(a, b):
         return F.relu((a * b).sum(1) - margin).mean()
 
     for step in progress(range(steps), desc="train encryptor"):
-        idx = torch.randint(len(w_tr), (batch,), generator=g)
+        idx = torch.randint(len(w_tr), (batch,), generator=g).to(w_tr.device)
         w, e0 = w_tr[idx], e_tr[idx]
-        r1, c1 = random_keys(batch, enc.cfg, g)
-        r2, c2 = random_keys(batch, enc.cfg, g)
+        r1, c1 = (t.to(device) for t in random_keys(batch, enc.cfg, g))
+        r2, c2 = (t.to(device) for t in random_keys(batch, enc.cfg, g))
         y1 = enc.encrypt_white(w, r1, c1)
         y2 = enc.encrypt_white(w, r2, c2)
         wrong = enc.decrypt_white(y1, r2, c2)
         true_step = true_every > 0 and (step + 1) % true_every == 0
         if true_step:
-            sub = slice(0, min(batch, 8))
-            zs = enc.unwhiten(torch.cat([y1[sub], wrong[sub]]), torch.cat([r_tr[idx][sub]] * 2))
-            imgs = gen.decode(zs.to(device).reshape(-1, *gen.latent_shape))
-            f = dlib(imgs).cpu()
-            n = len(f) // 2
-            x0 = gen.decode(enc.unwhiten(w[sub], r_tr[idx][sub]).to(device).reshape(-1, *gen.latent_shape))
-            f1, fw = f[:n], f[n:]
-            l_id = relu_cos(f1, e0[sub]) + relu_cos(fw, e0[sub]) + relu_cos(fw, f1)
-            low = F.avg_pool2d(imgs[:n], 8) - F.avg_pool2d(x0, 8)
+            sub = slice(0, min(batch, true_batch))
+            zs = enc.unwhiten(torch.cat([y1[sub], y2[sub], wrong[sub]]), torch.cat([r_tr[idx][sub]] * 3))
+            imgs = gen.decode(zs.reshape(-1, *gen.latent_shape))
+            f = dlib(imgs)
+            n = len(f) // 3
+            with torch.no_grad():
+                x0 = gen.decode(enc.unwhiten(w[sub], r_tr[idx][sub]).reshape(-1, *gen.latent_shape))
+            f1, f2, fw = f[:n], f[n:2 * n], f[2 * n:]
+            l_id = relu_cos(f1, e0[sub]) + relu_cos(fw, e0[sub]) + relu_cos(fw, f1) + relu_cos(f1, f2)
+            low = F.avg_pool2d(imgs[:2 * n], 8) - F.avg_pool2d(x0, 8).repeat(2, 1, 1, 1)
             l_attr_img = low.abs().mean()
         else:
             p1, p2, pw = proxy(y1), proxy(y2), proxy(wrong)
             l_id = relu_cos(p1, e0) + relu_cos(pw, e0) + relu_cos(pw, p1) + relu_cos(p1, p2)
-            l_attr_img = torch.zeros(())
+            l_attr_img = torch.zeros((), device=w.device)
         comp = lambda a: a - (a @ v) @ v.T  # noqa: E731
         l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(wrong) - comp(w)) ** 2).mean()
         allc = torch.cat([y1, y2, wrong])
@@ -334,6 +374,8 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             hist.append({"step": step, "loss": float(loss), "id": float(l_id), "attr": float(l_attr),
-                         "prior": float(l_prior), "true": bool(true_step)})
+                         "prior": float(l_prior), "img": float(l_attr_img), "true": bool(true_step),
+                         "t": round(time.time() - t0, 1)})
     enc.eval()
-    return {"steps": steps, "true_every": true_every, "history": hist}
+    return {"steps": steps, "true_every": true_every, "true_batch": true_batch, "margin": margin, "lr": lr,
+            "history": hist}

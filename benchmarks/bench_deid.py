@@ -1,0 +1,74 @@
+"""De-identification speed on the CPU (2 threads): faces/s for full-frame anonymize and recover with the
+keyed encryptor (``riddle``, the shipped ``lite`` generator) vs the blur baseline measured in the same run.
+
+A 2x3 canvas of six CelebA test-identity faces is processed; detection is done once and reused so the
+numbers measure the de-identification itself (detection cost is reported separately).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _canvas(data_root: Path) -> np.ndarray:
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.core.imageio import load_image
+
+    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    img = np.full((300, 420, 3), 200, np.uint8)
+    for i, p in enumerate(ds.paths[:6]):
+        y, x = (i // 3) * 150 + 20, (i % 3) * 140 + 14
+        img[y:y + 112, x:x + 112] = load_image(p)
+    return img
+
+
+def _time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
+    """Faces/s anonymize + recover for riddle (exact and latent recovery) and blur; ratios vs blur."""
+    import torch
+
+    from faceprivacy.core.detect import FaceDetector
+    from faceprivacy.core.keys import derive_master_key
+    from faceprivacy.deid.cli import load_riddle
+    from faceprivacy.deid.methods import make_method
+    from faceprivacy.deid.pipeline import Deidentifier, DetectedFace
+
+    torch.set_num_threads(2)
+    img = _canvas(Path(data_root))
+    det = FaceDetector()
+    t0 = time.perf_counter()
+    faces = [DetectedFace(f.box, f.arcface5) for f in det.detect(img)]
+    t_det = time.perf_counter() - t0
+    n = len(faces)
+    salt = b"bench-deid-salt!"
+    master = derive_master_key(b"bench", salt)
+    res: dict = {"faces_per_frame": n, "detect_s_per_frame": round(t_det, 3), "threads": 2}
+    for name, method in (("blur", make_method("blur")), ("riddle", load_riddle())):
+        d = Deidentifier(method, detector=False)
+        out = d.anonymize(img, b"bench", salt=salt, master=master, faces=faces)
+        t_a = _time(lambda d=d: d.anonymize(img, b"bench", salt=salt, master=master, faces=faces), repeats)
+        # recover includes one scrypt per file (the passphrase -> key step), as a user would pay it
+        t_r = _time(lambda d=d, out=out: d.recover(out.image, out.record, b"bench"), repeats)
+        res[name] = {"anonymize_faces_per_s": n / t_a, "recover_exact_faces_per_s": n / t_r,
+                     "record_bytes": len(out.record)}
+        if name == "riddle":
+            t_l = _time(lambda d=d, out=out: d.recover(out.image, out.record, b"bench", from_latent=True),
+                        repeats)
+            res[name]["recover_latent_faces_per_s"] = n / t_l
+    res["riddle_vs_blur_anonymize_speed_ratio"] = (res["riddle"]["anonymize_faces_per_s"]
+                                                   / res["blur"]["anonymize_faces_per_s"])
+    print(f"   anonymize faces/s: riddle {res['riddle']['anonymize_faces_per_s']:.2f}, blur "
+          f"{res['blur']['anonymize_faces_per_s']:.2f} (ratio {res['riddle_vs_blur_anonymize_speed_ratio']:.3f}); "
+          f"recover (exact) riddle {res['riddle']['recover_exact_faces_per_s']:.2f}, latent "
+          f"{res['riddle']['recover_latent_faces_per_s']:.2f} faces/s")
+    return res
