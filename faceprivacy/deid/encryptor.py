@@ -75,15 +75,19 @@ def stack_keys(keys: list[FaceKey], dtype: torch.dtype = torch.float32,
 
 
 def random_keys(n: int, cfg: EncryptorConfig, generator: torch.Generator | None = None,
-                dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fresh random (rotation, password latent) pairs for training (QR of Gaussians, like ``key_rotation``)."""
+                dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fresh random (rotation, password latent) pairs for training (QR of Gaussians, like ``key_rotation``).
+    On a GPU the QR runs there in float32 (fast); on the CPU in float64."""
     g = torch.randn(n, cfg.id_dim, cfg.id_dim, generator=generator, dtype=torch.float64)
+    cond = torch.randn(n, cfg.key_dim, generator=generator, dtype=torch.float64)
+    if torch.device(device).type != "cpu":
+        g = g.to(device=device, dtype=torch.float32)
     q, r = torch.linalg.qr(g)
     d = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     d = torch.where(d == 0, torch.ones_like(d), d)
     q = q * d[:, None, :]
-    cond = torch.randn(n, cfg.key_dim, generator=generator, dtype=torch.float64)
-    return q.to(dtype), cond.to(dtype)
+    return q.to(device=device, dtype=dtype), cond.to(device=device, dtype=dtype)
 
 
 class KeyedCoupling(nn.Module):

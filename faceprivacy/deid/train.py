@@ -236,9 +236,9 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         with torch.no_grad():
             outs = {}
             for tag in ("a", "b"):
-                rot, cond = random_keys(len(z_va), enc.cfg, g)
+                rot, cond = random_keys(len(z_va), enc.cfg, g, device=device)
                 w, r = enc.whiten(z_va.to(device))
-                ze = enc.unwhiten(enc.encrypt_white(w, rot.to(device), cond.to(device)), r)
+                ze = enc.unwhiten(enc.encrypt_white(w, rot, cond), r)
                 outs[tag] = (ze, rot, cond)
             ze, _, _ = outs["a"]
             rot_b, cond_b = outs["b"][1].to(device), outs["b"][2].to(device)
@@ -287,7 +287,8 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     with torch.no_grad():
         n_aug = min(len(z_tr), 1500)
         sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
-        rot, cond = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1))
+        rot, _ = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1), device=device)
+        rot = rot.cpu()
         enc = enc.cpu()
         w_tr, r_tr = enc.whiten(z_tr)
         w_aug = enc.rotate(w_tr[sel], rot)
@@ -341,8 +342,8 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
     for step in progress(range(steps), desc="train encryptor"):
         idx = torch.randint(len(w_tr), (batch,), generator=g).to(w_tr.device)
         w, e0 = w_tr[idx], e_tr[idx]
-        r1, c1 = (t.to(device) for t in random_keys(batch, enc.cfg, g))
-        r2, c2 = (t.to(device) for t in random_keys(batch, enc.cfg, g))
+        r1, c1 = random_keys(batch, enc.cfg, g, device=device)
+        r2, c2 = random_keys(batch, enc.cfg, g, device=device)
         y1 = enc.encrypt_white(w, r1, c1)
         y2 = enc.encrypt_white(w, r2, c2)
         wrong = enc.decrypt_white(y1, r2, c2)
