@@ -18,7 +18,6 @@ original through the same soft elliptical face mask that the full-frame paste-ba
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -29,10 +28,6 @@ from ..core.fileio import atomic_write_json
 from ..core.progress import progress
 
 log = logging.getLogger(__name__)
-
-
-def _face_keys(n: int, tag: str) -> list[bytes]:
-    return [hashlib.sha256(f"eval-deid/{tag}/{i}".encode()).digest() for i in range(n)]
 
 
 def _blend(orig: np.ndarray, anon: np.ndarray) -> np.ndarray:
@@ -138,7 +133,8 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
                   embedders=("mobilefacenet", "dlib"), methods=("riddle", "blur", "pixelate", "mask"),
                   attributes: bool = True, generator: str = "lite", generator_weights: Path | None = None,
                   encryptor: Path | None = None, riddle=None, far: float = 1e-3, grid_rows: int = 8,
-                  record_check: int = 64) -> dict:
+                  record_check: int = 64, max_distractors: int | None = None,
+                  embedder_objs: dict | None = None) -> dict:
     """Run the evaluation; writes ``eval_deid.json`` and ``eval_deid.html`` into ``out_dir``."""
     import torch
 
@@ -156,7 +152,11 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     test = identity_split(ds)["test"]
     ids = test.identities[:n_ids] if n_ids else test.identities
     probe_idx, gal_idx = [], []
+    others = [nm for nm in ds.identities if nm not in ids]
+    keep = set(ids) | set(others[:max_distractors] if max_distractors is not None else others)
     for name in ds.identities:
+        if name not in keep:
+            continue
         rows = [i for i, lab in enumerate(ds.labels) if ds.names[lab] == name]
         if name in ids:
             if len(rows) < 2:
@@ -179,7 +179,14 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
 
             riddle = load_riddle(generator, generator_weights, encryptor)
         enc = riddle.encryptor
-        ka, kb, kc, kw = (_face_keys(n, t) for t in ("A", "B", "C", "W"))
+        from .encryptor import random_keys
+
+        def keys(tag: int, i: int, m: int):
+            """Seeded random keys (float64 Haar rotations; same law as HKDF-derived keys, tested elsewhere)."""
+            g = torch.Generator().manual_seed(1000 * tag + i)
+            r, c = random_keys(m, enc.cfg, g, dtype=torch.float64)
+            return r.to(riddle.device), c.to(riddle.device)
+
         res_g = int(riddle.generator.resolution)
         xr = _resize(x, res_g)
         z = torch.cat([riddle.encode(xr[i:i + 32]) for i in range(0, n, 32)]).double()
@@ -188,18 +195,20 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
                                 "reconstruction")}
         for i in progress(range(0, n, 32), desc="riddle"):
             zi = z[i:i + 32]
-            ra, ca = riddle.face_keys(ka[i:i + 32])
+            m = len(zi)
+            ra, ca = keys(1, i, m)
             with torch.no_grad():
                 za = enc.encrypt(zi, ra, ca)
-                zb = enc.encrypt(zi, *riddle.face_keys(kb[i:i + 32]))
-                zc = enc.encrypt(zi, *riddle.face_keys(kc[i:i + 32]))
+                zb = enc.encrypt(zi, *keys(2, i, m))
+                zc = enc.encrypt(zi, *keys(3, i, m))
                 zr = enc.decrypt(za, ra, ca)
-                zw = enc.decrypt(za, *riddle.face_keys(kw[i:i + 32]))
+                zw = enc.decrypt(za, *keys(4, i, m))
             exact_err = max(exact_err, float((zr - zi).abs().max()))
             z_enc.append(za)
             for k, zz in (("riddle", za), ("riddle_keyB", zb), ("riddle_keyC", zc), ("recovered_latent", zr),
                           ("wrong_key", zw), ("reconstruction", zi)):
                 outs[k].append(riddle.decode(zz.float()))
+        z_enc = [t.cpu() for t in z_enc]
         for k, v in outs.items():
             sets[k] = _blend(x, _resize(np.concatenate(v), x.shape[1]))
         res["riddle_latent_roundtrip_max_abs_err"] = exact_err
@@ -214,7 +223,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     metrics: dict = {}
     thresholds = {}
     for ename in embedders:
-        emb = get_embedder(ename)
+        emb = (embedder_objs or {}).get(ename) or get_embedder(ename)
         fx, fg = _embed(emb, x), _embed(emb, xg)
         thr = _threshold(np.concatenate([fx, fg]), np.concatenate([yl, gl]), far)
         thresholds[ename] = thr

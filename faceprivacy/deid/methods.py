@@ -113,7 +113,9 @@ class Riddle(Method):
         import torch
 
         self.generator = generator.eval()
-        self.encryptor = encryptor.for_inference()
+        self.device = next(generator.parameters()).device if any(True for _ in generator.parameters()) \
+            else torch.device("cpu")
+        self.encryptor = encryptor.for_inference().to(self.device)
         self.cfg: EncryptorConfig = encryptor.cfg
         self.batch_size = batch_size
         self.generator_name = getattr(generator, "name", "generator")
@@ -131,10 +133,10 @@ class Riddle(Method):
         from .encryptor import stack_keys
 
         return stack_keys([FaceKey.from_key(subkey(k, "deid/face"), self.cfg) for k in keys],
-                          dtype=self._torch.float64)
+                          dtype=self._torch.float64, device=self.device)
 
     def _to_tensor(self, crops: np.ndarray):
-        t = self._torch.from_numpy(np.array(crops, dtype=np.uint8)).permute(0, 3, 1, 2).float()
+        t = self._torch.from_numpy(np.array(crops, dtype=np.uint8)).to(self.device).permute(0, 3, 1, 2).float()
         return t / 127.5 - 1.0
 
     @staticmethod
@@ -150,7 +152,7 @@ class Riddle(Method):
     def decode(self, z) -> np.ndarray:
         """Latents -> uint8 crops."""
         with self._torch.no_grad():
-            return self._to_uint8(self.generator.decode(self._torch.as_tensor(z).float()))
+            return self._to_uint8(self.generator.decode(self._torch.as_tensor(z).float().to(self.device)))
 
     def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
         if keys is None or len(keys) != len(crops):
@@ -162,7 +164,7 @@ class Riddle(Method):
                 z = self.encode(crops[i:i + self.batch_size]).double()
                 rot, cond = self.face_keys(keys[i:i + self.batch_size])
                 ze = self.encryptor.encrypt(z, rot, cond)
-            zs.append(ze.numpy())  # float64: the record keeps it at full precision (exact inverse)
+            zs.append(ze.cpu().numpy())  # float64: the record keeps it at full precision (exact inverse)
             outs.append(self.decode(ze.float()))
         return AnonResult(np.concatenate(outs), np.concatenate(zs))
 
@@ -170,7 +172,7 @@ class Riddle(Method):
         torch = self._torch
         with torch.no_grad():
             rot, cond = self.face_keys(keys)
-            z = self.encryptor.decrypt(torch.as_tensor(z_enc, dtype=torch.float64), rot, cond)
+            z = self.encryptor.decrypt(torch.as_tensor(z_enc, dtype=torch.float64, device=self.device), rot, cond)
         return self.decode(z.float())
 
 
