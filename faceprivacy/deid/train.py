@@ -266,7 +266,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     report["val_reconstruction_verif_vs_source"] = float(((recon * e_va).sum(1) >= thr).mean())
     if id_dim <= 0:
         sweep = {}
-        for m in [c for c in id_candidates if c <= pca_dim]:
+        for m in [c for c in id_candidates if c <= pca_dim] or [pca_dim]:
             sweep[m] = val_measure(build(m))
             log.info("id_dim %d: %s", m, sweep[m])
         report["id_dim_sweep_val"] = sweep
