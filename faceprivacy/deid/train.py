@@ -197,7 +197,8 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
                     max_val: int = 240, id_candidates=(64, 128, 192, 256), key_dim: int = 64,
                     n_coupling: int = 4, hidden: int = 128, dlib: nn.Module | None = None,
                     batch: int = 64, true_batch: int = 8, lr: float = 1e-3,
-                    save_analytic: Path | None = None) -> tuple[LatentEncryptor, dict]:
+                    save_analytic: Path | None = None, n_proxy_aug: int = 1500,
+                    proxy_recon: bool = True) -> tuple[LatentEncryptor, dict]:
     """Fit + train the encryptor on training identities; returns (encryptor, training report)."""
     from ..core.data import celeba_subset, identity_split
 
@@ -285,7 +286,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
 
     # 2) identity proxy on training latents + their analytic encryptions
     with torch.no_grad():
-        n_aug = min(len(z_tr), 1500)
+        n_aug = min(len(z_tr), n_proxy_aug)
         sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
         rot, _ = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1), device=device)
         rot = rot.cpu()
@@ -294,13 +295,16 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         w_aug = enc.rotate(w_tr[sel], rot)
         z_aug = enc.unwhiten(w_aug, r_tr[sel])
     e_aug = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_aug, device=device), device=device))
-    e_rec = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_tr, device=device), device=device))
+    # proxy targets for the training latents: dlib of their decodings, or (cheaper) of the original photos
+    e_rec = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_tr, device=device), device=device)) \
+        if proxy_recon else e_tr
     proxy, pstats = fit_proxy(torch.cat([w_tr, w_aug]), torch.cat([e_rec, e_aug]), seed=seed)
     report["proxy"] = pstats
     for p in proxy.parameters():
         p.requires_grad_(False)
 
     # 3) train the keyed couplings
+    report["proxy_targets"] = "decoded" if proxy_recon else "original photos"
     if steps > 0:
         margin = report["dlib_train_mean_impostor_cos"]
         report["train"] = _train_couplings(enc.to(device), proxy.to(device), w_tr.to(device), e_tr.to(device),
