@@ -284,6 +284,14 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         enc.save(save_analytic)
         enc.to(device)
 
+    if steps <= 0:  # analytic encryptor only: no proxy needed
+        report["wall_s"] = round(time.time() - t0, 1)
+        enc = enc.cpu()
+        enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report}
+        if out is not None:
+            enc.meta["id"] = _weights_id(enc)
+            enc.save(out)
+        return enc, report
     # 2) identity proxy on training latents + their analytic encryptions
     with torch.no_grad():
         n_aug = min(len(z_tr), n_proxy_aug)
