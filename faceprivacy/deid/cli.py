@@ -62,6 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--id-dim", type=int, default=96)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu")
+    t.add_argument("--max-train", type=int, default=None, help="random subset of training images (CPU budget)")
+    t.add_argument("--max-val", type=int, default=240, help="validation images for the id-dim sweep")
+    t.add_argument("--id-candidates", type=int, nargs="+", default=[64, 128, 192, 256])
+    t.add_argument("--proxy-aug", type=int, default=1500, help="analytic encryptions used to fit the proxy")
+    t.add_argument("--proxy-targets-original", action="store_true",
+                   help="proxy targets = dlib of the original photos (skips decoding every training latent)")
+    t.add_argument("--save-analytic", type=Path, default=None,
+                   help="also write the analytic (untrained couplings) encryptor here")
     t.set_defaults(func=_cmd_train)
 
 
@@ -161,5 +169,7 @@ def _cmd_train(args) -> int:
     data = args.data or default_data_root()
     train_encryptor(Path(data), args.out, generator=args.generator, generator_weights=args.generator_weights,
                     steps=args.steps, true_every=args.true_every, pca_dim=args.pca_dim, id_dim=args.id_dim,
-                    seed=args.seed, device=args.device)
+                    seed=args.seed, device=args.device, max_train=args.max_train, max_val=args.max_val,
+                    id_candidates=tuple(args.id_candidates), n_proxy_aug=args.proxy_aug,
+                    proxy_recon=not args.proxy_targets_original, save_analytic=args.save_analytic)
     return 0
