@@ -89,8 +89,14 @@ def head_vector(head: nn.Module) -> torch.Tensor:
 
 def load_head_vector(head: nn.Module, vec: torch.Tensor) -> None:
     """Write a flat parameter vector back into ``head`` (in place, no autograd history)."""
-    with torch.no_grad():
-        torch.nn.utils.vector_to_parameters(vec.to(next(head.parameters()).dtype), list(head.parameters()))
+    i = 0
+    with torch.no_grad():  # copy (vector_to_parameters would alias ``vec`` and let training overwrite it)
+        for p in head.parameters():
+            n = p.numel()
+            p.copy_(vec[i:i + n].view_as(p))
+            i += n
+    if i != vec.numel():
+        raise ValueError(f"parameter vector has {vec.numel()} values, the head needs {i}")
 
 
 def head_state_arrays(head: nn.Module) -> dict[str, np.ndarray]:

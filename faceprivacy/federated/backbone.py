@@ -85,15 +85,9 @@ def trunk_features(split: SplitModel, images: np.ndarray | torch.Tensor, batch: 
 
 
 def load_crops(paths: Sequence[str | os.PathLike]) -> np.ndarray:
-    """Load aligned crops as uint8 (N, H, W, 3) RGB (core.imageio when available, else Pillow)."""
-    try:
-        from ..core.imageio import load_image
-    except ImportError:  # core.imageio not merged yet
-        from PIL import Image
+    """Load aligned crops as uint8 (N, H, W, 3) RGB with core.imageio (safe loading)."""
+    from ..core.imageio import load_image
 
-        def load_image(p: str | os.PathLike) -> np.ndarray:  # type: ignore[misc]
-            with Image.open(p) as im:
-                return np.asarray(im.convert("RGB"))
     imgs = [load_image(Path(p)) for p in paths]
     if not imgs:
         return np.zeros((0, 112, 112, 3), np.uint8)

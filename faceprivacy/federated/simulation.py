@@ -141,10 +141,16 @@ class FederatedSimulator:
         return h
 
     def state_dict(self) -> dict:
-        """Everything needed to resume (head vector, class embeddings, momentum, round, history, config)."""
-        return {"format": "faceprivacy-fedsim-1", "vec": self.state.vec, "W": self.state.W,
-                "momentum": self.state.momentum, "round": self.round, "history": self.history,
-                "config": self.cfg.to_dict(), "fingerprint": self.fingerprint}
+        """Everything needed to resume (head vector, class embeddings, momentum, round, history, config).
+
+        Only tensors and JSON strings, so it loads with ``torch.load(weights_only=True)`` (no pickle code).
+        """
+        import json
+
+        return {"format": "faceprivacy-fedsim-1", "vec": self.state.vec, "W": torch.from_numpy(self.state.W),
+                "momentum": self.state.momentum if self.state.momentum is not None else torch.zeros(0),
+                "round": self.round, "history": json.dumps(self.history),
+                "config": json.dumps(self.cfg.to_dict(), sort_keys=True), "fingerprint": self.fingerprint}
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write the resumable state atomically (it holds the server's class embeddings: keep it private)."""
@@ -157,26 +163,28 @@ class FederatedSimulator:
 
     def load_checkpoint(self, path: str | os.PathLike) -> None:
         """Resume from :meth:`save_checkpoint`; refuses a checkpoint of a different client set or config."""
+        import json
+
         try:
-            st = torch.load(Path(path), map_location="cpu", weights_only=False)
+            st = torch.load(Path(path), map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise InputError(f"cannot read checkpoint {path}: {e}") from e
         if not isinstance(st, dict) or st.get("format") != "faceprivacy-fedsim-1":
             raise InputError(f"{path} is not a federated simulation checkpoint")
         if st["fingerprint"] != self.fingerprint:
             raise InputError("checkpoint was made with a different set of clients")
-        cfg_now = {k: v for k, v in self.cfg.to_dict().items() if k != "rounds"}
-        cfg_then = {k: v for k, v in st["config"].items() if k != "rounds"}
+        cfg_now = {k: v for k, v in json.loads(json.dumps(self.cfg.to_dict())).items() if k != "rounds"}
+        cfg_then = {k: v for k, v in json.loads(st["config"]).items() if k != "rounds"}
         if cfg_now != cfg_then:
             diff = sorted(k for k in cfg_now if cfg_now[k] != cfg_then.get(k))
             raise InputError(f"checkpoint config differs in {diff}")
         if st["vec"].numel() != self.state.vec.numel():
             raise InputError("checkpoint head size differs from the model")
         self.state.vec = st["vec"].float()
-        self.state.W = np.asarray(st["W"], dtype=np.float32)
-        self.state.momentum = st["momentum"]
+        self.state.W = st["W"].numpy().astype(np.float32)
+        self.state.momentum = st["momentum"] if st["momentum"].numel() else None
         self.round = int(st["round"])
-        self.history = list(st["history"])
+        self.history = json.loads(st["history"])
 
     # ------------------------------------------------------------------------------------------ rounds
 
