@@ -65,3 +65,24 @@ def test_dlib_split_matches_full_model_on_celeba(celeba_root):
     assert not any(p.requires_grad for p in split.trunk.parameters())
     assert all(p.requires_grad for p in split.head.parameters())
     assert np.isfinite(f.numpy()).all()
+
+
+def test_fed_client_rejects_missing_image_dir(tmp_path, capsys):
+    rc = main(["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", str(tmp_path / "nope"), "--insecure"])
+    assert rc == 2 and "image folder not found" in capsys.readouterr().err
+
+
+def test_flower_project_file_is_valid(tmp_path):
+    import tomllib
+
+    from faceprivacy.core.errors import InputError
+    from faceprivacy.federated.deploy import write_flower_project
+
+    p = write_flower_project(tmp_path / "app", {"num-server-rounds": 5, "backbone": "tiny"})
+    cfg = tomllib.loads((p / "pyproject.toml").read_text())
+    assert cfg["tool"]["flwr"]["app"]["components"]["serverapp"].endswith("flower_app:server_app")
+    assert cfg["tool"]["flwr"]["app"]["config"]["num-server-rounds"] == 5
+    import pytest
+
+    with pytest.raises(InputError):
+        write_flower_project(tmp_path / "bad", {"not-a-key": 1})

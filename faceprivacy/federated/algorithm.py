@@ -339,7 +339,7 @@ class CentralConfig:
 
     epochs: int = 5
     batch_size: int = 128
-    lr: float = 0.01
+    lr: float = 0.005
     momentum: float = 0.9
     margin: float = 0.9
     neg_margin: float = 0.3
@@ -352,8 +352,8 @@ def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarra
     """Fine-tune ``head`` on all identities at once (the upper bound FedFace is compared with).
 
     Loss per image: the positive squared hinge to its own class embedding (margin 0.9) plus
-    ``neg_weight`` x the mean squared hinge ``max(0, cos(f, w_c) - neg_margin)^2`` over the other classes,
-    i.e. the centralised counterpart of spreadout. Class embeddings start at the class mean features.
+    ``neg_weight`` x the squared hinge ``max(0, cos(f, w_c) - neg_margin)^2`` summed over the other classes,
+    i.e. the centralised counterpart of spreadout (which also pushes every pair above the margin apart). Class embeddings start at the class mean features.
     """
     from ..core.progress import progress
 
@@ -383,7 +383,8 @@ def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarra
             if C > 1 and cfg.neg_weight > 0:
                 mask = torch.ones_like(cos, dtype=torch.bool)
                 mask[torch.arange(len(y)), y] = False
-                neg = torch.clamp(cos[mask] - cfg.neg_margin, min=0).pow(2).mean()
+                # summed over the other classes (mean over images), like the (C-1)-scaled spreadout step
+                neg = torch.clamp(cos[mask] - cfg.neg_margin, min=0).pow(2).sum() / len(y)
                 loss = loss + cfg.neg_weight * neg
             opt.zero_grad(set_to_none=True)
             loss.backward()
