@@ -14,7 +14,7 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                    help="dlib-fc | dlib-level0 | dlib-level1 (trainable top of dlib's ResNet) | tiny (synthetic)")
     p.add_argument("--local-steps", type=int, default=2, help="client SGD steps per round")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05, help="client learning rate")
+    p.add_argument("--lr", type=float, default=0.005, help="client learning rate (plain SGD)")
     p.add_argument("--margin", type=float, default=0.9, help="cosine margin of the positive squared hinge")
     p.add_argument("--spread-lr", type=float, default=0.1, help="server spreadout step size")
     p.add_argument("--spread-steps", type=int, default=10)
@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algorithms", default="fedface,fedavg,central",
                    help="comma list of fedface, fedavg (no spreadout), central (centralised fine-tuning)")
     p.add_argument("--central-epochs", type=int, default=10)
+    p.add_argument("--central-lr", type=float, default=3e-6,
+                   help="centralised SGD lr (momentum 0.9; its negatives sum over all classes, hence small)")
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a sampled client drops out")
     p.add_argument("--faulty", type=float, default=0.0,
                    help="probability that a sampled client sends a NaN update (robustness testing)")
@@ -116,7 +118,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     checkpoint_every=args.checkpoint_every)
     out = Path(args.out)
     ckdir = out / "checkpoints" if (args.checkpoint_every > 0 or args.resume) else None
-    results = run_experiment(data, split, cfg, algos, CentralConfig(epochs=args.central_epochs, seed=args.seed),
+    results = run_experiment(data, split, cfg, algos, CentralConfig(epochs=args.central_epochs, lr=args.central_lr, seed=args.seed),
                              checkpoint_dir=ckdir, resume=args.resume)
     paths = write_outputs(results, out)
     for row in results["summary"]:
