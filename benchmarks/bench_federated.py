@@ -52,9 +52,14 @@ def _one(level: str, shape: tuple[int, ...], threads: int) -> dict:
 
 def run(data_root: Path, out_dir: Path) -> dict:
     """One round of 1000 clients (dlib-fc and dlib-level0 heads) vs a centralised epoch on the same data."""
-    res = {}
+    import os
+
+    res = {"load_average_1min_at_start": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count()}
+    # one torch thread: client steps are small, and intra-op threads only add synchronisation (on a shared
+    # 2-core machine 2 threads measured ~10x slower); set FACEPRIVACY_BENCH_THREADS=1,2 to compare
+    threads_list = [int(t) for t in os.environ.get("FACEPRIVACY_BENCH_THREADS", "1").split(",")]
     for level, shape in (("fc", (256,)), ("level0", (256, 4, 4))):
-        for threads in (1, 2):
+        for threads in threads_list:
             r = _one(level, shape, threads)
             res[f"{level}_t{threads}"] = r
             print(f"   dlib-{level} head, {threads} thread(s): round of {r['clients']} clients "

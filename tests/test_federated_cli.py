@@ -86,3 +86,19 @@ def test_flower_project_file_is_valid(tmp_path):
 
     with pytest.raises(InputError):
         write_flower_project(tmp_path / "bad", {"not-a-key": 1})
+
+
+def test_dlib_head_fast_path_matches_convolutions():
+    from faceprivacy.federated.dlib_split import split_dlib_resnet
+    from faceprivacy.models.dlib_resnet import load_dlib_resnet
+
+    torch.manual_seed(0)
+    _, head = split_dlib_resnet(load_dlib_resnet(), "level0")
+    x = torch.rand(5, 256, 4, 4) * 3
+    out = head(x)  # fast path (1x1 residual_down as matrix products)
+    ref = head.fc(head.blocks(x).mean(dim=(2, 3)))  # the plain convolutions
+    assert torch.allclose(out, ref, atol=1e-5)
+    g1 = torch.autograd.grad(out.square().sum(), list(head.parameters()))
+    g2 = torch.autograd.grad(ref.square().sum(), list(head.parameters()))
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

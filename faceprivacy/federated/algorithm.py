@@ -215,8 +215,13 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
         loss.backward()
         opt.step()
         loss_v = float(loss.detach())
-    new_vec = head_vector(head)
-    delta = new_vec - global_vec
+    delta = torch.empty_like(global_vec)
+    i = 0
+    with torch.no_grad():  # delta = new - received, written straight into one buffer
+        for p in params:
+            n = p.numel()
+            torch.sub(p.reshape(-1), global_vec[i:i + n], out=delta[i:i + n])
+            i += n
     emb_delta = F.normalize(w.detach(), dim=0) - w0
     delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, gen)
     emb = F.normalize(w0 + emb_delta, dim=0).numpy().astype(np.float32)
@@ -237,7 +242,8 @@ def validate_update(delta: torch.Tensor | np.ndarray, embedding: np.ndarray | No
         return f"unreadable update ({type(e).__name__})"
     if d.dim() != 1 or d.numel() != expected_len:
         return f"update has shape {tuple(d.shape)}, expected ({expected_len},)"
-    if not torch.isfinite(d).all():
+    norm = float(d.float().norm())  # one pass: the norm is NaN/inf iff some value is
+    if not math.isfinite(norm):
         return "update contains NaN/inf"
     try:
         ne = float(num_examples)
@@ -251,8 +257,8 @@ def validate_update(delta: torch.Tensor | np.ndarray, embedding: np.ndarray | No
             return f"embedding has shape {e.shape}, expected ({expected_dim},)"
         if not np.all(np.isfinite(e)) or float(np.linalg.norm(e)) < 1e-6:
             return "embedding is NaN/inf or zero"
-    if max_norm is not None and float(d.norm()) > max_norm:
-        return f"update norm {float(d.norm()):.3g} exceeds {max_norm:.3g}"
+    if max_norm is not None and norm > max_norm:
+        return f"update norm {norm:.3g} exceeds {max_norm:.3g}"
     return None
 
 
@@ -260,13 +266,13 @@ class FedAvgAccumulator:
     """Streaming weighted mean of flat updates (O(model) memory for any number of clients)."""
 
     def __init__(self, length: int) -> None:
-        self.sum = torch.zeros(length, dtype=torch.float64)
+        self.sum = torch.zeros(length, dtype=torch.float32)
         self.weight = 0.0
         self.count = 0
 
     def add(self, delta: torch.Tensor, weight: float) -> None:
         """Add one accepted update with its weight (usually its number of examples)."""
-        self.sum += delta.to(torch.float64) * float(weight)
+        self.sum.add_(delta, alpha=float(weight))
         self.weight += float(weight)
         self.count += 1
 
