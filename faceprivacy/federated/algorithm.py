@@ -220,9 +220,9 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
     i = 0
     with torch.no_grad():  # delta = new - received, written straight into one buffer
         for p in params:
-            n = p.numel()
-            torch.sub(p.reshape(-1), global_vec[i:i + n], out=delta[i:i + n])
-            i += n
+            k = p.numel()
+            torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
+            i += k
     emb_delta = F.normalize(w.detach(), dim=0) - w0
     delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, gen)
     emb = F.normalize(w0 + emb_delta, dim=0).numpy().astype(np.float32)
