@@ -158,8 +158,9 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    """Handler of ``fed-client``: run a Flower SuperNode holding one identity (blocks until stopped)."""
-    import subprocess
+    """Handler of ``fed-client``: become a Flower SuperNode holding one identity (runs until stopped)."""
+    import os
+    import sys
 
     from ..core.errors import InputError
     from .deploy import _toml_value, flower_env, flower_exe, free_port
@@ -173,10 +174,8 @@ def cmd_client(args: argparse.Namespace) -> int:
     cmd = [flower_exe("flower-supernode"), *tls, "--superlink", args.superlink, "--host", args.host,
            "--port", str(args.port or free_port(args.host)),
            "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in node_cfg.items())]
-    proc = subprocess.Popen(cmd, env=flower_env())
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait(timeout=10)
-        return 130
+    # replace this process by the SuperNode: signals (Ctrl-C, SIGTERM from a supervisor) reach it directly
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, flower_env())
+    return 0  # not reached
