@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--meta-iters", type=int, default=None)
     e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size")
     e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate")
+    e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
     e.add_argument("--no-tune", action="store_true", help="use default learning rates (no tuning request)")
     e.add_argument("--threads", type=int, default=2)
@@ -132,6 +133,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.meta.eta = args.eta
     if args.meta_lr:
         cfg.meta.lr = args.meta_lr
+    if args.retain_weight is not None:
+        cfg.meta.retain_weight = args.retain_weight
     t0 = time.perf_counter()
     td = load_task_data(root)
     log = {"load_s": time.perf_counter() - t0}
