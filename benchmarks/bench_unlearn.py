@@ -23,7 +23,7 @@ def run(data_root: Path, out_dir: Path, retrain_epochs: int | None = None, k: in
     from faceprivacy.unlearn.methods import SUPPORT_ONLY, UnlearnContext, get_method
     from faceprivacy.unlearn.model import TrainConfig, load_model, to_float, train_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("FACEPRIVACY_BENCH_THREADS", "2")))
     if retrain_epochs is None:
         retrain_epochs = int(os.environ.get("FACEPRIVACY_BENCH_RETRAIN_EPOCHS", "2"))
     td = load_task_data(data_root)

@@ -1,5 +1,5 @@
 """The task model that is asked to forget people: a small CNN predicting the 8 teacher classes
-(gender x age group) from a 48x48 face, plus training/evaluation helpers shared by all methods."""
+(gender x age group) from a 64x64 face, plus training/evaluation helpers shared by all methods."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ STD = (0.25, 0.25, 0.25)
 class ModelConfig:
     """Architecture hyper-parameters (saved with the weights)."""
 
-    size: int = 48
+    size: int = 64
     widths: tuple[int, ...] = (24, 48, 96, 192)
     n_classes: int = 8
 
@@ -95,8 +95,8 @@ def train_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = TaskCNN(mcfg or ModelConfig(size=x.shape[1])).to(device)
     xt = (to_float(x) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x).to(device)
+    model = TaskCNN(mcfg or ModelConfig(size=int(xt.shape[-1]))).to(device)
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(xt)
