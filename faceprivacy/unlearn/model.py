@@ -82,7 +82,7 @@ class TrainConfig:
     """Training recipe of the original / retrained models (no augmentation on purpose: memorisation
     of individual images must be visible, as in the 1-SHUI setting)."""
 
-    epochs: int = 30
+    epochs: int = 40
     batch: int = 64
     lr: float = 2e-3
     weight_decay: float = 5e-4
