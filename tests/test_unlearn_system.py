@@ -265,3 +265,24 @@ def test_bundled_task_model_loads_and_remembers(celeba_root: Path) -> None:
     if meta_p.is_file():
         meta, extra = load_metaloss(meta_p)
         assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0
+
+
+def test_cli_method_names_match_registry_and_help_is_light() -> None:
+    import subprocess
+    import sys
+
+    from faceprivacy.unlearn import cli
+    from faceprivacy.unlearn.methods import METHODS, SUPPORT_ONLY
+
+    assert set(cli.ALL_METHODS) == set(METHODS) and set(cli.SUPPORT_METHODS) == set(SUPPORT_ONLY)
+    code = ("import sys, argparse; from faceprivacy.unlearn import cli; p = argparse.ArgumentParser(); "
+            "cli.register(p.add_subparsers()); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_eval_bad_data_root_exits_2(tmp_path: Path) -> None:
+    from faceprivacy.cli import main
+
+    assert main(["eval-unlearning", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2

