@@ -148,7 +148,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     td = load_task_data(root, size=args.size)
     log = {"load_s": time.perf_counter() - t0}
     original = load_model(args.model) if args.model else None
-    meta = load_metaloss(args.metaloss)[0] if args.metaloss else None
+    meta = None
+    if args.metaloss:
+        meta, extra = load_metaloss(args.metaloss)
+        if not args.eta and "eta" in extra:
+            cfg.meta.eta = float(extra["eta"])
     res = run_eval(td, cfg, original=original, meta=meta, log=log)
     if args.save_models:
         d = Path(args.save_models)
