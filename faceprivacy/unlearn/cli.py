@@ -65,18 +65,13 @@ def _load_support(paths: list[str], size: int) -> tuple[object, list]:
     import numpy as np
     from PIL import Image
 
+    from ..core.imageio import load_image
+
     crops, small = [], []
     for s in paths:
-        p = Path(s)
-        if not p.is_file():
-            raise InputError(f"support image not found: {p}")
-        try:
-            with Image.open(p) as im:
-                rgb = im.convert("RGB")
-                crops.append(np.asarray(rgb.resize((112, 112), Image.BILINEAR)))
-                small.append(np.asarray(rgb.resize((size, size), Image.BILINEAR)))
-        except OSError as ex:
-            raise InputError(f"cannot read support image {p}: {ex}") from ex
+        rgb = Image.fromarray(load_image(s))  # EXIF, mode conversion, bomb/corrupt-file checks -> InputError
+        crops.append(np.asarray(rgb.resize((112, 112), Image.BILINEAR)))
+        small.append(np.asarray(rgb.resize((size, size), Image.BILINEAR)))
     return np.stack(small), crops
 
 
