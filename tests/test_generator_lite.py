@@ -107,16 +107,18 @@ def test_tiny_training_reduces_error(tmp_path):
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
     torch.manual_seed(0)  # train_lite seeds 0 before building its generator: same initial weights
     g0 = LiteGenerator(LiteConfig.tiny()).eval()
-    tcfg = TrainConfig(steps=16, batch=4, d_ch=(8, 8, 16, 16, 16), lr_g=3e-3, lr_d=2e-4, ema=0.5,
-                       r1_every=8, save_every_s=1e9, seed=0)
+    tcfg = TrainConfig(steps=10, batch=4, d_ch=(8, 8, 16, 16, 16), lr_g=3e-3, lr_d=2e-4, ema=0.5,
+                       r1_every=5, save_every_s=1e9, seed=0)
     summary = train_lite(imgs, src, tmp_path, LiteConfig.tiny(), tcfg, id_embed=fake_id, device="cpu")
-    assert summary["steps"] == 16 and calls
+    assert summary["steps"] == 10 and calls
     assert all(np.isfinite(v) for v in summary["last"].values())
-    g = load_generator("lite", tmp_path / "lite_ema.pt")
+    g = LiteGenerator(LiteConfig.tiny()).eval()  # the raw (non-EMA) generator after 10 steps
+    g.load_state_dict({k: v.float() for k, v in torch.load(tmp_path / "lite_train.pt")["G"].items()})
     with torch.no_grad():
         err = (g.decode(g.encode(x)) - x).abs().mean().item()
         err0 = (g0.decode(g0.encode(x)) - x).abs().mean().item()
     assert err < 0.8 * err0
+    assert load_generator("lite", tmp_path / "lite_ema.pt").latent_shape == g.latent_shape
     assert (tmp_path / "lite_train.pt").is_file() and (tmp_path / "lite_D.pt").is_file()
 
 
@@ -179,3 +181,11 @@ def test_shipped_weights_reconstruct_fixture_face(shipped, datakit):
     with torch.no_grad():
         z = shipped.encode(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1)
     assert abs(z.mean().item()) < 0.3 and 0.5 < z.std().item() < 1.5  # latents follow the N(0, I) prior
+
+
+def test_cli_eval_errors(tmp_path, datakit):
+    from faceprivacy.cli import main
+    assert main(["-q", "eval-generator", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "e")]) == 2
+    assert main(["-q", "eval-generator", "--data", str(datakit), "--weights", str(tmp_path / "missing.pt"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e" / "generator_eval.json").exists()
