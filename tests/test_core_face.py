@@ -75,3 +75,17 @@ def test_no_face_in_flat_image() -> None:
 
     with pytest.raises(NoFaceError):
         FaceDetector().detect_one(np.full((200, 200, 3), 90, np.uint8))
+
+
+def test_warp_affine_pixel_index_convention() -> None:
+    """Output pixel j samples input pixel m^-1(j) exactly (no half-pixel drift at any scale)."""
+    from faceprivacy.core.align import warp_affine
+
+    img = np.zeros((64, 64), np.uint8)
+    img[::2, ::2] = 200  # even rows/cols bright
+    m = np.array([[0.5, 0, 0], [0, 0.5, 0]])  # output j <- input 2j
+    out = warp_affine(img, m, (32, 32))
+    assert (out == 200).all()
+    img3 = np.arange(90, dtype=np.uint8)[None].repeat(9, 0)
+    out3 = warp_affine(img3, np.array([[1 / 3, 0, 0], [0, 1 / 3, 0]]), (30, 3))
+    np.testing.assert_array_equal(out3[1], np.arange(0, 90, 3))

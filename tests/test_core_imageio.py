@@ -35,7 +35,7 @@ def test_modes_convert_to_rgb(tmp_path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb).convert("RGBA").save(tmp_path / "a.png")
     Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg")
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(tmp_path / "i16.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(tmp_path / "i16.png")
     for name in ("g.png", "a.png", "c.jpg", "p.png", "i16.png"):
         out = load_image(tmp_path / name)
         assert out.dtype == np.uint8 and out.shape == (40, 60, 3), name

@@ -180,6 +180,16 @@ def embed_arcface_crops(embedder: Embedder, crops112: np.ndarray) -> np.ndarray:
     crops112 = np.asarray(crops112)
     if embedder.alignment == "arcface112":
         return embedder.embed(crops112)
-    from .chip import arcface112_to_dlib150_np
+    return embedder.embed(arcface112_to_dlib150_uint8(crops112))
 
-    return embedder.embed(arcface112_to_dlib150_np(crops112))
+
+def arcface112_to_dlib150_uint8(crops112: np.ndarray) -> np.ndarray:
+    """uint8 (N, 112, 112, 3) ArcFace crops -> uint8 (N, 150, 150, 3) dlib-layout chips (fixed warp)."""
+    import torch
+
+    from .chip import arcface112_to_dlib150
+
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(crops112)).permute(0, 3, 1, 2).float()
+        y = arcface112_to_dlib150(x).round().clamp(0, 255).to(torch.uint8)
+    return y.permute(0, 2, 3, 1).contiguous().numpy()
