@@ -76,6 +76,10 @@ def test_loader_errors(tmp_path):
         load_generator("nope")
     with pytest.raises(ModelLoadError, match="not found"):
         load_generator("lite", tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        load_generator("stylegan2")
+    with pytest.raises(InputError):
+        load_generator("lite", tmp_path / "x.pt", truncation=0.7)
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="format tag"):
         load_generator("lite", tmp_path / "bad.pt")
@@ -189,3 +193,15 @@ def test_cli_eval_errors(tmp_path, datakit):
     assert main(["-q", "eval-generator", "--data", str(datakit), "--weights", str(tmp_path / "missing.pt"),
                  "--out", str(tmp_path / "e")]) == 2
     assert not (tmp_path / "e" / "generator_eval.json").exists()
+
+
+def test_load_generator_delegates_to_stylegan2(tmp_path):
+    from faceprivacy.models.stylegan2 import build_stylegan2
+    torch.manual_seed(0)
+    g = build_stylegan2(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, width=32).eval()
+    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(32)}, tmp_path / "sg2.pt")
+    gen = load_generator("stylegan2", tmp_path / "sg2.pt")
+    assert isinstance(gen, Generator) and gen.resolution == 32 and gen.alignment == "ffhq"
+    with torch.no_grad():
+        y = gen.decode(gen.sample_latents(1, generator=torch.Generator().manual_seed(0)))
+    assert y.shape == (1, 3, 32, 32)
