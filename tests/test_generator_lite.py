@@ -76,6 +76,10 @@ def test_loader_errors(tmp_path):
         load_generator("nope")
     with pytest.raises(ModelLoadError, match="not found"):
         load_generator("lite", tmp_path / "missing.pt")
+    with pytest.raises(InputError, match="needs a checkpoint"):
+        load_generator("stylegan2")
+    with pytest.raises(InputError):
+        load_generator("lite", tmp_path / "x.pt", truncation=0.7)
     torch.save({"something": 1}, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="format tag"):
         load_generator("lite", tmp_path / "bad.pt")
@@ -96,26 +100,29 @@ def test_losses_behave():
 
 
 def test_tiny_training_reduces_error(tmp_path):
-    imgs = _faces(8)
-    src = np.array([0] * 4 + [1] * 4)
+    imgs = _faces(4)
+    src = np.array([0, 0, 1, 1])
     calls = []
 
     def fake_id(x: torch.Tensor) -> torch.Tensor:  # differentiable stand-in for the dlib descriptor
         calls.append(1)
         return torch.nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
 
-    tcfg = TrainConfig(steps=60, batch=8, d_ch=(8, 8, 16, 16, 16), lr_g=2e-3, lr_d=2e-4, ema=0.9,
-                       r1_every=4, save_every_s=1e9)
-    summary = train_lite(imgs, src, tmp_path, LiteConfig.tiny(), tcfg, id_embed=fake_id, device="cpu")
-    assert summary["steps"] == 60 and calls
-    log = summary["last"]
-    assert all(np.isfinite(v) for v in log.values())
-    g = load_generator("lite", tmp_path / "lite_ema.pt")
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.manual_seed(0)  # train_lite seeds 0 before building its generator: same initial weights
+    g0 = LiteGenerator(LiteConfig.tiny()).eval()
+    tcfg = TrainConfig(steps=10, batch=4, d_ch=(8, 8, 16, 16, 16), lr_g=3e-3, lr_d=2e-4, ema=0.5,
+                       r1_every=5, save_every_s=1e9, seed=0)
+    summary = train_lite(imgs, src, tmp_path, LiteConfig.tiny(), tcfg, id_embed=fake_id, device="cpu")
+    assert summary["steps"] == 10 and calls
+    assert all(np.isfinite(v) for v in summary["last"].values())
+    g = LiteGenerator(LiteConfig.tiny()).eval()  # the raw (non-EMA) generator after 10 steps
+    g.load_state_dict({k: v.float() for k, v in torch.load(tmp_path / "lite_train.pt")["G"].items()})
     with torch.no_grad():
         err = (g.decode(g.encode(x)) - x).abs().mean().item()
-        err0 = (LiteGenerator(LiteConfig.tiny()).decode(torch.zeros(8, g.latent_shape[0])) - x).abs().mean().item()
+        err0 = (g0.decode(g0.encode(x)) - x).abs().mean().item()
     assert err < 0.8 * err0
+    assert load_generator("lite", tmp_path / "lite_ema.pt").latent_shape == g.latent_shape
     assert (tmp_path / "lite_train.pt").is_file() and (tmp_path / "lite_D.pt").is_file()
 
 
@@ -178,3 +185,23 @@ def test_shipped_weights_reconstruct_fixture_face(shipped, datakit):
     with torch.no_grad():
         z = shipped.encode(torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1)
     assert abs(z.mean().item()) < 0.3 and 0.5 < z.std().item() < 1.5  # latents follow the N(0, I) prior
+
+
+def test_cli_eval_errors(tmp_path, datakit):
+    from faceprivacy.cli import main
+    assert main(["-q", "eval-generator", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "e")]) == 2
+    assert main(["-q", "eval-generator", "--data", str(datakit), "--weights", str(tmp_path / "missing.pt"),
+                 "--out", str(tmp_path / "e")]) == 2
+    assert not (tmp_path / "e" / "generator_eval.json").exists()
+
+
+def test_load_generator_delegates_to_stylegan2(tmp_path):
+    from faceprivacy.models.stylegan2 import build_stylegan2
+    torch.manual_seed(0)
+    g = build_stylegan2(size=32, style_dim=32, n_mlp=2, channel_multiplier=1, width=32).eval()
+    torch.save({"g_ema": g.state_dict(), "latent_avg": torch.zeros(32)}, tmp_path / "sg2.pt")
+    gen = load_generator("stylegan2", tmp_path / "sg2.pt")
+    assert isinstance(gen, Generator) and gen.resolution == 32 and gen.alignment == "ffhq"
+    with torch.no_grad():
+        y = gen.decode(gen.sample_latents(1, generator=torch.Generator().manual_seed(0)))
+    assert y.shape == (1, 3, 32, 32)

@@ -17,27 +17,46 @@ ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 7
                              [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity transform (rotation, uniform scale, translation) mapping src -> dst; 2x3."""
-    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s_c, d_c = src - mu_s, dst - mu_d
-    cov = d_c.T @ s_c / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    r = u @ np.diag(d) @ vt
-    var_s = (s_c ** 2).sum() / len(src)
-    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
-    t = mu_d - scale * r @ mu_s
-    return np.hstack([scale * r, t[:, None]])
+def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` (K,2) onto ``dst``
+    (K,2), as a 2x3 matrix (Umeyama 1991; the same estimator as dlib's find_similarity_transform)."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    s0, d0 = src - ms, dst - md
+    var_s = (s0 ** 2).sum(1).mean()
+    cov = d0.T @ s0 / len(src)
+    u, d, vt = np.linalg.svd(cov)
+    s = np.eye(2)
+    det = np.linalg.det(cov)
+    if det < 0 or (det == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
+        if d[1] < d[0]:
+            s[1, 1] = -1
+        else:
+            s[0, 0] = -1
+    r = u @ s @ vt
+    c = 1.0 if var_s == 0 else float(np.trace(np.diag(d) @ s)) / var_s
+    t = md - c * r @ ms
+    return np.concatenate([c * r, t[:, None]], axis=1)
 
 
 def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine transform."""
-    a = np.vstack([m, [0, 0, 1]])
-    return np.linalg.inv(a)[:2]
+    """Inverse of a 2x3 affine (or a batch (N,2,3))."""
+    m = np.asarray(m, np.float64)
+    a = m[..., :2]
+    ai = np.linalg.inv(a)
+    t = -(ai @ m[..., 2:])
+    return np.concatenate([ai, t], axis=-1)
+
+
+def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The 2x3 affine ``x -> a(b(x))``."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    return np.concatenate([a[..., :2] @ b[..., :2], a[..., :2] @ b[..., 2:] + a[..., 2:]], axis=-1)
+
+
+umeyama = umeyama_similarity  # short name used across the package
 
 
 def warp_affine(img: np.ndarray, m: np.ndarray, size: tuple[int, int], fill: int = 0) -> np.ndarray:

@@ -22,6 +22,8 @@ import math
 import numpy as np
 import torch
 
+from .align import ARCFACE_TEMPLATE, invert_affine, umeyama_similarity
+
 #: dlib's 5-point chip template (shape_predictor_5 point order: right-eye outer, right-eye inner,
 #: left-eye outer, left-eye inner, nose base), in units of the unpadded chip side.
 DLIB_CHIP_TEMPLATE_5PT = np.array([
@@ -32,14 +34,7 @@ DLIB_CHIP_TEMPLATE_5PT = np.array([
     [0.4901123135679, 0.6277975316475],
 ], dtype=np.float64)
 
-#: the standard ArcFace 112x112 5-point template (left eye, right eye, nose tip, left/right mouth corner)
-ARCFACE_TEMPLATE_112 = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
+ARCFACE_TEMPLATE_112 = ARCFACE_TEMPLATE  # re-exported under its old name
 
 #: Affine (2x3) mapping a dlib 150x150 chip pixel (x, y, 1) to ArcFace-112 crop pixel coordinates.
 #: Fitted by ``benchmarks/derive_arcface_to_dlib.py`` (``derive_arcface_to_dlib150``): on 400 UTKFace
@@ -54,45 +49,6 @@ ARCFACE112_FROM_DLIB150 = np.array([
     [0.682751, 0.002235, 5.617897],
     [-0.002235, 0.682751, 21.978483],
 ], dtype=np.float64)
-
-
-def umeyama_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping ``src`` (K,2) onto ``dst``
-    (K,2), as a 2x3 matrix (Umeyama 1991; the same estimator as dlib's find_similarity_transform)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    ms, md = src.mean(0), dst.mean(0)
-    s0, d0 = src - ms, dst - md
-    var_s = (s0 ** 2).sum(1).mean()
-    cov = d0.T @ s0 / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(2)
-    det = np.linalg.det(cov)
-    if det < 0 or (det == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
-        if d[1] < d[0]:
-            s[1, 1] = -1
-        else:
-            s[0, 0] = -1
-    r = u @ s @ vt
-    c = 1.0 if var_s == 0 else float(np.trace(np.diag(d) @ s)) / var_s
-    t = md - c * r @ ms
-    return np.concatenate([c * r, t[:, None]], axis=1)
-
-
-def invert_affine(m: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine (or a batch (N,2,3))."""
-    m = np.asarray(m, np.float64)
-    a = m[..., :2]
-    ai = np.linalg.inv(a)
-    t = -(ai @ m[..., 2:])
-    return np.concatenate([ai, t], axis=-1)
-
-
-def compose_affine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """The 2x3 affine ``x -> a(b(x))``."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return np.concatenate([a[..., :2] @ b[..., :2], a[..., :2] @ b[..., 2:] + a[..., 2:]], axis=-1)
 
 
 def face_chip_transform(shape5: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:

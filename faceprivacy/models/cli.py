@@ -24,6 +24,8 @@ def _train(args: argparse.Namespace) -> int:
     if not pack.is_file():
         counts = pack_dataset(_data_root(args.data), pack, utk_limit=args.utk_limit)
         print(f"packed training data: {counts} -> {pack}")
+    if args.pack_only:
+        return 0
     summary = run_training(pack, out, steps=args.steps, time_budget_s=args.time_budget, device=args.device,
                            tiny=args.tiny, batch=args.batch, dlib_weights=args.dlib_weights,
                            use_id=not args.no_id, init=args.init, seed=args.seed, max_images=args.max_images,
@@ -59,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, default=None, help="use only the first N packed images")
     p.add_argument("--check-pack", help="pack of held-out faces for a quick dlib/PSNR check at each save")
+    p.add_argument("--pack-only", action="store_true", help="only build the training pack, do not train")
     p.add_argument("--utk-limit", type=int, default=None, help="pack only the first N UTKFace crops")
     p.set_defaults(func=_train)
 

@@ -36,14 +36,17 @@ def load_lite(weights: str | os.PathLike | None = None, device: str = "cpu") -> 
 def load_generator(backend: str = "lite", weights: str | os.PathLike | None = None, device: str = "cpu",
                    **kwargs: Any) -> Generator:
     """A :class:`Generator` for ``backend`` ("lite" default, bundled; "stylegan2" needs user checkpoints,
-    ``kwargs`` go to ``faceprivacy.models.stylegan2.load_stylegan2``)."""
+    ``weights`` is its ``generator_ckpt``; other ``kwargs`` such as ``encoder_ckpt`` go to
+    ``faceprivacy.models.stylegan2.load_stylegan2``)."""
     if backend == "lite":
         if kwargs:
             raise InputError(f"unexpected options for the lite backend: {sorted(kwargs)}")
         return load_lite(weights, device)
     if backend == "stylegan2":
-        from .stylegan2 import load_stylegan2  # written separately; imported lazily
+        from .stylegan2 import load_stylegan2  # imported lazily (large module)
         if weights is not None:
-            kwargs.setdefault("path", weights)
+            kwargs.setdefault("generator_ckpt", weights)
+        if "generator_ckpt" not in kwargs:
+            raise InputError("the stylegan2 backend needs a checkpoint: pass weights=<g_ema .pt>")
         return load_stylegan2(device=device, **kwargs)
     raise InputError(f"unknown generator backend {backend!r} (choose from {', '.join(BACKENDS)})")

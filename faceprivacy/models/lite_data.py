@@ -34,12 +34,24 @@ def arcface5_from_68(pts: np.ndarray) -> np.ndarray:
     return np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
 
 
+def _similarity(src: np.ndarray, dst: np.ndarray):
+    """Least-squares similarity transform mapping ``src`` points to ``dst`` (skimage, any version)."""
+    from skimage.transform import SimilarityTransform
+    if hasattr(SimilarityTransform, "from_estimate"):
+        tform = SimilarityTransform.from_estimate(src, dst)
+        ok = bool(tform)
+    else:  # scikit-image < 0.26
+        tform = SimilarityTransform()
+        ok = tform.estimate(src, dst)
+    if not ok:
+        raise InputError("could not estimate the alignment transform")
+    return tform
+
+
 def align_arcface112(img: np.ndarray, five: np.ndarray, size: int = 112) -> np.ndarray:
     """Similarity-warp ``img`` so that ``five`` lands on the ArcFace template (scaled to ``size``)."""
-    from skimage.transform import SimilarityTransform, warp
-    tform = SimilarityTransform()
-    if not tform.estimate(ARCFACE_TEMPLATE * (size / 112.0), five):  # maps output coords -> input coords
-        raise InputError("could not estimate the alignment transform")
+    from skimage.transform import warp
+    tform = _similarity(ARCFACE_TEMPLATE * (size / 112.0), np.asarray(five, np.float64))
     out = warp(img, tform, output_shape=(size, size), order=1, mode="symmetric", preserve_range=True)
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -81,10 +93,7 @@ UTK_BOX = (13, 12, 190, 190)
 def align_fast(img: np.ndarray, five: np.ndarray, size: int = 112, pad: int = 48) -> np.ndarray:
     """Like :func:`align_arcface112` (mirror padding, bilinear) but with PIL's affine warp (~10x faster)."""
     from PIL import Image
-    from skimage.transform import SimilarityTransform
-    tform = SimilarityTransform()
-    if not tform.estimate(ARCFACE_TEMPLATE * (size / 112.0), np.asarray(five, np.float64) + pad):
-        raise InputError("could not estimate the alignment transform")
+    tform = _similarity(ARCFACE_TEMPLATE * (size / 112.0), np.asarray(five, np.float64) + pad)
     padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
     m = tform.params  # output pixel -> input pixel; PIL samples at pixel centres, same convention
     a, b, c = m[0]
@@ -148,14 +157,19 @@ def decode_jpegs(blobs: np.ndarray) -> np.ndarray:
     return np.stack([np.asarray(Image.open(io.BytesIO(b.tobytes())).convert("RGB")) for b in blobs])
 
 
-def pack_dataset(datakit: str | os.PathLike, out: str | os.PathLike, quality: int = 88,
-                 utk_limit: int | None = None) -> dict[str, int]:
-    """Build the training pack: ``celeba`` (train ids) and ``utk`` (re-aligned) JPEG arrays in one npz."""
+def pack_dataset(datakit: str | os.PathLike, out: str | os.PathLike, quality: int = 90, utk_quality: int = 85,
+                 utk_limit: int | None = None, utk_detector: bool = False) -> dict[str, int]:
+    """Build the training pack: CelebA train identities (JPEG ``quality``) + re-aligned UTKFace crops
+    (``utk_quality``) in one npz (``jpeg`` bytes, ``lengths``, ``source`` 0=CelebA 1=UTKFace).
+
+    UTKFace is aligned with :func:`align_utkface_fast` (68 points seeded by a fixed box; what the shipped
+    weights used) or, with ``utk_detector``, :func:`align_utkface` (HOG detection per image, slower)."""
     from ..core.fileio import atomic_path
     datakit = Path(datakit)
     celeba = load_celeba_train(datakit / "celeba_subset_aligned112")
-    utk, _ = align_utkface(datakit / "utkface_crop_part1", limit=utk_limit)
-    blobs = np.concatenate([encode_jpegs(celeba, quality), encode_jpegs(utk, quality)])
+    utk_root = datakit / "utkface_crop_part1"
+    utk, _ = align_utkface(utk_root, limit=utk_limit) if utk_detector else align_utkface_fast(utk_root, utk_limit)
+    blobs = np.concatenate([encode_jpegs(celeba, quality), encode_jpegs(utk, utk_quality)])
     source = np.array([0] * len(celeba) + [1] * len(utk), dtype=np.uint8)
     lengths = np.array([len(b) for b in blobs], dtype=np.int64)
     flat = np.concatenate(list(blobs))

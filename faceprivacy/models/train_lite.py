@@ -194,7 +194,7 @@ def train_lite(images: np.ndarray, source: np.ndarray, out_dir: str | Path, cfg:
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        _ema_update(ema, G, tcfg.ema if step > 200 else 0.9)
+        _ema_update(ema, G, tcfg.ema if step > min(200, tcfg.steps // 5) else 0.9)  # fast EMA warm-up
         if step % 50 == 0 or step == 1 or step == tcfg.steps:
             rec_ = {"step": step, "t": round(time.time() - t0, 1), "d": float(loss_d.detach()), "l1": float(l1.detach()),
                     "fm": float(fm.detach()), "id": float(idl.detach()), "adv_rec": float(adv_rec.detach()),

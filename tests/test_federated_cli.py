@@ -1,0 +1,104 @@
+"""fed-simulate end to end on synthetic clients; the dlib backbone split on real CelebA crops."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from faceprivacy.cli import main
+
+
+def test_fed_simulate_synthetic_writes_json_html_png(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "30", "--rounds", "4", "--clients-per-round",
+               "10", "--eval-every", "2", "--algorithms", "fedface,fedavg,central", "--central-epochs", "1",
+               "--dropout", "0.3", "--lr", "0.2", "--out", str(out), "--checkpoint-every", "2"])
+    assert rc == 0
+    res = json.loads((out / "fed_results.json").read_text())
+    assert set(res["runs"]) == {"fedface", "fedavg", "central"}
+    curve = res["runs"]["fedface"]["curve"]
+    assert [c["round"] for c in curve] == [0, 2, 4]
+    assert all(0.0 <= c["tar@far=0.001"] <= 1.0 for c in curve)
+    assert sum(r["dropped"] for r in res["runs"]["fedface"]["rounds"]) > 0
+    assert (out / "fed_report.html").read_text().count("<img") == 1
+    assert (out / "fed_tar_vs_round.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "checkpoints" / "fedface.pt").exists()
+    # resume: nothing left to do at round 4 -> same final numbers
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "30", "--rounds", "4", "--clients-per-round",
+               "10", "--eval-every", "2", "--algorithms", "fedface", "--dropout", "0.3", "--lr", "0.2",
+               "--out", str(out), "--checkpoint-every", "2", "--resume"])
+    assert rc == 0
+    res2 = json.loads((out / "fed_results.json").read_text())
+    assert res2["runs"]["fedface"]["final"] == res["runs"]["fedface"]["final"]
+
+
+def test_fed_simulate_bad_arguments_exit_2(tmp_path, capsys):
+    assert main(["fed-simulate", "--synthetic", "--algorithms", "fedprox", "--out", str(tmp_path)]) == 2
+    assert "unknown algorithms" in capsys.readouterr().err
+    assert main(["fed-simulate", "--synthetic", "--rounds", "0", "--out", str(tmp_path)]) == 2
+
+
+def test_dlib_split_matches_full_model_on_celeba(celeba_root):
+    from faceprivacy.core.data import celeba_subset
+    from faceprivacy.federated.backbone import build_split, load_crops, trunk_features
+    from faceprivacy.federated.dlib_split import split_dlib_resnet
+
+    torch.set_num_threads(1)
+    ds = celeba_subset(celeba_root)
+    crops = load_crops(ds.paths[:3])
+    split = build_split("dlib-level0")
+    f = trunk_features(split, crops)
+    assert tuple(f.shape) == (3, 256, 4, 4)
+    from faceprivacy.core.chip import arcface112_to_dlib150
+    from faceprivacy.models.dlib_resnet import load_dlib_resnet
+
+    model = load_dlib_resnet()
+    with torch.no_grad():
+        x = arcface112_to_dlib150(torch.from_numpy(crops).permute(0, 3, 1, 2).float())
+        ref = model(x)
+        assert torch.allclose(split.head(f), ref, atol=1e-4)
+        trunk, head = split_dlib_resnet(model, "fc")
+        assert torch.allclose(head(trunk(x)), ref, atol=1e-4)
+    # trunk is frozen, head trainable
+    assert not any(p.requires_grad for p in split.trunk.parameters())
+    assert all(p.requires_grad for p in split.head.parameters())
+    assert np.isfinite(f.numpy()).all()
+
+
+def test_fed_client_rejects_missing_image_dir(tmp_path, capsys):
+    rc = main(["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", str(tmp_path / "nope"), "--insecure"])
+    assert rc == 2 and "image folder not found" in capsys.readouterr().err
+
+
+def test_flower_project_file_is_valid(tmp_path):
+    import tomllib
+
+    from faceprivacy.core.errors import InputError
+    from faceprivacy.federated.deploy import write_flower_project
+
+    p = write_flower_project(tmp_path / "app", {"num-server-rounds": 5, "backbone": "tiny"})
+    cfg = tomllib.loads((p / "pyproject.toml").read_text())
+    assert cfg["tool"]["flwr"]["app"]["components"]["serverapp"].endswith("flower_app:server_app")
+    assert cfg["tool"]["flwr"]["app"]["config"]["num-server-rounds"] == 5
+    import pytest
+
+    with pytest.raises(InputError):
+        write_flower_project(tmp_path / "bad", {"not-a-key": 1})
+
+
+def test_dlib_head_fast_path_matches_convolutions():
+    from faceprivacy.federated.dlib_split import split_dlib_resnet
+    from faceprivacy.models.dlib_resnet import load_dlib_resnet
+
+    torch.manual_seed(0)
+    _, head = split_dlib_resnet(load_dlib_resnet(), "level0")
+    x = torch.rand(5, 256, 4, 4) * 3
+    out = head(x)  # fast path (1x1 residual_down as matrix products)
+    ref = head.fc(head.blocks(x).mean(dim=(2, 3)))  # the plain convolutions
+    assert torch.allclose(out, ref, atol=1e-5)
+    g1 = torch.autograd.grad(out.square().sum(), list(head.parameters()))
+    g2 = torch.autograd.grad(ref.square().sum(), list(head.parameters()))
+    for a, b in zip(g1, g2, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

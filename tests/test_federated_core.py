@@ -1,0 +1,170 @@
+"""FedFace algorithm core and the in-process simulator on synthetic clients (fast, no data needed)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from faceprivacy.core.errors import InputError
+from faceprivacy.federated.algorithm import (
+    ClientConfig,
+    ServerConfig,
+    ServerState,
+    client_update,
+    fedavg,
+    head_vector,
+    init_class_embedding,
+    spreadout_loss,
+    spreadout_step,
+    squared_hinge_cosine_loss,
+    validate_update,
+)
+from faceprivacy.federated.evaluate import head_evaluator
+from faceprivacy.federated.simulation import FederatedSimulator, SimConfig
+from faceprivacy.federated.synthetic import synthetic_clients, tiny_head
+
+torch.set_num_threads(1)
+
+
+def test_squared_hinge_loss_values():
+    w = torch.tensor([1.0, 0.0])
+    f = torch.tensor([[2.0, 0.0], [0.0, 3.0]])  # cos 1 and cos 0
+    # mean(max(0, .9-1)^2, max(0, .9-0)^2) = 0.81 / 2
+    assert squared_hinge_cosine_loss(f, w, 0.9).item() == pytest.approx(0.405)
+
+
+def test_spreadout_loss_and_step_separate_classes():
+    W = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]], np.float32)
+    before = spreadout_loss(torch.from_numpy(W)).item()
+    # only the pair (0,1) is above the 0.3 margin: cos ~0.994 -> (0.694)^2, counted twice of 6 ordered pairs
+    Wn = W / np.linalg.norm(W, axis=1, keepdims=True)
+    c = float(Wn[0] @ Wn[1])
+    assert before == pytest.approx(2 * (c - 0.3) ** 2 / 6, rel=1e-5)
+    W2 = spreadout_step(W, steps=10, lr=1.0)
+    assert np.allclose(np.linalg.norm(W2, axis=1), 1.0, atol=1e-5)
+    assert spreadout_loss(torch.from_numpy(W2)).item() < before
+
+
+def test_client_update_moves_towards_own_embedding_and_sends_no_features():
+    feats, _ = synthetic_clients(1, 10, dim=64, noise=2.0, seed=3)
+    head = tiny_head()
+    vec = head_vector(head)
+    w = init_class_embedding(head, feats[0])
+    cfg = ClientConfig(local_steps=5, lr=0.5)
+    upd = client_update(head, vec, feats[0], w, cfg, seed=1)
+    assert upd.delta.shape == vec.shape and torch.isfinite(upd.delta).all() and upd.delta.norm() > 0
+    assert upd.num_examples == 10 and np.isclose(np.linalg.norm(upd.embedding), 1.0)
+    # the update message has exactly these fields: no images, no per-image features
+    assert set(vars(upd)) == {"delta", "embedding", "num_examples", "loss", "clipped", "meta"}
+    # loss under the new model is lower than under the received one
+    from faceprivacy.federated.algorithm import load_head_vector
+
+    load_head_vector(head, vec)
+    l0 = squared_hinge_cosine_loss(head(feats[0]), torch.from_numpy(w)).item()
+    load_head_vector(head, vec + upd.delta)
+    l1 = squared_hinge_cosine_loss(head(feats[0]), torch.from_numpy(upd.embedding)).item()
+    assert l1 < l0
+
+
+def test_dp_clipping_and_noise():
+    feats, _ = synthetic_clients(1, 10, dim=64, noise=2.0, seed=3)
+    head = tiny_head()
+    vec = head_vector(head)
+    w = init_class_embedding(head, feats[0])
+    clip = ClientConfig(local_steps=5, lr=0.5, dp_clip=1e-3)
+    u = client_update(head, vec, feats[0], w, clip, seed=1)
+    assert u.clipped and u.delta.norm().item() <= 1e-3 + 1e-6
+    noisy = ClientConfig(local_steps=5, lr=0.5, dp_clip=1e-3, dp_noise=1.0)
+    a = client_update(head, vec, feats[0], w, noisy, seed=1)
+    b = client_update(head, vec, feats[0], w, noisy, seed=2)
+    assert not torch.allclose(a.delta, b.delta)
+    # noise std = sigma * clip per coordinate
+    assert a.delta.std().item() == pytest.approx(1e-3, rel=0.2)
+    with pytest.raises(ValueError):
+        client_update(head, vec, feats[0], w, ClientConfig(dp_noise=1.0), seed=1)
+
+
+def test_validate_update_rejects_bad_updates():
+    good = torch.zeros(5)
+    e = np.ones(3, np.float32)
+    assert validate_update(good, e, 3, 5, 3) is None
+    assert "NaN" in validate_update(torch.tensor([0, float("nan"), 0, 0, 0.0]), e, 3, 5, 3)
+    assert "shape" in validate_update(torch.zeros(4), e, 3, 5, 3)
+    assert "positive" in validate_update(good, e, 0, 5, 3)
+    assert "embedding" in validate_update(good, np.ones(2), 3, 5, 3)
+    assert "zero" in validate_update(good, np.zeros(3), 3, 5, 3)
+    assert "exceeds" in validate_update(torch.ones(5), e, 3, 5, 3, max_norm=1.0)
+
+
+def test_fedavg_weighted_and_server_state():
+    m = fedavg([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])], [3, 1])
+    assert torch.allclose(m, torch.tensor([0.75, 0.25]))
+    st = ServerState(torch.zeros(2), np.eye(3, 2, dtype=np.float32), ServerConfig(spreadout=False))
+    st.apply(m, {2: np.array([0.0, 2.0])})
+    assert torch.allclose(st.vec, m) and np.allclose(st.W[2], [0.0, 1.0])
+
+
+def _sim_setup(n=60, seed=0):
+    feats, _ = synthetic_clients(n, (4, 10), dim=64, noise=1.0, seed=seed)
+    test, _ = synthetic_clients(20, 8, dim=64, noise=1.0, seed=seed + 1)
+    return feats, head_evaluator(torch.cat(test), np.repeat(np.arange(20), 8), fars=(1e-2,))
+
+
+def test_fedface_beats_fedavg_which_collapses():
+    feats, ev = _sim_setup()
+    res = {}
+    for algo in ("fedface", "fedavg"):
+        cfg = SimConfig(rounds=15, clients_per_round=20, algorithm=algo, eval_every=15,
+                        client=ClientConfig(local_steps=2, lr=0.2))
+        sim = FederatedSimulator(tiny_head(), feats, cfg, eval_fn=ev)
+        sim.run(progress_bar=False)
+        res[algo] = (sim.history[0]["eval"], sim.history[-1]["eval"])
+    start = res["fedface"][0]
+    assert res["fedface"][1]["tar@far=0.01"] > start["tar@far=0.01"]
+    assert res["fedface"][1]["tar@far=0.01"] > res["fedavg"][1]["tar@far=0.01"]
+    # without spreadout every identity drifts towards one point: impostor similarity rises
+    assert res["fedavg"][1]["mean_impostor"] > start["mean_impostor"] + 0.05
+
+
+def test_dropout_and_faulty_clients_are_tolerated(caplog):
+    feats, _ = _sim_setup(40)
+    cfg = SimConfig(rounds=4, clients_per_round=20, dropout=0.3, faulty_fraction=0.2, eval_every=0)
+    sim = FederatedSimulator(tiny_head(), feats, cfg)
+    with caplog.at_level(logging.WARNING, logger="faceprivacy.federated.simulation"):
+        hist = sim.run(progress_bar=False)
+    assert sum(h["dropped"] for h in hist) > 0 and sum(h["rejected"] for h in hist) > 0
+    assert all(h["accepted"] + h["dropped"] + h["rejected"] == h["sampled"] for h in hist)
+    assert any("rejected update from client" in r.message for r in caplog.records)
+    assert torch.isfinite(sim.state.vec).all() and np.isfinite(sim.state.W).all()
+
+
+def test_checkpoint_resume_is_exact(tmp_path):
+    feats, _ = _sim_setup(30)
+    cfg = SimConfig(rounds=4, clients_per_round=10, eval_every=0)
+    full = FederatedSimulator(tiny_head(), feats, cfg)
+    full.run(progress_bar=False)
+    ck = tmp_path / "sim.pt"
+    a = FederatedSimulator(tiny_head(), feats, cfg, checkpoint_path=ck)
+    a.run(rounds=2, progress_bar=False)
+    assert ck.exists()
+    b = FederatedSimulator(tiny_head(), feats, cfg, checkpoint_path=ck)
+    b.load_checkpoint(ck)
+    assert b.round == 2
+    b.run(progress_bar=False)
+    assert b.round == 4 and torch.allclose(b.state.vec, full.state.vec, atol=1e-6)
+    assert np.allclose(b.state.W, full.state.W, atol=1e-6)
+    other = FederatedSimulator(tiny_head(), feats[:-1], cfg)
+    with pytest.raises(InputError):
+        other.load_checkpoint(ck)
+    with pytest.raises(InputError):
+        FederatedSimulator(tiny_head(), feats, SimConfig(rounds=4, clients_per_round=5)).load_checkpoint(ck)
+
+
+def test_bad_inputs():
+    with pytest.raises(InputError):
+        SimConfig(algorithm="fedprox")
+    with pytest.raises(InputError):
+        FederatedSimulator(tiny_head(), [torch.zeros(0, 64)], SimConfig())
