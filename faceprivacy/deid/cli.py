@@ -100,6 +100,16 @@ def load_riddle(generator: str = "lite", generator_weights: Path | None = None, 
         kw["weights"] = generator_weights
     gen = load_generator(**kw)
     enc = LatentEncryptor.load(encryptor or default_encryptor_path(getattr(gen, "name", generator)))
+    want = enc.meta.get("generator_weights_sha256")
+    if want and generator == "lite" and generator_weights is None:
+        import hashlib
+
+        from ..models.generator_loader import default_lite_weights
+
+        have = hashlib.sha256(default_lite_weights().read_bytes()).hexdigest()
+        if have != want:
+            log.warning("the encryptor was fitted for other lite generator weights (%s..., installed %s...): "
+                        "refit it with `faceprivacy train-deid` for meaningful anonymization", want[:12], have[:12])
     return Riddle(gen, enc)
 
 
