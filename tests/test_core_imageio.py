@@ -111,3 +111,14 @@ def test_cli_no_face(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert rc == 2
     assert "no face" in capsys.readouterr().err
     assert not (tmp_path / "e.npy").exists()
+
+
+def test_atomic_outputs_respect_umask(tmp_path: Path, rgb: np.ndarray) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_image(tmp_path / "m.png", rgb)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.png").stat().st_mode & 0o777 == 0o644
