@@ -242,10 +242,18 @@ def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None =
     fv = torch.as_tensor(np.asarray(fovs, bool), device=dev) if fovs is not None else None
     net = build_unet(ch).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     log: dict = {"loss": [], "steps": 0}
     t0 = time.perf_counter()
     for step in range(steps):
+        # warm-up then cosine decay over whichever budget (steps or seconds) runs out first
+        frac = step / steps
+        if max_seconds:
+            frac = max(frac, (time.perf_counter() - t0) / max_seconds)
+        if frac >= 1.0:
+            break
+        cur = lr * min(1.0, frac / 0.05 + 1e-3) * 0.5 * (1 + np.cos(np.pi * frac))
+        for g in opt.param_groups:
+            g["lr"] = cur
         ih = torch.randint(0, len(h), (batch,), generator=gen, device=dev)
         ic = torch.randint(0, len(c), (batch,), generator=gen, device=dev)
         with torch.no_grad():
@@ -264,13 +272,10 @@ def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None =
         opt.zero_grad()
         loss.backward()
         opt.step()
-        sched.step()
         log["loss"].append(float(loss.detach()))
         log["steps"] = step + 1
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"step {step:4d} loss {log['loss'][-1]:.4f} {time.perf_counter() - t0:.0f}s", flush=True)
-        if max_seconds and time.perf_counter() - t0 > max_seconds:
-            break
     log["seconds"] = time.perf_counter() - t0
     net = net.cpu().eval()
     return net, log

@@ -63,8 +63,10 @@ def synthetic_identity(vol: Volume, seed: int) -> Volume:
 def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | None = None,
               data_root: str | Path | None = None, recognizers: list[str] | None = None,
               weights: str | Path | None = None, n_synthetic: int = 4, seed: int = 0,
-              yaws: tuple[float, ...] = (0.0, -30.0, 30.0)) -> dict:
-    """Run the whole audit; returns the result dict (also written as JSON + HTML under ``out_dir``)."""
+              yaws: tuple[float, ...] = (0.0, -30.0, 30.0), probe_subjects: list[str] | None = None) -> dict:
+    """Run the whole audit; returns the result dict (also written as JSON + HTML under ``out_dir``).
+    ``probe_subjects`` (scan stems) limits defacing/attacks to those scans; the others only add
+    gallery identities (default: every scan is defaced and probed)."""
     methods = methods or ["mask", "shear", "reface"]
     recognizers = recognizers or ["dlib", "mobilefacenet"]
     out = Path(out_dir)
@@ -87,7 +89,8 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
         faces_all += [f for f in views if f.yaw != 0.0]
         rows = {"original": [f.image for f in views]}
         region = None
-        for m in methods:
+        probe = probe_subjects is None or key in probe_subjects
+        for m in methods if probe else []:
             r = deface(vol, tpl, m, registration=reg)
             if region is None:
                 region = face_region_for_msd(r.face_region, vol) & (vol.data >= 0)
@@ -104,8 +107,10 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
                 reg_d = register_affine(dv, tpl.head, "fast", seed=seed)
                 states["attacked"] = r.data  # a replaced face has no zeroed voxels for the attack to fill
             entry["msd"] = msd_against(vol, omask, states, region)
-            entry["utility"] = utility_deltas(vol, dv, tpl, reg, reg_d, r.face_region, seed=seed)
+            entry["utility"] = utility_deltas(vol, dv, tpl, reg, reg_d, r.face_region, seed=seed, orig_mask=omask)
             for st, data in states.items():
+                if m == "reface" and st == "attacked":
+                    continue  # identical to reface:defaced
                 fv = face_views(vol.with_data(data), reg.matrix, key, f"{m}:{st}", yaws)
                 faces_all += [f for f in fv if f.yaw != 0.0]
                 rows[f"{m}:{st}"] = [f.image for f in fv]
@@ -115,8 +120,11 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
             sreg = register_affine(sv, tpl.head, "fast", seed=seed)
             gallery += face_views(sv, sreg.matrix, f"{key}~syn{k}", "original", (0.0,))
         sub["seconds"] = time.perf_counter() - t0
-        res["subjects"][key] = sub
-        renders_html[key] = rows
+        if probe:
+            res["subjects"][key] = sub
+            renders_html[key] = rows
+        else:
+            res.setdefault("gallery_only", []).append(key)
     # re-identification
     states = sorted({f.state for f in faces_all})
     glabels = [f.label for f in gallery]

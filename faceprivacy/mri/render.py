@@ -20,9 +20,9 @@ class Camera:
 
     centre: np.ndarray
     yaw: float = 0.0
-    px_mm: float = 0.75
-    size: int = 320
-    depth_mm: float = 260.0
+    px_mm: float = 1.0
+    size: int = 240
+    depth_mm: float = 220.0
     step_mm: float = 1.0
     rot: np.ndarray | None = None  # world-from-template rotation (head pose); None = identity
 

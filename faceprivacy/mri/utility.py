@@ -58,14 +58,15 @@ def registration_shift_mm(a: Registration, b: Registration, vol: Volume, region:
 
 def utility_deltas(orig: Volume, defaced: Volume, tpl: Template, reg_orig: Registration | None = None,
                    reg_defaced: Registration | None = None, face_region: np.ndarray | None = None,
-                   settings: str = "fast", seed: int = 0) -> dict:
+                   settings: str = "fast", seed: int = 0, orig_mask: np.ndarray | None = None) -> dict:
     """All utility measures on the original and the defaced scan, and their differences."""
     ro = reg_orig or register_affine(orig, tpl.head, settings, seed=seed)
     rd = reg_defaced or register_affine(defaced, tpl.head, settings, seed=seed)
     face_o, brain_o = warp_template_masks(orig, tpl, ro)
     _, brain_d = warp_template_masks(defaced, tpl, rd)
     face = face_o if face_region is None else face_region
-    mo, md = head_mask(orig.data), head_mask(defaced.data)
+    mo = head_mask(orig.data) if orig_mask is None else orig_mask
+    md = head_mask(defaced.data)
     go, gd = head_geometry(orig, mo), head_geometry(defaced, md)
     vox_ml = float(abs(np.linalg.det(orig.affine[:3, :3]))) / 1000.0
     soft_o = float((mo & face).sum()) * vox_ml
