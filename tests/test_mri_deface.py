@@ -132,3 +132,29 @@ def test_gmm_and_utility(subject, tpl):
     r = deface(subj, tpl, "mask", registration=reg)
     g0, g1 = head_geometry(subj), head_geometry(subj.with_data(r.data))
     assert g1["head_volume_ml"] < g0["head_volume_ml"]
+
+
+def test_cli_deface_file_and_bids(subject, datakit, tmp_path):
+    import nibabel as nib
+
+    from faceprivacy.cli import main as cli_main
+
+    subj, _, _ = subject
+    las = subj.affine.copy()
+    las[0] *= -1  # store as LAS int16 to check orientation/dtype are preserved
+    las[0, 3] = subj.affine[0, 3] + (subj.shape[0] - 1) * subj.affine[0, 0]
+    data = np.rint(subj.data[::-1]).astype(np.int16)
+    bids = tmp_path / "bids" / "sub-01" / "anat"
+    bids.mkdir(parents=True)
+    src = bids / "sub-01_T1w.nii.gz"
+    nib.save(nib.Nifti1Image(data, las), src)
+    out = tmp_path / "out.nii.gz"
+    assert cli_main(["deface", str(src), str(out), "--method", "mask", "--data", str(datakit)]) == 0
+    img = nib.load(out)
+    assert img.get_data_dtype() == np.int16
+    np.testing.assert_allclose(img.affine, las)
+    d = np.asanyarray(img.dataobj)
+    assert (d == 0).sum() > (data == 0).sum() + 1000  # the face was zeroed
+    assert cli_main(["deface", str(tmp_path / "bids"), "--method", "reface", "--data", str(datakit)]) == 0
+    deriv = tmp_path / "bids/derivatives/faceprivacy/sub-01/anat/sub-01_desc-reface_T1w.nii.gz"
+    assert deriv.is_file() and (tmp_path / "bids/derivatives/faceprivacy/dataset_description.json").is_file()

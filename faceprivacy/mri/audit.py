@@ -51,13 +51,18 @@ def msd_against(orig: Volume, orig_mask: np.ndarray, others: dict[str, np.ndarra
     return out
 
 
-def synthetic_identity(vol: Volume, seed: int) -> Volume:
-    """A new "identity" for the re-ID gallery: a strong random affine + elastic deformation of a head."""
+def synthetic_identity(vol: Volume, seed: int) -> tuple[Volume, np.ndarray]:
+    """A new "identity" for the re-ID gallery: a strong random affine + elastic deformation of a head.
+    Returns the volume and the world transform new -> original (affine part; the elastic part is small)."""
     rng = np.random.default_rng(seed)
     p = DeformParams(rot_deg=3.0, scale=0.08, shift_mm=2.0, elastic_mm=4.0, elastic_grid=6, bias=0.0,
                      gamma=0.0, noise=0.0)
-    arr, _ = deform_array(vol.data, vol.zooms, rng, p)
-    return vol.with_data(arr)
+    info: dict = {}
+    arr, _ = deform_array(vol.data, vol.zooms, rng, p, info=info)
+    c = vol.affine @ np.r_[(np.array(vol.shape) - 1) / 2, 1.0]
+    cm = np.eye(4)
+    cm[:3, 3] = c[:3]
+    return vol.with_data(arr), cm @ info["affine"] @ np.linalg.inv(cm)
 
 
 def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | None = None,
@@ -116,9 +121,8 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
                 rows[f"{m}:{st}"] = [f.image for f in fv]
             sub["defacers"][m] = entry
         for k in range(n_synthetic):
-            sv = synthetic_identity(vol, seed * 1000 + k + 1)
-            sreg = register_affine(sv, tpl.head, "fast", seed=seed)
-            gallery += face_views(sv, sreg.matrix, f"{key}~syn{k}", "original", (0.0,))
+            sv, to_parent = synthetic_identity(vol, seed * 1000 + k + 1)
+            gallery += face_views(sv, reg.matrix @ to_parent, f"{key}~syn{k}", "original", (0.0,))
         sub["seconds"] = time.perf_counter() - t0
         if probe:
             res["subjects"][key] = sub

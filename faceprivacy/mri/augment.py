@@ -45,14 +45,17 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], grid: int, st
 
 
 def deform_array(arr: np.ndarray, zooms: np.ndarray, rng: np.random.Generator, p: DeformParams,
-                 extra: list[np.ndarray] | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+                 extra: list[np.ndarray] | None = None, info: dict | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """Deform a volume (and optional label volumes, nearest-neighbour) with one random affine + elastic
-    field about the array centre; intensity changes apply to ``arr`` only. Returns (arr, extras)."""
+    field about the array centre; intensity changes apply to ``arr`` only. Returns (arr, extras); the
+    affine (output mm -> source mm about the centre) is stored in ``info["affine"]`` if given."""
     from scipy import ndimage
 
     shape = arr.shape
     z = np.asarray(zooms, float)
     a = random_affine(rng, p)
+    if info is not None:
+        info["affine"] = a
     c = (np.array(shape) - 1) / 2
     grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
     mm = [(g - ci) * zi for g, ci, zi in zip(grids, c, z, strict=True)]
