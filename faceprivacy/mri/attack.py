@@ -73,9 +73,10 @@ def fov_box(vol: Volume, reg: Registration) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- model
-def build_unet(ch: int = 16):
+def build_unet(ch: int = 16, prior: bool = False):
     """A tiny 2.5-D U-Net on sagittal slices of the face box: input [defaced slice x-1, x, x+1, removed
-    mask of slice x], output the restored slice x (composited into the removed voxels only)."""
+    mask of slice x (, template prior slice x)], output the restored slice x (composited into the removed
+    voxels only). With ``prior`` the net predicts a residual on top of the template face."""
     import torch
     from torch import nn
 
@@ -88,7 +89,7 @@ def build_unet(ch: int = 16):
 
         def __init__(self) -> None:
             super().__init__()
-            self.e1, self.e2, self.e3 = block(4, ch), block(ch, 2 * ch), block(2 * ch, 4 * ch)
+            self.e1, self.e2, self.e3 = block(5 if prior else 4, ch), block(ch, 2 * ch), block(2 * ch, 4 * ch)
             self.pool = nn.MaxPool2d(2)
             self.u2 = nn.ConvTranspose2d(4 * ch, 2 * ch, 2, stride=2)
             self.d2 = block(4 * ch, 2 * ch)
@@ -102,29 +103,35 @@ def build_unet(ch: int = 16):
             e3 = self.e3(self.pool(e2))
             d2 = self.d2(torch.cat([self.u2(e3), e2], 1))
             d1 = self.d1(torch.cat([self.u1(d2), e1], 1))
-            pred = torch.relu(self.out(d1))
+            base = x[:, 4:5] if prior else 0.0
+            pred = torch.relu(self.out(d1) + base)
             m = x[:, 3:4]
             return x[:, 1:2] * (1 - m) + pred * m
 
     return UNet25D()
 
 
-def to_slices(defaced, mask):
-    """(B, X, Y, Z) defaced + mask tensors -> (B*X, 4, Y, Z) 2.5-D sagittal slice inputs."""
+def to_slices(defaced, mask, prior=None):
+    """(B, X, Y, Z) defaced + mask tensors (+ an (X, Y, Z) prior) -> (B*X, 4 or 5, Y, Z) slice inputs."""
     import torch
     import torch.nn.functional as F
 
     d = F.pad(defaced, (0, 0, 0, 0, 1, 1))
-    x = torch.stack([d[:, :-2], d[:, 1:-1], d[:, 2:], mask], 2)  # (B, X, 4, Y, Z)
-    return x.reshape(-1, 4, *defaced.shape[2:])
+    chans = [d[:, :-2], d[:, 1:-1], d[:, 2:], mask]
+    if prior is not None:
+        chans.append(prior[None].expand_as(mask))
+    x = torch.stack(chans, 2)  # (B, X, C, Y, Z)
+    return x.reshape(-1, len(chans), *defaced.shape[2:])
 
 
 def predict_box(net, defaced: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Run the 2.5-D net over every sagittal slice of one box; returns the restored box."""
     import torch
 
+    pb = getattr(net, "prior_box", None)
     with torch.no_grad():
-        x = to_slices(torch.from_numpy(defaced[None]), torch.from_numpy(mask[None]))
+        x = to_slices(torch.from_numpy(defaced[None]), torch.from_numpy(mask[None]),
+                      None if pb is None else torch.from_numpy(pb))
         y = net(x)[:, 0]
     return y.numpy().reshape(defaced.shape)
 
@@ -140,8 +147,10 @@ def load_reface_model(path: str | Path | None = None):
     if not p.is_file():
         raise ModelLoadError(f"refacing weights not found: {p}")
     ck = torch.load(p, map_location="cpu", weights_only=True)
-    net = build_unet(int(ck.get("ch", 16)))
+    net = build_unet(int(ck.get("ch", 16)), prior="prior_box" in ck)
     net.load_state_dict({k: v.float() for k, v in ck["state_dict"].items()})
+    if "prior_box" in ck:
+        net.prior_box = ck["prior_box"].float().numpy()
     net.eval()
     return net
 
@@ -227,7 +236,8 @@ def torch_deform_batch(heads, cands, idx_head, idx_cand, gen, p: DeformParams | 
 
 def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None = None, steps: int = 300,
                  batch: int = 2, seed: int = 0, lr: float = 2e-3, ch: int = 16, slices: int = 64, threads: int = 2, log_every: int = 50,
-                 max_seconds: float | None = None, device: str = "cpu") -> tuple[object, dict]:
+                 max_seconds: float | None = None, device: str = "cpu",
+                 prior: np.ndarray | None = None) -> tuple[object, dict]:
     """Train the U-Net on random deformations of box ``heads`` (N, *BOX) with candidate-region bank
     ``cands`` (K, *BOX); returns (CPU model in eval mode, log)."""
     import torch
@@ -240,7 +250,8 @@ def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None =
     h = torch.as_tensor(np.asarray(heads, np.float32), device=dev)
     c = torch.as_tensor(np.asarray(cands, bool), device=dev)
     fv = torch.as_tensor(np.asarray(fovs, bool), device=dev) if fovs is not None else None
-    net = build_unet(ch).to(dev)
+    pr = torch.as_tensor(np.asarray(prior, np.float32), device=dev) if prior is not None else None
+    net = build_unet(ch, prior=pr is not None).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     log: dict = {"loss": [], "steps": 0}
     t0 = time.perf_counter()
@@ -258,7 +269,7 @@ def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None =
         ic = torch.randint(0, len(c), (batch,), generator=gen, device=dev)
         with torch.no_grad():
             x3, y3, v3 = torch_deform_batch(h, c, ih, ic, gen, fovs=fv)
-            xs = to_slices(x3[:, 0], x3[:, 1])
+            xs = to_slices(x3[:, 0], x3[:, 1], pr)
             ys = y3[:, 0].reshape(-1, 1, *y3.shape[3:])
             vs = v3[:, 0].reshape(-1, 1, *y3.shape[3:])
             keep = xs[:, 3].flatten(1).sum(1) > 0
@@ -278,6 +289,8 @@ def train_reface(heads: np.ndarray, cands: np.ndarray, fovs: np.ndarray | None =
             print(f"step {step:4d} loss {log['loss'][-1]:.4f} {time.perf_counter() - t0:.0f}s", flush=True)
     log["seconds"] = time.perf_counter() - t0
     net = net.cpu().eval()
+    if prior is not None:
+        net.prior_box = np.asarray(prior, np.float32)
     return net, log
 
 

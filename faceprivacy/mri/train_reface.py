@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--max-seconds", type=float, default=None)
+    ap.add_argument("--prior", action="store_true", help="predict a residual on the template face box")
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     if a.prepare_only:
@@ -71,11 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     heads, cands, fovs = z["heads"], z["cands"], z["fovs"]
     prep = time.perf_counter() - t0
     net, log = train_reface(heads, cands, fovs, steps=a.steps, batch=a.batch, seed=a.seed, ch=a.ch, lr=a.lr, slices=a.slices,
-                            threads=a.threads, max_seconds=a.max_seconds, device=a.device)
+                            threads=a.threads, max_seconds=a.max_seconds, device=a.device,
+                            prior=heads[0] if a.prior else None)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: v.detach().clone().half() for k, v in net.state_dict().items()}  # type: ignore[attr-defined]
-    torch.save({"state_dict": sd, "ch": a.ch, "steps": log["steps"], "seed": a.seed,
+    extra = {"prior_box": torch.from_numpy(heads[0]).half()} if a.prior else {}
+    torch.save({**extra, "state_dict": sd, "ch": a.ch, "steps": log["steps"], "seed": a.seed,
                 "train_heads": ["mean_reg2mean", *TRAIN_HEADS], "held_out": list(HELD_OUT)}, out)
     info = {"steps": log["steps"], "train_seconds": round(log["seconds"], 1), "prep_seconds": round(prep, 1),
             "final_loss_mean_last20": float(np.mean(log["loss"][-20:])), "first_loss": log["loss"][0],
