@@ -120,3 +120,81 @@ def identity_split(ds: FaceDataset, fractions: tuple[float, float, float] = (0.7
     n_va = int(round(fractions[1] * n))
     parts = {"train": ids[:n_tr], "val": ids[n_tr:n_tr + n_va], "test": ids[n_tr + n_va:]}
     return {k: ds.select_identities(v) for k, v in parts.items()}
+
+
+@dataclass
+class PairList:
+    """Verification pairs: two image paths, a same-identity flag and a fold index per pair."""
+
+    a: list[Path]
+    b: list[Path]
+    same: np.ndarray
+    fold: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+def read_lfw_pairs(pairs_file: str | os.PathLike, image_root: str | os.PathLike,
+                   ext: str = ".jpg") -> PairList:
+    """LFW-style ``pairs.txt``: header "folds n", then per fold n lines "name i j" (same) and n lines
+    "name1 i name2 j" (different); images at ``image_root/name/name_%04d.jpg``."""
+    root = Path(image_root)
+    try:
+        lines = [ln.split() for ln in Path(pairs_file).read_text().splitlines() if ln.strip()]
+    except OSError as e:
+        raise InputError(f"cannot read pairs file {pairs_file}: {e.strerror}") from None
+    try:
+        n_folds, n = int(lines[0][0]), int(lines[0][1]) if len(lines[0]) > 1 else None
+    except (IndexError, ValueError):
+        raise InputError(f"{pairs_file}: first line must be '<folds> <pairs per fold>'") from None
+    body = lines[1:]
+    per_fold = 2 * n if n is not None else max(len(body) // max(n_folds, 1), 1)
+    a, b, same, fold = [], [], [], []
+
+    def img(name: str, i: str) -> Path:
+        return root / name / f"{name}_{int(i):04d}{ext}"
+
+    for k, parts in enumerate(body):
+        if len(parts) == 3:
+            a.append(img(parts[0], parts[1]))
+            b.append(img(parts[0], parts[2]))
+            same.append(True)
+        elif len(parts) == 4:
+            a.append(img(parts[0], parts[1]))
+            b.append(img(parts[2], parts[3]))
+            same.append(False)
+        else:
+            raise InputError(f"{pairs_file}: line {k + 2} is neither 'name i j' nor 'name1 i name2 j'")
+        fold.append(k // per_fold)
+    return PairList(a, b, np.array(same, bool), np.array(fold, int))
+
+
+def read_pairs_csv(pairs_csv: str | os.PathLike, image_root: str | os.PathLike) -> PairList:
+    """The datakit's ``pairs_10fold.csv`` (fold,img1,img2,same_identity; paths relative to ``image_root``)."""
+    root = Path(image_root)
+    a, b, same, fold = [], [], [], []
+    try:
+        with open(pairs_csv, newline="") as f:
+            for r in csv.DictReader(f):
+                a.append(root / r["img1"])
+                b.append(root / r["img2"])
+                same.append(r["same_identity"].strip() in ("1", "True", "true"))
+                fold.append(int(r["fold"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise InputError(f"cannot read pairs csv {pairs_csv}: {e}") from None
+    return PairList(a, b, np.array(same, bool), np.array(fold, int))
+
+
+def load_images(paths: Sequence[str | os.PathLike], desc: str = "loading") -> np.ndarray:
+    """Load equally sized images into one uint8 (N, H, W, 3) array (grey -> RGB), with a progress bar."""
+    from .imageio import load_image
+    from .progress import progress
+
+    arrs = [load_image(p) for p in progress(paths, desc=desc)]
+    if not arrs:
+        return np.zeros((0, 1, 1, 3), np.uint8)
+    shapes = {a.shape for a in arrs}
+    if len(shapes) != 1:
+        raise InputError(f"images differ in size: {sorted(shapes)[:3]}")
+    return np.stack(arrs)
