@@ -31,6 +31,13 @@ DiffEmbed = Callable[[torch.Tensor], torch.Tensor]
 QueryEmbed = Callable[[np.ndarray], np.ndarray]
 
 
+def module_device(m: nn.Module) -> torch.device:
+    """Device of a module's first parameter or buffer (CPU when it has none)."""
+    for t in list(m.parameters()) + list(m.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 def images_to_tensor(crops: np.ndarray, resolution: int) -> torch.Tensor:
     """uint8 (N, 112, 112, 3) crops -> float (N, 3, R, R) in [-1, 1] (resized when R != 112)."""
     x = torch.as_tensor(np.asarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -60,8 +67,9 @@ def quantize_ste(images: torch.Tensor) -> torch.Tensor:
 def encode_latents(generator: Generator, crops: np.ndarray, batch: int = 64) -> torch.Tensor:
     """Generator-encoder latents (N, L) (flattened) of uint8 112x112 ArcFace crops."""
     out = []
+    dev = module_device(generator)
     for i in range(0, len(crops), batch):
-        x = images_to_tensor(crops[i:i + batch], generator.resolution)
+        x = images_to_tensor(crops[i:i + batch], generator.resolution).to(dev)
         out.append(generator.encode(x).reshape(len(x), -1).float())
     return torch.cat(out)
 
@@ -70,6 +78,7 @@ def encode_latents(generator: Generator, crops: np.ndarray, batch: int = 64) -> 
 def decode_latents(generator: Generator, z: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """Decode flattened latents (N, L) into images (N, 3, R, R) in [-1, 1]."""
     out = []
+    z = z.to(module_device(generator))
     for i in range(0, len(z), batch):
         out.append(generator.decode(z[i:i + batch].reshape(-1, *generator.latent_shape)).float())
     return torch.cat(out)
@@ -106,9 +115,10 @@ def train_mapper(templates: np.ndarray, latents: torch.Tensor, epochs: int = 200
     identity loss ``1 - cos(diff_embed(decode(mapper(e))), e)`` (the attacker's own copy of the recognizer).
     """
     torch.manual_seed(seed)
-    x = torch.as_tensor(np.asarray(templates), dtype=torch.float32)
+    dev = latents.device
+    x = torch.as_tensor(np.asarray(templates), dtype=torch.float32, device=dev)
     z = latents.float()
-    m = LatentMapper(x.shape[1], z.shape[1], hidden, depth)
+    m = LatentMapper(x.shape[1], z.shape[1], hidden, depth).to(dev)
     m.z_mean.copy_(z.mean(0))
     m.z_std.copy_(z.std(0) + 1e-6)
     m.x_mean.copy_(x.mean(0))
@@ -117,7 +127,7 @@ def train_mapper(templates: np.ndarray, latents: torch.Tensor, epochs: int = 200
     g = torch.Generator().manual_seed(seed)
     zn = (z - m.z_mean) / m.z_std
     for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
+        perm = torch.randperm(len(x), generator=g).to(dev)
         for i in range(0, len(x), batch):
             b = perm[i:i + batch]
             pred = m.net(x[b] - m.x_mean)
@@ -129,7 +139,7 @@ def train_mapper(templates: np.ndarray, latents: torch.Tensor, epochs: int = 200
     if diff_embed is not None and generator is not None and id_weight > 0 and id_steps > 0:
         opt = torch.optim.AdamW(m.parameters(), lr=lr * 0.3, weight_decay=weight_decay)
         for step in range(id_steps):
-            b = torch.randint(0, len(x), (min(batch, 32),), generator=g)
+            b = torch.randint(0, len(x), (min(batch, 32),), generator=g).to(dev)
             pred = m.net(x[b] - m.x_mean)
             img = generator.decode((pred * m.z_std + m.z_mean).reshape(-1, *generator.latent_shape))
             e = diff_embed(img)
@@ -145,7 +155,7 @@ def train_mapper(templates: np.ndarray, latents: torch.Tensor, epochs: int = 200
 @torch.no_grad()
 def map_templates(mapper: LatentMapper, templates: np.ndarray) -> torch.Tensor:
     """Mapper latents (N, L) for templates (N, D)."""
-    return mapper(torch.as_tensor(np.asarray(templates), dtype=torch.float32))
+    return mapper(torch.as_tensor(np.asarray(templates), dtype=torch.float32, device=module_device(mapper)))
 
 
 def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.Tensor, z0: torch.Tensor,
@@ -156,8 +166,8 @@ def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.T
     Adam on a whitened offset ``z = z0 + z_std * d``; loss = 1 - cos + ``reg`` * mean(d^2). ``ste``
     rounds decoded images to uint8 in the forward pass so the result survives saving.
     """
-    target = torch.as_tensor(target, dtype=torch.float32)
-    scale = (z_std if z_std is not None else torch.ones(z0.shape[1])).float()
+    target = torch.as_tensor(target, dtype=torch.float32).to(z0.device)
+    scale = (z_std if z_std is not None else torch.ones(z0.shape[1])).float().to(z0.device)
     d = torch.zeros_like(z0, requires_grad=True)
     opt = torch.optim.Adam([d], lr=lr)
     for _ in range(steps):
@@ -203,10 +213,11 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     g = torch.Generator().manual_seed(seed)
     n, k = len(z0), basis.shape[0]
     half = max(1, pop // 2)
-    dirs = basis * basis_std[:, None]  # (k, L): unit step = one standard deviation along a component
-    c = torch.zeros(n, k)
-    m_t = torch.zeros(n, k)
-    v_t = torch.zeros(n, k)
+    dev = z0.device
+    dirs = (basis * basis_std[:, None]).to(dev)  # (k, L): unit step = one standard deviation along a component
+    c = torch.zeros(n, k, device=dev)
+    m_t = torch.zeros(n, k, device=dev)
+    v_t = torch.zeros(n, k, device=dev)
     target = np.asarray(target, np.float32)
 
     def evaluate(coefs: torch.Tensor) -> np.ndarray:  # coefs (n, P, k) -> scores (n, P)
@@ -220,17 +231,18 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     best = evaluate(c[:, None, :])[:, 0]
     queries = 1
     for t in range(1, iters + 1):
-        eps = torch.randn(n, half, k, generator=g)
+        eps = torch.randn(n, half, k, generator=g).to(dev)
         cand = torch.cat([c[:, None] + sigma * eps, c[:, None] - sigma * eps], 1)
         s = evaluate(cand)
         queries += 2 * half
         imp = s.max(1) > best
         if imp.any():
-            idx = torch.as_tensor(s.argmax(1))
-            best_c[torch.as_tensor(imp)] = cand[torch.arange(n), idx][torch.as_tensor(imp)]
+            idx = torch.as_tensor(s.argmax(1), device=dev)
+            sel = torch.as_tensor(imp, device=dev)
+            best_c[sel] = cand[torch.arange(n, device=dev), idx][sel]
             best = np.maximum(best, s.max(1))
         ranks = s.argsort(1).argsort(1).astype(np.float32)
-        w = torch.as_tensor(ranks / (s.shape[1] - 1) - 0.5)  # centred ranks in [-0.5, 0.5]
+        w = torch.as_tensor(ranks / (s.shape[1] - 1) - 0.5, device=dev)  # centred ranks in [-0.5, 0.5]
         grad = ((w[:, :half] - w[:, half:])[:, :, None] * eps).sum(1) / (half * sigma)
         m_t = 0.9 * m_t + 0.1 * grad
         v_t = 0.999 * v_t + 0.001 * grad ** 2

@@ -89,6 +89,16 @@ def _fit_mlp(kind: str, x: np.ndarray, y: np.ndarray, hidden: int, epochs: int, 
     """A 2-layer MLP (torch, full-batch Adam) returning a predict function on numpy input."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny layers: OpenMP overhead dominates, and it spins on busy machines
+    try:
+        return _fit_mlp_1t(torch, kind, x, y, hidden, epochs, seed, weight_decay)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_mlp_1t(torch, kind: str, x: np.ndarray, y: np.ndarray, hidden: int, epochs: int, seed: int,
+                weight_decay: float):
     torch.manual_seed(seed)
     xt = torch.as_tensor(x, dtype=torch.float32)
     if kind == "classification":
