@@ -46,10 +46,13 @@ ARCFACE_TEMPLATE_112 = np.array([
 #: 200x200 crops with a dlib HOG detection, dlib's 5-point shape gives the dlib chip transform and the
 #: 68-point shape gives the ArcFace 5 points (eye-contour centres, nose tip 30, mouth corners 48/54);
 #: the per-face transforms chip150 -> image -> arcface112 were pooled on a 16x16 grid of chip points and a
-#: single least-squares similarity was fitted. See docs/dlib.md for the residual spread.
+#: single least-squares similarity was fitted (scale 0.6828, rotation -0.19 deg). Per-face spread around it:
+#: scale sd 0.029, angle sd 2.1 deg, mean grid residual 2.4 px (in 112 px). Descriptor L2 (dlib ResNet) between
+#: the proper dlib chip and the warped ArcFace crop on 100 faces: mean 0.163, max 0.29, 100% < 0.6
+#: (different faces: mean 0.81). Command: ``PYTHONPATH=. python benchmarks/derive_arcface_to_dlib.py``.
 ARCFACE112_FROM_DLIB150 = np.array([
-    [0.0, 0.0, 0.0],
-    [0.0, 0.0, 0.0],
+    [0.682751, 0.002235, 5.617897],
+    [-0.002235, 0.682751, 21.978483],
 ], dtype=np.float64)
 
 

