@@ -41,6 +41,7 @@ class AuditConfig:
     inversion: bool = True
     n_invert: int = 50                      # test targets (one per held-out identity)
     mapper_epochs: int = 150
+    mapper_hidden: int = 1024
     mapper_train_max: int | None = None
     wb_steps: int = 100
     wb_lr: float = 0.05
@@ -359,7 +360,8 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     z_train = encode_latents(generator, data.crops["train"][tr_idx])
     out["encode_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mapper = train_mapper(emb["train"][tr_idx], z_train, epochs=cfg.mapper_epochs, seed=cfg.seed)
+    mapper = train_mapper(emb["train"][tr_idx], z_train, epochs=cfg.mapper_epochs, hidden=cfg.mapper_hidden,
+                          seed=cfg.seed)
     out["mapper_train_seconds"] = time.perf_counter() - t0
     z_std = mapper.z_std.clone()
 
@@ -415,7 +417,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     # protected templates of training identities, and inverts the victims' protected templates
     if prot is not None:
         pt_train = prot["train"][tr_idx].astype(np.float32) * 2 - 1
-        m2 = train_mapper(pt_train, z_train, epochs=cfg.mapper_epochs, seed=cfg.seed)
+        m2 = train_mapper(pt_train, z_train, epochs=cfg.mapper_epochs, hidden=cfg.mapper_hidden, seed=cfg.seed)
         rec = to_crops112(decode_latents(generator, map_templates(m2, prot["test"][tgt].astype(np.float32) * 2 - 1)))
         results["protected_mapper"] = evaluate(rec)
         images["protected_mapper"] = rec
