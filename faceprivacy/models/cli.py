@@ -26,7 +26,8 @@ def _train(args: argparse.Namespace) -> int:
         print(f"packed training data: {counts} -> {pack}")
     summary = run_training(pack, out, steps=args.steps, time_budget_s=args.time_budget, device=args.device,
                            tiny=args.tiny, batch=args.batch, dlib_weights=args.dlib_weights,
-                           use_id=not args.no_id, init=args.init, seed=args.seed, max_images=args.max_images)
+                           use_id=not args.no_id, init=args.init, seed=args.seed, max_images=args.max_images,
+                           check_pack=args.check_pack)
     print(json.dumps({k: summary[k] for k in ("steps", "wall_s", "device", "n_images")}))
     print(f"weights: {out / 'lite_ema.pt'}")
     return 0
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", help="continue from a lite_train.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-images", type=int, default=None, help="use only the first N packed images")
+    p.add_argument("--check-pack", help="pack of held-out faces for a quick dlib/PSNR check at each save")
     p.add_argument("--utk-limit", type=int, default=None, help="pack only the first N UTKFace crops")
     p.set_defaults(func=_train)
 

@@ -57,12 +57,21 @@ def interpolate(gen: Generator, a: np.ndarray, b: np.ndarray, steps: int = 8) ->
         return to_uint8(gen.decode((1 - t) * za[None] + t * zb[None]))
 
 
-def dlib_raw_arcface(images: np.ndarray) -> np.ndarray:
-    """Raw dlib descriptors (for the < 0.6 rule) of 112x112 ArcFace-layout crops, via the fixed chip warp."""
-    from ..core.chip import arcface112_to_dlib150_np
+def dlib_raw_arcface(images: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Raw dlib descriptors (for the < 0.6 rule) of 112x112 ArcFace-layout crops, via the fixed chip warp
+    (``core.chip.arcface112_to_dlib150``, the same layout rule ``core.embedders.embed_arcface_crops`` uses)."""
+    import torch
+
+    from ..core.chip import arcface112_to_dlib150
     from ..core.embedders import get_embedder
-    emb = get_embedder("dlib")
-    return emb.raw(arcface112_to_dlib150_np(images))
+    net = get_embedder("dlib").net
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = torch.from_numpy(np.ascontiguousarray(images[i:i + batch])).permute(0, 3, 1, 2).float()
+            chips = torch.clamp(arcface112_to_dlib150(x), 0, 255).round()
+            out.append(net(chips).float().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
 
 def hog_detection_rate(images: np.ndarray, upsample: int = 1) -> float:

@@ -5,16 +5,16 @@ budget is minutes on one GPU with ~13k faces (CelebA train identities + re-align
 trained from scratch needs far more data and time before its inversion keeps identity, so we train an
 *autoencoder whose latent has a known prior* instead:
 
-* **Encoder** (deterministic conv net) -> latent ``z`` = ``[global (512) | spatial (C_s x 7 x 7)]``,
-  flattened to one vector (``latent_shape = (512 + C_s*49,)``). The global part carries identity and
+* **Encoder** (deterministic conv net) -> latent ``z`` = ``[global (512) | spatial (C_s x S x S)]``,
+  flattened to one vector (``latent_shape = (512 + C_s*S*S,)``; shipped: C_s=4, S=14, 1296 dims). The global part carries identity and
   appearance (it drives every decoder layer through FiLM), the small spatial part carries layout
   (pose, expression, hair outline), which a pure vector could not reconstruct well enough for the
   identity targets at this data size.
 * **Prior**: ``z`` is pushed towards N(0, I) with a sliced-Wasserstein penalty on each batch (WAE style),
   so ``sample_latents`` draws N(0, I) and decodes faces; the decoder also sees small latent noise and
   prior samples during training, which keeps the space smooth for latent-space editing.
-* **Decoder**: a mapping MLP on the global part, a learned 7x7 constant plus the spatial part, then
-  FiLM-modulated conv blocks 7 -> 14 -> 28 -> 56 -> 112.
+* **Decoder**: a mapping MLP on the global part, a learned 7x7 constant (the spatial part is added at
+  S x S), then FiLM-modulated conv blocks 7 -> 14 -> 28 -> 56 -> 112.
 * **Losses** (see :mod:`faceprivacy.models.train_lite`): L1 on an image pyramid, discriminator
   feature matching (our stand-in for a perceptual loss), the dlib ResNet identity distance through the
   differentiable ArcFace-112 -> dlib-150 chip warp, and a non-saturating GAN loss with lazy R1 on both
@@ -39,7 +39,8 @@ class LiteConfig:
     """Architecture hyper-parameters (stored with the weights)."""
 
     global_dim: int = 512
-    spatial_ch: int = 8
+    spatial_ch: int = 4
+    spatial_res: int = 14  # 7 or 14: where the spatial latent sits in the encoder/decoder
     base: int = 7
     enc_ch: tuple[int, ...] = (32, 64, 128, 192, 256)  # 112, 56, 28, 14, 7
     dec_ch: tuple[int, ...] = (256, 192, 128, 64, 32)  # 7, 14, 28, 56, 112
@@ -48,12 +49,12 @@ class LiteConfig:
 
     @property
     def latent_dim(self) -> int:
-        return self.global_dim + self.spatial_ch * self.base * self.base
+        return self.global_dim + self.spatial_ch * self.spatial_res * self.spatial_res
 
     @classmethod
     def tiny(cls) -> LiteConfig:
         """A very small configuration for CI tests."""
-        return cls(global_dim=32, spatial_ch=2, enc_ch=(8, 8, 16, 16, 16), dec_ch=(16, 16, 16, 8, 8),
+        return cls(global_dim=32, spatial_ch=2, spatial_res=7, enc_ch=(8, 8, 16, 16, 16), dec_ch=(16, 16, 16, 8, 8),
                    style_dim=16, map_layers=1)
 
     def to_dict(self) -> dict:
@@ -90,17 +91,25 @@ class LiteEncoder(nn.Module):
         c = cfg.enc_ch
         self.cfg = cfg
         self.stem = nn.Conv2d(3, c[0], 3, padding=1)
-        self.blocks = nn.Sequential(*[EncBlock(c[i], c[i + 1]) for i in range(4)])
-        self.spatial = nn.Conv2d(c[4], cfg.spatial_ch, 1)
-        red = max(cfg.spatial_ch * 4, 16)
+        if cfg.spatial_res not in (7, 14):
+            raise ValueError("spatial_res must be 7 or 14")
+        self.blocks = nn.ModuleList([EncBlock(c[i], c[i + 1]) for i in range(4)])
+        self.spatial = nn.Conv2d(c[4] if cfg.spatial_res == 7 else c[3], cfg.spatial_ch, 1)
+        red = max(cfg.global_dim // 16, 8)
         self.reduce = nn.Conv2d(c[4], red, 1)
         self.glob = nn.Sequential(nn.Linear(red * cfg.base * cfg.base, cfg.global_dim), nn.LeakyReLU(0.2),
                                   nn.Linear(cfg.global_dim, cfg.global_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = _act(self.blocks(self.stem(x)))
+        h = self.stem(x)
+        h14 = h
+        for i, b in enumerate(self.blocks):
+            h = b(h)
+            if i == 2:
+                h14 = h
+        h = _act(h)
         g = self.glob(self.reduce(h).flatten(1))
-        s = self.spatial(h).flatten(1)
+        s = self.spatial(h if self.cfg.spatial_res == 7 else _act(h14)).flatten(1)
         return torch.cat([g, s], 1)
 
 
@@ -145,10 +154,15 @@ class LiteDecoder(nn.Module):
         cfg = self.cfg
         g, s = z[:, :cfg.global_dim], z[:, cfg.global_dim:]
         w = self.mapping(g)
-        s = s.reshape(-1, cfg.spatial_ch, cfg.base, cfg.base)
-        h = self.first(self.const + self.sin(s), w)
-        for a, b in self.ups:
+        s = s.reshape(-1, cfg.spatial_ch, cfg.spatial_res, cfg.spatial_res)
+        h = self.const.expand(z.shape[0], -1, -1, -1)
+        if cfg.spatial_res == 7:
+            h = h + self.sin(s)
+        h = self.first(h, w)
+        for i, (a, b) in enumerate(self.ups):
             h = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            if i == 0 and cfg.spatial_res == 14:
+                h = h + self.sin(s)
             h = b(a(h, w), w)
         return torch.tanh(self.rgb(h))
 
@@ -188,7 +202,7 @@ class LiteGenerator(Generator):
     def split_latent(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Split flat latents into (global (N, G), spatial (N, C_s, 7, 7)) parts."""
         c = self.cfg
-        return z[:, :c.global_dim], z[:, c.global_dim:].reshape(-1, c.spatial_ch, c.base, c.base)
+        return z[:, :c.global_dim], z[:, c.global_dim:].reshape(-1, c.spatial_ch, c.spatial_res, c.spatial_res)
 
     def state_for_saving(self, half: bool = True) -> dict:
         """Config + (optionally fp16) weights in one plain dict for ``torch.save``."""

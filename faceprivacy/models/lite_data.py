@@ -73,6 +73,55 @@ def align_utkface(root: str | os.PathLike, limit: int | None = None, upsample: i
     return np.stack(crops), names
 
 
+#: mean dlib HOG box on the 200x200 UTKFace crops (the crops are already roughly aligned), used to seed the
+#: 68-point predictor without running the detector on every image
+UTK_BOX = (13, 12, 190, 190)
+
+
+def align_fast(img: np.ndarray, five: np.ndarray, size: int = 112, pad: int = 48) -> np.ndarray:
+    """Like :func:`align_arcface112` (mirror padding, bilinear) but with PIL's affine warp (~10x faster)."""
+    from PIL import Image
+    from skimage.transform import SimilarityTransform
+    tform = SimilarityTransform()
+    if not tform.estimate(ARCFACE_TEMPLATE * (size / 112.0), np.asarray(five, np.float64) + pad):
+        raise InputError("could not estimate the alignment transform")
+    padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    m = tform.params  # output pixel -> input pixel; PIL samples at pixel centres, same convention
+    a, b, c = m[0]
+    d, e, f = m[1]
+    c, f = c + 0.5 - 0.5 * (a + b), f + 0.5 - 0.5 * (d + e)
+    out = Image.fromarray(padded).transform((size, size), Image.Transform.AFFINE, (a, b, c, d, e, f),
+                                            resample=Image.Resampling.BILINEAR)
+    return np.asarray(out)
+
+
+def align_utkface_fast(root: str | os.PathLike, limit: int | None = None,
+                       shard: tuple[int, int] = (0, 1)) -> tuple[np.ndarray, list[str]]:
+    """Re-align UTKFace crops to ArcFace 112 with dlib's 68-point predictor seeded by the fixed ``UTK_BOX``
+    (the crops are pre-aligned, so no detector pass is needed); eye centres / nose tip / mouth corners ->
+    similarity transform. About 5x faster than :func:`align_utkface`."""
+    import dlib
+    from PIL import Image
+
+    from ..core.progress import progress
+    root = Path(root)
+    files = sorted((root / "images").glob("*.jpg"))[:limit]
+    if not files:
+        raise InputError(f"no UTKFace images under {root / 'images'}")
+    files = files[shard[0]::shard[1]]
+    sp = dlib.shape_predictor(_predictor_path())
+    crops, names = [], []
+    for fpath in progress(files, desc="align utkface"):
+        img = np.asarray(Image.open(fpath).convert("RGB"))
+        h, w = img.shape[:2]
+        x1, y1, x2, y2 = (int(round(v * w / 200)) for v in UTK_BOX)
+        shape = sp(img, dlib.rectangle(x1, y1, x2, y2))
+        pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], dtype=np.float64)
+        crops.append(align_fast(img, arcface5_from_68(pts)))
+        names.append(fpath.name)
+    return np.stack(crops), names
+
+
 def load_celeba_train(celeba_root: str | os.PathLike) -> np.ndarray:
     """All images of the CelebA subset's *train* identities (``identity_split`` seed 0) as uint8 (N,112,112,3)."""
     from PIL import Image

@@ -38,11 +38,11 @@ class TrainConfig:
     lr_d: float = 2e-4
     w_l1: float = 1.0
     w_fm: float = 1.0
-    w_id: float = 2.0
+    w_id: float = 3.0
     w_adv_rec: float = 0.05
     w_adv_prior: float = 0.1
     w_swd: float = 2.0
-    latent_noise: float = 0.1
+    latent_noise: float = 0.05
     r1_gamma: float = 1.0
     r1_every: int = 8
     ema: float = 0.999
@@ -242,7 +242,7 @@ def make_dlib_id_embed(weights: str | Path | None = None, device: str | torch.de
         net = net.to(memory_format=torch.channels_last)
 
     def embed(x: torch.Tensor) -> torch.Tensor:
-        return net(arcface112_to_dlib150((x + 1) * 127.5, border="replicate"))
+        return net(arcface112_to_dlib150((x + 1) * 127.5))
 
     return embed
 
