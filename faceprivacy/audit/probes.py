@@ -140,7 +140,7 @@ def _fit_mlp_1t(torch, kind: str, x: np.ndarray, y: np.ndarray, hidden: int, epo
 
 def run_probes(emb_train: np.ndarray, attr_train: Attributes, emb_val: np.ndarray, attr_val: Attributes,
                emb_test: np.ndarray, attr_test: Attributes, attributes: list[str] | None = None,
-               mlp_hidden: int = 256, mlp_epochs: int = 60, alphas: tuple[float, ...] = (1.0, 10.0, 100.0),
+               mlp_hidden: int = 256, mlp_epochs: int = 60, alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5),
                seed: int = 0) -> list[dict]:
     """Train probes on train identities, select on val identities, score on test identities.
 
