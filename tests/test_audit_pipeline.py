@@ -102,9 +102,9 @@ def test_fixed_box_landmarks_match_arcface_layout(celeba_root):
 
     ds = celeba_subset(celeba_root)
     pred = LandmarkPredictor()
-    for p in ds.paths[::997][:5]:
-        lm = pred(load_image(p))
-        left_eye, right_eye = lm[36:42].mean(0), lm[42:48].mean(0)
-        # ArcFace template eye centres (38.3, 51.7) and (73.5, 51.5); the crops were aligned to them
-        assert np.abs(left_eye - [38.3, 51.7]).max() < 6, left_eye
-        assert np.abs(right_eye - [73.5, 51.5]).max() < 6, right_eye
+    lms = np.stack([pred(load_image(p)) for p in ds.paths[::250][:20]])
+    eyes = np.stack([lms[:, 36:42].mean(1), lms[:, 42:48].mean(1)], 1)  # (n, 2, 2)
+    # ArcFace template eye centres (38.3, 51.7) and (73.5, 51.5); the crops were aligned to them
+    tmpl = np.array([[38.3, 51.7], [73.5, 51.5]])
+    assert np.abs(np.median(eyes, 0) - tmpl).max() < 3, np.median(eyes, 0)
+    assert (np.abs(eyes - tmpl).max(axis=(1, 2)) < 6).mean() >= 0.8

@@ -24,8 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small CI-sized run (capped splits, few steps)")
     p.add_argument("--max-per-split", type=int, default=None, help="cap images per split")
     p.add_argument("--n-invert", type=int, default=None, help="number of inversion targets")
-    p.add_argument("--wb-steps", type=int, default=None)
-    p.add_argument("--bb-iters", type=int, default=None)
+    p.add_argument("--wb-steps", type=int, default=None, help="white-box Adam steps")
+    p.add_argument("--bb-iters", type=int, default=None, help="black-box NES iterations")
+    p.add_argument("--bb-pop", type=int, default=None, help="black-box queries per NES iteration")
+    p.add_argument("--mapper-epochs", type=int, default=None)
+    p.add_argument("--mapper-hidden", type=int, default=None)
     p.add_argument("--n-bits", type=int, default=None, help="protected-template length in bits")
     p.add_argument("--no-probes", action="store_true")
     p.add_argument("--no-inversion", action="store_true")
@@ -88,7 +91,8 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     if args.quick:
         cfg.max_per_split, cfg.n_invert, cfg.mlp_epochs, cfg.mapper_epochs = 150, 8, 20, 30
         cfg.wb_steps, cfg.bb_iters, cfg.bb_pop = 20, 5, 8
-    for name in ("max_per_split", "n_invert", "wb_steps", "bb_iters", "n_bits"):
+    for name in ("max_per_split", "n_invert", "wb_steps", "bb_iters", "bb_pop", "mapper_epochs", "mapper_hidden",
+                 "n_bits"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.probes, cfg.inversion, cfg.templates = not args.no_probes, not args.no_inversion, not args.no_templates
