@@ -103,7 +103,7 @@ def privacy(data_root: Path, out_dir: Path, n_synthetic: int = 2) -> dict:
         for sub, f in files.items():
             d = Path(td) / f"sub-{sub}" / "anat"
             d.mkdir(parents=True)
-            (d / f"sub-{sub}_T1w.nii.gz").symlink_to(f)
+            (d / f"sub-{sub}_T1w.nii.gz").symlink_to(f.resolve())  # a relative --data must not break the link
         res = run_audit(td, out_dir / "mri_audit", data_root=data_root, n_synthetic=n_synthetic,
                         probe_subjects=["sub-chris"])
     res["held_out_subject"] = "sub-chris (never seen by the refacing U-Net); sub-colin and sub-pydefacemean were training heads"
