@@ -128,23 +128,10 @@ def attributes_for(data: AuditData, cache: str | os.PathLike | None = None) -> d
 
 def embed_crops(embedder: Embedder, crops: np.ndarray, batch: int = 256) -> np.ndarray:
     """Embeddings (N, D) of 112x112 ArcFace crops with any embedder (kept in memory)."""
-    out = [_embed112(embedder, crops[i:i + batch]) for i in range(0, len(crops), batch)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, embedder.dim), np.float32)
-
-
-def _embed112(embedder: Embedder, crops: np.ndarray) -> np.ndarray:
-    from ..core import chip
-
-    if embedder.alignment == "dlib150" and not hasattr(chip, "arcface112_to_dlib150_np"):
-        import torch  # older core.chip: warp with the differentiable version, then round to uint8
-
-        with torch.no_grad():
-            x = torch.as_tensor(np.asarray(crops)).permute(0, 3, 1, 2).float()
-            y = chip.arcface112_to_dlib150(x).clamp(0, 255).round().to(torch.uint8)
-        return embedder.embed(y.permute(0, 2, 3, 1).numpy())
     from ..core.embedders import embed_arcface_crops
 
-    return embed_arcface_crops(embedder, crops)
+    out = [embed_arcface_crops(embedder, crops[i:i + batch]) for i in range(0, len(crops), batch)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, embedder.dim), np.float32)
 
 
 def pair_sets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

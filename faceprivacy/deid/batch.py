@@ -10,10 +10,11 @@ from pathlib import Path
 
 from ..core.data import IMAGE_EXTS
 from ..core.errors import FacePrivacyError, InputError
+from ..core.imageio import load_image
 from ..core.keys import derive_master_key, new_salt
 from ..core.progress import progress
 from .methods import Method
-from .pipeline import Deidentifier, load_rgb, read_anonymized, same_file, write_anonymized
+from .pipeline import Deidentifier, read_anonymized, same_file, write_anonymized
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes, method: Method, con
     single = len(pairs) == 1 and not inp.is_dir()
     for src, dst in progress(pairs, desc="anonymize", unit="img"):
         try:
-            img = load_rgb(src)
+            img = load_image(src)
             res = deid.anonymize(img, passphrase, salt=salt, master=master, consistent=consistent,
                                  out_ext=".png" if (dst.suffix.lower() == ".png" and not sidecar) else
                                  dst.suffix.lower())

@@ -38,20 +38,10 @@ def _blend(orig: np.ndarray, anon: np.ndarray) -> np.ndarray:
     return np.clip(orig * (1 - m) + anon.astype(np.float64) * m + 0.5, 0, 255).astype(np.uint8)
 
 
-_DLIB_ARC = []
-
-
 def _embed(emb, crops: np.ndarray) -> np.ndarray:
     from ..core.embedders import embed_arcface_crops
 
-    try:
-        return embed_arcface_crops(emb, crops)
-    except ImportError:  # numpy ArcFace->dlib helper missing: the same fixed warp through torch
-        from .train import DlibArc
-
-        if not _DLIB_ARC:
-            _DLIB_ARC.append(DlibArc())
-        return _DLIB_ARC[0].embed_uint8(crops)
+    return embed_arcface_crops(emb, crops)
 
 
 def _resize(crops: np.ndarray, size: int) -> np.ndarray:

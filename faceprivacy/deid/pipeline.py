@@ -231,13 +231,6 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return a.resolve() == b.resolve()
 
 
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Load an image as uint8 RGB via core.imageio (safe loader; InputError on corrupt files)."""
-    from ..core.imageio import load_image
-
-    return load_image(path)
-
-
 def write_anonymized(out_path: str | os.PathLike, img: np.ndarray, record: bytes,
                      sidecar: bool = False, jpeg_quality: int = 95) -> list[Path]:
     """Write the anonymized image; PNG gets the record in an iTXt chunk, other formats (or ``sidecar``)
@@ -283,4 +276,6 @@ def _lossy_pixels(img: np.ndarray, ext: str, jpeg_quality: int = 95) -> np.ndarr
 def read_anonymized(path: str | os.PathLike) -> tuple[np.ndarray, bytes]:
     """(pixels, record) of an anonymized image file."""
     record = read_record(path)
-    return load_rgb(path), record
+    from ..core.imageio import load_image
+
+    return load_image(path), record

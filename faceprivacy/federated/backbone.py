@@ -58,10 +58,7 @@ def build_split(name: str, seed: int = 0, weights: str | os.PathLike | None = No
 
 
 def _dlib_split(level: str, weights: str | os.PathLike | None) -> SplitModel:
-    try:
-        from ..models.dlib_resnet import load_dlib_resnet
-    except ImportError as e:  # the port lives in models/ (another branch until merged)
-        raise InputError("the dlib torch port (faceprivacy.models.dlib_resnet) is not available") from e
+    from ..models.dlib_resnet import load_dlib_resnet
     from .dlib_split import split_dlib_resnet
 
     model = load_dlib_resnet(weights) if weights else load_dlib_resnet()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.embedders import get_embedder
 from ..core.fileio import atomic_write_json
 from ..core.progress import progress
 from ..core.report import HtmlReport, image_grid
@@ -25,7 +26,7 @@ from .bids import find_t1w
 from .deface import bbox, crop_volume, deface
 from .io import Volume, load_volume
 from .register import register_affine
-from .reid import detect_rate, embed_faces, get_recognizer, rank1
+from .reid import detect_rate, embed_faces, rank1
 from .render import face_views
 from .surface import face_msd, face_region_for_msd, head_mask, head_surface
 from .template import load_template
@@ -136,7 +137,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
     res["reid"]["detect_rate"] = {st: detect_rate([f for f in faces_all if f.state == st]) for st in states}
     for rec in recognizers:
         try:
-            emb = get_recognizer(rec, data_root if data_root else _default_root())
+            emb = get_embedder(rec, data_root if data_root else _default_root())
         except Exception as e:  # a missing recognizer must not sink the whole audit
             res["reid"][rec] = {"error": f"{type(e).__name__}: {e}"}
             continue
