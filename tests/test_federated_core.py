@@ -11,15 +11,20 @@ import torch
 from faceprivacy.core.errors import InputError
 from faceprivacy.federated.algorithm import (
     ClientConfig,
+    ServerAdam,
     ServerConfig,
     ServerState,
     client_update,
+    dlib_metric_loss,
     fedavg,
     head_vector,
     init_class_embedding,
     spreadout_loss,
+    spreadout_loss_euclidean,
     spreadout_step,
+    spreadout_step_euclidean,
     squared_hinge_cosine_loss,
+    squared_hinge_radius_loss,
     validate_update,
 )
 from faceprivacy.federated.evaluate import head_evaluator
@@ -168,3 +173,65 @@ def test_bad_inputs():
         SimConfig(algorithm="fedprox")
     with pytest.raises(InputError):
         FederatedSimulator(tiny_head(), [torch.zeros(0, 64)], SimConfig())
+
+
+def test_euclidean_losses_and_spreadout_gradient():
+    f = torch.tensor([[0.0, 0.0], [0.5, 0.0]])
+    w = torch.zeros(2)
+    # distances 0 and 0.5 to w; radius 0.3: only the second is penalised, by (0.5 - 0.3)^2 / 2
+    assert squared_hinge_radius_loss(f, w, 0.3).item() == pytest.approx(0.02)
+    gen = torch.Generator().manual_seed(0)
+    W = torch.randn(12, 5, generator=gen, dtype=torch.float64) * 0.2
+    # the closed-form step equals a gradient step on (C - 1) * R(W)
+    Wa = W.clone().requires_grad_(True)
+    (11 * spreadout_loss_euclidean(Wa, 0.8)).backward()
+    expected = (W - 0.01 * Wa.grad).numpy()
+    got = spreadout_step_euclidean(W.numpy(), steps=1, lr=0.01, margin=0.8)
+    assert np.allclose(got, expected, atol=1e-6)
+    before = spreadout_loss_euclidean(W.float(), 0.8).item()
+    after = spreadout_loss_euclidean(torch.from_numpy(spreadout_step_euclidean(W.numpy(), 20, 0.5, 0.8)), 0.8)
+    assert after.item() < 0.5 * before
+
+
+def test_dlib_metric_loss_penalises_only_violations():
+    lab = torch.tensor([0, 0, 1])
+    good = torch.tensor([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0]])  # same id 0.1 apart, other id far
+    assert dlib_metric_loss(good, lab).item() == 0.0
+    bad = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.2, 0.0]])  # same id 1.0 apart, other id 0.2 away
+    # positive pairs (2, ordered): 1.0 - 0.56 each; hardest 2 negatives: 0.64 - 0.2 each; / 2 positives
+    assert dlib_metric_loss(bad, lab).item() == pytest.approx((2 * 0.44 + 2 * 0.44) / 2, abs=1e-5)
+
+
+def test_server_adam_normalises_step_size():
+    ad = ServerAdam(lr=1e-3)
+    small = ad.step(torch.full((4,), 1e-6))
+    assert torch.allclose(small, torch.full((4,), 1e-3), rtol=1e-2)  # first Adam step = lr * sign
+    st = ServerState(torch.zeros(3), np.eye(3, dtype=np.float32), ServerConfig(server_opt="adam", server_lr=0.1,
+                                                                           spreadout=False))
+    st.apply(torch.tensor([1e-5, -1e-5, 0.0]), {})
+    assert np.allclose(st.vec.numpy(), [0.1, -0.1, 0.0], atol=1e-3)
+    with pytest.raises(ValueError):
+        ServerState(torch.zeros(3), np.eye(3, dtype=np.float32), ServerConfig(server_opt="rmsprop"))
+
+
+def test_euclidean_fedface_keeps_raw_embeddings_and_resumes(tmp_path):
+    feats, ev = _sim_setup(30)
+    cfg = SimConfig(rounds=4, clients_per_round=10, eval_every=0, algorithm="fedface",
+                    client=ClientConfig(local_steps=2, lr=0.05, margin=0.5, geometry="euclidean", embedding_lr=0.0),
+                    server=ServerConfig(spread_margin=3.0, spread_lr=1.0, server_opt="adam", server_lr=1e-2))
+    assert cfg.server.geometry == "euclidean"
+    full = FederatedSimulator(tiny_head(), feats, cfg)
+    W0 = full.state.W.copy()
+    full.run(progress_bar=False)
+    norms = np.linalg.norm(full.state.W, axis=1)
+    assert not np.allclose(norms, 1.0)  # raw, not unit-normalised
+    assert not np.allclose(full.state.W, W0)  # spreadout moved the class embeddings
+    ck = tmp_path / "e.pt"
+    a = FederatedSimulator(tiny_head(), feats, cfg, checkpoint_path=ck)
+    a.run(rounds=2, progress_bar=False)
+    b = FederatedSimulator(tiny_head(), feats, cfg, checkpoint_path=ck)
+    b.load_checkpoint(ck)
+    b.run(progress_bar=False)
+    assert torch.allclose(b.state.vec, full.state.vec, atol=1e-6) and np.allclose(b.state.W, full.state.W, atol=1e-5)
+    with pytest.raises(InputError):
+        SimConfig(client=ClientConfig(geometry="hyperbolic"))

@@ -101,6 +101,17 @@ def test_strategy_in_process_sends_each_node_its_own_embedding():
     assert not np.allclose(vals[0], vals[1]) and not np.allclose(vals[1], vals[2])
 
 
+def test_strategy_euclidean_geometry_with_server_adam():
+    cfg = _cfg(**{"geometry": "euclidean", "embedding-lr": 0.0, "server-opt": "adam", "server-lr": 1e-3,
+                  "margin": 0.5, "spread-margin": 100.0, "lr": 0.05})
+    grid = InProcessGrid(3, cfg)
+    summary = run_server(grid, cfg)
+    assert summary["model_change_l2"] > 1e-4 and np.isfinite(summary["model_change_l2"])
+    embs = [m.content["embedding"]["w"].numpy() for m in grid.sent[3:]]
+    assert not np.allclose([np.linalg.norm(e) for e in embs], 1.0)  # raw embeddings, not unit-normalised
+    assert all(n["embedding_change"] > 0 for n in summary["nodes"].values())  # moved by spreadout only
+
+
 def test_strategy_rejects_nan_replies_and_keeps_training(caplog):
     cfg = _cfg()
     grid = InProcessGrid(4, dict(cfg, **{"min-train-nodes": 4, "min-available-nodes": 4}), faulty={2})

@@ -46,6 +46,58 @@ def squared_hinge_cosine_loss(feats: torch.Tensor, w: torch.Tensor, margin: floa
     return torch.clamp(margin - cos, min=0.0).pow(2).mean()
 
 
+def squared_hinge_radius_loss(feats: torch.Tensor, w: torch.Tensor, radius: float = 0.3) -> torch.Tensor:
+    """Euclidean positive-only loss ``mean_j max(0, ||f_j - w|| - radius)^2`` (FedAwS geometry).
+
+    For recognizers trained with a Euclidean metric loss, like dlib's (same person: distance < 0.6), whose raw
+    descriptors sit in a narrow cosine cone where FedFace's cosine margins are inactive at the start.
+    """
+    d = (feats - w).pow(2).sum(-1).add(1e-12).sqrt()
+    return torch.clamp(d - radius, min=0.0).pow(2).mean()
+
+
+def positive_loss(feats: torch.Tensor, w: torch.Tensor, margin: float, geometry: str = "cosine") -> torch.Tensor:
+    """The client loss of ``geometry``: cosine squared hinge (FedFace) or Euclidean radius hinge (FedAwS)."""
+    if geometry == "euclidean":
+        return squared_hinge_radius_loss(feats, w, margin)
+    return squared_hinge_cosine_loss(feats, w, margin)
+
+
+def spreadout_loss_euclidean(W: torch.Tensor, margin: float = 0.8) -> torch.Tensor:
+    """FedAwS spreadout ``mean_{i!=j} max(0, margin - ||w_i - w_j||)^2`` over raw (unnormalised) rows."""
+    n = W.shape[0]
+    if n < 2:
+        return W.sum() * 0.0
+    D = torch.cdist(W, W)
+    off = ~torch.eye(n, dtype=torch.bool, device=W.device)
+    return torch.clamp(margin - D[off], min=0.0).pow(2).mean()
+
+
+def spreadout_step_euclidean(W: np.ndarray | torch.Tensor, steps: int = 10, lr: float = 1.0,
+                             margin: float = 0.8) -> np.ndarray:
+    """``steps`` plain-SGD steps of ``(C-1) * spreadout_loss_euclidean`` on raw class embeddings (server side).
+
+    Closed-form gradient: ``dL/dw_i = -(4/C) sum_j h_ij (w_i - w_j) / d_ij`` with ``h = max(0, margin - d)``.
+    """
+    Wt = torch.as_tensor(np.asarray(W, dtype=np.float64)).clone()
+    n = Wt.shape[0]
+    if n < 2 or steps <= 0:
+        return Wt.float().numpy()
+    eye = torch.eye(n, dtype=torch.bool)
+    for _ in range(int(steps)):
+        D = torch.cdist(Wt, Wt).masked_fill_(eye, 1.0)
+        A = torch.clamp(margin - D, min=0.0).masked_fill_(eye, 0.0) / D
+        g = -(4.0 / n) * (A.sum(1, keepdim=True) * Wt - A @ Wt)
+        Wt = Wt - lr * g
+    return Wt.float().numpy()
+
+
+def spreadout_value(W: np.ndarray, margin: float, geometry: str = "cosine") -> float:
+    """The spreadout regularizer of ``geometry`` at ``W`` (for logs)."""
+    t = torch.from_numpy(np.asarray(W, dtype=np.float32))
+    return float(spreadout_loss_euclidean(t, margin) if geometry == "euclidean" else spreadout_loss(t, margin))
+
+
 def spreadout_loss(W: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
     """Spreadout regularizer ``mean_{i!=j} max(0, w_i.w_j - margin)^2`` over L2-normalised rows of ``W``."""
     n = W.shape[0]
@@ -119,6 +171,29 @@ def load_head_state_arrays(head: nn.Module, arrays: dict[str, np.ndarray]) -> No
             p.copy_(torch.from_numpy(a.astype(np.float32)))
 
 
+# ----------------------------------------------------------------------------------------------- presets
+
+#: hyper-parameters per geometry. "cosine" is FedFace's published setting (margins 0.9 / 0.3, CosFace-like
+#: features). "euclidean" suits dlib's metric-trained descriptors (same person < 0.6 apart): radius 0.3 around
+#: the class embedding, class embeddings pushed >= 0.7 apart; class embeddings move only by the server's
+#: spreadout (client embedding lr 0); server FedAdam 1e-5. Chosen on the validation identities (docs/federated.md).
+GEOMETRY_PRESETS: dict[str, dict[str, float | str]] = {
+    "cosine": {"margin": 0.9, "spread_margin": 0.3, "lr": 0.005, "embedding_lr": -1.0, "spread_lr": 0.1,
+               "server_opt": "sgd", "server_lr": 1.0},
+    "euclidean": {"margin": 0.3, "spread_margin": 0.7, "lr": 0.001, "embedding_lr": 0.0, "spread_lr": 2.0,
+                  "server_opt": "adam", "server_lr": 1e-5},
+}
+
+
+def resolve_geometry(geometry: str, backbone: str) -> str:
+    """``auto`` -> ``euclidean`` for dlib backbones (metric-trained), ``cosine`` otherwise."""
+    if geometry == "auto":
+        return "euclidean" if backbone.startswith("dlib") else "cosine"
+    if geometry not in GEOMETRY_PRESETS:
+        raise ValueError(f"unknown geometry {geometry!r}; choose auto, cosine or euclidean")
+    return geometry
+
+
 # ----------------------------------------------------------------------------------------------- client
 
 
@@ -130,8 +205,11 @@ class ClientConfig:
     batch_size: int = 32
     lr: float = 0.01
     embedding_lr: float | None = None  # None: same as lr
+    #: cosine margin of the positive hinge (geometry "cosine"), or the radius (geometry "euclidean")
     margin: float = 0.9
     momentum: float = 0.0
+    #: "cosine": FedFace's normalised embeddings; "euclidean": raw embeddings, radius hinge (FedAwS geometry)
+    geometry: str = "cosine"
     #: DP: L2 clipping bound of the whole update (head delta + embedding delta); 0 = no clipping
     dp_clip: float = 0.0
     #: DP: Gaussian noise multiplier sigma; the noise std is sigma * dp_clip (needs dp_clip > 0)
@@ -158,11 +236,16 @@ def embed_features(head: nn.Module, feats: torch.Tensor, batch: int = 512) -> to
     return torch.cat(outs) if outs else torch.zeros(0)
 
 
-def init_class_embedding(head: nn.Module, feats: torch.Tensor) -> np.ndarray:
-    """A client's initial class embedding: the normalised mean of its normalised features (FedFace init)."""
-    f = embed_features(head, feats)
-    if len(f) == 0:
+def init_class_embedding(head: nn.Module, feats: torch.Tensor, geometry: str = "cosine") -> np.ndarray:
+    """A client's initial class embedding: the normalised mean of its normalised features (FedFace init), or
+    for the Euclidean geometry the plain mean of its raw features."""
+    if len(feats) == 0:
         raise ValueError("a client needs at least one image to initialise its class embedding")
+    if geometry == "euclidean":
+        head.eval()
+        with torch.no_grad():
+            return head(feats).float().mean(0).numpy().astype(np.float32)
+    f = embed_features(head, feats)
     return F.normalize(f.mean(0), dim=0).numpy().astype(np.float32)
 
 
@@ -212,7 +295,7 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
         else:
             xb = feats
         opt.zero_grad(set_to_none=True)
-        loss = squared_hinge_cosine_loss(head(xb), w, cfg.margin)
+        loss = positive_loss(head(xb), w, cfg.margin, cfg.geometry)
         loss.backward()
         opt.step()
         loss_v = float(loss.detach())
@@ -223,9 +306,11 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
             k = p.numel()
             torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
             i += k
-    emb_delta = F.normalize(w.detach(), dim=0) - w0
+    euclid = cfg.geometry == "euclidean"
+    emb_delta = (w.detach() if euclid else F.normalize(w.detach(), dim=0)) - w0
     delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, gen)
-    emb = F.normalize(w0 + emb_delta, dim=0).numpy().astype(np.float32)
+    emb = (w0 + emb_delta) if euclid else F.normalize(w0 + emb_delta, dim=0)
+    emb = emb.numpy().astype(np.float32)
     return ClientUpdate(delta=delta, embedding=emb, num_examples=n, loss=loss_v, clipped=clipped)
 
 
@@ -302,12 +387,51 @@ class ServerConfig:
 
     server_lr: float = 1.0
     server_momentum: float = 0.0
+    #: "sgd" (FedAvg: add server_lr x the mean update) or "adam" (FedAdam: the negated mean update is the
+    #: pseudo-gradient of an Adam step of size server_lr; Reddi et al., ICLR 2021)
+    server_opt: str = "sgd"
+    adam_betas: tuple[float, float] = (0.9, 0.99)
+    adam_eps: float = 1e-8
     spreadout: bool = True
     spread_steps: int = 10
     spread_lr: float = 1.0
     spread_margin: float = 0.3
+    #: "cosine" (FedFace spreadout on unit rows) or "euclidean" (FedAwS spreadout on raw rows)
+    geometry: str = "cosine"
     #: reject updates whose L2 norm exceeds this (None = no limit)
     max_update_norm: float | None = None
+
+
+class ServerAdam:
+    """FedAdam's server step: the mean client update is the negated pseudo-gradient of an Adam step of size
+    ``lr`` (Reddi et al., ICLR 2021). Per-parameter normalisation makes tiny, consistent head updates count."""
+
+    def __init__(self, lr: float, betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8) -> None:
+        self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
+        self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.t = 0
+
+    def step(self, mean_delta: torch.Tensor) -> torch.Tensor:
+        """The server's change of the global vector for this round's mean update."""
+        d = mean_delta.float()
+        if self.m is None or self.v is None:
+            self.m, self.v = torch.zeros_like(d), torch.zeros_like(d)
+        b1, b2 = self.betas
+        self.t += 1
+        self.m.mul_(b1).add_(d, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(d, d, value=1 - b2)
+        mhat = self.m / (1 - b1 ** self.t)
+        vhat = self.v / (1 - b2 ** self.t)
+        return self.lr * mhat / (vhat.sqrt() + self.eps)
+
+    def state(self) -> dict:
+        """Tensors + step count (for checkpoints)."""
+        return {"m": self.m, "v": self.v, "t": self.t}
+
+    def load(self, st: dict) -> None:
+        """Restore :meth:`state`."""
+        self.m, self.v, self.t = st.get("m"), st.get("v"), int(st.get("t", 0))
 
 
 class ServerState:
@@ -318,23 +442,43 @@ class ServerState:
         self.W = np.asarray(W, dtype=np.float32).copy()
         self.cfg = cfg
         self.momentum = torch.zeros_like(self.vec) if cfg.server_momentum > 0 else None
+        if cfg.server_opt not in ("sgd", "adam"):
+            raise ValueError(f"unknown server optimizer {cfg.server_opt!r}; choose 'sgd' or 'adam'")
+        self.adam = ServerAdam(cfg.server_lr, cfg.adam_betas, cfg.adam_eps) if cfg.server_opt == "adam" else None
 
     def apply(self, mean_delta: torch.Tensor | None, new_embeddings: dict[int, np.ndarray]) -> dict:
         """Apply the averaged head update, store the clients' embeddings, run spreadout; returns stats."""
-        if mean_delta is not None:
+        if mean_delta is not None and self.adam is not None:
+            self.vec += self.adam.step(mean_delta)
+        elif mean_delta is not None:
             step = mean_delta
             if self.momentum is not None:
                 self.momentum.mul_(self.cfg.server_momentum).add_(mean_delta)
                 step = self.momentum
             self.vec += self.cfg.server_lr * step
-        for cid, e in new_embeddings.items():
-            self.W[cid] = np.asarray(e, dtype=np.float32) / max(float(np.linalg.norm(e)), 1e-12)
+        self.W = store_embeddings(self.W, new_embeddings, self.cfg.geometry)
         stats = {}
         if self.cfg.spreadout and len(self.W) > 1:
-            stats["spread_before"] = float(spreadout_loss(torch.from_numpy(self.W), self.cfg.spread_margin))
-            self.W = spreadout_step(self.W, self.cfg.spread_steps, self.cfg.spread_lr, self.cfg.spread_margin)
-            stats["spread_after"] = float(spreadout_loss(torch.from_numpy(self.W), self.cfg.spread_margin))
+            c = self.cfg
+            stats["spread_before"] = spreadout_value(self.W, c.spread_margin, c.geometry)
+            self.W = server_spreadout(self.W, c.spread_steps, c.spread_lr, c.spread_margin, c.geometry)
+            stats["spread_after"] = spreadout_value(self.W, c.spread_margin, c.geometry)
         return stats
+
+
+def store_embeddings(W: np.ndarray, new_embeddings: dict[int, np.ndarray], geometry: str = "cosine") -> np.ndarray:
+    """Write clients' returned embeddings into ``W`` (unit-normalised for the cosine geometry)."""
+    for cid, e in new_embeddings.items():
+        e = np.asarray(e, dtype=np.float32)
+        W[cid] = e if geometry == "euclidean" else e / max(float(np.linalg.norm(e)), 1e-12)
+    return W
+
+
+def server_spreadout(W: np.ndarray, steps: int, lr: float, margin: float, geometry: str = "cosine") -> np.ndarray:
+    """The server's spreadout step for ``geometry`` (see :func:`spreadout_step`, :func:`spreadout_step_euclidean`)."""
+    if geometry == "euclidean":
+        return spreadout_step_euclidean(W, steps, lr, margin)
+    return spreadout_step(W, steps, lr, margin)
 
 
 # ----------------------------------------------------------------------------------------------- centralised
@@ -352,6 +496,55 @@ class CentralConfig:
     neg_margin: float = 0.3
     neg_weight: float = 1.0
     seed: int = 0
+    #: "proxy": the FedFace loss family above (class embeddings); "metric": dlib's own pairwise Euclidean
+    #: metric loss (what dlib's network was trained with) on identity-balanced batches
+    loss: str = "proxy"
+    optimizer: str = "sgd"  # or "adam"
+    ids_per_batch: int = 30
+    images_per_id: int = 5
+
+
+def dlib_metric_loss(emb: torch.Tensor, labels: torch.Tensor, threshold: float = 0.6,
+                     margin: float = 0.04) -> torch.Tensor:
+    """dlib's ``loss_metric``: same-identity pairs closer than ``threshold - margin``, different-identity pairs
+    farther than ``threshold + margin`` (hinges on Euclidean distance), using as many of the hardest negative
+    pairs as there are positive pairs; normalised by the number of positive pairs."""
+    D = torch.cdist(emb, emb)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(emb), dtype=torch.bool, device=emb.device)
+    pos = torch.clamp(D[same & ~eye] - (threshold - margin), min=0.0)
+    neg = torch.clamp((threshold + margin) - D[~same], min=0.0)
+    n_pos = max(1, pos.numel())
+    if neg.numel() == 0:
+        return pos.sum() / n_pos
+    hard = torch.topk(neg, min(neg.numel(), n_pos))[0]
+    return (pos.sum() + hard.sum()) / n_pos
+
+
+def _metric_finetune(head: nn.Module, feats: torch.Tensor, inv: torch.Tensor, cfg: CentralConfig,
+                     progress_desc: str | None) -> dict:
+    from ..core.progress import progress
+
+    opt = (torch.optim.Adam(head.parameters(), lr=cfg.lr) if cfg.optimizer == "adam"
+           else torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum))
+    rng = np.random.default_rng(cfg.seed)
+    by_class = [np.flatnonzero(inv.numpy() == c) for c in range(int(inv.max()) + 1)]
+    k = min(cfg.ids_per_batch, len(by_class))
+    steps_per_epoch = max(1, len(feats) // (k * cfg.images_per_id))
+    losses = []
+    head.train()
+    for _ in progress(range(cfg.epochs), desc=progress_desc or "centralised", disable=progress_desc is None):
+        for _ in range(steps_per_epoch):
+            cls = rng.choice(len(by_class), k, replace=False)
+            idx = np.concatenate([rng.choice(by_class[c], min(cfg.images_per_id, len(by_class[c])), replace=False)
+                                  for c in cls])
+            loss = dlib_metric_loss(head(feats[idx]), inv[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    head.eval()
+    return {"final_loss": float(np.mean(losses[-10:])) if losses else math.nan, "steps": len(losses)}
 
 
 def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarray, cfg: CentralConfig,
@@ -360,19 +553,25 @@ def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarra
 
     Loss per image: the positive squared hinge to its own class embedding (margin 0.9) plus
     ``neg_weight`` x the squared hinge ``max(0, cos(f, w_c) - neg_margin)^2`` summed over the other classes,
-    i.e. the centralised counterpart of spreadout (which also pushes every pair above the margin apart). Class embeddings start at the class mean features.
+    i.e. the centralised counterpart of spreadout (which also pushes every pair above the margin apart); class
+    embeddings start at the class mean features. ``cfg.loss == "metric"``: dlib's pairwise metric loss instead.
     """
     from ..core.progress import progress
 
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     classes, inv = torch.unique(labels_t, return_inverse=True)
+    if cfg.loss == "metric":
+        return _metric_finetune(head, feats, inv, cfg, progress_desc)
+    if cfg.loss != "proxy":
+        raise ValueError(f"unknown centralised loss {cfg.loss!r}; choose 'proxy' or 'metric'")
     C = len(classes)
     f0 = embed_features(head, feats)
     W0 = torch.zeros(C, f0.shape[1])
     W0.index_add_(0, inv, f0)
     W = F.normalize(W0, dim=1).clone().requires_grad_(True)
-    opt = torch.optim.SGD([{"params": list(head.parameters())}, {"params": [W]}], lr=cfg.lr,
-                          momentum=cfg.momentum)
+    groups = [{"params": list(head.parameters())}, {"params": [W]}]
+    opt = (torch.optim.Adam(groups, lr=cfg.lr) if cfg.optimizer == "adam"
+           else torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum))
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(feats)
     losses = []

@@ -14,11 +14,21 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
                    help="dlib-fc | dlib-level0 | dlib-level1 (trainable top of dlib's ResNet) | tiny (synthetic)")
     p.add_argument("--local-steps", type=int, default=2, help="client SGD steps per round")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.005, help="client learning rate (plain SGD)")
-    p.add_argument("--margin", type=float, default=0.9, help="cosine margin of the positive squared hinge")
-    p.add_argument("--spread-lr", type=float, default=0.1, help="server spreadout step size")
+    p.add_argument("--geometry", default="auto", choices=("auto", "cosine", "euclidean"),
+                   help="cosine: FedFace's normalised embeddings and cosine margins; euclidean: raw embeddings, "
+                        "radius/distance margins (FedAwS form; suits dlib's metric-trained descriptors); "
+                        "auto: euclidean for dlib backbones. The defaults of the options below follow it.")
+    p.add_argument("--lr", type=float, default=None, help="client learning rate (plain SGD)")
+    p.add_argument("--embedding-lr", type=float, default=None,
+                   help="client lr of its class embedding (negative: same as --lr)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="positive hinge: cosine margin (cosine) or radius around the class embedding (euclidean)")
+    p.add_argument("--server-opt", choices=("sgd", "adam"), default=None, help="FedAvg (sgd) or FedAdam (adam)")
+    p.add_argument("--server-lr", type=float, default=None)
+    p.add_argument("--spread-lr", type=float, default=None, help="server spreadout step size")
     p.add_argument("--spread-steps", type=int, default=10)
-    p.add_argument("--spread-margin", type=float, default=0.3)
+    p.add_argument("--spread-margin", type=float, default=None,
+                   help="spreadout: max cosine (cosine) or min distance (euclidean) between class embeddings")
     p.add_argument("--dp-clip", type=float, default=0.0, help="DP: clip each client update to this L2 norm")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP: Gaussian noise multiplier (std = noise*clip)")
     p.add_argument("--seed", type=int, default=0)
@@ -35,9 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clients-per-round", type=int, default=50, help="<=0: all clients every round")
     p.add_argument("--algorithms", default="fedface,fedavg,central",
                    help="comma list of fedface, fedavg (no spreadout), central (centralised fine-tuning)")
-    p.add_argument("--central-epochs", type=int, default=10)
-    p.add_argument("--central-lr", type=float, default=3e-6,
-                   help="centralised SGD lr (momentum 0.9; its negatives sum over all classes, hence small)")
+    p.add_argument("--central-epochs", type=int, default=4)
+    p.add_argument("--central-loss", choices=("metric", "proxy"), default="metric",
+                   help="metric: dlib's pairwise metric loss (Adam); proxy: FedFace's loss family with all "
+                        "negatives (SGD)")
+    p.add_argument("--central-lr", type=float, default=None,
+                   help="centralised lr (default 1e-5 Adam for metric, 3e-6 SGD momentum 0.9 for proxy)")
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a sampled client drops out")
     p.add_argument("--faulty", type=float, default=0.0,
                    help="probability that a sampled client sends a NaN update (robustness testing)")
@@ -85,6 +98,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_client)
 
 
+def resolve_hparams(args: argparse.Namespace) -> dict:
+    """Fill the options left unset from the geometry preset (``algorithm.GEOMETRY_PRESETS``)."""
+    from .algorithm import GEOMETRY_PRESETS, resolve_geometry
+
+    backbone = "tiny" if getattr(args, "synthetic", False) else args.backbone
+    geo = resolve_geometry(args.geometry, backbone)
+    hp: dict = {"geometry": geo}
+    for k, v in GEOMETRY_PRESETS[geo].items():
+        given = getattr(args, k, None)
+        hp[k] = v if given is None else given
+    return hp
+
+
 def _default_data(arg: str | None) -> Path | None:
     from ..core.paths import default_data_root
 
@@ -109,16 +135,24 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise InputError("--rounds and --clients must be positive")
     backbone = "tiny" if args.synthetic else args.backbone
     split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed)
+    hp = resolve_hparams(args)
+    elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
-                    client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=args.lr,
-                                        margin=args.margin, dp_clip=args.dp_clip, dp_noise=args.dp_noise),
-                    server=ServerConfig(spread_lr=args.spread_lr, spread_steps=args.spread_steps,
-                                        spread_margin=args.spread_margin),
+                    client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=float(hp["lr"]),
+                                        embedding_lr=elr, margin=float(hp["margin"]), geometry=hp["geometry"],
+                                        dp_clip=args.dp_clip, dp_noise=args.dp_noise),
+                    server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
+                                        spread_margin=float(hp["spread_margin"]), server_opt=str(hp["server_opt"]),
+                                        server_lr=float(hp["server_lr"])),
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
                     checkpoint_every=args.checkpoint_every)
+    metric = args.central_loss == "metric"
+    central = CentralConfig(epochs=args.central_epochs, loss=args.central_loss, seed=args.seed,
+                            optimizer="adam" if metric else "sgd",
+                            lr=args.central_lr if args.central_lr is not None else (1e-5 if metric else 3e-6))
     out = Path(args.out)
     ckdir = out / "checkpoints" if (args.checkpoint_every > 0 or args.resume) else None
-    results = run_experiment(data, split, cfg, algos, CentralConfig(epochs=args.central_epochs, lr=args.central_lr, seed=args.seed),
+    results = run_experiment(data, split, cfg, algos, central,
                              checkpoint_dir=ckdir, resume=args.resume)
     paths = write_outputs(results, out)
     for row in results["summary"]:
@@ -129,12 +163,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_config(args: argparse.Namespace) -> dict:
+    hp = resolve_hparams(args)
     return {"num-server-rounds": args.rounds, "min-train-nodes": args.min_nodes,
             "min-available-nodes": args.min_nodes, "fraction-train": args.fraction_train,
             "backbone": args.backbone, "data-root": str(args.data or ""), "local-steps": args.local_steps,
-            "batch-size": args.batch_size, "lr": args.lr, "margin": args.margin,
-            "spreadout": not args.no_spreadout, "spread-steps": args.spread_steps, "spread-lr": args.spread_lr,
-            "spread-margin": args.spread_margin, "dp-clip": args.dp_clip, "dp-noise": args.dp_noise,
+            "batch-size": args.batch_size, "lr": float(hp["lr"]), "margin": float(hp["margin"]),
+            "geometry": hp["geometry"], "embedding-lr": float(hp["embedding_lr"]),
+            "server-opt": str(hp["server_opt"]), "server-lr": float(hp["server_lr"]),
+            "spreadout": not args.no_spreadout, "spread-steps": args.spread_steps,
+            "spread-lr": float(hp["spread_lr"]), "spread-margin": float(hp["spread_margin"]),
+            "dp-clip": args.dp_clip, "dp-noise": args.dp_noise,
             "seed": args.seed, "out-dir": str(Path(args.out).resolve()), "round-timeout": args.timeout}
 
 

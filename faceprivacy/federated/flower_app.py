@@ -31,14 +31,15 @@ from flwr.serverapp.strategy import FedAvg
 
 from .algorithm import (
     ClientConfig,
+    ServerAdam,
     client_update,
     head_state_arrays,
     head_vector,
     init_class_embedding,
     load_head_state_arrays,
     load_head_vector,
-    spreadout_loss,
-    spreadout_step,
+    server_spreadout,
+    spreadout_value,
     validate_update,
 )
 from .backbone import SplitModel, build_split, dataset_features, trunk_features
@@ -57,6 +58,10 @@ DEFAULT_RUN_CONFIG: dict[str, Any] = {
     "batch-size": 32,
     "lr": 0.01,
     "margin": 0.9,
+    "geometry": "cosine",
+    "embedding-lr": -1.0,
+    "server-opt": "sgd",
+    "server-lr": 1.0,
     "spreadout": True,
     "spread-steps": 10,
     "spread-lr": 1.0,
@@ -89,7 +94,8 @@ class FedFaceStrategy(FedAvg):
     """
 
     def __init__(self, *, spreadout: bool = True, spread_steps: int = 10, spread_lr: float = 1.0,
-                 spread_margin: float = 0.3, max_update_norm: float = 0.0, **kwargs: Any) -> None:
+                 spread_margin: float = 0.3, max_update_norm: float = 0.0, geometry: str = "cosine",
+                 server_opt: str = "sgd", server_lr: float = 1.0, **kwargs: Any) -> None:
         kwargs.setdefault("fraction_evaluate", 0.0)
         super().__init__(**kwargs)
         self.spreadout = spreadout
@@ -97,6 +103,10 @@ class FedFaceStrategy(FedAvg):
         self.spread_lr = spread_lr
         self.spread_margin = spread_margin
         self.max_update_norm = max_update_norm
+        self.geometry = geometry
+        if server_opt not in ("sgd", "adam") or (server_opt == "sgd" and server_lr != 1.0):
+            raise ValueError("the Flower strategy supports server-opt 'sgd' (lr 1, FedAvg) or 'adam' (FedAdam)")
+        self.adam = ServerAdam(server_lr) if server_opt == "adam" else None
         self.W: dict[int, np.ndarray] = {}  # node id -> class embedding (server state)
         self.first_W: dict[int, np.ndarray] = {}
         self.updates_per_node: dict[int, int] = {}
@@ -153,7 +163,22 @@ class FedFaceStrategy(FedAvg):
         if reason is not None:
             self._reject(server_round, nid, reason)
             return None
-        return emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return emb if self.geometry == "euclidean" else emb / max(float(np.linalg.norm(emb)), 1e-12)
+
+    def _server_adam(self, arrays: ArrayRecord) -> ArrayRecord:
+        """FedAdam: treat (FedAvg result - current global) as the mean update and take an Adam step instead."""
+        cur = self._current
+        assert cur is not None and self.adam is not None
+        keys = list(cur.keys())
+        olds = [np.asarray(cur[k].numpy(), np.float32) for k in keys]
+        news = [np.asarray(arrays[k].numpy(), np.float32) for k in keys]
+        delta = torch.from_numpy(np.concatenate([(n - o).ravel() for n, o in zip(news, olds, strict=True)]))
+        step = self.adam.step(delta).numpy()
+        out, i = {}, 0
+        for k, o in zip(keys, olds, strict=True):
+            out[k] = Array((o.ravel() + step[i:i + o.size]).reshape(o.shape).astype(np.float32))
+            i += o.size
+        return ArrayRecord(out)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -177,14 +202,16 @@ class FedFaceStrategy(FedAvg):
         arrays, metrics = (None, None)
         if good:
             arrays, metrics = super().aggregate_train(server_round, good)
+            if arrays is not None and self.adam is not None:
+                arrays = self._server_adam(arrays)
         entry: dict[str, Any] = {"round": server_round, "replies": len(replies), "accepted": len(good),
                                  "rejected": len(replies) - len(good)}
         if self.spreadout and len(self.W) > 1:
             ids = sorted(self.W)
             Wm = np.stack([self.W[i] for i in ids])
-            entry["spread_before"] = float(spreadout_loss(torch.from_numpy(Wm), self.spread_margin))
-            Wm = spreadout_step(Wm, self.spread_steps, self.spread_lr, self.spread_margin)
-            entry["spread_after"] = float(spreadout_loss(torch.from_numpy(Wm), self.spread_margin))
+            entry["spread_before"] = spreadout_value(Wm, self.spread_margin, self.geometry)
+            Wm = server_spreadout(Wm, self.spread_steps, self.spread_lr, self.spread_margin, self.geometry)
+            entry["spread_after"] = spreadout_value(Wm, self.spread_margin, self.geometry)
             self.W = {i: Wm[k] for k, i in enumerate(ids)}
         if metrics is not None:
             entry["client_loss"] = float(metrics.get("loss", math.nan))
@@ -263,10 +290,12 @@ def client_train(msg: Message, context: Context) -> Message:
     if EMB_KEY in msg.content:
         emb = msg.content[EMB_KEY]["w"].numpy().astype(np.float32)
     else:  # first participation: initialise with the mean feature under the received model
-        emb = init_class_embedding(head, feats)
+        emb = init_class_embedding(head, feats, str(msg.content["config"].get("geometry", "cosine")))
     c = msg.content["config"]
+    elr = float(c.get("embedding-lr", -1.0))
     ccfg = ClientConfig(local_steps=int(c.get("local-steps", 1)), batch_size=int(c.get("batch-size", 32)),
                         lr=float(c.get("lr", 0.01)), margin=float(c.get("margin", 0.9)),
+                        geometry=str(c.get("geometry", "cosine")), embedding_lr=None if elr < 0 else elr,
                         dp_clip=float(c.get("dp-clip", 0.0)), dp_noise=float(c.get("dp-noise", 0.0)))
     rnd = int(c.get("server-round", 0))
     upd = client_update(head, gvec, feats, emb, ccfg, seed=hash((int(cfg["seed"]), rnd, context.node_id)))
@@ -288,7 +317,8 @@ def build_strategy(cfg: dict[str, Any]) -> FedFaceStrategy:
         fraction_train=float(cfg["fraction-train"]), min_train_nodes=int(cfg["min-train-nodes"]),
         min_available_nodes=int(cfg["min-available-nodes"]), spreadout=bool(cfg["spreadout"]),
         spread_steps=int(cfg["spread-steps"]), spread_lr=float(cfg["spread-lr"]),
-        spread_margin=float(cfg["spread-margin"]), max_update_norm=float(cfg["max-update-norm"]))
+        spread_margin=float(cfg["spread-margin"]), max_update_norm=float(cfg["max-update-norm"]),
+        geometry=str(cfg["geometry"]), server_opt=str(cfg["server-opt"]), server_lr=float(cfg["server-lr"]))
 
 
 def run_server(grid: Grid, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -298,6 +328,7 @@ def run_server(grid: Grid, cfg: dict[str, Any]) -> dict[str, Any]:
     strategy = build_strategy(cfg)
     train_cfg = ConfigRecord({"local-steps": int(cfg["local-steps"]), "batch-size": int(cfg["batch-size"]),
                               "lr": float(cfg["lr"]), "margin": float(cfg["margin"]),
+                              "geometry": str(cfg["geometry"]), "embedding-lr": float(cfg["embedding-lr"]),
                               "dp-clip": float(cfg["dp-clip"]), "dp-noise": float(cfg["dp-noise"])})
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in init.items()}),
                             num_rounds=int(cfg["num-server-rounds"]), timeout=float(cfg["round-timeout"]),

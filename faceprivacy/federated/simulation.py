@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("fedface", "fedavg")
 
 
+GEOMETRIES = ("cosine", "euclidean")
+
+
 @dataclass
 class SimConfig:
     """Everything that defines a simulated federated run (saved in checkpoints and results)."""
@@ -75,6 +78,9 @@ class SimConfig:
         if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.faulty_fraction < 1.0:
             raise InputError("dropout and faulty_fraction must be in [0, 1)")
         self.server.spreadout = self.algorithm == "fedface"
+        if self.client.geometry not in GEOMETRIES:
+            raise InputError(f"unknown geometry {self.client.geometry!r}; choose one of {GEOMETRIES}")
+        self.server.geometry = self.client.geometry
 
     def to_dict(self) -> dict:
         """JSON-friendly copy."""
@@ -121,7 +127,7 @@ class FederatedSimulator:
         self.fingerprint = _fingerprint(self.client_feats)
         vec0 = head_vector(self.head)
         # every client initialises its class embedding with its mean feature under the pretrained head
-        W = np.stack([init_class_embedding(self.head, f) for f in self.client_feats])
+        W = np.stack([init_class_embedding(self.head, f, cfg.client.geometry) for f in self.client_feats])
         self.state = ServerState(vec0, W, cfg.server)
         self.round = 0
         self.history: list[dict] = []
@@ -149,8 +155,16 @@ class FederatedSimulator:
 
         return {"format": "faceprivacy-fedsim-1", "vec": self.state.vec, "W": torch.from_numpy(self.state.W),
                 "momentum": self.state.momentum if self.state.momentum is not None else torch.zeros(0),
-                "round": self.round, "history": json.dumps(self.history),
+                **self._adam_state(), "round": self.round, "history": json.dumps(self.history),
                 "config": json.dumps(self.cfg.to_dict(), sort_keys=True), "fingerprint": self.fingerprint}
+
+    def _adam_state(self) -> dict:
+        ad = self.state.adam
+        if ad is None:
+            return {}
+        z = torch.zeros(0)
+        return {"adam_m": ad.m if ad.m is not None else z, "adam_v": ad.v if ad.v is not None else z,
+                "adam_t": ad.t}
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write the resumable state atomically (it holds the server's class embeddings: keep it private)."""
@@ -183,6 +197,12 @@ class FederatedSimulator:
         self.state.vec = st["vec"].float()
         self.state.W = st["W"].numpy().astype(np.float32)
         self.state.momentum = st["momentum"] if st["momentum"].numel() else None
+        if self.state.adam is not None:
+            if "adam_t" not in st:
+                raise InputError("checkpoint has no server Adam state")
+            m, v = st["adam_m"], st["adam_v"]
+            self.state.adam.load({"m": m if m.numel() else None, "v": v if v.numel() else None,
+                                  "t": int(st["adam_t"])})
         self.round = int(st["round"])
         self.history = json.loads(st["history"])
 
