@@ -23,7 +23,13 @@ def _head(level: str):
 
 
 def _one(level: str, shape: tuple[int, ...], threads: int) -> dict:
-    from faceprivacy.federated.algorithm import CentralConfig, ClientConfig, centralised_finetune
+    from faceprivacy.federated.algorithm import (
+        GEOMETRY_PRESETS,
+        CentralConfig,
+        ClientConfig,
+        ServerConfig,
+        centralised_finetune,
+    )
     from faceprivacy.federated.simulation import FederatedSimulator, SimConfig
     from faceprivacy.federated.synthetic import synthetic_clients
 
@@ -32,8 +38,12 @@ def _one(level: str, shape: tuple[int, ...], threads: int) -> dict:
     feats = [f.abs() for f in feats]  # post-ReLU-like activations
     head = _head(level)
     t = time.perf_counter()
-    cfg = SimConfig(rounds=1, clients_per_round=N_CLIENTS, client=ClientConfig(local_steps=2, lr=0.005),
-                    eval_every=0)
+    pre = GEOMETRY_PRESETS["euclidean"]  # the default for dlib backbones (fed-simulate --geometry auto)
+    cfg = SimConfig(rounds=1, clients_per_round=N_CLIENTS, eval_every=0,
+                    client=ClientConfig(local_steps=2, lr=float(pre["lr"]), margin=float(pre["margin"]),
+                                        embedding_lr=float(pre["embedding_lr"]), geometry="euclidean"),
+                    server=ServerConfig(spread_lr=float(pre["spread_lr"]), spread_margin=float(pre["spread_margin"]),
+                                        server_opt=str(pre["server_opt"]), server_lr=float(pre["server_lr"])))
     sim = FederatedSimulator(head, feats, cfg)
     init_s = time.perf_counter() - t
     t, c = time.perf_counter(), time.process_time()
@@ -42,7 +52,8 @@ def _one(level: str, shape: tuple[int, ...], threads: int) -> dict:
     allf = torch.cat(feats)
     labels = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
     t, c = time.perf_counter(), time.process_time()
-    centralised_finetune(_head(level), allf, labels, CentralConfig(epochs=1, batch_size=128))
+    centralised_finetune(_head(level), allf, labels, CentralConfig(epochs=1, loss="metric", optimizer="adam",
+                                                                         lr=1e-5))
     central_s, central_cpu = time.perf_counter() - t, time.process_time() - c
     return {"level": level, "clients": N_CLIENTS, "images": int(len(allf)), "threads": threads,
             "init_embeddings_s": round(init_s, 2), "round_s": round(round_s, 2),
