@@ -538,12 +538,20 @@ def _metric_finetune(head: nn.Module, feats: torch.Tensor, inv: torch.Tensor, cf
             cls = rng.choice(len(by_class), k, replace=False)
             idx = np.concatenate([rng.choice(by_class[c], min(cfg.images_per_id, len(by_class[c])), replace=False)
                                   for c in cls])
-            loss = dlib_metric_loss(head(feats[idx]), inv[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            _step(opt, dlib_metric_loss(head(feats[idx]), inv[idx]), losses)
     head.eval()
+    return _train_summary(losses)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
+    """One optimiser step on ``loss``, recording its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(float(loss.detach()))
+
+
+def _train_summary(losses: list[float]) -> dict:
     return {"final_loss": float(np.mean(losses[-10:])) if losses else math.nan, "steps": len(losses)}
 
 
@@ -592,9 +600,6 @@ def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarra
                 # summed over the other classes (mean over images), like the (C-1)-scaled spreadout step
                 neg = torch.clamp(cos[mask] - cfg.neg_margin, min=0).pow(2).sum() / len(y)
                 loss = loss + cfg.neg_weight * neg
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(float(loss.detach()))
+            _step(opt, loss, losses)
     head.eval()
-    return {"final_loss": float(np.mean(losses[-10:])) if losses else math.nan, "steps": len(losses)}
+    return _train_summary(losses)
