@@ -57,6 +57,13 @@ class MetaConfig:
     retain_weight: float = 1.0
     val_weight: float = 1.0
     seed: int = 0
+    #: "ce": match the forget-set cross-entropies themselves (first task); "logce": match their logarithms,
+    #: so the outer gradient does not vanish on a saturated model whose forget loss is ~0.005 (second task)
+    outer: str = "ce"
+    #: dropout inside the MetaLoss while meta-training (0.5 as in the paper for the first task). It is off at
+    #: request time, and on the second task's head the train-mode step was several times larger than the
+    #: eval-mode one, so the second task meta-trains without it
+    dropout: float = 0.5
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -105,7 +112,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         p.requires_grad_(True)
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
-    meta = MetaLoss(model.cfg.n_classes, model.feature_dim).to(device)
+    meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout).to(device)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
     ids = np.asarray(sorted(supports))
     fit_ident = ident[train_fit]
@@ -130,7 +137,12 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         lf = F.cross_entropy(_logits(model, new, xt[f_idx]), yt[f_idx])
         lr_ = F.cross_entropy(_logits(model, new, xt[r_idx]), yt[r_idx])
         lv = F.cross_entropy(_logits(model, new, xt[v_idx]), yt[v_idx])
-        outer = F.smooth_l1_loss(lf, v0) + beta["retain"] * F.relu(lr_ - r0) + beta["val"] * F.relu(lv - v0)
+        if cfg.outer == "logce":
+            outer = (F.smooth_l1_loss(lf.clamp_min(1e-6).log(), v0.clamp_min(1e-6).log())
+                     + beta["retain"] * F.relu(lr_.clamp_min(1e-6).log() - r0.clamp_min(1e-6).log())
+                     + beta["val"] * F.relu(lv - v0))
+        else:
+            outer = F.smooth_l1_loss(lf, v0) + beta["retain"] * F.relu(lr_ - r0) + beta["val"] * F.relu(lv - v0)
         opt.zero_grad(set_to_none=True)
         outer.backward()
         opt.step()
