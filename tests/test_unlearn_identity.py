@@ -151,3 +151,45 @@ def test_cli_unlearn_embeds_support_for_a_head(tmp_path: Path, td: TaskData) -> 
     assert m2.cfg.kind == "mlp"
     assert any(not torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values(),
                                                      strict=True))
+
+
+def test_bundled_identity_head_remembers_people(celeba_root: Path) -> None:
+    """The bundled second-task head predicts a training person's held-out photo like their training photos
+    (the memorised per-person label), clearly more consistently than it does for two photos of an unseen person."""
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.core.paths import weights_dir
+    from faceprivacy.unlearn.data import embed_images
+    from faceprivacy.unlearn.metaloss import load_metaloss
+    from faceprivacy.unlearn.model import predict
+
+    p = weights_dir() / "unlearn_idhead.pt"
+    if not p.is_file():
+        pytest.skip("bundled identity-task head not present")
+    assert p.stat().st_size < 3_000_000
+    model = load_model(p)
+    assert model.cfg.kind == "mlp" and model.cfg.embedder == "dlib" and model.cfg.norm
+    ds = celeba_subset(celeba_root)
+    split = identity_split(ds)
+    index = {q: i for i, q in enumerate(ds.paths)}
+    train = np.asarray(sorted(index[q] for q in split["train"].paths))
+    test = np.asarray(sorted(index[q] for q in split["test"].paths))
+    sup = hold_out_supports(ds.labels, train)
+
+    def agreement(pairs: list[tuple[int, int]]) -> float:
+        rows = [r for pr in pairs for r in pr]
+        pred = predict(model, embed_images([ds.paths[r] for r in rows], "dlib")).argmax(1).numpy()
+        return float(np.mean(pred[0::2] == pred[1::2]))
+
+    seen = []
+    for i in sorted(sup)[:30]:
+        other = [r for r in train[ds.labels[train] == i] if r != sup[i]]
+        seen.append((sup[i], other[0]))
+    unseen = []
+    for i in np.unique(ds.labels[test])[:30]:
+        rows = test[ds.labels[test] == i]
+        if len(rows) >= 2:
+            unseen.append((int(rows[0]), int(rows[1])))
+    a_seen, a_unseen = agreement(seen), agreement(unseen)
+    assert a_seen >= 0.8 and a_seen > a_unseen + 0.1
+    meta, extra = load_metaloss(weights_dir() / "unlearn_idhead_metaloss.pt")
+    assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0

@@ -21,7 +21,7 @@ ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
 #: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
 IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 3000, "eta": 10.0,
-                   "meta_dropout": 0.0, "outer": "ce"}
+                   "meta_dropout": 0.0, "outer": "logce", "val_kl": 1.0}
 
 
 def _weights(name: str) -> Path:
@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
     e.add_argument("--label-smoothing", type=float, default=None, help="training label smoothing")
     e.add_argument("--meta-dropout", type=float, default=None, help="MetaLoss dropout while meta-training")
+    e.add_argument("--val-kl", type=float, default=None,
+                   help="meta-training weight of KL(original || unlearned) on validation people")
     e.add_argument("--outer", choices=["ce", "logce"], default=None,
                    help="meta-training forget target on the cross-entropy itself or on its log")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -177,6 +179,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.meta.dropout = args.meta_dropout
     if args.outer:
         cfg.meta.outer = args.outer
+    if args.val_kl is not None:
+        cfg.meta.val_kl = args.val_kl
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
     if args.eta:

@@ -64,6 +64,9 @@ class MetaConfig:
     #: request time, and on the second task's head the train-mode step was several times larger than the
     #: eval-mode one, so the second task meta-trains without it
     dropout: float = 0.5
+    #: weight of KL(original || unlearned) on validation (unseen) people: a step that forgets one person
+    #: should leave predictions on people the model never saw unchanged (0 = off, the first task's setting)
+    val_kl: float = 0.0
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -132,17 +135,22 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         v_idx = rng.choice(val, size=min(cfg.batch, len(val)), replace=False)
         new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True)
         with torch.no_grad():
-            v0 = F.cross_entropy(_logits(model, params0, xt[v_idx]), yt[v_idx])
+            v0_logits = _logits(model, params0, xt[v_idx])
+            v0 = F.cross_entropy(v0_logits, yt[v_idx])
             r0 = F.cross_entropy(_logits(model, params0, xt[r_idx]), yt[r_idx])
         lf = F.cross_entropy(_logits(model, new, xt[f_idx]), yt[f_idx])
         lr_ = F.cross_entropy(_logits(model, new, xt[r_idx]), yt[r_idx])
-        lv = F.cross_entropy(_logits(model, new, xt[v_idx]), yt[v_idx])
+        v_logits = _logits(model, new, xt[v_idx])
+        lv = F.cross_entropy(v_logits, yt[v_idx])
         if cfg.outer == "logce":
             outer = (F.smooth_l1_loss(lf.clamp_min(1e-6).log(), v0.clamp_min(1e-6).log())
                      + beta["retain"] * F.relu(lr_.clamp_min(1e-6).log() - r0.clamp_min(1e-6).log())
                      + beta["val"] * F.relu(lv - v0))
         else:
             outer = F.smooth_l1_loss(lf, v0) + beta["retain"] * F.relu(lr_ - r0) + beta["val"] * F.relu(lv - v0)
+        if cfg.val_kl:
+            outer = outer + cfg.val_kl * F.kl_div(v_logits.log_softmax(1), v0_logits.log_softmax(1),
+                                                  log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         outer.backward()
         opt.step()

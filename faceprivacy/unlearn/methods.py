@@ -231,6 +231,7 @@ LR_GRID_MLP: dict[str, tuple[float, ...]] = {
     "neggrad": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0),
     "scrub_support": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
     "bad_teacher_support": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    "metaunlearn": (0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
 }
 
 
