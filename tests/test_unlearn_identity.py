@@ -193,3 +193,17 @@ def test_bundled_identity_head_remembers_people(celeba_root: Path) -> None:
     assert a_seen >= 0.8 and a_seen > a_unseen + 0.1
     meta, extra = load_metaloss(weights_dir() / "unlearn_idhead_metaloss.pt")
     assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0
+
+
+def test_metaloss_sum_reduction_survives_save_load(tmp_path: Path) -> None:
+    from faceprivacy.unlearn.metaloss import MetaLoss, load_metaloss, save_metaloss
+
+    torch.manual_seed(0)
+    m_mean, m_sum = MetaLoss(8, 16), MetaLoss(8, 16, reduction="sum")
+    m_sum.load_state_dict(m_mean.state_dict())
+    m_mean.eval()
+    m_sum.eval()
+    logits, feats, y = torch.randn(5, 8), torch.randn(5, 16), torch.randint(0, 8, (5,))
+    assert torch.allclose(m_sum(logits, feats, y), 5 * m_mean(logits, feats, y))
+    m2, _ = load_metaloss(save_metaloss(m_sum, tmp_path / "m.pt", {"eta": 1.0}))
+    assert m2.reduction == "sum" and torch.allclose(m2(logits, feats, y), m_sum(logits, feats, y))

@@ -31,17 +31,22 @@ class MetaLoss(nn.Module):
     multi-label head, the ViT feature, a 64-d identity embedding and the target; log-probabilities are used
     here because softmax probabilities of a memorised sample are saturated and pass almost no gradient.)"""
 
-    def __init__(self, n_classes: int, feat_dim: int, width: int = 512, dropout: float = 0.5) -> None:
+    def __init__(self, n_classes: int, feat_dim: int, width: int = 512, dropout: float = 0.5,
+                 reduction: str = "mean") -> None:
         super().__init__()
         self.n_classes, self.feat_dim, self.width = n_classes, feat_dim, width
+        #: "mean" over the support photos (first task) or "sum" (each person's photo gets the same step,
+        #: whatever the number of people in the request)
+        self.reduction = reduction
         d = 2 * n_classes + feat_dim
         self.net = nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
                                  nn.Dropout(dropout), nn.LayerNorm(width), nn.Linear(width, 1), nn.Softplus())
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean learned loss over the batch."""
+        """Learned loss over the batch (mean or sum of the per-sample scores)."""
         inp = torch.cat([logits.log_softmax(1), feats, F.one_hot(y, self.n_classes).to(logits.dtype)], dim=1)
-        return self.net(inp).mean()
+        out = self.net(inp)
+        return out.sum() if self.reduction == "sum" else out.mean()
 
 
 @dataclass
@@ -67,6 +72,8 @@ class MetaConfig:
     #: weight of KL(original || unlearned) on validation (unseen) people: a step that forgets one person
     #: should leave predictions on people the model never saw unchanged (0 = off, the first task's setting)
     val_kl: float = 0.0
+    #: MetaLoss reduction over the support photos ("mean" or "sum")
+    reduction: str = "mean"
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -115,7 +122,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         p.requires_grad_(True)
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
-    meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout).to(device)
+    meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout, reduction=cfg.reduction).to(device)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
     ids = np.asarray(sorted(supports))
     fit_ident = ident[train_fit]
@@ -181,7 +188,8 @@ def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Ten
 def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -> Path:
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
-            "width": meta.width, "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
+            "width": meta.width, "reduction": meta.reduction,
+            "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -195,7 +203,8 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         raise ModelLoadError(f"MetaLoss file not found: {p}")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-        meta = MetaLoss(int(blob["n_classes"]), int(blob["feat_dim"]), int(blob["width"]))
+        meta = MetaLoss(int(blob["n_classes"]), int(blob["feat_dim"]), int(blob["width"]),
+                        reduction=str(blob.get("reduction", "mean")))
         meta.load_state_dict(blob["state_dict"])
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy MetaLoss file: {e}") from e
