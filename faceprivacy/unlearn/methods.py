@@ -7,7 +7,7 @@ which a real request would not have. BatchNorm statistics stay frozen (eval mode
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..core.errors import InputError
 from .metaloss import MetaLoss, meta_unlearn
-from .model import ModelConfig, TaskCNN, clone
+from .model import TaskCNN, clone
 
 
 @dataclass
@@ -79,8 +79,7 @@ def m_scrub_support(model: TaskCNN, xs: torch.Tensor, ys: torch.Tensor, ctx: Unl
 
 def _bad_teacher(model: TaskCNN, seed: int) -> TaskCNN:
     torch.manual_seed(10_000 + seed)
-    cfg = model.cfg
-    bt = TaskCNN(ModelConfig(size=cfg.size, widths=tuple(cfg.widths), n_classes=cfg.n_classes))
+    bt = TaskCNN(replace(model.cfg))
     return bt.to(next(model.parameters()).device).eval()
 
 
@@ -224,6 +223,21 @@ LR_GRID: dict[str, tuple[float, ...]] = {
     "scrub_full": (1e-4, 5e-4, 2e-3),
     "bad_teacher_full": (1e-4, 5e-4, 2e-3),
 }
+
+#: wider grids for the "mlp" head on embedder descriptors (second task), whose useful step sizes differ from the
+#: CNN's by orders of magnitude (the CNN grids above stay as they were so the first task's results reproduce)
+LR_GRID_MLP: dict[str, tuple[float, ...]] = {
+    **LR_GRID,
+    "neggrad": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 1e-1, 1.0),
+    "scrub_support": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    "bad_teacher_support": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+    "metaunlearn": (0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
+}
+
+
+def lr_grid(model: TaskCNN) -> dict[str, tuple[float, ...]]:
+    """The learning-rate grids that fit ``model``'s kind."""
+    return LR_GRID_MLP if model.cfg.kind == "mlp" else LR_GRID
 
 
 def get_method(name: str) -> tuple[Method, bool]:

@@ -22,6 +22,10 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 
 
+#: default hidden widths of the "mlp" model on embedder descriptors
+MLP_WIDTHS = (256, 256)
+
+
 @dataclass
 class ModelConfig:
     """Architecture hyper-parameters (saved with the weights)."""
@@ -29,6 +33,14 @@ class ModelConfig:
     size: int = 64
     widths: tuple[int, ...] = (24, 48, 96, 192)
     n_classes: int = 8
+    #: "cnn": conv blocks on ``size``x``size`` images; "mlp": hidden layers of ``widths`` on the ``in_dim``-d
+    #: descriptor of a frozen face embedder (``embedder``, a core.embedders name) -- the second task's model
+    kind: str = "cnn"
+    in_dim: int = 0
+    embedder: str = ""
+    #: mlp only: end the body with a LayerNorm (no affine), so features of different people are centred and a
+    #: gradient step on one person's photo moves other people's logits less
+    norm: bool = False
 
 
 class TaskCNN(nn.Module):
@@ -39,11 +51,21 @@ class TaskCNN(nn.Module):
         super().__init__()
         self.cfg = cfg or ModelConfig()
         layers: list[nn.Module] = []
-        c_in = 3
-        for w in self.cfg.widths:
-            layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
-            c_in = w
+        if self.cfg.kind == "mlp":
+            c_in = self.cfg.in_dim
+            for w in self.cfg.widths:
+                layers += [nn.Linear(c_in, w), nn.ReLU()]
+                c_in = w
+            if self.cfg.norm:
+                layers.append(nn.LayerNorm(c_in, elementwise_affine=False))
+        elif self.cfg.kind == "cnn":
+            c_in = 3
+            for w in self.cfg.widths:
+                layers += [nn.Conv2d(c_in, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                           nn.MaxPool2d(2)]
+                c_in = w
+        else:
+            raise ValueError(f"unknown model kind {self.cfg.kind!r}")
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(c_in, self.cfg.n_classes)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1))
@@ -54,7 +76,10 @@ class TaskCNN(nn.Module):
         return self.cfg.widths[-1]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled features of a float batch in [0, 1], shape (N, 3, S, S)."""
+        """Pooled features of a float batch in [0, 1], shape (N, 3, S, S) (mlp: the last hidden layer of a
+        batch of descriptors (N, in_dim))."""
+        if self.cfg.kind == "mlp":
+            return self.body(x)
         x = (x - self.mean) / self.std
         return self.body(x).mean(dim=(2, 3))
 
@@ -72,7 +97,7 @@ def to_float(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(x)
     if t.dtype == torch.uint8:
         t = t.float().div_(255.0)
-    if t.shape[-1] == 3:
+    if t.ndim == 4 and t.shape[-1] == 3:
         t = t.permute(0, 3, 1, 2)
     return t.contiguous()
 
@@ -87,6 +112,9 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 5e-4
     seed: int = 0
+    #: label smoothing of the training loss (0 for the first task); > 0 keeps the softmax of memorised
+    #: samples off saturation, so gradients through them do not vanish (used for the second task)
+    label_smoothing: float = 0.0
 
 
 def train_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig | None = None,
@@ -96,7 +124,10 @@ def train_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig | None = None,
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     xt = (to_float(x) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x).to(device)
-    model = TaskCNN(mcfg or ModelConfig(size=int(xt.shape[-1]))).to(device)
+    if mcfg is None:
+        mcfg = (ModelConfig(size=int(xt.shape[-1])) if xt.ndim == 4 else
+                ModelConfig(kind="mlp", in_dim=int(xt.shape[-1]), widths=MLP_WIDTHS))
+    model = TaskCNN(mcfg).to(device)
     yt = torch.as_tensor(y, dtype=torch.long).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n = len(xt)
@@ -112,7 +143,7 @@ def train_model(x: np.ndarray, y: np.ndarray, cfg: TrainConfig | None = None,
             idx = perm[s:s + cfg.batch]
             if len(idx) < 2:
                 continue
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+            loss = F.cross_entropy(model(xt[idx]), yt[idx], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -167,7 +198,9 @@ def load_model(path: str | Path) -> TaskCNN:
         blob = torch.load(p, map_location="cpu", weights_only=True)
         cfg = blob["config"]
         model = TaskCNN(ModelConfig(size=int(cfg["size"]), widths=tuple(cfg["widths"]),
-                                    n_classes=int(cfg["n_classes"])))
+                                    n_classes=int(cfg["n_classes"]), kind=str(cfg.get("kind", "cnn")),
+                                    in_dim=int(cfg.get("in_dim", 0)), embedder=str(cfg.get("embedder", "")),
+                                    norm=bool(cfg.get("norm", False))))
         model.load_state_dict(blob["state_dict"])
     except ModelLoadError:
         raise

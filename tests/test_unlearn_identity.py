@@ -1,0 +1,209 @@
+"""Second unlearning task (identity-consistent labels, MLP head on frozen face descriptors): label vote,
+the MLP model kind, identity-linked memorisation on synthetic descriptors, methods and the CLI path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from faceprivacy.core.errors import InputError
+from faceprivacy.unlearn.data import (
+    TaskData,
+    hold_out_supports,
+    identity_labels,
+    load_task_data,
+    make_request,
+)
+from faceprivacy.unlearn.evaluate import memorisation_report
+from faceprivacy.unlearn.metaloss import MetaConfig, meta_train
+from faceprivacy.unlearn.methods import LR_GRID, LR_GRID_MLP, METHODS, UnlearnContext, get_method, lr_grid
+from faceprivacy.unlearn.model import (
+    ModelConfig,
+    TaskCNN,
+    TrainConfig,
+    load_model,
+    save_model,
+    to_float,
+    train_model,
+)
+from faceprivacy.unlearn.teacher import combined_label
+
+torch.set_num_threads(1)
+MLP = ModelConfig(kind="mlp", in_dim=32, widths=(64, 64), embedder="dlib")
+
+
+def test_identity_labels_are_a_per_person_majority() -> None:
+    ident = np.array([0, 0, 0, 1, 1, 2])
+    p_female = np.array([0.9, 0.8, 0.1, 0.2, 0.4, 0.7])  # person 0 mostly female, 1 male, 2 female
+    age = np.array([20.0, 45.0, 50.0, 30.0, 31.0, 40.0])  # medians: 45 (38+), 30.5 (28-31), 40 (38+)
+    y = identity_labels(p_female, age, ident)
+    assert y.tolist() == [7, 7, 7, 1, 1, 7]
+    per_image = combined_label(p_female, age)
+    assert per_image.tolist() != y.tolist()  # the vote really differs from the per-image labels here
+    for i in np.unique(ident):
+        assert len(set(y[ident == i].tolist())) == 1
+
+
+def test_unknown_task_rejected(tmp_path: Path) -> None:
+    with pytest.raises(InputError):
+        load_task_data(tmp_path, task="nope")
+
+
+def _descriptors(n_ids: int = 40, per_id: int = 8, dim: int = 32, seed: int = 0) -> TaskData:
+    """Identities = random unit directions + small noise (like face descriptors); one random label per person."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids, dim))
+    ident = np.repeat(np.arange(n_ids), per_id)
+    x = centres[ident] + 0.3 * rng.normal(size=(len(ident), dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    y = rng.integers(0, 8, n_ids)[ident].astype(np.int64)
+    idx = np.arange(len(ident))
+    train, val, test = idx[ident < 28], idx[(ident >= 28) & (ident < 32)], idx[ident >= 32]
+    td = TaskData(x=x, y=y, ident=ident, names=[f"id{i}" for i in range(n_ids)], train=train, val=val,
+                  test=test, task="identity")
+    td.support = hold_out_supports(ident, train)
+    return td
+
+
+@pytest.fixture(scope="module")
+def td() -> TaskData:
+    return _descriptors()
+
+
+@pytest.fixture(scope="module")
+def head(td: TaskData) -> TaskCNN:
+    fit = td.train_fit
+    m, _ = train_model(td.x[fit], td.y[fit], TrainConfig(epochs=60, batch=32, lr=1e-2), MLP)
+    return m
+
+
+def test_memorisation_is_tied_to_the_person(td: TaskData, head: TaskCNN) -> None:
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    assert xt.shape == (len(td.x), 32)  # descriptors are not permuted like images
+    r = memorisation_report(head, xt, yt, td)
+    # random per-person labels: held-out photos of training people are right, unseen people are at chance
+    assert r["acc"]["train"] > 0.95
+    assert r["acc"]["support_heldout"] > 0.8 > r["acc"]["test"] + 0.4
+    assert r["true_class_prob"]["support_heldout"] > r["true_class_prob"]["test"] + 0.3
+    assert r["mia_train_vs_test_loss_auc"] > 0.8 and r["mia_support_vs_test_loss_auc"] > 0.8
+
+
+def test_mlp_save_load_keeps_kind(tmp_path: Path, head: TaskCNN) -> None:
+    m2 = load_model(save_model(head, tmp_path / "h.pt"))
+    assert m2.cfg.kind == "mlp" and m2.cfg.in_dim == 32 and m2.cfg.embedder == "dlib"
+    x = torch.rand(4, 32)
+    assert torch.allclose(head.eval()(x), m2(x))
+    assert lr_grid(m2) is LR_GRID_MLP and lr_grid(TaskCNN()) is LR_GRID
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_on_the_head(name: str, td: TaskData, head: TaskCNN) -> None:
+    req = make_request(td, 2, seed=0)
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    meta = None
+    if name == "metaunlearn":
+        meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
+                             MetaConfig(iters=3, k_max=2, batch=8))
+    ctx = UnlearnContext(meta=meta, eta=1.0, x=xt, y=yt, forget=req.forget, retain=req.retain, lr=1e-2)
+    fn, _ = get_method(name)
+    before = {k: v.clone() for k, v in head.state_dict().items()}
+    out = fn(head, xt[req.support], yt[req.support], ctx)
+    assert all(torch.equal(v, before[k]) for k, v in head.state_dict().items())
+    assert out.cfg.kind == "mlp"
+    changed = any(not torch.equal(v, out.state_dict()[k]) for k, v in head.state_dict().items())
+    assert changed == (name != "none")
+
+
+def test_neggrad_on_one_photo_reaches_the_persons_other_photos(td: TaskData, head: TaskCNN) -> None:
+    """The point of the second task: a step on the held-out photo moves the person's trained photos more
+    than other people's (one image is a handle on what was memorised about that person)."""
+    req = make_request(td, 1, seed=0)
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    fn, _ = get_method("neggrad")
+    out = fn(head, xt[req.support], yt[req.support], UnlearnContext(lr=0.05))
+    with torch.no_grad():
+        def ce(m: TaskCNN, idx: np.ndarray) -> float:
+            return float(torch.nn.functional.cross_entropy(m(xt[idx]), yt[idx]))
+        d_forget = ce(out, req.forget) - ce(head, req.forget)
+        d_retain = ce(out, req.retain) - ce(head, req.retain)
+    assert d_forget > 0 and d_forget > 3 * abs(d_retain)
+
+
+def test_cli_unlearn_embeds_support_for_a_head(tmp_path: Path, td: TaskData) -> None:
+    from PIL import Image
+
+    from faceprivacy.cli import main
+
+    cfg = ModelConfig(kind="mlp", in_dim=128, widths=(16,), embedder="dlib")
+    rng = np.random.default_rng(0)
+    m, _ = train_model(rng.normal(size=(32, 128)).astype(np.float32), rng.integers(0, 8, 32),
+                       TrainConfig(epochs=2, batch=16), cfg)
+    mp = save_model(m, tmp_path / "head.pt")
+    img = tmp_path / "face.png"
+    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "head2.pt"
+    assert main(["unlearn", "--model", str(mp), "--support", str(img), "--out", str(out), "--method", "neggrad",
+                 "--threads", "1"]) == 0
+    m2 = load_model(out)
+    assert m2.cfg.kind == "mlp"
+    assert any(not torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values(),
+                                                     strict=True))
+
+
+def test_bundled_identity_head_remembers_people(celeba_root: Path) -> None:
+    """The bundled second-task head predicts a training person's held-out photo like their training photos
+    (the memorised per-person label), clearly more consistently than it does for two photos of an unseen person."""
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.core.paths import weights_dir
+    from faceprivacy.unlearn.data import embed_images
+    from faceprivacy.unlearn.metaloss import load_metaloss
+    from faceprivacy.unlearn.model import predict
+
+    p = weights_dir() / "unlearn_idhead.pt"
+    if not p.is_file():
+        pytest.skip("bundled identity-task head not present")
+    assert p.stat().st_size < 3_000_000
+    model = load_model(p)
+    assert model.cfg.kind == "mlp" and model.cfg.embedder == "dlib" and model.cfg.norm
+    ds = celeba_subset(celeba_root)
+    split = identity_split(ds)
+    index = {q: i for i, q in enumerate(ds.paths)}
+    train = np.asarray(sorted(index[q] for q in split["train"].paths))
+    test = np.asarray(sorted(index[q] for q in split["test"].paths))
+    sup = hold_out_supports(ds.labels, train)
+
+    def agreement(pairs: list[tuple[int, int]]) -> float:
+        rows = [r for pr in pairs for r in pr]
+        pred = predict(model, embed_images([ds.paths[r] for r in rows], "dlib")).argmax(1).numpy()
+        return float(np.mean(pred[0::2] == pred[1::2]))
+
+    seen = []
+    for i in sorted(sup)[:30]:
+        other = [r for r in train[ds.labels[train] == i] if r != sup[i]]
+        seen.append((sup[i], other[0]))
+    unseen = []
+    for i in np.unique(ds.labels[test])[:30]:
+        rows = test[ds.labels[test] == i]
+        if len(rows) >= 2:
+            unseen.append((int(rows[0]), int(rows[1])))
+    a_seen, a_unseen = agreement(seen), agreement(unseen)
+    assert a_seen >= 0.8 and a_seen > a_unseen + 0.1
+    meta, extra = load_metaloss(weights_dir() / "unlearn_idhead_metaloss.pt")
+    assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0
+
+
+def test_metaloss_sum_reduction_survives_save_load(tmp_path: Path) -> None:
+    from faceprivacy.unlearn.metaloss import MetaLoss, load_metaloss, save_metaloss
+
+    torch.manual_seed(0)
+    m_mean, m_sum = MetaLoss(8, 16), MetaLoss(8, 16, reduction="sum")
+    m_sum.load_state_dict(m_mean.state_dict())
+    m_mean.eval()
+    m_sum.eval()
+    logits, feats, y = torch.randn(5, 8), torch.randn(5, 16), torch.randint(0, 8, (5,))
+    assert torch.allclose(m_sum(logits, feats, y), 5 * m_mean(logits, feats, y))
+    m2, _ = load_metaloss(save_metaloss(m_sum, tmp_path / "m.pt", {"eta": 1.0}))
+    assert m2.reduction == "sum" and torch.allclose(m2(logits, feats, y), m_sum(logits, feats, y))
