@@ -35,21 +35,22 @@ def test_surrogate_fits_and_couplings_push_identity_away_exactly_invertibly():
     w_out = torch.cat([w, w + 0.8 * torch.randn(w.shape, generator=g), w + 1.5 * torch.randn(w.shape, generator=g)])
     w_src = w.repeat(3, 1)
     e = embed(enc.unwhiten(w_out, r.repeat(3, 1)))
+    e_src = embed(z)
     sur = Surrogate(24, hidden=128, out_dim=16)
     n = len(w_out)
     tr = torch.randperm(n, generator=g)
     te, tr = tr[: n // 5], tr[n // 5:]
-    fit_surrogate(sur, w_out[tr], w_src[tr], e[tr], steps=400, seed=0)
-    acc = surrogate_accuracy(sur, w_out[te], w_src[te], e[te], embed(z).repeat(3, 1)[te], thr=0.9)
+    es = e_src.repeat(3, 1)
+    fit_surrogate(sur, w_out[tr], w_src[tr], es[tr], e[tr], steps=400, seed=0)
+    acc = surrogate_accuracy(sur, w_out[te], w_src[te], e[te], es[te], thr=0.9)
     assert acc["cos_to_true_mean"] > 0.8
-    e_src = embed(z)
     ra, ca = random_keys(len(w), enc.cfg, torch.Generator().manual_seed(5))
     with torch.no_grad():
-        before = (sur(enc.encrypt_white(w, ra, ca), w) * e_src).sum(1).mean()
+        before = (sur(enc.encrypt_white(w, ra, ca), w, e_src) * e_src).sum(1).mean()
     hist = train_couplings(enc, sur, w, e_src, steps=150, margin=-0.5, batch=32, w_attr=0.0, w_prior=0.01)
     assert hist[-1]["id"] < hist[0]["id"]
     with torch.no_grad():
-        after = (sur(enc.encrypt_white(w, ra, ca), w) * e_src).sum(1).mean()
+        after = (sur(enc.encrypt_white(w, ra, ca), w, e_src) * e_src).sum(1).mean()
         assert after < before - 0.05
         enc64 = enc.for_inference()
         zd = z.double()

@@ -116,20 +116,25 @@ def build_cache(data_root: Path, cache: Path, n_aug: int = 4000, n_recon: int = 
 
 
 class Surrogate(nn.Module):
-    """MLP: (whitened output code, whitened source code) -> unit dlib descriptor of the blended output."""
+    """MLP predicting the dlib descriptor of a blended output as a correction of the *source photo's* descriptor:
+    ``normalize(e_src + f(w_out, w_out - w_src, e_src))`` (zero-initialised correction). Anchoring on the real
+    source descriptor makes the predicted similarity to the source far more accurate than a direct regression
+    (validation correlation 0.88 vs 0.4-0.5 on the same data)."""
 
-    def __init__(self, p: int, hidden: int = 1024, out_dim: int = 128):
+    def __init__(self, p: int, hidden: int = 512, out_dim: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2 * p, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-                                 nn.Linear(hidden, out_dim))
+        self.net = nn.Sequential(nn.Linear(2 * p + out_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Linear(hidden, out_dim))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, w_out: torch.Tensor, w_src: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(torch.cat([w_out, w_src], dim=1)), dim=1)
+    def forward(self, w_out: torch.Tensor, w_src: torch.Tensor, e_src: torch.Tensor) -> torch.Tensor:
+        return F.normalize(e_src + self.net(torch.cat([w_out, w_out - w_src, e_src], dim=1)), dim=1)
 
 
-def fit_surrogate(sur: Surrogate, w_out: torch.Tensor, w_src: torch.Tensor, e: torch.Tensor, steps: int,
-                  seed: int = 0, lr: float = 1e-3, bs: int = 256) -> float:
-    """Cosine regression of the surrogate on (w_out, w_src) -> e; returns the final training loss."""
+def fit_surrogate(sur: Surrogate, w_out: torch.Tensor, w_src: torch.Tensor, e_src: torch.Tensor, e: torch.Tensor,
+                  steps: int, seed: int = 0, lr: float = 1e-3, bs: int = 256) -> float:
+    """Cosine regression of the surrogate on (w_out, w_src, e_src) -> e; returns the final training loss."""
     g = torch.Generator().manual_seed(seed)
     for p in sur.parameters():
         p.requires_grad_(True)
@@ -139,7 +144,7 @@ def fit_surrogate(sur: Surrogate, w_out: torch.Tensor, w_src: torch.Tensor, e: t
     loss = torch.zeros(())
     for _ in range(steps):
         i = torch.randint(len(w_out), (bs,), generator=g)
-        loss = 1 - (sur(w_out[i], w_src[i]) * e[i]).sum(1).mean()
+        loss = 1 - (sur(w_out[i], w_src[i], e_src[i]) * e[i]).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -151,7 +156,7 @@ def fit_surrogate(sur: Surrogate, w_out: torch.Tensor, w_src: torch.Tensor, e: t
 @torch.no_grad()
 def surrogate_accuracy(sur: Surrogate, w_out, w_src, e_true, e_src, thr: float) -> dict:
     """Held-out fit: mean cosine to the true descriptor and agreement of the 'verified as source' decision."""
-    p = sur(w_out, w_src)
+    p = sur(w_out, w_src, e_src)
     cos_true = (p * e_true).sum(1)
     v_true = (e_true * e_src).sum(1) >= thr
     v_pred = (p * e_src).sum(1) >= thr
@@ -195,6 +200,11 @@ def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: fl
             w_src = enc.whiten(z_va)[0].repeat(3, 1)
         extra["surrogate"] = surrogate_accuracy(sur, ws, w_src, torch.as_tensor(np.concatenate([fa, fb, fw])),
                                                 e_va.repeat(3, 1), thr)
+        with torch.no_grad():
+            pa, pb = sur(ws[:len(z_va)], w_src[:len(z_va)], e_va), sur(ws[len(z_va):2 * len(z_va)],
+                                                                     w_src[:len(z_va)], e_va)
+        extra["surrogate"]["corr_cos_two_keys"] = float(np.corrcoef((pa * pb).sum(1).numpy(),
+                                                                    (fa * fb).sum(1))[0, 1])
     e = e_va.numpy()
     y = y_va.numpy()
     same = y[:, None] == y[None, :]
@@ -213,8 +223,25 @@ def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: fl
             "whitened_norm_per_dim": float((w.norm(dim=1) ** 2 / w.shape[1]).mean()), **extra}
 
 
+class KeyPool:
+    """Cheap random training keys: a pool of Haar rotations, each right-multiplied by a fresh random signed
+    permutation (still Haar-distributed), plus fresh Gaussian password latents. Saves a QR per key per step."""
+
+    def __init__(self, cfg: EncryptorConfig, n: int, g: torch.Generator):
+        self.cfg = cfg
+        self.rot, _ = random_keys(n, cfg, g)
+
+    def __call__(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.cfg.id_dim
+        i = torch.randint(len(self.rot), (n,), generator=g)
+        perm = torch.argsort(torch.rand(n, m, generator=g), dim=1)
+        sign = torch.randint(2, (n, 1, m), generator=g).float() * 2 - 1
+        rot = torch.gather(self.rot[i], 2, perm[:, None, :].expand(n, m, m)) * sign
+        return rot, torch.randn(n, self.cfg.key_dim, generator=g)
+
+
 def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_tr: torch.Tensor, steps: int,
-                    margin: float, seed: int = 0, batch: int = 128, lr: float = 1e-3, w_prior: float = 0.5,
+                    margin: float, seed: int = 0, batch: int = 64, lr: float = 1e-3, w_prior: float = 0.5,
                     w_attr: float = 1.0, w_div: float = 1.0, w_wrong: float = 1.0) -> list[dict]:
     """RiDDLE-style losses through the surrogate on the keyed couplings (rotation and whitening fixed).
 
@@ -226,6 +253,7 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
     g = torch.Generator().manual_seed(seed)
     for p in sur.parameters():
         p.requires_grad_(False)
+    keys = KeyPool(enc.cfg, 256, g)
     opt = torch.optim.Adam(enc.couplings.parameters(), lr=lr)
     v = enc.id_basis
     p_dim = w_tr.shape[1]
@@ -242,12 +270,12 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
     for step in range(steps):
         idx = torch.randint(len(w_tr), (batch,), generator=g)
         w, e0 = w_tr[idx], e_tr[idx]
-        r1, c1 = random_keys(batch, enc.cfg, g)
-        r2, c2 = random_keys(batch, enc.cfg, g)
+        r1, c1 = keys(batch, g)
+        r2, c2 = keys(batch, g)
         y1 = enc.encrypt_white(w, r1, c1)
         y2 = enc.encrypt_white(w, r2, c2)
         yw = enc.decrypt_white(y1, r2, c2)
-        p1, p2, pw = sur(y1, w), sur(y2, w), sur(yw, w)
+        p1, p2, pw = sur(y1, w, e0), sur(y2, w, e0), sur(yw, w, e0)
         l_id = hinge(p1, e0) + 0.5 * hinge(p2, e0)
         l_wrong = hinge(pw, e0) + hinge(pw, p1)
         l_div = hinge(p1, p2)
@@ -262,10 +290,11 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
         torch.nn.utils.clip_grad_norm_(enc.couplings.parameters(), 1.0)
         opt.step()
         if step % 100 == 0 or step == steps - 1:
-            hist.append({"step": step, "loss": round(float(loss), 5), "id": round(float(l_id), 5),
-                         "wrong": round(float(l_wrong), 5), "div": round(float(l_div), 5),
-                         "prior": round(float(l_prior), 5), "attr": round(float(l_attr), 5),
-                         "t": round(time.time() - t0, 1)})
+            rec = {k: round(float(v.detach()), 5) for k, v in (("loss", loss), ("id", l_id), ("wrong", l_wrong),
+                                                                ("div", l_div), ("prior", l_prior), ("attr", l_attr))}
+            rec.update(step=step, t=round(time.time() - t0, 1))
+            log.info("coupling step %s", rec)
+            hist.append(rec)
     enc.eval()
     return hist
 
@@ -279,7 +308,7 @@ def _train_paths(data_root: Path) -> list:
 
 def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id_dim: int = 192, pca_dim: int = 256,
                               n_coupling: int = 4, hidden: int = 256, rounds: int = 3, steps: int = 600,
-                              sur_steps: int = 3000, refit_steps: int = 1000, dagger_n: int = 384,
+                              sur_steps: int = 1500, refit_steps: int = 600, dagger_n: int = 384,
                               seed: int = 0, lr: float = 1e-3, w_prior: float = 0.5, w_attr: float = 1.0,
                               w_div: float = 1.0, w_wrong: float = 1.0, generator: str = "lite") -> tuple:
     """Stages 2-3 of the module doc on a cache from ``build_cache``; keeps the round that is best on
@@ -316,7 +345,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
         s_va, zo_va, eo_va = blob["aug_va"]
         wo_tr, _ = enc.whiten(zo_tr)
         wo_va, _ = enc.whiten(zo_va)
-    data = [wo_tr, w_tr[s_tr], eo_tr]
+    data = [wo_tr, w_tr[s_tr], e_tr[s_tr], eo_tr]
     sur = Surrogate(pca_dim)
     fit_surrogate(sur, *data, steps=sur_steps, seed=seed)
     report["surrogate_val"] = [surrogate_accuracy(sur, wo_va, w_va[s_va], eo_va, e_va[s_va], thr)]
@@ -347,7 +376,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
             x_sel = x_tr[sel.numpy()]
             e_new = torch.cat([decode_blend_embed(gen, dlib, zz, x_sel) for zz in zs])
             data = [torch.cat([data[0], new_w]), torch.cat([data[1], w_tr[sel].repeat(3, 1)]),
-                    torch.cat([data[2], e_new])]
+                    torch.cat([data[2], e_tr[sel].repeat(3, 1)]), torch.cat([data[3], e_new])]
             fit_surrogate(sur, *data, steps=refit_steps, seed=seed + rnd + 1, lr=3e-4)
             rec["surrogate_refit_n"] = len(data[0])
         report["rounds"].append(rec)
