@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--id-dim", type=int, default=192)
     s.add_argument("--pca-dim", type=int, default=256)
     s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--steps", type=int, default=600, help="coupling steps per round")
+    s.add_argument("--steps", type=int, default=400, help="coupling steps per round")
     s.add_argument("--hidden", type=int, default=256)
     s.add_argument("--w-attr", type=float, default=1.0)
     s.add_argument("--w-prior", type=float, default=0.5)

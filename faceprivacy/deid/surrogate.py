@@ -383,7 +383,14 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     report["chosen_round"] = best[1]
     enc.load_state_dict(best[2])
     report["wall_s"] = round(time.time() - t0, 1)
-    enc.meta = {"generator": getattr(gen, "name", generator), "training": report}
+    enc.meta = {"generator": getattr(gen, "name", generator), "training": report,
+                "variant": "surrogate-trained couplings"}
+    if generator == "lite":
+        import hashlib
+
+        from ..models.generator_loader import default_lite_weights
+
+        enc.meta["generator_weights_sha256"] = hashlib.sha256(default_lite_weights().read_bytes()).hexdigest()
     if out is not None:
         enc.meta["id"] = _weights_id(enc)
         enc.save(out)
