@@ -87,6 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--w-attr", type=float, default=1.0)
     s.add_argument("--w-prior", type=float, default=0.5)
     s.add_argument("--w-div", type=float, default=1.0)
+    s.add_argument("--margin", type=float, default=None,
+                   help="identity hinge (cosine); default: mean dlib cosine between two training people")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_train_surrogate)
 
@@ -217,7 +219,8 @@ def _cmd_train_surrogate(args) -> int:
         build_cache(data, args.cache, seed=args.seed)
     _, rep = train_surrogate_encryptor(args.cache, data, args.out, id_dim=args.id_dim, pca_dim=args.pca_dim,
                                        rounds=args.rounds, steps=args.steps, hidden=args.hidden, seed=args.seed,
-                                       w_attr=args.w_attr, w_prior=args.w_prior, w_div=args.w_div)
+                                       w_attr=args.w_attr, w_prior=args.w_prior, w_div=args.w_div,
+                                       margin=args.margin)
     print(json.dumps({"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
                       "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
                       else rep["val_analytic"], "wall_s": rep["wall_s"]}, indent=1, default=float))

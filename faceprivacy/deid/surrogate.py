@@ -310,7 +310,8 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
                               n_coupling: int = 4, hidden: int = 256, rounds: int = 3, steps: int = 600,
                               sur_steps: int = 1500, refit_steps: int = 600, dagger_n: int = 384,
                               seed: int = 0, lr: float = 1e-3, w_prior: float = 0.5, w_attr: float = 1.0,
-                              w_div: float = 1.0, w_wrong: float = 1.0, generator: str = "lite") -> tuple:
+                              w_div: float = 1.0, w_wrong: float = 1.0, generator: str = "lite",
+                              margin: float | None = None) -> tuple:
     """Stages 2-3 of the module doc on a cache from ``build_cache``; keeps the round that is best on
     validation (real decoder + dlib). Returns (encryptor, report)."""
     from .train import DlibArc, _load_generator, _weights_id, load_crops
@@ -336,7 +337,8 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     et = e_tr[:1000].numpy()
     yt = y_tr[:1000].numpy()
     s = et @ et.T
-    margin = float(s[yt[:, None] != yt[None, :]].mean())
+    if margin is None:  # default: the mean dlib cosine between two different training people
+        margin = float(s[yt[:, None] != yt[None, :]].mean())
     report.update(dlib_val_threshold=thr, margin=margin)
     with torch.no_grad():
         w_tr, _ = enc.whiten(z_tr)
