@@ -39,3 +39,19 @@ def test_shipped_encryptor_fits_lite_generator():
     back = riddle.decrypt(res.z_enc, [b"k" * 32])
     recon = riddle.decode(riddle.encode(x))
     assert abs(back.astype(int) - recon.astype(int)).max() <= 1
+
+
+def test_shipped_encryptor_couplings_are_trained_and_change_the_rotation():
+    """The shipped couplings are trained (not the zero-initialised identity) and alter the analytic output."""
+    enc = LatentEncryptor.load(WEIGHTS).for_inference()
+    assert enc.meta.get("variant") == "surrogate-trained couplings"
+    assert any(float(layer.net[-1].weight.abs().max()) > 1e-4 for layer in enc.couplings)
+    g = torch.Generator().manual_seed(3)
+    w0 = torch.randn(4, enc.cfg.pca_dim, generator=g, dtype=torch.float64)  # typical whitened codes
+    z = enc.unwhiten(w0, torch.zeros(4, enc.cfg.latent_dim, dtype=torch.float64))
+    rot, cond = stack_keys([FaceKey.from_key(bytes([i + 9]) * 32, enc.cfg) for i in range(4)], dtype=torch.float64)
+    w, r = enc.whiten(z)
+    analytic = enc.unwhiten(enc.rotate(w, rot), r)
+    trained = enc.encrypt(z, rot, cond)
+    assert ((trained - analytic).norm(dim=1) / (analytic - enc.mu).norm(dim=1)).min() > 0.01
+    assert (enc.decrypt(trained, rot, cond) - z).abs().max() < 1e-9

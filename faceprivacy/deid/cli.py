@@ -72,6 +72,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also write the analytic (untrained couplings) encryptor here")
     t.set_defaults(func=_cmd_train)
 
+    s = sub.add_parser("train-deid-surrogate",
+                       help="CPU training of the encryptor's keyed couplings through a dlib surrogate")
+    s.add_argument("--data", type=Path, default=None)
+    s.add_argument("--cache", type=Path, required=True,
+                   help="training cache (latents and dlib descriptors of training/validation faces; built if "
+                        "missing; holds face embeddings, keep it private)")
+    s.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
+    s.add_argument("--id-dim", type=int, default=192)
+    s.add_argument("--pca-dim", type=int, default=256)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--steps", type=int, default=400, help="coupling steps per round")
+    s.add_argument("--hidden", type=int, default=256)
+    s.add_argument("--w-attr", type=float, default=1.0)
+    s.add_argument("--w-prior", type=float, default=0.5)
+    s.add_argument("--w-div", type=float, default=1.0)
+    s.add_argument("--margin", type=float, default=None,
+                   help="identity hinge (cosine); default: mean dlib cosine between two training people")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_train_surrogate)
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
@@ -182,4 +202,26 @@ def _cmd_train(args) -> int:
                     seed=args.seed, device=args.device, max_train=args.max_train, max_val=args.max_val,
                     id_candidates=tuple(args.id_candidates), n_proxy_aug=args.proxy_aug,
                     proxy_recon=not args.proxy_targets_original, save_analytic=args.save_analytic)
+    return 0
+
+
+def _cmd_train_surrogate(args) -> int:
+    import json
+
+    import torch
+
+    from ..core.paths import default_data_root
+    from .surrogate import build_cache, train_surrogate_encryptor
+
+    torch.set_num_threads(1)
+    data = Path(args.data or default_data_root())
+    if not args.cache.is_file():
+        build_cache(data, args.cache, seed=args.seed)
+    _, rep = train_surrogate_encryptor(args.cache, data, args.out, id_dim=args.id_dim, pca_dim=args.pca_dim,
+                                       rounds=args.rounds, steps=args.steps, hidden=args.hidden, seed=args.seed,
+                                       w_attr=args.w_attr, w_prior=args.w_prior, w_div=args.w_div,
+                                       margin=args.margin)
+    print(json.dumps({"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
+                      "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
+                      else rep["val_analytic"], "wall_s": rep["wall_s"]}, indent=1, default=float))
     return 0
