@@ -166,7 +166,7 @@ def _run_config(args: argparse.Namespace) -> dict:
     hp = resolve_hparams(args)
     return {"num-server-rounds": args.rounds, "min-train-nodes": args.min_nodes,
             "min-available-nodes": args.min_nodes, "fraction-train": args.fraction_train,
-            "backbone": args.backbone, "data-root": str(args.data or ""), "local-steps": args.local_steps,
+            "backbone": args.backbone, "data-root": str(Path(args.data).resolve()) if args.data else "", "local-steps": args.local_steps,
             "batch-size": args.batch_size, "lr": float(hp["lr"]), "margin": float(hp["margin"]),
             "geometry": hp["geometry"], "embedding-lr": float(hp["embedding_lr"]),
             "server-opt": str(hp["server_opt"]), "server-lr": float(hp["server_lr"]),
@@ -184,7 +184,7 @@ def cmd_server(args: argparse.Namespace) -> int:
 
     ssl = {"ssl-certfile": args.ssl_certfile, "ssl-keyfile": args.ssl_keyfile,
            "ssl-ca-certfile": args.ssl_ca_certfile}
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the Flower processes run in other folders
     with LocalFederation(out / "flower", host=args.host, insecure=args.insecure, ssl=ssl) as fed:
         addr = fed.start_superlink(args.port)
         print(f"SuperLink on {addr}; waiting for {args.min_nodes} SuperNodes "
@@ -206,7 +206,7 @@ def cmd_client(args: argparse.Namespace) -> int:
     if args.image_dir and not Path(args.image_dir).is_dir():
         raise InputError(f"image folder not found: {args.image_dir}")
     node_cfg = {"image-dir": str(Path(args.image_dir).resolve())} if args.image_dir else {
-        "partition-id": args.partition_id, "data-root": str(args.data or "")}
+        "partition-id": args.partition_id, "data-root": str(Path(args.data).resolve()) if args.data else ""}
     tls = ["--insecure"] if args.insecure else (
         ["--root-certificates", args.root_certificates] if args.root_certificates else [])
     cmd = [flower_exe("flower-supernode"), *tls, "--superlink", args.superlink, "--host", args.host,
