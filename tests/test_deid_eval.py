@@ -23,3 +23,17 @@ def test_eval_deid_small(datakit, tmp_path):
     assert saved["record_roundtrip"]["wrong_passphrase_rejected"] == 1.0
     assert res["riddle_latent_roundtrip_max_abs_err"] < 1e-9
     assert res["n_gallery_identities"] == 2 + 12
+    # unblended rows and the surroundings controls are reported next to the blended ones
+    assert {"riddle_unblended", "wrong_key_unblended", "control_swap_real", "control_swap_recon"} <= set(m)
+    assert "diversity_keyA_vs_keyB_verified" in m["riddle_unblended"]
+    assert m["control_grey_same"]["two_outputs_verified_same"] == 1.0  # identical images
+
+
+def test_surroundings_control_donors_are_other_people():
+    import numpy as np
+
+    from faceprivacy.deid.evaluate import _donors
+
+    y = np.repeat(np.arange(5), 2)
+    d1, d2 = _donors(y, seed=0)
+    assert (y[d1] != y).all() and (y[d2] != y).all() and (y[d1] != y[d2]).all()

