@@ -102,3 +102,24 @@ def test_dlib_head_fast_path_matches_convolutions():
     g2 = torch.autograd.grad(ref.square().sum(), list(head.parameters()))
     for a, b in zip(g1, g2, strict=True):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_fed_server_run_config_uses_absolute_paths_and_geometry_preset(tmp_path, monkeypatch):
+    """The Flower processes run in other folders: relative --out/--data must reach them as absolute paths."""
+    import argparse
+    from pathlib import Path
+
+    from faceprivacy.federated.cli import _run_config, register
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["fed-server", "--out", "rel/out", "--data", "rel/data", "--insecure"])
+    cfg = _run_config(args)
+    assert Path(cfg["out-dir"]).is_absolute() and cfg["out-dir"] == str(tmp_path / "rel" / "out")
+    assert cfg["data-root"] == str(tmp_path / "rel" / "data")
+    # dlib backbone + geometry auto -> the euclidean preset with FedAdam
+    assert cfg["geometry"] == "euclidean" and cfg["server-opt"] == "adam" and cfg["margin"] == 0.3
+    args = parser.parse_args(["fed-server", "--backbone", "tiny", "--margin", "0.8", "--insecure"])
+    cfg = _run_config(args)
+    assert cfg["geometry"] == "cosine" and cfg["margin"] == 0.8 and cfg["spread-margin"] == 0.3
