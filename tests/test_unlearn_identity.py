@@ -193,6 +193,10 @@ def test_bundled_identity_head_remembers_people(celeba_root: Path) -> None:
     assert a_seen >= 0.8 and a_seen > a_unseen + 0.1
     meta, extra = load_metaloss(weights_dir() / "unlearn_idhead_metaloss.pt")
     assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0
+    # restricted, K-aware step: weights only, one projected input direction per Linear layer, step ~ K
+    assert meta.update == "weights" and meta.k_power == 1.0
+    assert {k: tuple(v.shape) for k, v in meta.proj.items()} == {"body.0": (128, 1), "body.2": (256, 1),
+                                                                 "head": (256, 1)}
 
 
 def test_metaloss_sum_reduction_survives_save_load(tmp_path: Path) -> None:
