@@ -193,6 +193,10 @@ def test_bundled_identity_head_remembers_people(celeba_root: Path) -> None:
     assert a_seen >= 0.8 and a_seen > a_unseen + 0.1
     meta, extra = load_metaloss(weights_dir() / "unlearn_idhead_metaloss.pt")
     assert meta.feat_dim == model.feature_dim and float(extra["eta"]) > 0
+    # restricted, K-aware step: weights only, one projected input direction per Linear layer, step ~ K
+    assert meta.update == "weights" and meta.k_power == 1.0
+    assert {k: tuple(v.shape) for k, v in meta.proj.items()} == {"body.0": (128, 1), "body.2": (256, 1),
+                                                                 "head": (256, 1)}
 
 
 def test_metaloss_sum_reduction_survives_save_load(tmp_path: Path) -> None:
@@ -207,3 +211,37 @@ def test_metaloss_sum_reduction_survives_save_load(tmp_path: Path) -> None:
     assert torch.allclose(m_sum(logits, feats, y), 5 * m_mean(logits, feats, y))
     m2, _ = load_metaloss(save_metaloss(m_sum, tmp_path / "m.pt", {"eta": 1.0}))
     assert m2.reduction == "sum" and torch.allclose(m2(logits, feats, y), m_sum(logits, feats, y))
+
+
+def test_restricted_step_keeps_biases_projects_weights_and_scales_with_k(tmp_path: Path, td: TaskData,
+                                                                        head: TaskCNN) -> None:
+    """MetaLoss step options: weights-only (biases untouched), the top input directions of every Linear layer
+    removed from the weight step, the step size scaled by (n_support / k_ref) ** k_power, all kept by save/load."""
+    from faceprivacy.unlearn.metaloss import inner_step, load_metaloss, save_metaloss
+
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
+                         MetaConfig(iters=3, k_max=2, batch=8, update="weights", proj_rank=2, k_power=1.0,
+                                    k_ref=2))
+    assert set(meta.proj) == {n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)}
+    u = meta.proj["head"]
+    assert u.shape == (head.feature_dim, 2) and torch.allclose(u.T @ u, torch.eye(2), atol=1e-4)
+    req = make_request(td, 2, seed=0)
+    xs, ys = xt[req.support], yt[req.support]
+    p0 = dict(head.named_parameters())
+    new = inner_step(head, meta, xs, ys, 1.0, create_graph=False)
+    for k, v in new.items():
+        if k.endswith("bias"):
+            assert torch.equal(v, p0[k])
+    dw = (new["head.weight"] - p0["head.weight"]).detach()
+    assert dw.abs().max() > 0 and (dw @ u).abs().max() < 1e-5 * max(1.0, float(dw.abs().max()))
+    # k_power 1: two support photos get twice the step of the same photos at k_ref = 4
+    meta.k_ref = 4
+    half = inner_step(head, meta, xs, ys, 1.0, create_graph=False)
+    assert torch.allclose(half["head.weight"] - p0["head.weight"], dw / 2, atol=1e-6)
+    meta.k_ref = 2
+    m2, _ = load_metaloss(save_metaloss(meta, tmp_path / "m.pt", {"eta": 1.0}))
+    assert m2.update == "weights" and m2.k_power == 1.0 and m2.k_ref == 2
+    assert all(torch.equal(m2.proj[k], meta.proj[k]) for k in meta.proj)
+    again = inner_step(head, m2, xs, ys, 1.0, create_graph=False)
+    assert torch.allclose(again["head.weight"], new["head.weight"], atol=1e-6)

@@ -21,7 +21,8 @@ ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
 #: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
 IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 3000, "eta": 10.0,
-                   "meta_dropout": 0.0, "outer": "logce", "val_kl": 1.0}
+                   "meta_dropout": 0.0, "outer": "logce", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
+                   "k_power": 0.5, "request_k_power": 1.0}
 
 
 def _weights(name: str) -> Path:
@@ -67,6 +68,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="meta-training weight of KL(original || unlearned) on validation people")
     e.add_argument("--outer", choices=["ce", "logce"], default=None,
                    help="meta-training forget target on the cross-entropy itself or on its log")
+    e.add_argument("--meta-update", choices=["all", "weights"], default=None,
+                   help="MetaUnlearn step on all task-model parameters or on the weights only (no bias step)")
+    e.add_argument("--proj-rank", type=int, default=None,
+                   help="remove the top N principal input directions of every Linear layer from the MetaUnlearn "
+                        "weight step (0 = off)")
+    e.add_argument("--k-power", type=float, default=None,
+                   help="MetaUnlearn step = eta * (number of support photos / 5) ** k_power")
+    e.add_argument("--request-k-power", type=float, default=None,
+                   help="k_power stored with the trained MetaLoss for request time (default: --k-power)")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
@@ -183,6 +193,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.meta.val_kl = args.val_kl
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
+    if args.meta_update:
+        cfg.meta.update = args.meta_update
+    if args.proj_rank is not None:
+        cfg.meta.proj_rank = args.proj_rank
+    if args.k_power is not None:
+        cfg.meta.k_power = args.k_power
+    if args.request_k_power is not None:
+        cfg.meta.request_k_power = args.request_k_power
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:

@@ -41,6 +41,16 @@ class MetaLoss(nn.Module):
         d = 2 * n_classes + feat_dim
         self.net = nn.Sequential(nn.Linear(d, width), nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(),
                                  nn.Dropout(dropout), nn.LayerNorm(width), nn.Linear(width, 1), nn.Softplus())
+        #: which task-model parameters the learned step moves: "all", or "weights" (biases stay: a bias shift
+        #: moves every person's logits alike, the main cause of lost test accuracy on the second task)
+        self.update = "all"
+        #: per Linear layer of the task model, orthonormal directions (in_dim, r) removed from the weight step:
+        #: the top principal directions of that layer's inputs on the training data, so the step changes the
+        #: layer's output little on a typical person and mostly along what is specific to the support photos
+        self.proj: dict[str, torch.Tensor] = {}
+        #: request-time step = eta * (n_support / k_ref) ** k_power (0 = the same step whatever the number of
+        #: people; with the mean over support photos each person's share of the step shrinks as 1/K)
+        self.k_power, self.k_ref = 0.0, 5
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Learned loss over the batch (mean or sum of the per-sample scores)."""
@@ -74,6 +84,16 @@ class MetaConfig:
     val_kl: float = 0.0
     #: MetaLoss reduction over the support photos ("mean" or "sum")
     reduction: str = "mean"
+    #: "all" task-model parameters move, or only the "weights" (no bias step; see MetaLoss.update)
+    update: str = "all"
+    #: remove the top ``proj_rank`` principal input directions of every Linear layer from the weight step
+    #: (0 = off; see MetaLoss.proj)
+    proj_rank: int = 0
+    #: step-size exponent in the number of support photos, used in meta-training and at request time
+    k_power: float = 0.0
+    k_ref: int = 5
+    #: exponent stored with the MetaLoss for request time (None = ``k_power``); chosen on tuning requests
+    request_k_power: float | None = None
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -90,7 +110,39 @@ def inner_step(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tenso
     logits, feat = f
     loss = meta(logits, feat, ys)
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-    return {k: p - eta * g for (k, p), g in zip(params.items(), grads, strict=True)}
+    eta = eta * (len(xs) / meta.k_ref) ** meta.k_power
+    out = {}
+    for (k, p), g in zip(params.items(), grads, strict=True):
+        layer, kind = k.rsplit(".", 1) if "." in k else ("", k)
+        if kind == "bias" and meta.update == "weights":
+            out[k] = p
+            continue
+        if kind == "weight" and layer in meta.proj and g.dim() == 2:
+            u = meta.proj[layer].to(g)
+            g = g - (g @ u) @ u.T
+        out[k] = p - eta * g
+    return out
+
+
+@torch.no_grad()
+def input_projectors(model: TaskCNN, x: torch.Tensor, rank: int, batch: int = 2048) -> dict[str, torch.Tensor]:
+    """Top-``rank`` eigenvectors of the (uncentred) second moment of each Linear layer's inputs over ``x``:
+    the directions every person's activations share (the first is essentially their mean)."""
+    acts: dict[str, list[torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: acts.setdefault(n, []).append(inp[0].detach()))
+             for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        for s in range(0, len(x), batch):
+            model(x[s:s + batch])
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for n, a in acts.items():
+        a = torch.cat(a).double()
+        _ev, u = torch.linalg.eigh(a.T @ a / len(a))
+        out[n] = u.flip(1)[:, :min(rank, u.shape[1])].float().contiguous()
+    return out
 
 
 class _FeatureWrapper(nn.Module):
@@ -123,6 +175,9 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
     meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout, reduction=cfg.reduction).to(device)
+    meta.update, meta.k_power, meta.k_ref = cfg.update, cfg.k_power, cfg.k_ref
+    if cfg.proj_rank:
+        meta.proj = input_projectors(model, xt[np.r_[train_fit, val]], cfg.proj_rank)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
     ids = np.asarray(sorted(supports))
     fit_ident = ident[train_fit]
@@ -163,6 +218,8 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         opt.step()
         hist.append([float(outer.detach()), float(lf.detach()), float(v0), float(lr_.detach()), float(r0)])
     meta.eval()
+    if cfg.request_k_power is not None:
+        meta.k_power = cfg.request_k_power
     for p in model.parameters():
         p.grad = None
     h = np.asarray(hist) if hist else np.zeros((0, 5))
@@ -188,7 +245,8 @@ def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Ten
 def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -> Path:
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
-            "width": meta.width, "reduction": meta.reduction,
+            "width": meta.width, "reduction": meta.reduction, "update": meta.update, "k_power": meta.k_power,
+            "k_ref": meta.k_ref, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
             "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
     with atomic_path(path) as tmp:
@@ -206,6 +264,9 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         meta = MetaLoss(int(blob["n_classes"]), int(blob["feat_dim"]), int(blob["width"]),
                         reduction=str(blob.get("reduction", "mean")))
         meta.load_state_dict(blob["state_dict"])
+        meta.update = str(blob.get("update", "all"))
+        meta.k_power, meta.k_ref = float(blob.get("k_power", 0.0)), int(blob.get("k_ref", 5))
+        meta.proj = {str(k): v.float() for k, v in (blob.get("proj") or {}).items()}
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy MetaLoss file: {e}") from e
     meta.eval()
