@@ -22,7 +22,6 @@ def run(data_root: Path, out_dir: Path, retrain_epochs: int | None = None, k: in
     from faceprivacy.core.paths import weights_dir
     from faceprivacy.unlearn.data import load_task_data, make_request
     from faceprivacy.unlearn.metaloss import load_metaloss
-    from faceprivacy.unlearn.methods import SUPPORT_ONLY, UnlearnContext, get_method
     from faceprivacy.unlearn.model import TrainConfig, load_model, to_float, train_model
 
     torch.set_num_threads(int(os.environ.get("FACEPRIVACY_BENCH_THREADS", "2")))
@@ -35,16 +34,7 @@ def run(data_root: Path, out_dir: Path, retrain_epochs: int | None = None, k: in
     xs = to_float(td.x[req.support])
     ys = torch.as_tensor(td.y[req.support], dtype=torch.long)
     out: dict = {"k": k, "threads": torch.get_num_threads(), "methods": {}}
-    for name in SUPPORT_ONLY:
-        fn, _ = get_method(name)
-        ctx = UnlearnContext(meta=meta, eta=float(extra.get("eta", 1.0)), seed=0)
-        fn(model, xs, ys, ctx)  # warm-up
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(model, xs, ys, ctx)
-            ts.append(time.perf_counter() - t0)
-        out["methods"][name] = {"seconds_median": float(np.median(ts))}
+    out["methods"] = _time_methods(model, xs, ys, meta, extra, repeats)
     full_epochs = TrainConfig().epochs
     t0 = time.perf_counter()
     train_model(td.x[req.retain], td.y[req.retain], TrainConfig(epochs=retrain_epochs), desc="bench retrain")
@@ -62,6 +52,24 @@ def run(data_root: Path, out_dir: Path, retrain_epochs: int | None = None, k: in
     return out
 
 
+def _time_methods(model, xs, ys, meta, extra: dict, repeats: int) -> dict:
+    """Median wall seconds of one request for every support-only method (after one warm-up call)."""
+    from faceprivacy.unlearn.methods import SUPPORT_ONLY, UnlearnContext, get_method
+
+    out = {}
+    for name in SUPPORT_ONLY:
+        fn, _ = get_method(name)
+        ctx = UnlearnContext(meta=meta, eta=float(extra.get("eta", 1.0)), seed=0)
+        fn(model, xs, ys, ctx)  # warm-up
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn(model, xs, ys, ctx)
+            ts.append(time.perf_counter() - t0)
+        out[name] = {"seconds_median": float(np.median(ts))}
+    return out
+
+
 def _identity(data_root: Path, k: int, repeats: int) -> dict:
     """Second task: support-only methods on the bundled identity head vs one full retraining of that head."""
     import torch
@@ -69,7 +77,6 @@ def _identity(data_root: Path, k: int, repeats: int) -> dict:
     from faceprivacy.core.paths import weights_dir
     from faceprivacy.unlearn.data import load_task_data, make_request
     from faceprivacy.unlearn.metaloss import load_metaloss
-    from faceprivacy.unlearn.methods import SUPPORT_ONLY, UnlearnContext, get_method
     from faceprivacy.unlearn.model import TrainConfig, load_model, to_float, train_model
 
     t0 = time.perf_counter()
@@ -81,16 +88,7 @@ def _identity(data_root: Path, k: int, repeats: int) -> dict:
     xs = to_float(td.x[req.support])
     ys = torch.as_tensor(td.y[req.support], dtype=torch.long)
     res: dict = {"k": k, "descriptor_extraction_s": t_desc, "methods": {}}
-    for name in SUPPORT_ONLY:
-        fn, _ = get_method(name)
-        ctx = UnlearnContext(meta=meta, eta=float(extra.get("eta", 1.0)), seed=0)
-        fn(model, xs, ys, ctx)  # warm-up
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn(model, xs, ys, ctx)
-            ts.append(time.perf_counter() - t0)
-        res["methods"][name] = {"seconds_median": float(np.median(ts))}
+    res["methods"] = _time_methods(model, xs, ys, meta, extra, repeats)
     tc = TrainConfig(epochs=100, label_smoothing=0.1, seed=1)
     t0 = time.perf_counter()
     train_model(td.x[req.retain], td.y[req.retain], tc, model.cfg, desc="bench retrain (identity head)")
