@@ -425,13 +425,17 @@ class ServerAdam:
         vhat = self.v / (1 - b2 ** self.t)
         return self.lr * mhat / (vhat.sqrt() + self.eps)
 
-    def state(self) -> dict:
-        """Tensors + step count (for checkpoints)."""
-        return {"m": self.m, "v": self.v, "t": self.t}
+    def state(self) -> dict[str, torch.Tensor | int]:
+        """Moments (empty tensors before the first step) and step count, loadable with ``weights_only``."""
+        z = torch.zeros(0)
+        return {"m": z if self.m is None else self.m, "v": z if self.v is None else self.v, "t": self.t}
 
     def load(self, st: dict) -> None:
         """Restore :meth:`state`."""
-        self.m, self.v, self.t = st.get("m"), st.get("v"), int(st.get("t", 0))
+        m, v = st["m"], st["v"]
+        self.m = m if m.numel() else None
+        self.v = v if v.numel() else None
+        self.t = int(st["t"])
 
 
 class ServerState:
@@ -466,11 +470,16 @@ class ServerState:
         return stats
 
 
+def class_embedding(e: np.ndarray, geometry: str = "cosine") -> np.ndarray:
+    """A returned class embedding as the server keeps it: float32, unit-normalised for the cosine geometry."""
+    e = np.asarray(e, dtype=np.float32)
+    return e if geometry == "euclidean" else e / max(float(np.linalg.norm(e)), 1e-12)
+
+
 def store_embeddings(W: np.ndarray, new_embeddings: dict[int, np.ndarray], geometry: str = "cosine") -> np.ndarray:
-    """Write clients' returned embeddings into ``W`` (unit-normalised for the cosine geometry)."""
+    """Write clients' returned embeddings into ``W`` (see :func:`class_embedding`)."""
     for cid, e in new_embeddings.items():
-        e = np.asarray(e, dtype=np.float32)
-        W[cid] = e if geometry == "euclidean" else e / max(float(np.linalg.norm(e)), 1e-12)
+        W[cid] = class_embedding(e, geometry)
     return W
 
 
@@ -525,8 +534,7 @@ def _metric_finetune(head: nn.Module, feats: torch.Tensor, inv: torch.Tensor, cf
                      progress_desc: str | None) -> dict:
     from ..core.progress import progress
 
-    opt = (torch.optim.Adam(head.parameters(), lr=cfg.lr) if cfg.optimizer == "adam"
-           else torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=cfg.momentum))
+    opt = _optimizer(list(head.parameters()), cfg)
     rng = np.random.default_rng(cfg.seed)
     by_class = [np.flatnonzero(inv.numpy() == c) for c in range(int(inv.max()) + 1)]
     k = min(cfg.ids_per_batch, len(by_class))
@@ -541,6 +549,13 @@ def _metric_finetune(head: nn.Module, feats: torch.Tensor, inv: torch.Tensor, cf
             _step(opt, dlib_metric_loss(head(feats[idx]), inv[idx]), losses)
     head.eval()
     return _train_summary(losses)
+
+
+def _optimizer(params: list, cfg: CentralConfig) -> torch.optim.Optimizer:
+    """The centralised reference's optimiser: Adam, or SGD with ``cfg.momentum``."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor, losses: list[float]) -> None:
@@ -577,9 +592,7 @@ def centralised_finetune(head: nn.Module, feats: torch.Tensor, labels: np.ndarra
     W0 = torch.zeros(C, f0.shape[1])
     W0.index_add_(0, inv, f0)
     W = F.normalize(W0, dim=1).clone().requires_grad_(True)
-    groups = [{"params": list(head.parameters())}, {"params": [W]}]
-    opt = (torch.optim.Adam(groups, lr=cfg.lr) if cfg.optimizer == "adam"
-           else torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum))
+    opt = _optimizer([{"params": list(head.parameters())}, {"params": [W]}], cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     n = len(feats)
     losses = []

@@ -166,8 +166,8 @@ def _run_config(args: argparse.Namespace) -> dict:
     hp = resolve_hparams(args)
     return {"num-server-rounds": args.rounds, "min-train-nodes": args.min_nodes,
             "min-available-nodes": args.min_nodes, "fraction-train": args.fraction_train,
-            "backbone": args.backbone, "data-root": str(Path(args.data).resolve()) if args.data else "", "local-steps": args.local_steps,
-            "batch-size": args.batch_size, "lr": float(hp["lr"]), "margin": float(hp["margin"]),
+            "backbone": args.backbone, "data-root": str(Path(args.data).resolve()) if args.data else "",
+            "local-steps": args.local_steps, "batch-size": args.batch_size, "lr": float(hp["lr"]), "margin": float(hp["margin"]),
             "geometry": hp["geometry"], "embedding-lr": float(hp["embedding_lr"]),
             "server-opt": str(hp["server_opt"]), "server-lr": float(hp["server_lr"]),
             "spreadout": not args.no_spreadout, "spread-steps": args.spread_steps,

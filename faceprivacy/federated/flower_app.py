@@ -32,6 +32,7 @@ from flwr.serverapp.strategy import FedAvg
 from .algorithm import (
     ClientConfig,
     ServerAdam,
+    class_embedding,
     client_update,
     head_state_arrays,
     head_vector,
@@ -163,7 +164,7 @@ class FedFaceStrategy(FedAvg):
         if reason is not None:
             self._reject(server_round, nid, reason)
             return None
-        return emb if self.geometry == "euclidean" else emb / max(float(np.linalg.norm(emb)), 1e-12)
+        return class_embedding(emb, self.geometry)
 
     def _server_adam(self, arrays: ArrayRecord) -> ArrayRecord:
         """FedAdam: treat (FedAvg result - current global) as the mean update and take an Adam step instead."""
@@ -287,11 +288,11 @@ def client_train(msg: Message, context: Context) -> Message:
     load_head_state_arrays(head, {k: v.numpy() for k, v in msg.content[ARR_KEY].items()})
     gvec = head_vector(head)
     feats = client_features(cfg, dict(context.node_config), split)
+    c = msg.content["config"]
     if EMB_KEY in msg.content:
         emb = msg.content[EMB_KEY]["w"].numpy().astype(np.float32)
     else:  # first participation: initialise with the mean feature under the received model
-        emb = init_class_embedding(head, feats, str(msg.content["config"].get("geometry", "cosine")))
-    c = msg.content["config"]
+        emb = init_class_embedding(head, feats, str(c.get("geometry", "cosine")))
     elr = float(c.get("embedding-lr", -1.0))
     ccfg = ClientConfig(local_steps=int(c.get("local-steps", 1)), batch_size=int(c.get("batch-size", 32)),
                         lr=float(c.get("lr", 0.01)), margin=float(c.get("margin", 0.9)),

@@ -34,6 +34,7 @@ from torch import nn
 from ..core.errors import InputError
 from ..core.fileio import atomic_path
 from .algorithm import (
+    GEOMETRY_PRESETS,
     ClientConfig,
     FedAvgAccumulator,
     ServerConfig,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("fedface", "fedavg")
 
 
-GEOMETRIES = ("cosine", "euclidean")
+GEOMETRIES = tuple(GEOMETRY_PRESETS)
 
 
 @dataclass
@@ -160,11 +161,7 @@ class FederatedSimulator:
 
     def _adam_state(self) -> dict:
         ad = self.state.adam
-        if ad is None:
-            return {}
-        z = torch.zeros(0)
-        return {"adam_m": ad.m if ad.m is not None else z, "adam_v": ad.v if ad.v is not None else z,
-                "adam_t": ad.t}
+        return {} if ad is None else {f"adam_{k}": v for k, v in ad.state().items()}
 
     def save_checkpoint(self, path: str | os.PathLike | None = None) -> Path:
         """Write the resumable state atomically (it holds the server's class embeddings: keep it private)."""
@@ -200,9 +197,7 @@ class FederatedSimulator:
         if self.state.adam is not None:
             if "adam_t" not in st:
                 raise InputError("checkpoint has no server Adam state")
-            m, v = st["adam_m"], st["adam_v"]
-            self.state.adam.load({"m": m if m.numel() else None, "v": v if v.numel() else None,
-                                  "t": int(st["adam_t"])})
+            self.state.adam.load({k: st[f"adam_{k}"] for k in ("m", "v", "t")})
         self.round = int(st["round"])
         self.history = json.loads(st["history"])
 
