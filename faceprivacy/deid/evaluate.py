@@ -259,25 +259,19 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
         ref_all, ref_lab = np.concatenate([fx, fg]), np.concatenate([yl, gl])
         m = {"originals": {"rank1": _rank1(fx, yl, fg, gl),
                            "verif_vs_other_photos": _other_photo_rate(fx, yl, ref_all, ref_lab, thr)}}
-        for k, f in feats.items():
-            m[k] = {"rank1": _rank1(f, yl, fg, gl),
-                    "verif_vs_other_photos": _other_photo_rate(f, yl, ref_all, ref_lab, thr),
-                    "verif_vs_source": _pair_rate(f, fx, thr)}
-        if "riddle" in sets:
-            m["riddle"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(feats["riddle"], feats["riddle_keyB"], thr)
-            m["riddle"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(feats["riddle"], feats["riddle_keyC"], thr)
-            m["wrong_key"]["verif_vs_anonymized"] = _pair_rate(feats["wrong_key"], feats["riddle"], thr)
-        # unblended generated crops: same metrics, separate rows
+        # blended outputs, then the unblended generated crops: same metrics, separate rows
         rf = {k: _embed(emb, v) for k, v in raw_sets.items()}
-        for k, f in rf.items():
-            m[k] = {"rank1": _rank1(f, yl, fg, gl),
-                    "verif_vs_other_photos": _other_photo_rate(f, yl, ref_all, ref_lab, thr),
-                    "verif_vs_source": _pair_rate(f, fx, thr)}
-        if "riddle_unblended" in rf:
-            ra_, rb_, rc_ = rf["riddle_unblended"], rf["riddle_keyB_unblended"], rf["riddle_keyC_unblended"]
-            m["riddle_unblended"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(ra_, rb_, thr)
-            m["riddle_unblended"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(ra_, rc_, thr)
-            m["wrong_key_unblended"]["verif_vs_anonymized"] = _pair_rate(rf["wrong_key_unblended"], ra_, thr)
+        for fs, sfx in ((feats, ""), (rf, "_unblended")):
+            for k, f in fs.items():
+                m[k] = {"rank1": _rank1(f, yl, fg, gl),
+                        "verif_vs_other_photos": _other_photo_rate(f, yl, ref_all, ref_lab, thr),
+                        "verif_vs_source": _pair_rate(f, fx, thr)}
+            if f"riddle{sfx}" in fs:
+                a = fs[f"riddle{sfx}"]
+                m[f"riddle{sfx}"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(a, fs[f"riddle_keyB{sfx}"], thr)
+                m[f"riddle{sfx}"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(a, fs[f"riddle_keyC{sfx}"], thr)
+                m[f"wrong_key{sfx}"]["verif_vs_anonymized"] = _pair_rate(fs[f"wrong_key{sfx}"], a, thr)
+                m[f"riddle{sfx}"]["mean_cos_keyA_vs_keyB"] = float((a * fs[f"riddle_keyB{sfx}"]).sum(1).mean())
         # controls: how much of the two-keys rate the shared surroundings alone produce
         if "mask" in feats:
             m["control_grey_same"] = {"two_outputs_verified_same": _pair_rate(feats["mask"], feats["mask"], thr)}
@@ -289,11 +283,6 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
                                              "verif_vs_source": _pair_rate(c1, fx, thr),
                                              "rank1": _rank1(c1, yl, fg, gl),
                                              "mean_cos_two_outputs": float((c1 * c2).sum(1).mean())}
-        if "riddle" in feats:
-            m["riddle"]["mean_cos_keyA_vs_keyB"] = float((feats["riddle"] * feats["riddle_keyB"]).sum(1).mean())
-        if "riddle_unblended" in rf:
-            m["riddle_unblended"]["mean_cos_keyA_vs_keyB"] = float((rf["riddle_unblended"]
-                                                                    * rf["riddle_keyB_unblended"]).sum(1).mean())
         metrics[ename] = m
     res["thresholds_far"] = thresholds
     res["identity"] = metrics

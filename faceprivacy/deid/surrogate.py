@@ -32,6 +32,7 @@ from torch import nn
 
 from ..core.progress import progress
 from .encryptor import EncryptorConfig, LatentEncryptor, random_keys
+from .train import cosine_hinge
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
     enc.train()
 
     def hinge(a, b):
-        return F.relu((a * b).sum(1) - margin).mean()
+        return cosine_hinge(a, b, margin)
 
     def comp(a):
         return a - (a @ v) @ v.T

@@ -336,6 +336,11 @@ def _weights_id(enc: LatentEncryptor) -> str:
     return h.hexdigest()[:16]
 
 
+def cosine_hinge(a: torch.Tensor, b: torch.Tensor, margin: float) -> torch.Tensor:
+    """RiDDLE's identity hinge: mean ``max(0, cos(a_i, b_i) - margin)`` over rows of unit-norm descriptors."""
+    return F.relu((a * b).sum(1) - margin).mean()
+
+
 def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, batch, seed, device,
                      margin: float = 0.8, true_batch: int = 8, lr: float = 1e-3) -> dict:
     """RiDDLE-style losses on the keyed couplings (proxy steps + optional true decoder/dlib steps).
@@ -349,7 +354,7 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
     enc.train()
 
     def relu_cos(a, b):
-        return F.relu((a * b).sum(1) - margin).mean()
+        return cosine_hinge(a, b, margin)
 
     for step in progress(range(steps), desc="train encryptor"):
         idx = torch.randint(len(w_tr), (batch,), generator=g).to(w_tr.device)
