@@ -152,6 +152,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``eval-unlearning`` options (default None = keep the recipe's value) -> MetaConfig field
+_META_OVERRIDES = (("meta_dropout", "dropout"), ("outer", "outer"), ("val_kl", "val_kl"),
+                   ("meta_update", "update"), ("proj_rank", "proj_rank"), ("k_power", "k_power"),
+                   ("request_k_power", "request_k_power"), ("retain_weight", "retain_weight"))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the 1-SHUI evaluation and write JSON + HTML."""
     import torch
@@ -185,28 +191,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.train.epochs = args.epochs
     if args.label_smoothing is not None:
         cfg.train.label_smoothing = args.label_smoothing
-    if args.meta_dropout is not None:
-        cfg.meta.dropout = args.meta_dropout
-    if args.outer:
-        cfg.meta.outer = args.outer
-    if args.val_kl is not None:
-        cfg.meta.val_kl = args.val_kl
+    for arg, field in _META_OVERRIDES:
+        if getattr(args, arg) is not None:
+            setattr(cfg.meta, field, getattr(args, arg))
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
-    if args.meta_update:
-        cfg.meta.update = args.meta_update
-    if args.proj_rank is not None:
-        cfg.meta.proj_rank = args.proj_rank
-    if args.k_power is not None:
-        cfg.meta.k_power = args.k_power
-    if args.request_k_power is not None:
-        cfg.meta.request_k_power = args.request_k_power
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:
         cfg.meta.lr = args.meta_lr
-    if args.retain_weight is not None:
-        cfg.meta.retain_weight = args.retain_weight
     t0 = time.perf_counter()
     td = load_task_data(root, size=args.size, task=args.task, embedder=args.embedder)
     log = {"load_s": time.perf_counter() - t0}
