@@ -18,7 +18,7 @@ from faceprivacy.unlearn.data import (
     make_request,
 )
 from faceprivacy.unlearn.evaluate import memorisation_report
-from faceprivacy.unlearn.metaloss import MetaConfig, meta_train
+from faceprivacy.unlearn.metaloss import MetaConfig, meta_train, out_of_fold_probs
 from faceprivacy.unlearn.methods import LR_GRID, LR_GRID_MLP, METHODS, UnlearnContext, get_method, lr_grid
 from faceprivacy.unlearn.model import (
     ModelConfig,
@@ -89,6 +89,26 @@ def test_memorisation_is_tied_to_the_person(td: TaskData, head: TaskCNN) -> None
     assert r["acc"]["support_heldout"] > 0.8 > r["acc"]["test"] + 0.4
     assert r["true_class_prob"]["support_heldout"] > r["true_class_prob"]["test"] + 0.3
     assert r["mia_train_vs_test_loss_auc"] > 0.8 and r["mia_support_vs_test_loss_auc"] > 0.8
+
+
+def test_out_of_fold_probs_come_from_models_that_never_saw_the_person(td: TaskData, head: TaskCNN) -> None:
+    fit = td.train_fit
+    xt = to_float(td.x)
+    oof = out_of_fold_probs(xt, td.y, td.ident, fit, TrainConfig(epochs=60, batch=32, lr=1e-2), MLP, folds=4)
+    in_train = np.isin(td.ident, td.ident[fit])
+    assert torch.allclose(oof[in_train].sum(1), torch.ones(int(in_train.sum())), atol=1e-5)
+    assert float(oof[~in_train].abs().sum()) == 0.0  # val/test people get no out-of-fold row
+    # labels are random per person: the full head knows them, models without the person cannot
+    acc_head = float((head(xt[fit]).argmax(1) == torch.as_tensor(td.y[fit])).float().mean())
+    acc_oof = float((oof[fit].argmax(1) == torch.as_tensor(td.y[fit])).float().mean())
+    assert acc_head > 0.95 and acc_oof < 0.45
+    with pytest.raises(InputError):
+        out_of_fold_probs(xt, td.y, td.ident, fit, TrainConfig(epochs=1), MLP, folds=1)
+    cfg = MetaConfig(iters=20, eta=5.0, k_max=3, batch=16, outer="oof", dropout=0.0, update="weights")
+    with pytest.raises(InputError):
+        meta_train(head, td.x, td.y, td.ident, fit, td.support, td.val, cfg)
+    _m, log = meta_train(head, td.x, td.y, td.ident, fit, td.support, td.val, cfg, oof=oof)
+    assert np.isfinite(log["last10pct_outer_forget_val0_retain_retain0"]).all()
 
 
 def test_mlp_save_load_keeps_kind(tmp_path: Path, head: TaskCNN) -> None:

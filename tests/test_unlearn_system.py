@@ -161,7 +161,7 @@ def test_inner_step_is_differentiable_and_meta_training_learns(td: TaskData, tra
 def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     cfg = EvalConfig(ks=(1, 2), seeds=(0, 1), methods=("none", "neggrad", "metaunlearn", "finetune_retain"),
                      train=TrainConfig(epochs=8, batch=16, lr=1e-2), meta=MetaConfig(iters=3, k_max=2, batch=8),
-                     tune=True, tune_k=2, tune_seed=5)
+                     tune=True, tune_ks=(2,), tune_seeds=(5,))
     from faceprivacy.unlearn import evaluate
 
     orig_train = evaluate.train_model

@@ -20,9 +20,10 @@ SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "m
 ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
 #: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
-IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 3000, "eta": 10.0,
-                   "meta_dropout": 0.0, "outer": "logce", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
-                   "k_power": 0.5, "request_k_power": 1.0}
+IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 20000, "eta": 10.0,
+                   "meta_dropout": 0.0, "outer": "oof", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
+                   "k_power": 0.5, "request_k_power": 1.0, "tune_ks": [5, 10],
+                   "tune_seeds": [1000, 1001, 1002, 1003, 1004, 1005]}
 
 
 def _weights(name: str) -> Path:
@@ -66,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--meta-dropout", type=float, default=None, help="MetaLoss dropout while meta-training")
     e.add_argument("--val-kl", type=float, default=None,
                    help="meta-training weight of KL(original || unlearned) on validation people")
-    e.add_argument("--outer", choices=["ce", "logce"], default=None,
-                   help="meta-training forget target on the cross-entropy itself or on its log")
+    e.add_argument("--outer", choices=["ce", "logce", "oof"], default=None,
+                   help="meta-training forget target: the cross-entropy itself, its log, or the predictions of "
+                        "out-of-fold models that never saw the person (stand-in for the retrained model)")
     e.add_argument("--meta-update", choices=["all", "weights"], default=None,
                    help="MetaUnlearn step on all task-model parameters or on the weights only (no bias step)")
     e.add_argument("--proj-rank", type=int, default=None,
@@ -88,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--size", type=int, default=64, help="input size the images are resized to")
     e.add_argument("--widths", type=int, nargs="+", default=None, help="conv widths (default 24 48 96 192)")
     e.add_argument("--no-tune", action="store_true", help="use default learning rates (no tuning request)")
+    e.add_argument("--tune-ks", type=int, nargs="+", default=None,
+                   help="K of the tuning requests (default 5; every K x every --tune-seeds)")
+    e.add_argument("--tune-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the tuning requests (default 1000; keep them apart from --seeds)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
     e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
@@ -187,6 +193,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                 embedder=args.embedder, norm=True)
     elif args.widths:
         cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
+    if args.tune_ks:
+        cfg.tune_ks = tuple(args.tune_ks)
+    if args.tune_seeds:
+        cfg.tune_seeds = tuple(args.tune_seeds)
+    if set(cfg.tune_seeds) & set(cfg.seeds):
+        raise InputError("--tune-seeds must not overlap --seeds (tuning requests are kept apart)")
     if args.epochs:
         cfg.train.epochs = args.epochs
     if args.label_smoothing is not None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..core.fileio import atomic_write_json
 from ..core.report import HtmlReport
 from .data import ForgetRequest, TaskData, make_request
-from .metaloss import MetaConfig, MetaLoss, meta_train
+from .metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs
 from .methods import METHODS, UnlearnContext, get_method, lr_grid
 from .metrics import mia, nomus, tow
 from .model import ModelConfig, TaskCNN, TrainConfig, to_float, train_model
@@ -32,11 +32,12 @@ class EvalConfig:
     meta: MetaConfig = field(default_factory=MetaConfig)
     device: str = "cpu"
     model: ModelConfig | None = None  # None: ModelConfig defaults at the data's image size
-    #: pick each method's learning rate (MetaUnlearn: step size) from methods.lr_grid(model) by ToW on a separate
-    #: tuning request (K = tune_k, seed tune_seed), then keep it fixed for all reported requests
+    #: pick each method's learning rate (MetaUnlearn: step size) from methods.lr_grid(model) by mean ToW on
+    #: separate tuning requests (every K in tune_ks x every seed in tune_seeds; seeds >= 1000 never overlap the
+    #: reported ones), then keep it fixed for all reported requests
     tune: bool = True
-    tune_k: int = 5
-    tune_seed: int = 1000
+    tune_ks: tuple[int, ...] = (5,)
+    tune_seeds: tuple[int, ...] = (1000,)
 
 
 def _sync(device: str) -> None:
@@ -114,8 +115,13 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     original = original.to(dev).eval()
     res["original"] = memorisation_report(original, xt, yt, td)
     if meta is None and "metaunlearn" in cfg.methods:
+        oof = None
+        if cfg.meta.outer == "oof":
+            t0 = time.perf_counter()
+            oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model, device=dev)
+            res["log"]["out_of_fold_s"] = time.perf_counter() - t0
         meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
-                                device=dev)
+                                device=dev, oof=oof)
         res["log"]["meta_train"] = mlog
     lrs: dict[str, float | None] = {m: None for m in cfg.methods}
     if cfg.tune:
@@ -161,13 +167,15 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
 
 def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | None, xt: torch.Tensor,
              yt: torch.Tensor) -> dict:
-    """Grid-search each method's learning rate on one tuning request (its own retrained reference)."""
-    req = make_request(td, cfg.tune_k, cfg.tune_seed)
-    retrained, _ = train_model(xt[req.retain], td.y[req.retain],
-                               TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999}),
-                               cfg.model, desc="retrain (tuning)", device=cfg.device)
-    ref = score_model(retrained, xt, yt, td, req, cfg.tune_seed)
-    xs, ys = xt[req.support], yt[req.support]
+    """Grid-search each method's learning rate by mean ToW over the tuning requests (each with its own
+    retrained reference)."""
+    reqs = []
+    for i, (k, seed) in enumerate((k, s) for k in cfg.tune_ks for s in cfg.tune_seeds):
+        req = make_request(td, k, seed)
+        retrained, _ = train_model(xt[req.retain], td.y[req.retain],
+                                   TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999 + i}),
+                                   cfg.model, desc=f"retrain (tuning k={k} s={seed})", device=cfg.device)
+        reqs.append((req, score_model(retrained, xt, yt, td, req, seed)))
     out = {}
     grids = lr_grid(original)
     for name in cfg.methods:
@@ -179,12 +187,16 @@ def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | 
             grid = tuple(g * cfg.meta.eta for g in grid)
         trials = []
         for lr in grid:
-            ctx = UnlearnContext(meta=meta, eta=cfg.meta.eta, seed=cfg.tune_seed, lr=lr)
-            if full:
-                ctx.x, ctx.y, ctx.forget, ctx.retain = xt, yt, req.forget, req.retain
-            sc = score_model(fn(original, xs, ys, ctx), xt, yt, td, req, cfg.tune_seed)
-            trials.append({"lr": lr, "tow": tow(sc["acc"], ref["acc"]), "mia_auc": sc["mia_auc"],
-                           "test_acc": sc["acc"]["test"]})
+            scores = []
+            for req, ref in reqs:
+                ctx = UnlearnContext(meta=meta, eta=cfg.meta.eta, seed=req.seed, lr=lr)
+                if full:
+                    ctx.x, ctx.y, ctx.forget, ctx.retain = xt, yt, req.forget, req.retain
+                sc = score_model(fn(original, xt[req.support], yt[req.support], ctx), xt, yt, td, req, req.seed)
+                scores.append((tow(sc["acc"], ref["acc"]), sc["mia_auc"], sc["acc"]["test"]))
+            a = np.asarray(scores)
+            trials.append({"lr": lr, "tow": float(a[:, 0].mean()), "mia_auc": float(a[:, 1].mean()),
+                           "test_acc": float(a[:, 2].mean()), "n_requests": len(reqs)})
         best = max(trials, key=lambda t: t["tow"])
         out[name] = {"best": best["lr"], "trials": trials}
     return out

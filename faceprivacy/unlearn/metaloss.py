@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..core.errors import ModelLoadError
+from ..core.errors import InputError, ModelLoadError
 from ..core.fileio import atomic_path
 from ..core.progress import progress
 from .model import TaskCNN, to_float
@@ -73,7 +73,9 @@ class MetaConfig:
     val_weight: float = 1.0
     seed: int = 0
     #: "ce": match the forget-set cross-entropies themselves (first task); "logce": match their logarithms,
-    #: so the outer gradient does not vanish on a saturated model whose forget loss is ~0.005 (second task)
+    #: so the outer gradient does not vanish on a saturated model whose forget loss is ~0.005; "oof": match the
+    #: forget-set predictions to out-of-fold models' (:func:`out_of_fold_probs`) and keep retain predictions
+    #: (KL to the original) -- the outer loss aimed at the retrained model's behaviour (second task)
     outer: str = "ce"
     #: dropout inside the MetaLoss while meta-training (0.5 as in the paper for the first task). It is off at
     #: request time, and on the second task's head the train-mode step was several times larger than the
@@ -161,12 +163,46 @@ def _logits(model: TaskCNN, params: dict[str, torch.Tensor], x: torch.Tensor) ->
     return functional_call(model, {**params, **buffers}, (x,))
 
 
+def out_of_fold_probs(x: torch.Tensor, y: np.ndarray, ident: np.ndarray, train_fit: np.ndarray,
+                      train_cfg, model_cfg, folds: int = 5, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """Class probabilities that models which never saw a person give that person's photos: the training
+    identities are split into ``folds`` groups, one model per group is trained (same recipe) without it and
+    predicts its photos. Rows of people outside ``train_fit`` stay zero. Meta-training with ``outer="oof"``
+    matches the unlearned model's forget-set predictions to these, the stand-in for a retrained model."""
+    from dataclasses import replace
+
+    from .model import train_model
+
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.unique(ident[train_fit]))
+    if folds < 2 or len(ids) < folds:
+        raise InputError(f"need at least {folds} >= 2 training identities for out-of-fold predictions")
+    out: torch.Tensor | None = None
+    for f in range(folds):
+        held = np.isin(ident[train_fit], ids[f::folds])
+        m, _ = train_model(x[train_fit[~held]], y[train_fit[~held]], replace(train_cfg, seed=train_cfg.seed + 300 + f),
+                           model_cfg, desc=f"out-of-fold model {f + 1}/{folds}", device=device)
+        rows = torch.as_tensor(np.flatnonzero(np.isin(ident, ids[f::folds])), device=x.device)
+        if out is None:
+            out = torch.zeros(len(ident), m.cfg.n_classes)
+        with torch.no_grad():
+            for s in range(0, len(rows), 1024):
+                out[rows[s:s + 1024].cpu()] = torch.softmax(m(x[rows[s:s + 1024]]), 1).cpu()
+    assert out is not None
+    return out
+
+
 def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, ident: np.ndarray,
                train_fit: np.ndarray, supports: dict[int, int], val: np.ndarray,
-               cfg: MetaConfig | None = None, device: str = "cpu") -> tuple[MetaLoss, dict]:
+               cfg: MetaConfig | None = None, device: str = "cpu",
+               oof: torch.Tensor | None = None) -> tuple[MetaLoss, dict]:
     """Train a MetaLoss for ``model`` (kept frozen, eval mode) on simulated forget requests drawn from the
-    training identities that have a held-out support image; returns (metaloss, log)."""
+    training identities that have a held-out support image; returns (metaloss, log). ``outer="oof"`` needs
+    ``oof``: per-image class probabilities of models that never saw the image's person (see
+    :func:`out_of_fold_probs`), the stand-in for what a retrained model predicts on the forget set."""
     cfg = cfg or MetaConfig()
+    if cfg.outer == "oof" and oof is None:
+        raise InputError("outer='oof' needs out-of-fold probabilities (oof=...)")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = model.to(device).eval()
@@ -204,7 +240,16 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         lr_ = F.cross_entropy(_logits(model, new, xt[r_idx]), yt[r_idx])
         v_logits = _logits(model, new, xt[v_idx])
         lv = F.cross_entropy(v_logits, yt[v_idx])
-        if cfg.outer == "logce":
+        if cfg.outer == "oof":
+            f_logits = _logits(model, new, xt[f_idx])
+            with torch.no_grad():
+                r0_logits = _logits(model, params0, xt[r_idx])
+            r_logits = _logits(model, new, xt[r_idx])
+            outer = (F.kl_div(f_logits.log_softmax(1), oof[f_idx].to(f_logits), reduction="batchmean")
+                     + beta["retain"] * F.kl_div(r_logits.log_softmax(1), r0_logits.log_softmax(1),
+                                                 log_target=True, reduction="batchmean")
+                     + beta["val"] * F.relu(lv - v0))
+        elif cfg.outer == "logce":
             outer = (F.smooth_l1_loss(lf.clamp_min(1e-6).log(), v0.clamp_min(1e-6).log())
                      + beta["retain"] * F.relu(lr_.clamp_min(1e-6).log() - r0.clamp_min(1e-6).log())
                      + beta["val"] * F.relu(lv - v0))
