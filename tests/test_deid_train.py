@@ -74,3 +74,23 @@ def test_validation_selection_keeps_the_best_state(datakit, tmp_path):
 def test_cli_init_missing_file(tmp_path):
     assert main(["-q", "train-deid", "--init", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o.pt")]) == 2
     assert not (tmp_path / "o.pt").exists()
+
+
+def test_cli_passes_the_stage2_options(tmp_path, monkeypatch):
+    import faceprivacy.deid.train as train_mod
+
+    init = tmp_path / "init.pt"
+    tiny_encryptor().save(init)
+    seen = {}
+
+    def fake(data, out, **kw):
+        seen.update(kw, out=out)
+        return None, {"val_trained": {}, "train": {"chosen_step": 0}}
+
+    monkeypatch.setattr(train_mod, "train_encryptor", fake)
+    assert main(["-q", "train-deid", "--data", str(tmp_path), "--init", str(init), "--out", str(tmp_path / "o.pt"),
+                 "--steps", "7", "--true-every", "1", "--batch", "16", "--true-batch", "4", "--val-every", "3",
+                 "--lr", "2e-4", "--w-div", "3", "--w-wrong", "0.5", "--w-img", "0.25"]) == 0
+    assert seen["init"] == init and seen["out"] == tmp_path / "o.pt"
+    assert (seen["steps"], seen["true_every"], seen["batch"], seen["true_batch"], seen["val_every"]) == (7, 1, 16, 4, 3)
+    assert (seen["lr"], seen["w_div"], seen["w_wrong"], seen["w_img"]) == (2e-4, 3.0, 0.5, 0.25)

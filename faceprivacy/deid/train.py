@@ -282,8 +282,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         if init is not None:
             src = LatentEncryptor.load(init).meta
             enc.meta["init_id"] = src.get("id")
-            if "generator_weights_sha256" in src:
-                enc.meta["generator_weights_sha256"] = src["generator_weights_sha256"]
+            enc.meta |= {k: src[k] for k in ("generator_weights_sha256", "generator_commit") if k in src}
         if out is not None:
             enc.meta["id"] = _weights_id(enc)
             enc.save(out)
