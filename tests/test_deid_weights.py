@@ -44,7 +44,9 @@ def test_shipped_encryptor_fits_lite_generator():
 def test_shipped_encryptor_couplings_are_trained_and_change_the_rotation():
     """The shipped couplings are trained (not the zero-initialised identity) and alter the analytic output."""
     enc = LatentEncryptor.load(WEIGHTS).for_inference()
-    assert enc.meta.get("variant") == "surrogate-trained couplings"
+    assert enc.meta.get("variant") == "decoder+dlib fine-tuned couplings"
+    assert enc.meta.get("init_id") == "919093928181730d"  # stage 2 started from the stage-1 (surrogate) file
+    assert enc.meta.get("generator_weights_sha256") and enc.meta.get("generator_commit")
     assert any(float(layer.net[-1].weight.abs().max()) > 1e-4 for layer in enc.couplings)
     g = torch.Generator().manual_seed(3)
     w0 = torch.randn(4, enc.cfg.pca_dim, generator=g, dtype=torch.float64)  # typical whitened codes

@@ -68,6 +68,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--proxy-aug", type=int, default=1500, help="analytic encryptions used to fit the proxy")
     t.add_argument("--proxy-targets-original", action="store_true",
                    help="proxy targets = dlib of the original photos (skips decoding every training latent)")
+    t.add_argument("--init", type=Path, default=None,
+                   help="start from this encryptor file: keep its whitening/basis, train only its couplings")
+    t.add_argument("--val-every", type=int, default=0,
+                   help="measure the validation identities every N steps and keep the best state (0 = off)")
+    t.add_argument("--batch", type=int, default=64, help="latents per step")
+    t.add_argument("--true-batch", type=int, default=8, help="latents per step decoded on true steps")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
+    t.add_argument("--w-wrong", type=float, default=1.0, help="weight of the wrong-key hinges")
+    t.add_argument("--w-img", type=float, default=1.0, help="weight of the low-frequency image term (true steps)")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     t.add_argument("--save-analytic", type=Path, default=None,
                    help="also write the analytic (untrained couplings) encryptor here")
     t.set_defaults(func=_cmd_train)
@@ -193,15 +204,31 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_train(args) -> int:
+    import json
+
     from ..core.paths import default_data_root
     from .train import train_encryptor
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.init is not None and not args.init.is_file():
+        from ..core.errors import InputError
+
+        raise InputError(f"--init encryptor not found: {args.init}")
     data = args.data or default_data_root()
-    train_encryptor(Path(data), args.out, generator=args.generator, generator_weights=args.generator_weights,
-                    steps=args.steps, true_every=args.true_every, pca_dim=args.pca_dim, id_dim=args.id_dim,
-                    seed=args.seed, device=args.device, max_train=args.max_train, max_val=args.max_val,
-                    id_candidates=tuple(args.id_candidates), n_proxy_aug=args.proxy_aug,
-                    proxy_recon=not args.proxy_targets_original, save_analytic=args.save_analytic)
+    _, rep = train_encryptor(
+        Path(data), args.out, generator=args.generator, generator_weights=args.generator_weights,
+        steps=args.steps, true_every=args.true_every, pca_dim=args.pca_dim, id_dim=args.id_dim, seed=args.seed,
+        device=args.device, max_train=args.max_train, max_val=args.max_val, id_candidates=tuple(args.id_candidates),
+        n_proxy_aug=args.proxy_aug, proxy_recon=not args.proxy_targets_original, save_analytic=args.save_analytic,
+        init=args.init, val_every=args.val_every, batch=args.batch, true_batch=args.true_batch, lr=args.lr,
+        w_div=args.w_div, w_wrong=args.w_wrong, w_img=args.w_img)
+    summary = {k: rep[k] for k in ("val_init", "val_analytic", "val_trained", "val_score", "wall_s") if k in rep}
+    if "chosen_step" in rep.get("train", {}):
+        summary["chosen_step"] = rep["train"]["chosen_step"]
+    print(json.dumps(summary, indent=1, default=float))
     return 0
 
 

@@ -35,14 +35,6 @@ from ..core.progress import progress
 log = logging.getLogger(__name__)
 
 
-def _blend(orig: np.ndarray, anon: np.ndarray) -> np.ndarray:
-    """Blend through the paste-back soft mask (what a full-frame output shows)."""
-    from ..core.align import soft_face_mask
-
-    m = soft_face_mask(orig.shape[1])[None, ..., None]
-    return np.clip(orig * (1 - m) + anon.astype(np.float64) * m + 0.5, 0, 255).astype(np.uint8)
-
-
 def _embed(emb, crops: np.ndarray) -> np.ndarray:
     from ..core.embedders import embed_arcface_crops
 
@@ -92,13 +84,6 @@ def _donors(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _pair_rate(a, b, thr) -> float:
     return float(((a * b).sum(1) >= thr).mean())
-
-
-def _threshold(feats, labels, far) -> float:
-    s = feats @ feats.T
-    iu = np.triu_indices(len(feats), 1)
-    imp = s[iu][labels[iu[0]] != labels[iu[1]]]
-    return float(np.quantile(imp, 1 - far))
 
 
 def _attributes(crops_by_name: dict[str, np.ndarray]) -> dict:
@@ -157,7 +142,8 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     from ..core.metrics import ssim
     from ..core.report import HtmlReport, image_grid
     from .methods import make_method
-    from .train import load_crops
+    from .surrogate import blend_np as _blend
+    from .train import far_threshold, load_crops
 
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -253,7 +239,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     for ename in embedders:
         emb = (embedder_objs or {}).get(ename) or get_embedder(ename)
         fx, fg = _embed(emb, x), _embed(emb, xg)
-        thr = _threshold(np.concatenate([fx, fg]), np.concatenate([yl, gl]), far)
+        thr = far_threshold(np.concatenate([fx, fg]), np.concatenate([yl, gl]), far)
         thresholds[ename] = thr
         feats = {k: _embed(emb, v) for k, v in progress(sets.items(), desc=f"embed {ename}")}
         ref_all, ref_lab = np.concatenate([fx, fg]), np.concatenate([yl, gl])

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..core.progress import progress
 from .encryptor import EncryptorConfig, LatentEncryptor, random_keys
-from .train import cosine_hinge
+from .train import cosine_hinge, far_threshold
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,15 @@ def blend_np(orig: np.ndarray, anon: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def decode_blend_embed(gen, dlib, z: torch.Tensor, x_src: np.ndarray, bs: int = 64) -> torch.Tensor:
+def decode_blend_embed(gen, dlib, z: torch.Tensor, x_src: np.ndarray, bs: int = 64,
+                       device: str = "cpu") -> torch.Tensor:
     """dlib descriptors (N, 128) of the decodings of flat latents ``z`` blended into ``x_src``."""
     from .train import decode_all
 
     out = []
     for i in range(0, len(z), bs):
-        crops = blend_np(x_src[i:i + bs], decode_all(gen, z[i:i + bs], bs=bs))
-        out.append(torch.as_tensor(dlib.embed_uint8(crops, bs=bs)))
+        crops = blend_np(x_src[i:i + bs], decode_all(gen, z[i:i + bs], bs=bs, device=device))
+        out.append(torch.as_tensor(dlib.embed_uint8(crops, bs=bs, device=device)))
     return torch.cat(out)
 
 
@@ -168,32 +169,32 @@ def surrogate_accuracy(sur: Surrogate, w_out, w_src, e_true, e_src, thr: float) 
                                                     (e_true * e_src).sum(1).numpy())[0, 1]), "n": len(p)}
 
 
-def threshold_far(feats: np.ndarray, labels: np.ndarray, far: float = 1e-3) -> float:
-    """Cosine threshold at ``far`` over the impostor pairs of ``feats``."""
-    s = feats @ feats.T
-    iu = np.triu_indices(len(feats), 1)
-    return float(np.quantile(s[iu][labels[iu[0]] != labels[iu[1]]], 1 - far))
-
-
-def encrypt_outputs(enc: LatentEncryptor, z: torch.Tensor, g: torch.Generator):
+def encrypt_outputs(enc: LatentEncryptor, z: torch.Tensor, g: torch.Generator, device: str = "cpu"):
     """Flat latents under key A, key B and the decryption of A's output under B (float32, no grad)."""
     with torch.no_grad():
-        w, r = enc.whiten(z)
-        ra, ca = random_keys(len(z), enc.cfg, g)
-        rb, cb = random_keys(len(z), enc.cfg, g)
+        w, r = enc.whiten(z.to(device))
+        ra, ca = random_keys(len(z), enc.cfg, g, device=device)
+        rb, cb = random_keys(len(z), enc.cfg, g, device=device)
         ya = enc.encrypt_white(w, ra, ca)
         yb = enc.encrypt_white(w, rb, cb)
         yw = enc.decrypt_white(ya, rb, cb)
         return [enc.unwhiten(y, r) for y in (ya, yb, yw)]
 
 
+def val_score(m: dict) -> float:
+    """The selection rule on validation: the sum of the five rates (verification vs source and vs other
+    photos, rank-1, wrong key vs source, two keys verified as one person); lower is better."""
+    return (m["verif_vs_source"] + m["verif_vs_other_photos"] + m["wrong_key_verif_vs_source"]
+            + m["two_keys_verified_same"] + m["rank1_other_photos"])
+
+
 def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: float, seed: int = 123,
-                sur: Surrogate | None = None) -> dict:
+                sur: Surrogate | None = None, device: str = "cpu") -> dict:
     """Real decoder + dlib on validation identities, outputs blended as in a full frame (eval protocol);
     with ``sur``, also how well the surrogate predicts these real descriptors."""
     g = torch.Generator().manual_seed(seed)
-    za, zb, zw = encrypt_outputs(enc.float(), z_va, g)
-    fa, fb, fw = (decode_blend_embed(gen, dlib, zz, x_va).numpy() for zz in (za, zb, zw))
+    za, zb, zw = (zz.cpu() for zz in encrypt_outputs(enc.float(), z_va, g, device=device))
+    fa, fb, fw = (decode_blend_embed(gen, dlib, zz, x_va, device=device).numpy() for zz in (za, zb, zw))
     extra = {}
     if sur is not None:
         with torch.no_grad():
@@ -212,7 +213,7 @@ def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: fl
     np.fill_diagonal(same, False)
     s = fa @ e.T
     gal_sc = np.where(np.eye(len(e), dtype=bool), -9, s)  # rank-1 among the *other* val photos
-    w, _ = enc.whiten(za)
+    w, _ = enc.whiten(za.to(device))
     return {"verif_vs_source": float(((fa * e).sum(1) >= thr).mean()),
             "verif_vs_other_photos": float((s[same] >= thr).mean()),
             "rank1_other_photos": float((y[np.argmax(gal_sc, 1)] == y).mean()),
@@ -334,7 +335,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     report: dict = {"cache_seed": blob["seed"], "n_train_images": len(z_tr),
                     "n_train_ids": int(len(torch.unique(y_tr))), "n_val_images": len(z_va),
                     "fit": enc.fit_linear(z_tr.numpy(), y_tr.numpy()), "config": vars(cfg)}
-    thr = threshold_far(e_va.numpy(), y_va.numpy())
+    thr = far_threshold(e_va.numpy(), y_va.numpy())
     et = e_tr[:1000].numpy()
     yt = y_tr[:1000].numpy()
     s = et @ et.T
@@ -356,11 +357,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     report["val_analytic"] = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, sur=sur)
     log.info("analytic: %s", report["val_analytic"])
 
-    def score(m: dict) -> float:
-        return (m["verif_vs_source"] + m["verif_vs_other_photos"] + m["wrong_key_verif_vs_source"]
-                + m["two_keys_verified_same"] + m["rank1_other_photos"])
-
-    best = (score(report["val_analytic"]), -1, {k: v.clone() for k, v in enc.state_dict().items()})
+    best = (val_score(report["val_analytic"]), -1, {k: v.clone() for k, v in enc.state_dict().items()})
     report["rounds"] = []
     gd = torch.Generator().manual_seed(seed + 99)
     for rnd in progress(range(rounds), desc="rounds"):
@@ -370,8 +367,8 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
         vm = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, sur=sur)
         rec = {"round": rnd, "history": hist, "val": vm, "t": round(time.time() - t0, 1)}
         log.info("round %d: val %s", rnd, vm)
-        if score(vm) < best[0]:
-            best = (score(vm), rnd, {k: v.clone() for k, v in enc.state_dict().items()})
+        if val_score(vm) < best[0]:
+            best = (val_score(vm), rnd, {k: v.clone() for k, v in enc.state_dict().items()})
         if rnd < rounds - 1:  # aggregate: decode this encryptor's training outputs for real, refit
             sel = torch.randint(len(z_tr), (dagger_n,), generator=gd)
             zs = encrypt_outputs(enc, z_tr[sel], gd)

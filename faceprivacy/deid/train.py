@@ -160,16 +160,6 @@ def fit_proxy(w: torch.Tensor, e: torch.Tensor, steps: int = 1500, seed: int = 0
 
 # ----- identity measurement on decoded faces -------------------------------------------------------------
 
-def verification_rate(probe: np.ndarray, probe_labels: np.ndarray, ref: np.ndarray, ref_labels: np.ndarray,
-                      threshold: float, exclude_same_index: bool = True) -> float:
-    """Fraction of (probe, reference of the same identity) pairs scoring >= threshold (cosine)."""
-    s = probe @ ref.T
-    same = probe_labels[:, None] == ref_labels[None, :]
-    if exclude_same_index and len(probe) == len(ref):
-        np.fill_diagonal(same, False)
-    return float((s[same] >= threshold).mean()) if same.any() else float("nan")
-
-
 def far_threshold(feats: np.ndarray, labels: np.ndarray, far: float = 1e-3) -> float:
     """Cosine threshold at the given false-accept rate over all impostor pairs of ``feats``."""
     s = feats @ feats.T
@@ -198,9 +188,18 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
                     n_coupling: int = 4, hidden: int = 128, dlib: nn.Module | None = None,
                     batch: int = 64, true_batch: int = 8, lr: float = 1e-3,
                     save_analytic: Path | None = None, n_proxy_aug: int = 1500,
-                    proxy_recon: bool = True) -> tuple[LatentEncryptor, dict]:
-    """Fit + train the encryptor on training identities; returns (encryptor, training report)."""
+                    proxy_recon: bool = True, init: Path | None = None, val_every: int = 0,
+                    w_div: float = 1.0, w_wrong: float = 1.0, w_img: float = 1.0) -> tuple[LatentEncryptor, dict]:
+    """Fit + train the encryptor on training identities; returns (encryptor, training report).
+
+    With ``init`` the linear part and couplings of an existing encryptor file are kept and only its couplings
+    are trained further (``true_every=1``: every step through the real decoder + dlib, no proxy). With
+    ``val_every`` the validation identities are measured every that many steps (real decoder + dlib, blended,
+    ``surrogate.val_measure``) and the best state by the sum of the five rates is kept, the starting state
+    included."""
     from ..core.data import celeba_subset, identity_split
+    from .surrogate import val_measure as _val_measure
+    from .surrogate import val_score
 
     t0 = time.time()
     torch.manual_seed(seed)
@@ -227,35 +226,16 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     sims = (e_tr[:500] @ e_tr[:500].T).numpy()
     lab5 = tr.labels[:500]
     report["dlib_train_mean_impostor_cos"] = float(sims[lab5[:, None] != lab5[None, :]].mean())
-    e_va = dlib.embed_uint8(x_va, device=device)
-    thr = far_threshold(e_va, va.labels, 1e-3)
+    e_va = torch.as_tensor(dlib.embed_uint8(x_va, device=device))
+    y_va = torch.as_tensor(va.labels)
+    thr = far_threshold(e_va.numpy(), va.labels, 1e-3)
     report["dlib_val_threshold_far1e-3"] = thr
 
-    def val_measure(enc: LatentEncryptor, n_keys_seed: int = 123) -> dict:
-        g = torch.Generator().manual_seed(n_keys_seed)
-        enc = enc.to(device)
-        with torch.no_grad():
-            outs = {}
-            for tag in ("a", "b"):
-                rot, cond = random_keys(len(z_va), enc.cfg, g, device=device)
-                w, r = enc.whiten(z_va.to(device))
-                ze = enc.unwhiten(enc.encrypt_white(w, rot, cond), r)
-                outs[tag] = (ze, rot, cond)
-            ze, _, _ = outs["a"]
-            rot_b, cond_b = outs["b"][1].to(device), outs["b"][2].to(device)
-            w, r = enc.whiten(ze)
-            zw = enc.unwhiten(enc.decrypt_white(w, rot_b, cond_b), r)
-        fa = dlib.embed_uint8(decode_all(gen, ze, device=device), device=device)
-        fb = dlib.embed_uint8(decode_all(gen, outs["b"][0], device=device), device=device)
-        fw = dlib.embed_uint8(decode_all(gen, zw, device=device), device=device)
-        return {"verif_vs_other_photos": verification_rate(fa, va.labels, e_va, va.labels, thr),
-                "verif_vs_source": float(((fa * e_va).sum(1) >= thr).mean()),
-                "mean_cos_to_source": float((fa * e_va).sum(1).mean()),
-                "two_keys_verified_same": float(((fa * fb).sum(1) >= thr).mean()),
-                "wrong_key_verif_vs_source": float(((fw * e_va).sum(1) >= thr).mean()),
-                "latent_norm_ratio": float(ze.norm(dim=1).mean() / z_va.norm(dim=1).mean())}
+    def val_measure(enc: LatentEncryptor) -> dict:
+        """Real decoder + dlib on the validation identities, outputs blended (the documented protocol)."""
+        return _val_measure(enc.to(device), gen, dlib, z_va, e_va, y_va, x_va, thr, device=device)
 
-    # 1) linear fit; pick the identity-subspace size on validation identities
+    # 1) linear fit; pick the identity-subspace size on validation identities (or start from ``init``)
     def build(m: int) -> LatentEncryptor:
         cfg = EncryptorConfig(latent_dim=d, pca_dim=pca_dim, id_dim=m, key_dim=key_dim,
                               n_coupling=n_coupling, hidden=hidden)
@@ -263,69 +243,89 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         report["fit"] = enc.fit_linear(z_tr.numpy(), tr.labels)
         return enc.to(device)
 
-    recon = dlib.embed_uint8(decode_all(gen, z_va, device=device), device=device)
-    report["val_reconstruction_verif_vs_source"] = float(((recon * e_va).sum(1) >= thr).mean())
-    if id_dim <= 0:
-        sweep = {}
-        for m in [c for c in id_candidates if c <= pca_dim] or [pca_dim]:
-            sweep[m] = val_measure(build(m))
-            log.info("id_dim %d: %s", m, sweep[m])
-        report["id_dim_sweep_val"] = sweep
-        ok = [m for m, v in sweep.items() if v["verif_vs_source"] <= 0.01 and v["verif_vs_other_photos"] <= 0.01
-              and v["wrong_key_verif_vs_source"] <= 0.01]
-        id_dim = min(ok) if ok else max(sweep)
-    enc = build(id_dim)
-    report["id_dim"] = id_dim
-    report["val_analytic"] = val_measure(enc)
-    if save_analytic is not None:
+    if init is not None:
+        enc = LatentEncryptor.load(init).float()
+        if enc.cfg.latent_dim != d:
+            from ..core.errors import InputError
+
+            raise InputError(f"--init encryptor has latent dim {enc.cfg.latent_dim}, the generator {d}")
+        report["init"] = {"path": str(init), "id": enc.meta.get("id"), "variant": enc.meta.get("variant")}
+        report["id_dim"] = enc.cfg.id_dim
+        report["val_init"] = val_measure(enc)
+        log.info("init %s: %s", init, report["val_init"])
+    else:
+        recon = dlib.embed_uint8(decode_all(gen, z_va, device=device), device=device)
+        report["val_reconstruction_verif_vs_source"] = float(((recon * e_va.numpy()).sum(1) >= thr).mean())
+        if id_dim <= 0:
+            sweep = {}
+            for m in [c for c in id_candidates if c <= pca_dim] or [pca_dim]:
+                sweep[m] = val_measure(build(m))
+                log.info("id_dim %d: %s", m, sweep[m])
+            report["id_dim_sweep_val"] = sweep
+            ok = [m for m, v in sweep.items() if v["verif_vs_source"] <= 0.01
+                  and v["verif_vs_other_photos"] <= 0.01 and v["wrong_key_verif_vs_source"] <= 0.01]
+            id_dim = min(ok) if ok else max(sweep)
+        enc = build(id_dim)
+        report["id_dim"] = id_dim
+        report["val_analytic"] = val_measure(enc)
+    if save_analytic is not None and init is None:
         enc.cpu().meta = {"generator": getattr(gen, "name", "generator"), "training": dict(report),
                           "variant": "analytic (couplings = identity)"}
         enc.meta["id"] = _weights_id(enc)
         enc.save(save_analytic)
         enc.to(device)
 
-    if steps <= 0:  # analytic encryptor only: no proxy needed
-        report["wall_s"] = round(time.time() - t0, 1)
+    def finish(enc: LatentEncryptor, variant: str) -> tuple[LatentEncryptor, dict]:
         enc = enc.cpu()
-        enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report}
+        report["wall_s"] = round(time.time() - t0, 1)
+        enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report, "variant": variant}
+        if init is not None:
+            src = LatentEncryptor.load(init).meta
+            enc.meta["init_id"] = src.get("id")
+            enc.meta |= {k: src[k] for k in ("generator_weights_sha256", "generator_commit") if k in src}
         if out is not None:
             enc.meta["id"] = _weights_id(enc)
             enc.save(out)
         return enc, report
-    # 2) identity proxy on training latents + their analytic encryptions
+
+    if steps <= 0:  # no coupling training: the analytic (or the ``init``) encryptor as it is
+        return finish(enc, "analytic (couplings = identity)" if init is None else "copy of --init")
     with torch.no_grad():
-        n_aug = min(len(z_tr), n_proxy_aug)
-        sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
-        rot, _ = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1), device=device)
-        rot = rot.cpu()
         enc = enc.cpu()
         w_tr, r_tr = enc.whiten(z_tr)
-        w_aug = enc.rotate(w_tr[sel], rot)
-        z_aug = enc.unwhiten(w_aug, r_tr[sel])
-    e_aug = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_aug, device=device), device=device))
-    # proxy targets for the training latents: dlib of their decodings, or (cheaper) of the original photos
-    e_rec = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_tr, device=device), device=device)) \
-        if proxy_recon else e_tr
-    proxy, pstats = fit_proxy(torch.cat([w_tr, w_aug]), torch.cat([e_rec, e_aug]), seed=seed)
-    report["proxy"] = pstats
-    for p in proxy.parameters():
-        p.requires_grad_(False)
+    # 2) identity proxy on training latents + their analytic encryptions (not needed if every step is true)
+    proxy = None
+    if true_every != 1:
+        with torch.no_grad():
+            n_aug = min(len(z_tr), n_proxy_aug)
+            sel = torch.as_tensor(rng.permutation(len(z_tr))[:n_aug])
+            rot, _ = random_keys(n_aug, enc.cfg, torch.Generator().manual_seed(seed + 1))
+            w_aug = enc.rotate(w_tr[sel], rot)
+            z_aug = enc.unwhiten(w_aug, r_tr[sel])
+        e_aug = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_aug, device=device), device=device))
+        # proxy targets for the training latents: dlib of their decodings, or (cheaper) of the original photos
+        e_rec = torch.as_tensor(dlib.embed_uint8(decode_all(gen, z_tr, device=device), device=device)) \
+            if proxy_recon else e_tr
+        proxy, pstats = fit_proxy(torch.cat([w_tr, w_aug]), torch.cat([e_rec, e_aug]), seed=seed)
+        report["proxy"] = pstats
+        report["proxy_targets"] = "decoded" if proxy_recon else "original photos"
+        for p in proxy.parameters():
+            p.requires_grad_(False)
+        proxy = proxy.to(device)
 
-    # 3) train the keyed couplings
-    report["proxy_targets"] = "decoded" if proxy_recon else "original photos"
-    if steps > 0:
-        margin = report["dlib_train_mean_impostor_cos"]
-        report["train"] = _train_couplings(enc.to(device), proxy.to(device), w_tr.to(device), e_tr.to(device),
-                                           steps, true_every, gen, dlib, r_tr.to(device), batch, seed, device,
-                                           margin=margin, true_batch=true_batch, lr=lr)
-        report["val_trained"] = val_measure(enc)
-    enc = enc.cpu()
-    report["wall_s"] = round(time.time() - t0, 1)
-    enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report}
-    if out is not None:
-        enc.meta["id"] = _weights_id(enc)
-        enc.save(out)
-    return enc, report
+    # 3) train the keyed couplings (optionally selecting the best validation checkpoint)
+    margin = report["dlib_train_mean_impostor_cos"]
+    start = report.get("val_init") or report.get("val_analytic")
+    report["train"] = _train_couplings(enc.to(device), proxy, w_tr.to(device), e_tr.to(device), steps,
+                                       true_every, gen, dlib, r_tr.to(device), x_tr, batch, seed, device,
+                                       margin=margin, true_batch=true_batch, lr=lr, w_div=w_div, w_wrong=w_wrong,
+                                       w_img=w_img,
+                                       val_every=val_every, val_fn=val_measure if val_every > 0 else None,
+                                       val_start=start)
+    report["val_trained"] = report["train"]["chosen_val"] if val_every > 0 else val_measure(enc)
+    report["val_score"] = {"start": val_score(start), "trained": val_score(report["val_trained"])}
+    variant = "decoder+dlib fine-tuned couplings" if init is not None else "trained couplings"
+    return finish(enc, variant)
 
 
 def _weights_id(enc: LatentEncryptor) -> str:
@@ -341,59 +341,93 @@ def cosine_hinge(a: torch.Tensor, b: torch.Tensor, margin: float) -> torch.Tenso
     return F.relu((a * b).sum(1) - margin).mean()
 
 
-def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, batch, seed, device,
-                     margin: float = 0.8, true_batch: int = 8, lr: float = 1e-3) -> dict:
+def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, x_tr, batch, seed, device,
+                     margin: float = 0.8, true_batch: int = 8, lr: float = 1e-3, w_div: float = 1.0,
+                     w_wrong: float = 1.0, w_prior: float = 0.5, w_attr: float = 1.0, w_img: float = 1.0,
+                     val_every: int = 0, val_fn=None, val_start: dict | None = None) -> dict:
     """RiDDLE-style losses on the keyed couplings (proxy steps + optional true decoder/dlib steps).
+
     Identity terms are hinges at ``margin`` = the mean dlib cosine between two *different* training people:
-    "as far as a random stranger", not an adversarial push beyond what real faces do."""
+    "as far as a random stranger", not an adversarial push beyond what real faces do. True steps decode,
+    blend the decodings into their source photos ``x_tr`` through the paste-back mask (what a full frame
+    shows) and embed them with the differentiable dlib net; their image term keeps the blend's low
+    frequencies close to the photo's. With ``val_fn`` the state with the lowest ``val_score`` (measured every
+    ``val_every`` steps; ``val_start`` = the starting state's measurement) is restored at the end."""
+    from ..core.align import soft_face_mask
+    from .surrogate import val_score
+
     g = torch.Generator().manual_seed(seed + 7)
     opt = torch.optim.Adam(enc.couplings.parameters(), lr=lr)
     v = enc.id_basis
-    hist = []
+    p_dim = w_tr.shape[1]
+    mask = torch.as_tensor(soft_face_mask(int(gen.resolution)), dtype=torch.float32, device=device)[None, None]
+    hist, vals = [], []
+    best = (val_score(val_start), 0, {k: t.clone() for k, t in enc.state_dict().items()}) \
+        if val_fn is not None and val_start is not None else None
     t0 = time.time()
     enc.train()
 
-    def relu_cos(a, b):
+    def hinge(a, b):
         return cosine_hinge(a, b, margin)
 
+    def comp(a):
+        return a - (a @ v) @ v.T
+
     for step in progress(range(steps), desc="train encryptor"):
-        idx = torch.randint(len(w_tr), (batch,), generator=g).to(w_tr.device)
-        w, e0 = w_tr[idx], e_tr[idx]
+        idx = torch.randint(len(w_tr), (batch,), generator=g)
+        w, e0 = w_tr[idx.to(w_tr.device)], e_tr[idx.to(e_tr.device)]
         r1, c1 = random_keys(batch, enc.cfg, g, device=device)
         r2, c2 = random_keys(batch, enc.cfg, g, device=device)
         y1 = enc.encrypt_white(w, r1, c1)
         y2 = enc.encrypt_white(w, r2, c2)
-        wrong = enc.decrypt_white(y1, r2, c2)
+        yw = enc.decrypt_white(y1, r2, c2)
         true_step = true_every > 0 and (step + 1) % true_every == 0
         if true_step:
-            sub = slice(0, min(batch, true_batch))
-            zs = enc.unwhiten(torch.cat([y1[sub], y2[sub], wrong[sub]]), torch.cat([r_tr[idx][sub]] * 3))
-            imgs = gen.decode(zs.reshape(-1, *gen.latent_shape))
+            n = min(batch, true_batch)
+            resid = r_tr[idx.to(r_tr.device)][:n].repeat(3, 1)
+            zs = enc.unwhiten(torch.cat([y1[:n], y2[:n], yw[:n]]), resid)
+            src = to_tensor(x_tr[idx[:n].numpy()], device)
+            imgs = src.repeat(3, 1, 1, 1) * (1 - mask) + gen.decode(zs.reshape(-1, *gen.latent_shape)) * mask
             f = dlib(imgs)
-            n = len(f) // 3
-            with torch.no_grad():
-                x0 = gen.decode(enc.unwhiten(w[sub], r_tr[idx][sub]).reshape(-1, *gen.latent_shape))
-            f1, f2, fw = f[:n], f[n:2 * n], f[2 * n:]
-            l_id = relu_cos(f1, e0[sub]) + relu_cos(fw, e0[sub]) + relu_cos(fw, f1) + relu_cos(f1, f2)
-            low = F.avg_pool2d(imgs[:2 * n], 8) - F.avg_pool2d(x0, 8).repeat(2, 1, 1, 1)
-            l_attr_img = low.abs().mean()
+            f1, f2, fw, e0 = f[:n], f[n:2 * n], f[2 * n:], e0[:n]
+            low = F.avg_pool2d(imgs[:2 * n], 8) - F.avg_pool2d(src, 8).repeat(2, 1, 1, 1)
+            l_img = low.abs().mean()
         else:
-            p1, p2, pw = proxy(y1), proxy(y2), proxy(wrong)
-            l_id = relu_cos(p1, e0) + relu_cos(pw, e0) + relu_cos(pw, p1) + relu_cos(p1, p2)
-            l_attr_img = torch.zeros((), device=w.device)
-        comp = lambda a: a - (a @ v) @ v.T  # noqa: E731
-        l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(wrong) - comp(w)) ** 2).mean()
-        allc = torch.cat([y1, y2, wrong])
-        l_prior = (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()
-        loss = l_id + 1.0 * l_attr + 0.5 * l_prior + 1.0 * l_attr_img
+            f1, f2, fw = proxy(y1), proxy(y2), proxy(yw)
+            l_img = torch.zeros((), device=w.device)
+        l_id = hinge(f1, e0) + 0.5 * hinge(f2, e0)
+        l_wrong = hinge(fw, e0) + hinge(fw, f1)
+        l_div = hinge(f1, f2)
+        l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(y2) - comp(w)) ** 2).mean()
+        allc = torch.cat([y1, y2, yw])
+        n0 = (w ** 2).sum(1) / p_dim
+        l_prior = sum((((y ** 2).sum(1) / p_dim - n0) ** 2).mean() for y in (y1, y2, yw)) \
+            + (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()
+        loss = l_id + w_wrong * l_wrong + w_div * l_div + w_attr * l_attr + w_prior * l_prior + w_img * l_img
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.couplings.parameters(), 1.0)
         opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            hist.append({"step": step, "loss": float(loss), "id": float(l_id), "attr": float(l_attr),
-                         "prior": float(l_prior), "img": float(l_attr_img), "true": bool(true_step),
-                         "t": round(time.time() - t0, 1)})
+        if step % 10 == 0 or step == steps - 1:
+            rec = {k: round(float(t.detach()), 5) for k, t in (("loss", loss), ("id", l_id), ("wrong", l_wrong),
+                                                                ("div", l_div), ("attr", l_attr),
+                                                                ("prior", l_prior), ("img", l_img))}
+            rec.update(step=step, true=bool(true_step), t=round(time.time() - t0, 1))
+            log.info("coupling step %s", rec)
+            hist.append(rec)
+        if val_fn is not None and val_every > 0 and ((step + 1) % val_every == 0 or step == steps - 1):
+            m = val_fn(enc)
+            enc.train()
+            vals.append({"step": step + 1, "score": val_score(m), "t": round(time.time() - t0, 1), **m})
+            log.info("validation after step %d: %s", step + 1, vals[-1])
+            if best is None or val_score(m) < best[0] - 1e-9:  # ties (1 photo = 1/n) keep the earlier state
+                best = (val_score(m), step + 1, {k: t.clone() for k, t in enc.state_dict().items()})
     enc.eval()
-    return {"steps": steps, "true_every": true_every, "true_batch": true_batch, "margin": margin, "lr": lr,
-            "history": hist}
+    out = {"steps": steps, "true_every": true_every, "true_batch": true_batch, "batch": batch, "margin": margin,
+           "lr": lr, "w_div": w_div, "w_wrong": w_wrong, "w_prior": w_prior, "w_attr": w_attr, "w_img": w_img,
+           "history": hist, "val": vals}
+    if best is not None:
+        enc.load_state_dict(best[2])
+        out["chosen_step"] = best[1]
+        out["chosen_val"] = val_start if best[1] == 0 else next(r for r in vals if r["step"] == best[1])
+    return out
