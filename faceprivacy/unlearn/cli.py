@@ -22,7 +22,7 @@ ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
 #: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
 IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 20000, "eta": 10.0,
                    "meta_dropout": 0.0, "outer": "oof", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
-                   "k_power": 0.5, "request_k_power": 1.0, "tune_ks": [5, 10],
+                   "k_power": 0.5, "request_k_power": 1.0, "oof_folds": 40, "tune_ks": [5, 10],
                    "tune_seeds": [1000, 1001, 1002, 1003, 1004, 1005]}
 
 
@@ -70,6 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--outer", choices=["ce", "logce", "oof"], default=None,
                    help="meta-training forget target: the cross-entropy itself, its log, or the predictions of "
                         "out-of-fold models that never saw the person (stand-in for the retrained model)")
+    e.add_argument("--oof-folds", type=int, default=None,
+                   help="with --outer oof: identity groups of the out-of-fold models (default 5)")
     e.add_argument("--meta-update", choices=["all", "weights"], default=None,
                    help="MetaUnlearn step on all task-model parameters or on the weights only (no bias step)")
     e.add_argument("--proj-rank", type=int, default=None,
@@ -161,7 +163,8 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 #: ``eval-unlearning`` options (default None = keep the recipe's value) -> MetaConfig field
 _META_OVERRIDES = (("meta_dropout", "dropout"), ("outer", "outer"), ("val_kl", "val_kl"),
                    ("meta_update", "update"), ("proj_rank", "proj_rank"), ("k_power", "k_power"),
-                   ("request_k_power", "request_k_power"), ("retain_weight", "retain_weight"))
+                   ("request_k_power", "request_k_power"), ("retain_weight", "retain_weight"),
+                   ("oof_folds", "oof_folds"))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -118,7 +118,8 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         oof = None
         if cfg.meta.outer == "oof":
             t0 = time.perf_counter()
-            oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model, device=dev)
+            oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model,
+                                    folds=cfg.meta.oof_folds, device=dev)
             res["log"]["out_of_fold_s"] = time.perf_counter() - t0
         meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
                                 device=dev, oof=oof)

@@ -96,6 +96,9 @@ class MetaConfig:
     k_ref: int = 5
     #: exponent stored with the MetaLoss for request time (None = ``k_power``); chosen on tuning requests
     request_k_power: float | None = None
+    #: identity groups for ``outer="oof"``: more groups = each out-of-fold model misses fewer people, closer to
+    #: a retraining without K people
+    oof_folds: int = 5
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
