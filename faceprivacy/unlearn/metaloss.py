@@ -10,7 +10,7 @@ original model's loss on unseen (validation) identities, while retain and valida
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from torch.func import functional_call
 from ..core.errors import InputError, ModelLoadError
 from ..core.fileio import atomic_path
 from ..core.progress import progress
-from .model import TaskCNN, to_float
+from .model import ModelConfig, TaskCNN, TrainConfig, predict, to_float, train_model
 
 
 class MetaLoss(nn.Module):
@@ -167,15 +167,12 @@ def _logits(model: TaskCNN, params: dict[str, torch.Tensor], x: torch.Tensor) ->
 
 
 def out_of_fold_probs(x: torch.Tensor, y: np.ndarray, ident: np.ndarray, train_fit: np.ndarray,
-                      train_cfg, model_cfg, folds: int = 5, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+                      train_cfg: TrainConfig, model_cfg: ModelConfig | None, folds: int = 5, seed: int = 0,
+                      device: str = "cpu") -> torch.Tensor:
     """Class probabilities that models which never saw a person give that person's photos: the training
     identities are split into ``folds`` groups, one model per group is trained (same recipe) without it and
     predicts its photos. Rows of people outside ``train_fit`` stay zero. Meta-training with ``outer="oof"``
     matches the unlearned model's forget-set predictions to these, the stand-in for a retrained model."""
-    from dataclasses import replace
-
-    from .model import train_model
-
     rng = np.random.default_rng(seed)
     ids = rng.permutation(np.unique(ident[train_fit]))
     if folds < 2 or len(ids) < folds:
@@ -185,12 +182,11 @@ def out_of_fold_probs(x: torch.Tensor, y: np.ndarray, ident: np.ndarray, train_f
         held = np.isin(ident[train_fit], ids[f::folds])
         m, _ = train_model(x[train_fit[~held]], y[train_fit[~held]], replace(train_cfg, seed=train_cfg.seed + 300 + f),
                            model_cfg, desc=f"out-of-fold model {f + 1}/{folds}", device=device)
-        rows = torch.as_tensor(np.flatnonzero(np.isin(ident, ids[f::folds])), device=x.device)
+        rows = np.flatnonzero(np.isin(ident, ids[f::folds]))
+        probs = torch.softmax(predict(m, x[torch.as_tensor(rows, device=x.device)]), 1).cpu()
         if out is None:
-            out = torch.zeros(len(ident), m.cfg.n_classes)
-        with torch.no_grad():
-            for s in range(0, len(rows), 1024):
-                out[rows[s:s + 1024].cpu()] = torch.softmax(m(x[rows[s:s + 1024]]), 1).cpu()
+            out = torch.zeros(len(ident), probs.shape[1])
+        out[torch.as_tensor(rows)] = probs
     assert out is not None
     return out
 
@@ -238,16 +234,15 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         with torch.no_grad():
             v0_logits = _logits(model, params0, xt[v_idx])
             v0 = F.cross_entropy(v0_logits, yt[v_idx])
-            r0 = F.cross_entropy(_logits(model, params0, xt[r_idx]), yt[r_idx])
-        lf = F.cross_entropy(_logits(model, new, xt[f_idx]), yt[f_idx])
-        lr_ = F.cross_entropy(_logits(model, new, xt[r_idx]), yt[r_idx])
+            r0_logits = _logits(model, params0, xt[r_idx])
+            r0 = F.cross_entropy(r0_logits, yt[r_idx])
+        f_logits = _logits(model, new, xt[f_idx])
+        lf = F.cross_entropy(f_logits, yt[f_idx])
+        r_logits = _logits(model, new, xt[r_idx])
+        lr_ = F.cross_entropy(r_logits, yt[r_idx])
         v_logits = _logits(model, new, xt[v_idx])
         lv = F.cross_entropy(v_logits, yt[v_idx])
         if cfg.outer == "oof":
-            f_logits = _logits(model, new, xt[f_idx])
-            with torch.no_grad():
-                r0_logits = _logits(model, params0, xt[r_idx])
-            r_logits = _logits(model, new, xt[r_idx])
             outer = (F.kl_div(f_logits.log_softmax(1), oof[f_idx].to(f_logits), reduction="batchmean")
                      + beta["retain"] * F.kl_div(r_logits.log_softmax(1), r0_logits.log_softmax(1),
                                                  log_target=True, reduction="batchmean")
