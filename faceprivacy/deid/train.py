@@ -243,8 +243,10 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         report["fit"] = enc.fit_linear(z_tr.numpy(), tr.labels)
         return enc.to(device)
 
+    init_meta: dict = {}
     if init is not None:
         enc = LatentEncryptor.load(init).float()
+        init_meta = dict(enc.meta)
         if enc.cfg.latent_dim != d:
             from ..core.errors import InputError
 
@@ -280,9 +282,8 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         report["wall_s"] = round(time.time() - t0, 1)
         enc.meta = {"generator": getattr(gen, "name", "generator"), "training": report, "variant": variant}
         if init is not None:
-            src = LatentEncryptor.load(init).meta
-            enc.meta["init_id"] = src.get("id")
-            enc.meta |= {k: src[k] for k in ("generator_weights_sha256", "generator_commit") if k in src}
+            enc.meta["init_id"] = init_meta.get("id")
+            enc.meta |= {k: init_meta[k] for k in ("generator_weights_sha256", "generator_commit") if k in init_meta}
         if out is not None:
             enc.meta["id"] = _weights_id(enc)
             enc.save(out)
