@@ -207,3 +207,36 @@ def fid(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
         covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
     covmean = np.real(covmean)
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def bootstrap_ci(values: np.ndarray, groups: np.ndarray, stat=np.mean, *, n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high): a percentile bootstrap interval that resamples *groups* (identities), not rows.
+
+    ``values`` holds one entry per observation (e.g. 1.0/0.0 per probe for a rate), ``groups`` the identity of
+    each observation. Rows of one identity stay together, so the interval reflects how many people were
+    measured, not how many photos. ``stat`` maps the resampled values to a number (default: the mean).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.asarray(groups)
+    if values.shape[0] != groups.shape[0]:
+        raise ValueError("values and groups must have the same length")
+    est = float(stat(values)) if values.size else float("nan")
+    uniq, inv = np.unique(groups, return_inverse=True)
+    if uniq.size < 2:
+        return est, float("nan"), float("nan")
+    rows = [np.flatnonzero(inv == g) for g in range(uniq.size)]
+    rng = np.random.default_rng(seed)
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        pick = rng.integers(0, uniq.size, uniq.size)
+        boots[b] = stat(values[np.concatenate([rows[i] for i in pick])])
+    a = (1.0 - level) / 2.0
+    return est, float(np.quantile(boots, a)), float(np.quantile(boots, 1.0 - a))
+
+
+def rate_with_ci(hits: np.ndarray, groups: np.ndarray, **kw) -> dict:
+    """A rate as JSON-ready ``{"value", "ci95": [lo, hi], "n", "n_ids"}``, interval by identity bootstrap."""
+    hits = np.asarray(hits, dtype=np.float64)
+    v, lo, hi = bootstrap_ci(hits, groups, **kw)
+    return {"value": v, "ci95": [lo, hi], "n": int(hits.size), "n_ids": int(np.unique(groups).size)}
