@@ -31,7 +31,7 @@ import struct
 import numpy as np
 
 from ..core.keys import subkey
-from ..core.warp import match_lab, piecewise_affine, poisson_blend
+from ..core.warp import match_color, piecewise_affine, piecewise_map, poisson_blend
 from .base import AnonResult, Method
 from .donor_bank import MIRROR68, DonorBank, age_gender, cheek_lab, face_box, landmarks68, pose_features
 
@@ -40,6 +40,9 @@ PAD = 0.25
 #: points that carry the face's placement (eyes, brows' inner ends, nose) for the donor-to-source alignment
 ALIGN_POINTS = list(range(27, 36)) + list(range(36, 48))
 MOUTH = list(range(48, 68))
+#: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
+#: above which a donor is not used
+OCCLUSION_QUANTILES = (0.92, 0.85, 0.85, 0.85)
 
 
 def keyed_uniforms(key: bytes, n: int) -> np.ndarray:
@@ -116,7 +119,7 @@ class DonorMorph(Method):
     crop_pad = PAD
 
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.2,
-                 jaw_range: float = 0.06, tone_shift: float = 3.0, keep_mouth: bool = True,
+                 jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
                  min_side: int = 112, max_side: int = 160):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
@@ -133,6 +136,12 @@ class DonorMorph(Method):
         pose = b.pose.astype(float)
         self._pose = np.concatenate([pose, pose * np.array([-1.0, 1.0])])
         self._ident = np.concatenate([b.identity, b.identity]).astype(int)
+        # donors whose glasses, sunglasses or hair over the forehead would ghost into a blend are left out
+        occ = b.occlusion.astype(float)
+        ok = np.ones(len(b), bool)
+        for c, q in enumerate(OCCLUSION_QUANTILES):
+            ok &= occ[:, c] <= np.quantile(occ[:, c], q)
+        self._usable = np.concatenate([ok, ok])
         self.generator_name = "donor_bank"
         self.encryptor_id = None
 
@@ -161,6 +170,7 @@ class DonorMorph(Method):
         d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
         if gender >= 0:
             d = d + 100.0 * (self._gender != gender)
+        d = d + 1000.0 * ~self._usable
         return np.argsort(d, kind="stable")
 
     def pick(self, order: np.ndarray, key: bytes) -> tuple[list[int], np.ndarray]:
@@ -225,40 +235,39 @@ class DonorMorph(Method):
 
     def morph_one(self, crop: np.ndarray, key: bytes, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Anonymize one working crop -> (uint8 crop, float paste mask)."""
+        from scipy.ndimage import binary_erosion
+
         size = crop.shape[0]
         info = info or self.source_info(crop)
         src_lm = info["lm"]
         order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"])
         donors, w = self.pick(order, key)
-        t, mats = self.target_geometry(src_lm, donors, w, key, size)
+        t, _ = self.target_geometry(src_lm, donors, w, key, size)
         f = size / (1 + 2 * PAD)
         lift = self.lift * f
         ring = anchor_ring(size)
         src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
         dst_pts = np.concatenate([t, forehead(t, lift), ring])
         base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
-        # donors onto the new geometry
-        face_dst = np.concatenate([t, forehead(t, lift)])
+        # donors onto the new geometry (one triangulation shared by every donor)
+        face_map = piecewise_map(np.concatenate([t, forehead(t, lift)]), (size, size))
         comp = np.zeros((size, size, 3), np.float64)
-        valid = np.ones((size, size), bool)
+        valid = face_map.mask()
         for j, wj in zip(donors, w, strict=True):
             dl = self._lm[j]
             d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, inside = piecewise_affine(self._donor_image(j), d_src, face_dst, (size, size))
+            warped, _ = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
             comp += wj * warped
-            valid &= inside
         hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
         region = _polygon_mask(hull, size) & valid
-        from scipy.ndimage import binary_erosion
-
         region = binary_erosion(region, iterations=max(1, size // 80))
         inner = binary_erosion(region, iterations=max(2, size // 20))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
-        shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.4, 0.6])
+        shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
         ref_mask = _polygon_mask(np.concatenate([src_lm[:17], forehead(src_lm, 0.3 * lift)[::-1]]), size)
-        comp = match_lab(comp, crop.astype(np.float64), inner if inner.any() else region,
-                         ref_mask=ref_mask if ref_mask.any() else None, shift=shift)
-        out = poisson_blend(comp, base, region)
+        comp = match_color(comp, crop, inner if inner.any() else region,
+                           ref_mask=ref_mask if ref_mask.any() else None, shift=shift)
+        out = poisson_blend(comp, base, region, coarse=2)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size)
 

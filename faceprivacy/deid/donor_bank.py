@@ -12,7 +12,9 @@ Built deterministically by ``python -m faceprivacy.deid.donor_bank --data ../sha
 
 Layout (``.npz``, no pickles): ``jpeg`` (concatenated JPEG bytes), ``offsets`` (N+1,), ``lm`` (N, 68, 2)
 landmarks in 112-px ArcFace-crop pixels, ``gender`` (N,) 1 = female, ``age`` (N,), ``lab`` (N, 3) mean Lab
-of the cheeks, ``pose`` (N, 2) yaw/pitch features, ``identity`` (N,) an index (no names).
+of the cheeks, ``pose`` (N, 2) yaw/pitch features, ``identity`` (N,) an index (no names), ``occlusion``
+(N, 4) glasses/hair scores (``occlusion_scores``), ``celeba_identity`` (N,) the public CelebA identity number
+(so anyone can check that no evaluation identity is a donor).
 """
 
 from __future__ import annotations
@@ -100,10 +102,9 @@ def pose_features(lm: np.ndarray) -> np.ndarray:
 
 
 def cheek_lab(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """Mean Lab colour of small patches around the cheek/nose landmarks (skin tone)."""
+    """Median Lab colour of small patches around the cheek/nose landmarks (skin tone)."""
     from skimage.color import rgb2lab
 
-    lab = rgb2lab(crop.astype(np.float64) / 255.0)
     inner = np.asarray(lm)[list(CHEEKS)]
     centre = np.asarray(lm)[30]
     pts = 0.6 * inner + 0.4 * centre
@@ -111,9 +112,41 @@ def cheek_lab(crop: np.ndarray, lm: np.ndarray) -> np.ndarray:
     h, w = crop.shape[:2]
     for x, y in pts:
         xi, yi = int(np.clip(round(x), 2, w - 3)), int(np.clip(round(y), 2, h - 3))
-        vals.append(lab[yi - 2:yi + 3, xi - 2:xi + 3].reshape(-1, 3))
-    v = np.concatenate(vals)
+        vals.append(crop[yi - 2:yi + 3, xi - 2:xi + 3].reshape(-1, 3))
+    v = rgb2lab(np.concatenate(vals)[None].astype(np.float64) / 255.0)[0]
     return np.median(v, 0)
+
+
+def occlusion_scores(crop: np.ndarray, lm: np.ndarray, lift: float = 0.2) -> np.ndarray:
+    """(eye darkness, rim texture, forehead texture, forehead darkness): high values flag sunglasses,
+    glasses frames and hair over the forehead, which would ghost into a blend. Texture = mean gradient
+    magnitude of the luma; darkness = cheek luma minus region luma."""
+    from scipy import ndimage
+
+    y = crop.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    g = np.hypot(ndimage.sobel(y, 0), ndimage.sobel(y, 1)) / 8.0
+    lm = np.asarray(lm, np.float64)
+    h, w = y.shape
+
+    def box(x0, x1, y0, y1):
+        xs = slice(int(np.clip(min(x0, x1), 0, w - 1)), int(np.clip(max(x0, x1), 1, w)))
+        ys = slice(int(np.clip(min(y0, y1), 0, h - 1)), int(np.clip(max(y0, y1), 1, h)))
+        return ys, xs
+
+    cheek = np.median([y[box(x - 2, x + 3, yy - 2, yy + 3)].mean() for x, yy in
+                       (0.6 * lm[list(CHEEKS)] + 0.4 * lm[30]).round().astype(int)])
+    eye_y = [y[box(lm[i:i + 6, 0].min(), lm[i:i + 6, 0].max(), lm[i:i + 6, 1].min() - 2,
+                   lm[i:i + 6, 1].max() + 2)].mean() for i in (36, 42)]
+    eye_dark = cheek - float(np.mean(eye_y))
+    iod = np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))
+    # below the lower eyelids (glasses rims) and across the nose bridge
+    rims = [g[box(lm[i:i + 6, 0].min(), lm[i:i + 6, 0].max(), lm[i:i + 6, 1].max() + 0.12 * iod,
+                  lm[i:i + 6, 1].max() + 0.35 * iod)].mean() for i in (36, 42)]
+    bridge = g[box(lm[39, 0] + 2, lm[42, 0] - 2, lm[27, 1] - 0.15 * iod, lm[28, 1])].mean()
+    rim_tex = float(np.mean(rims) + bridge)
+    top = lm[17:27, 1].min()
+    fh = box(lm[19, 0], lm[24, 0], top - lift * 112 * 0.9, top - 0.1 * iod)
+    return np.array([eye_dark, rim_tex, float(g[fh].mean()), cheek - float(y[fh].mean())])
 
 
 @dataclass
@@ -128,6 +161,8 @@ class DonorBank:
     lab: np.ndarray
     pose: np.ndarray
     identity: np.ndarray
+    occlusion: np.ndarray
+    celeba_identity: np.ndarray
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> DonorBank:
@@ -137,7 +172,7 @@ class DonorBank:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{k: z[k] for k in ("jpeg", "offsets", "lm", "gender", "age", "lab", "pose",
-                                                   "identity")})
+                                                   "identity", "occlusion", "celeba_identity")})
         except (OSError, KeyError, ValueError) as e:
             raise ModelLoadError(f"cannot read donor bank {path}: {e}") from None
 
@@ -194,7 +229,8 @@ def build_donor_bank(data_root: str | os.PathLike, out: str | os.PathLike, per_i
             i, img, lm, age, g, pose = cand[j]
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, format="JPEG", quality=quality)
-            rows.append((buf.getvalue(), lm, g, age, cheek_lab(img, lm), pose, n_id))
+            rows.append((buf.getvalue(), lm, g, age, cheek_lab(img, lm), pose, n_id, occlusion_scores(img, lm),
+                         int(train.names[train.labels[i]])))
     blobs = [r[0] for r in rows]
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64)
     arrays = {"jpeg": np.frombuffer(b"".join(blobs), np.uint8), "offsets": offsets,
@@ -202,7 +238,9 @@ def build_donor_bank(data_root: str | os.PathLike, out: str | os.PathLike, per_i
               "gender": np.array([r[2] for r in rows], np.int8), "age": np.array([r[3] for r in rows], np.float32),
               "lab": np.stack([r[4] for r in rows]).astype(np.float32),
               "pose": np.stack([r[5] for r in rows]).astype(np.float32),
-              "identity": np.array([r[6] for r in rows], np.int32)}
+              "identity": np.array([r[6] for r in rows], np.int32),
+              "occlusion": np.stack([r[7] for r in rows]).astype(np.float32),
+              "celeba_identity": np.array([r[8] for r in rows], np.int32)}
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(Path(out), buf.getvalue())
