@@ -39,9 +39,9 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
 
     from faceprivacy.core.detect import FaceDetector
     from faceprivacy.core.keys import derive_master_key
-    from faceprivacy.deid.cli import load_riddle
     from faceprivacy.deid.methods import make_method
     from faceprivacy.deid.pipeline import Deidentifier, DetectedFace
+    from faceprivacy.deid.riddle.loader import load_riddle
 
     torch.set_num_threads(2)
     img = _canvas(Path(data_root))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from faceprivacy.deid.encryptor import EncryptorConfig, LatentEncryptor
+from faceprivacy.deid.riddle.encryptor import EncryptorConfig, LatentEncryptor
 from faceprivacy.models.generator import Generator
 
 

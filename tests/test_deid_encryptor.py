@@ -9,7 +9,13 @@ from deid_tiny import tiny_encryptor
 
 from faceprivacy.core.errors import ModelLoadError
 from faceprivacy.core.keys import derive_master_key, face_purpose, key_rotation, password_latent, subkey
-from faceprivacy.deid.encryptor import EncryptorConfig, FaceKey, LatentEncryptor, random_keys, stack_keys
+from faceprivacy.deid.riddle.encryptor import (
+    EncryptorConfig,
+    FaceKey,
+    LatentEncryptor,
+    random_keys,
+    stack_keys,
+)
 
 
 def _keys(enc, seeds):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from faceprivacy.deid.encryptor import EncryptorConfig, LatentEncryptor, random_keys
-from faceprivacy.deid.surrogate import Surrogate, fit_surrogate, surrogate_accuracy, train_couplings
+from faceprivacy.deid.riddle.encryptor import EncryptorConfig, LatentEncryptor, random_keys
+from faceprivacy.deid.riddle.surrogate import Surrogate, fit_surrogate, surrogate_accuracy, train_couplings
 
 
 def _world(n_ids=12, per=20, d=48, seed=0):

@@ -9,9 +9,9 @@ from deid_tiny import TinyGenerator, tiny_encryptor
 from torch import nn
 
 from faceprivacy.cli import main
-from faceprivacy.deid.encryptor import LatentEncryptor, random_keys
-from faceprivacy.deid.surrogate import val_score
-from faceprivacy.deid.train import to_tensor, train_encryptor
+from faceprivacy.deid.riddle.encryptor import LatentEncryptor, random_keys
+from faceprivacy.deid.riddle.surrogate import val_score
+from faceprivacy.deid.riddle.train import to_tensor, train_encryptor
 
 
 class TinyEmbed(nn.Module):
@@ -77,7 +77,7 @@ def test_cli_init_missing_file(tmp_path):
 
 
 def test_cli_passes_the_stage2_options(tmp_path, monkeypatch):
-    import faceprivacy.deid.train as train_mod
+    import faceprivacy.deid.riddle.train as train_mod
 
     init = tmp_path / "init.pt"
     tiny_encryptor().save(init)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from faceprivacy.deid.cli import default_encryptor_path
-from faceprivacy.deid.encryptor import FaceKey, LatentEncryptor, stack_keys
+from faceprivacy.deid.riddle.encryptor import FaceKey, LatentEncryptor, stack_keys
 
 WEIGHTS = default_encryptor_path("lite")
 

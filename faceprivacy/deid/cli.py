@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from .base import DEFAULT_METHOD, METHODS
+from .riddle.loader import default_encryptor_path, load_riddle  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -116,40 +117,6 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encryptor", type=Path, default=None, help="encryptor weights (default: bundled)")
 
 
-def default_encryptor_path(generator_name: str = "lite") -> Path:
-    """Bundled encryptor weights for a generator backend."""
-    from ..core.paths import weights_dir
-
-    return weights_dir() / "deid" / f"encryptor_{generator_name}.pt"
-
-
-def load_riddle(generator: str = "lite", generator_weights: Path | None = None, encryptor: Path | None = None):
-    """The ``riddle`` method: generator backend + its encryptor weights."""
-    import torch
-
-    from ..models.generator_loader import load_generator
-    from .encryptor import LatentEncryptor
-    from .methods import Riddle
-
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    kw = {"backend": generator}
-    if generator_weights is not None:
-        kw["weights"] = generator_weights
-    gen = load_generator(**kw)
-    enc = LatentEncryptor.load(encryptor or default_encryptor_path(getattr(gen, "name", generator)))
-    want = enc.meta.get("generator_weights_sha256")
-    if want and generator == "lite" and generator_weights is None:
-        import hashlib
-
-        from ..models.generator_loader import default_lite_weights
-
-        have = hashlib.sha256(default_lite_weights().read_bytes()).hexdigest()
-        if have != want:
-            log.warning("the encryptor was fitted for other lite generator weights (%s..., installed %s...): "
-                        "refit it with `faceprivacy train-deid` for meaningful anonymization", want[:12], have[:12])
-    return Riddle(gen, enc)
-
-
 def _method_by_name(name: str, args):
     from .methods import make_method
 
@@ -222,7 +189,7 @@ def _cmd_train(args) -> int:
     import json
 
     from ..core.paths import default_data_root
-    from .train import train_encryptor
+    from .riddle.train import train_encryptor
 
     if args.threads > 0:
         import torch
@@ -253,7 +220,7 @@ def _cmd_train_surrogate(args) -> int:
     import torch
 
     from ..core.paths import default_data_root
-    from .surrogate import build_cache, train_surrogate_encryptor
+    from .riddle.surrogate import build_cache, train_surrogate_encryptor
 
     torch.set_num_threads(1)
     data = Path(args.data or default_data_root())

@@ -141,9 +141,9 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     from ..core.embedders import get_embedder
     from ..core.metrics import ssim
     from ..core.report import HtmlReport, image_grid
+    from .crops import blend_np as _blend
+    from .crops import far_threshold, load_crops
     from .methods import make_method
-    from .surrogate import blend_np as _blend
-    from .train import far_threshold, load_crops
 
     t0 = time.time()
     out_dir = Path(out_dir)
@@ -176,11 +176,11 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
                  "chance_rank1": 1.0 / len(gallery), "far": far, "per_id": per_id}
     if "riddle" in methods:
         if riddle is None:
-            from .cli import load_riddle
+            from .riddle.loader import load_riddle
 
             riddle = load_riddle(generator, generator_weights, encryptor)
         enc = riddle.encryptor
-        from .encryptor import random_keys
+        from .riddle.encryptor import random_keys
 
         def keys(tag: int, i: int, m: int):
             """Seeded random keys (float64 Haar rotations; same law as HKDF-derived keys, tested elsewhere)."""

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.keys import subkey
 from .base import METHODS, AnonResult, Method
-from .encryptor import EncryptorConfig, FaceKey
+from .riddle.encryptor import EncryptorConfig, FaceKey
 
 __all__ = ["METHODS", "AnonResult", "Method", "Blur", "Pixelate", "SolidMask", "Riddle", "make_method"]
 
@@ -100,7 +100,7 @@ class Riddle(Method):
 
     def face_keys(self, keys: list[bytes]):
         """Per-face (rotation, password latent) tensors in float64 from 32-byte face keys."""
-        from .encryptor import stack_keys
+        from .riddle.encryptor import stack_keys
 
         return stack_keys([FaceKey.from_key(subkey(k, "deid/face"), self.cfg) for k in keys],
                           dtype=self._torch.float64, device=self.device)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.errors import ModelLoadError
+from ...core.errors import ModelLoadError
 
 FORMAT_VERSION = 1
 
@@ -60,7 +60,7 @@ class FaceKey:
     @classmethod
     def from_key(cls, key: bytes, cfg: EncryptorConfig) -> FaceKey:
         """Derive both parts from a 32-byte face key (HKDF sub-keys, so they are independent)."""
-        from ..core.keys import key_rotation, key_to_gaussian, subkey
+        from ...core.keys import key_rotation, key_to_gaussian, subkey
 
         return cls(key_rotation(subkey(key, "deid/rotation"), cfg.id_dim),
                    key_to_gaussian(subkey(key, "deid/cond"), (cfg.key_dim,)))
@@ -241,7 +241,7 @@ class LatentEncryptor(nn.Module):
     # ----- persistence -------------------------------------------------------------------------------
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         """Write config + float32 state (small; loadable with ``weights_only=True``)."""
-        from ..core.fileio import atomic_write_bytes
+        from ...core.fileio import atomic_write_bytes
 
         buf = io.BytesIO()
         state = {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from pathlib import Path
@@ -25,104 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.progress import progress
+from ...core.progress import progress
+from ..crops import far_threshold, load_crops
+from .common import (
+    DlibArc,
+    cosine_hinge,
+    decode_all,
+    encode_all,
+    load_generator,
+    to_tensor,
+    val_score,
+    weights_id,
+)
+from .common import val_measure as _val_measure
 from .encryptor import EncryptorConfig, LatentEncryptor, random_keys
 
 log = logging.getLogger(__name__)
-
-
-# ----- data helpers (shared with evaluate) ------------------------------------------------------------
-
-def load_crops(paths, size: int = 112) -> np.ndarray:
-    """Load aligned CelebA crops as uint8 (N, size, size, 3)."""
-    from PIL import Image
-
-    from ..core.imageio import load_image
-
-    out = []
-    for p in paths:
-        im = load_image(p)
-        if im.shape[:2] != (size, size):
-            im = np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
-        out.append(im)
-    return np.stack(out)
-
-
-def to_tensor(crops: np.ndarray, device="cpu") -> torch.Tensor:
-    """uint8 (N,H,W,3) -> float (N,3,H,W) in [-1, 1]."""
-    return torch.from_numpy(np.array(crops, dtype=np.uint8)).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (N,3,H,W) in [-1, 1] -> uint8 (N,H,W,3)."""
-    return ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
-@torch.no_grad()
-def encode_all(gen, crops: np.ndarray, bs: int = 64, device="cpu") -> torch.Tensor:
-    """Generator latents (N, D) float32 of uint8 crops."""
-    return torch.cat([gen.encode(to_tensor(crops[i:i + bs], device)).reshape(min(bs, len(crops) - i), -1).cpu()
-                      for i in range(0, len(crops), bs)])
-
-
-@torch.no_grad()
-def decode_all(gen, z: torch.Tensor, bs: int = 64, device="cpu") -> np.ndarray:
-    """uint8 crops decoded from flat latents."""
-    shape = tuple(gen.latent_shape)
-    return np.concatenate([to_uint8(gen.decode(z[i:i + bs].float().to(device).reshape(-1, *shape)))
-                           for i in range(0, len(z), bs)])
-
-
-def _eye_fit() -> np.ndarray:
-    """dlib-150 chip pixel -> ArcFace-112 pixel from the eye centres of both templates (fallback only)."""
-    from ..core.chip import ARCFACE_TEMPLATE_112, DLIB_CHIP_TEMPLATE_5PT
-
-    t = (DLIB_CHIP_TEMPLATE_5PT + 0.25) / 1.5 * 150
-    src = np.stack([(t[2] + t[3]) / 2, (t[0] + t[1]) / 2])  # image-left eye, image-right eye
-    dst = ARCFACE_TEMPLATE_112[:2]
-    s = np.linalg.norm(dst[1] - dst[0]) / np.linalg.norm(src[1] - src[0])
-    tr = dst.mean(0) - s * src.mean(0)
-    return np.array([[s, 0, tr[0]], [0, s, tr[1]]])
-
-
-_EYE_FIT = _eye_fit()
-
-
-class DlibArc(nn.Module):
-    """Differentiable dlib descriptor of 112x112 ArcFace-layout images in [-1, 1] (fixed warp + torch port)."""
-
-    def __init__(self, device="cpu", state_path: str | Path | None = None):
-        super().__init__()
-        if state_path is not None:  # a saved DlibResNet state dict (used where dlib's .dat is not installed)
-            from ..models.dlib_resnet import DlibResNet
-
-            self.net = DlibResNet()
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            self.net.load_state_dict({k: v.float() for k, v in state.items()})
-            self.net = self.net.to(device).eval()
-        else:
-            from ..models.dlib_resnet import load_dlib_resnet
-
-            self.net = load_dlib_resnet(device=device).eval()
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from ..core import chip
-
-        if x.shape[-1] != 112:
-            x = F.interpolate(x, size=112, mode="bilinear", align_corners=False)
-        x = (x.clamp(-1, 1) + 1) * 127.5
-        if np.any(chip.ARCFACE112_FROM_DLIB150):
-            chips = chip.arcface112_to_dlib150(x, border="replicate")
-        else:  # constant not fitted yet on this branch: eye-centre similarity between the two templates
-            chips = chip.warp_affine_dlib(x, _EYE_FIT, (150, 150), border="replicate")
-        return F.normalize(self.net(chips), dim=1)
-
-    @torch.no_grad()
-    def embed_uint8(self, crops: np.ndarray, bs: int = 64, device="cpu") -> np.ndarray:
-        return torch.cat([self(to_tensor(crops[i:i + bs], device)).cpu()
-                          for i in range(0, len(crops), bs)]).numpy()
 
 
 class IdentityProxy(nn.Module):
@@ -158,29 +75,6 @@ def fit_proxy(w: torch.Tensor, e: torch.Tensor, steps: int = 1500, seed: int = 0
     return proxy.eval(), {"proxy_cos_train": cos_tr, "proxy_cos_heldout": cos_te, "n": n}
 
 
-# ----- identity measurement on decoded faces -------------------------------------------------------------
-
-def far_threshold(feats: np.ndarray, labels: np.ndarray, far: float = 1e-3) -> float:
-    """Cosine threshold at the given false-accept rate over all impostor pairs of ``feats``."""
-    s = feats @ feats.T
-    iu = np.triu_indices(len(feats), 1)
-    imp = s[iu][labels[iu[0]] != labels[iu[1]]]
-    return float(np.quantile(imp, 1 - far))
-
-
-# ----- training -----------------------------------------------------------------------------------------
-
-def _load_generator(generator, generator_weights, device):
-    if not isinstance(generator, str):
-        return generator
-    from ..models.generator_loader import load_generator
-
-    kw = {"backend": generator}
-    if generator_weights is not None:
-        kw["weights"] = generator_weights
-    return load_generator(**kw).to(device).eval()
-
-
 def train_encryptor(data_root: Path, out: Path | None, generator="lite", generator_weights: Path | None = None,
                     steps: int = 300, true_every: int = 0, pca_dim: int = 256, id_dim: int = 96,
                     seed: int = 0, device: str = "cpu", max_train: int | None = None,
@@ -195,16 +89,14 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     With ``init`` the linear part and couplings of an existing encryptor file are kept and only its couplings
     are trained further (``true_every=1``: every step through the real decoder + dlib, no proxy). With
     ``val_every`` the validation identities are measured every that many steps (real decoder + dlib, blended,
-    ``surrogate.val_measure``) and the best state by the sum of the five rates is kept, the starting state
+    ``common.val_measure``) and the best state by the sum of the five rates is kept, the starting state
     included."""
-    from ..core.data import celeba_subset, identity_split
-    from .surrogate import val_measure as _val_measure
-    from .surrogate import val_score
+    from ...core.data import celeba_subset, identity_split
 
     t0 = time.time()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    gen = _load_generator(generator, generator_weights, device)
+    gen = load_generator(generator, generator_weights, device)
     for p in gen.parameters():
         p.requires_grad_(False)
     res = int(gen.resolution)
@@ -248,7 +140,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
         enc = LatentEncryptor.load(init).float()
         init_meta = dict(enc.meta)
         if enc.cfg.latent_dim != d:
-            from ..core.errors import InputError
+            from ...core.errors import InputError
 
             raise InputError(f"--init encryptor has latent dim {enc.cfg.latent_dim}, the generator {d}")
         report["init"] = {"path": str(init), "id": enc.meta.get("id"), "variant": enc.meta.get("variant")}
@@ -273,7 +165,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     if save_analytic is not None and init is None:
         enc.cpu().meta = {"generator": getattr(gen, "name", "generator"), "training": dict(report),
                           "variant": "analytic (couplings = identity)"}
-        enc.meta["id"] = _weights_id(enc)
+        enc.meta["id"] = weights_id(enc)
         enc.save(save_analytic)
         enc.to(device)
 
@@ -285,7 +177,7 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
             enc.meta["init_id"] = init_meta.get("id")
             enc.meta |= {k: init_meta[k] for k in ("generator_weights_sha256", "generator_commit") if k in init_meta}
         if out is not None:
-            enc.meta["id"] = _weights_id(enc)
+            enc.meta["id"] = weights_id(enc)
             enc.save(out)
         return enc, report
 
@@ -329,19 +221,6 @@ def train_encryptor(data_root: Path, out: Path | None, generator="lite", generat
     return finish(enc, variant)
 
 
-def _weights_id(enc: LatentEncryptor) -> str:
-    h = hashlib.sha256()
-    for k, v in enc.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def cosine_hinge(a: torch.Tensor, b: torch.Tensor, margin: float) -> torch.Tensor:
-    """RiDDLE's identity hinge: mean ``max(0, cos(a_i, b_i) - margin)`` over rows of unit-norm descriptors."""
-    return F.relu((a * b).sum(1) - margin).mean()
-
-
 def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr, x_tr, batch, seed, device,
                      margin: float = 0.8, true_batch: int = 8, lr: float = 1e-3, w_div: float = 1.0,
                      w_wrong: float = 1.0, w_prior: float = 0.5, w_attr: float = 1.0, w_img: float = 1.0,
@@ -354,8 +233,7 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
     shows) and embed them with the differentiable dlib net; their image term keeps the blend's low
     frequencies close to the photo's. With ``val_fn`` the state with the lowest ``val_score`` (measured every
     ``val_every`` steps; ``val_start`` = the starting state's measurement) is restored at the end."""
-    from ..core.align import soft_face_mask
-    from .surrogate import val_score
+    from ...core.align import soft_face_mask
 
     g = torch.Generator().manual_seed(seed + 7)
     opt = torch.optim.Adam(enc.couplings.parameters(), lr=lr)

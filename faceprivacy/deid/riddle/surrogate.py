@@ -30,32 +30,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.progress import progress
+from ...core.progress import progress
+from ..crops import far_threshold, load_crops
+from .common import (
+    DlibArc,
+    cosine_hinge,
+    decode_blend_embed,
+    encode_all,
+    encrypt_outputs,
+    load_generator,
+    val_measure,
+    val_score,
+    weights_id,
+)
 from .encryptor import EncryptorConfig, LatentEncryptor, random_keys
-from .train import cosine_hinge, far_threshold
 
 log = logging.getLogger(__name__)
-
-
-def blend_np(orig: np.ndarray, anon: np.ndarray) -> np.ndarray:
-    """Blend anonymized crops into their source crops through the paste-back soft mask (uint8)."""
-    from ..core.align import soft_face_mask
-
-    m = soft_face_mask(orig.shape[1])[None, ..., None]
-    return np.clip(orig * (1 - m) + anon.astype(np.float64) * m + 0.5, 0, 255).astype(np.uint8)
-
-
-@torch.no_grad()
-def decode_blend_embed(gen, dlib, z: torch.Tensor, x_src: np.ndarray, bs: int = 64,
-                       device: str = "cpu") -> torch.Tensor:
-    """dlib descriptors (N, 128) of the decodings of flat latents ``z`` blended into ``x_src``."""
-    from .train import decode_all
-
-    out = []
-    for i in range(0, len(z), bs):
-        crops = blend_np(x_src[i:i + bs], decode_all(gen, z[i:i + bs], bs=bs, device=device))
-        out.append(torch.as_tensor(dlib.embed_uint8(crops, bs=bs, device=device)))
-    return torch.cat(out)
 
 
 def _perturb(w: torch.Tensor, lda: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -78,13 +68,12 @@ def _perturb(w: torch.Tensor, lda: torch.Tensor, g: torch.Generator) -> torch.Te
 def build_cache(data_root: Path, cache: Path, n_aug: int = 4000, n_recon: int = 800, n_val: int = 240,
                 n_val_aug: int = 480, seed: int = 0, generator: str = "lite") -> dict:
     """Encode train/val identities and decode+embed analytic perturbations (see module doc); saves ``cache``."""
-    from ..core.data import celeba_subset, identity_split
-    from .train import DlibArc, _load_generator, encode_all, load_crops
+    from ...core.data import celeba_subset, identity_split
 
     t0 = time.time()
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    gen = _load_generator(generator, None, "cpu")
+    gen = load_generator(generator, None, "cpu")
     root = Path(data_root) / "celeba_subset_aligned112"
     split = identity_split(celeba_subset(root if root.is_dir() else Path(data_root)))
     tr, va = split["train"], split["val"]
@@ -169,34 +158,13 @@ def surrogate_accuracy(sur: Surrogate, w_out, w_src, e_true, e_src, thr: float) 
                                                     (e_true * e_src).sum(1).numpy())[0, 1]), "n": len(p)}
 
 
-def encrypt_outputs(enc: LatentEncryptor, z: torch.Tensor, g: torch.Generator, device: str = "cpu"):
-    """Flat latents under key A, key B and the decryption of A's output under B (float32, no grad)."""
-    with torch.no_grad():
-        w, r = enc.whiten(z.to(device))
-        ra, ca = random_keys(len(z), enc.cfg, g, device=device)
-        rb, cb = random_keys(len(z), enc.cfg, g, device=device)
-        ya = enc.encrypt_white(w, ra, ca)
-        yb = enc.encrypt_white(w, rb, cb)
-        yw = enc.decrypt_white(ya, rb, cb)
-        return [enc.unwhiten(y, r) for y in (ya, yb, yw)]
+def surrogate_check(sur: Surrogate):
+    """``val_measure`` extra: how well ``sur`` predicts the real descriptors of the validation outputs."""
 
-
-def val_score(m: dict) -> float:
-    """The selection rule on validation: the sum of the five rates (verification vs source and vs other
-    photos, rank-1, wrong key vs source, two keys verified as one person); lower is better."""
-    return (m["verif_vs_source"] + m["verif_vs_other_photos"] + m["wrong_key_verif_vs_source"]
-            + m["two_keys_verified_same"] + m["rank1_other_photos"])
-
-
-def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: float, seed: int = 123,
-                sur: Surrogate | None = None, device: str = "cpu") -> dict:
-    """Real decoder + dlib on validation identities, outputs blended as in a full frame (eval protocol);
-    with ``sur``, also how well the surrogate predicts these real descriptors."""
-    g = torch.Generator().manual_seed(seed)
-    za, zb, zw = (zz.cpu() for zz in encrypt_outputs(enc.float(), z_va, g, device=device))
-    fa, fb, fw = (decode_blend_embed(gen, dlib, zz, x_va, device=device).numpy() for zz in (za, zb, zw))
-    extra = {}
-    if sur is not None:
+    def extra_fn(enc, z_va, e_va, zs, fs, thr) -> dict:
+        za, zb, zw = zs
+        fa, fb, fw = fs
+        extra: dict = {}
         with torch.no_grad():
             ws = torch.cat([enc.whiten(zz)[0] for zz in (za, zb, zw)])
             w_src = enc.whiten(z_va)[0].repeat(3, 1)
@@ -207,22 +175,9 @@ def val_measure(enc: LatentEncryptor, gen, dlib, z_va, e_va, y_va, x_va, thr: fl
                                                                      w_src[:len(z_va)], e_va)
         extra["surrogate"]["corr_cos_two_keys"] = float(np.corrcoef((pa * pb).sum(1).numpy(),
                                                                     (fa * fb).sum(1))[0, 1])
-    e = e_va.numpy()
-    y = y_va.numpy()
-    same = y[:, None] == y[None, :]
-    np.fill_diagonal(same, False)
-    s = fa @ e.T
-    gal_sc = np.where(np.eye(len(e), dtype=bool), -9, s)  # rank-1 among the *other* val photos
-    w, _ = enc.whiten(za.to(device))
-    return {"verif_vs_source": float(((fa * e).sum(1) >= thr).mean()),
-            "verif_vs_other_photos": float((s[same] >= thr).mean()),
-            "rank1_other_photos": float((y[np.argmax(gal_sc, 1)] == y).mean()),
-            "wrong_key_verif_vs_source": float(((fw * e).sum(1) >= thr).mean()),
-            "wrong_key_verif_vs_anon": float(((fw * fa).sum(1) >= thr).mean()),
-            "two_keys_verified_same": float(((fa * fb).sum(1) >= thr).mean()),
-            "mean_cos_to_source": float((fa * e).sum(1).mean()),
-            "mean_cos_two_keys": float((fa * fb).sum(1).mean()),
-            "whitened_norm_per_dim": float((w.norm(dim=1) ** 2 / w.shape[1]).mean()), **extra}
+        return extra
+
+    return extra_fn
 
 
 class KeyPool:
@@ -302,7 +257,7 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
 
 
 def _train_paths(data_root: Path) -> list:
-    from ..core.data import celeba_subset, identity_split
+    from ...core.data import celeba_subset, identity_split
 
     root = Path(data_root) / "celeba_subset_aligned112"
     return list(identity_split(celeba_subset(root if root.is_dir() else Path(data_root)))["train"].paths)
@@ -316,12 +271,10 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
                               margin: float | None = None) -> tuple:
     """Stages 2-3 of the module doc on a cache from ``build_cache``; keeps the round that is best on
     validation (real decoder + dlib). Returns (encryptor, report)."""
-    from .train import DlibArc, _load_generator, _weights_id, load_crops
-
     t0 = time.time()
     torch.manual_seed(seed)
     blob = torch.load(cache, weights_only=False)
-    gen = _load_generator(generator, None, "cpu")
+    gen = load_generator(generator, None, "cpu")
     for p in gen.parameters():
         p.requires_grad_(False)
     dlib = DlibArc()
@@ -354,7 +307,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     fit_surrogate(sur, *data, steps=sur_steps, seed=seed)
     report["surrogate_val"] = [surrogate_accuracy(sur, wo_va, w_va[s_va], eo_va, e_va[s_va], thr)]
     log.info("surrogate on val: %s", report["surrogate_val"][-1])
-    report["val_analytic"] = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, sur=sur)
+    report["val_analytic"] = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, extra_fn=surrogate_check(sur))
     log.info("analytic: %s", report["val_analytic"])
 
     best = (val_score(report["val_analytic"]), -1, {k: v.clone() for k, v in enc.state_dict().items()})
@@ -364,7 +317,7 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
         hist = train_couplings(enc, sur, w_tr, e_tr, steps, margin, seed=seed + rnd, lr=lr, w_prior=w_prior,
                                w_attr=w_attr, w_div=w_div, w_wrong=w_wrong)
         # real decoder + dlib on validation; the surrogate's accuracy on these outputs, before refitting
-        vm = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, sur=sur)
+        vm = val_measure(enc, gen, dlib, z_va, e_va, y_va, x_va, thr, extra_fn=surrogate_check(sur))
         rec = {"round": rnd, "history": hist, "val": vm, "t": round(time.time() - t0, 1)}
         log.info("round %d: val %s", rnd, vm)
         if val_score(vm) < best[0]:
@@ -388,10 +341,10 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     if generator == "lite":
         import hashlib
 
-        from ..models.generator_loader import default_lite_weights
+        from ...models.generator_loader import default_lite_weights
 
         enc.meta["generator_weights_sha256"] = hashlib.sha256(default_lite_weights().read_bytes()).hexdigest()
     if out is not None:
-        enc.meta["id"] = _weights_id(enc)
+        enc.meta["id"] = weights_id(enc)
         enc.save(out)
     return enc, report
