@@ -63,8 +63,9 @@ def piecewise_affine(img: np.ndarray, src: np.ndarray, dst: np.ndarray | Piecewi
     """Warp ``img`` so that points ``src`` (N, 2; x, y in ``img``) land on ``dst`` (N, 2; output coords, or
     a precomputed :func:`piecewise_map` of them).
 
-    Returns (warped float32 (H, W, C), inside mask bool (H, W)). Outside the triangulation of ``dst`` the
-    output is ``fill`` (default: the identity mapping, i.e. ``img`` sampled where it is).
+    Returns (warped float32 (H, W, C), valid mask bool (H, W): inside the triangulation and sampled at
+    least one pixel inside ``img``). Outside the triangulation of ``dst`` the output is ``fill`` (default:
+    the identity mapping, i.e. ``img`` sampled where it is).
     """
     pm = dst if isinstance(dst, PiecewiseMap) else piecewise_map(dst, out_shape)
     src = np.asarray(src, np.float64)
@@ -82,7 +83,10 @@ def piecewise_affine(img: np.ndarray, src: np.ndarray, dst: np.ndarray | Piecewi
     win = np.stack([ndimage.map_coordinates(imgf[..., c], coords, order=1, mode="nearest")
                     for c in range(img.shape[2])], -1)
     out[y0:y1, x0:x1] = win.reshape(y1 - y0, x1 - x0, -1)
-    inside = pm.mask()
+    ih, iw = img.shape[:2]
+    ok = pm.inside & (mapped[:, 0] >= 1) & (mapped[:, 0] <= iw - 2) & (mapped[:, 1] >= 1) & (mapped[:, 1] <= ih - 2)
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = ok.reshape(y1 - y0, x1 - x0)
     if fill is not None:
         out[~inside] = fill
     return out, inside
@@ -104,8 +108,8 @@ def match_color(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, ref_mask: np
     mu_r, sd_r = mr.mean(0), mr.std(0) + 1e-6
     if shift is not None:
         mu_r = mu_r + shift
-    # keep the donors' own contrast within a factor of 1.5 of the source's (shadows stay shadows)
-    gain = np.clip(sd_r / sd_a, 0.67, 1.5)
+    # keep the donors' own contrast within a factor of 1.25 (shadows stay shadows)
+    gain = np.clip(sd_r / sd_a, 0.8, 1.25)
     out = (a - mu_a) * gain + mu_r
     return out @ _YCC_INV.T
 
@@ -165,10 +169,19 @@ def _poisson_coarse(src: np.ndarray, dst: np.ndarray, mask: np.ndarray, k: int) 
     mpad = np.pad(mask, pad, mode="constant")
     mc = mpad.reshape(hc, k, wc, k).all((1, 3))
     mem = poisson_blend(np.zeros_like(dc), dc, mc)  # harmonic membrane with the differences on the border
-    up = ndimage.zoom(mem, (k, k, 1), order=1, grid_mode=True, mode="nearest")[:h, :w]
+    up = _upsample(mem, k)[:h, :w]
     # fade to the destination over the mask's last pixels, where the coarse grid cannot follow the border
     dist = ndimage.distance_transform_edt(mask)
     alpha = np.clip(dist / (1.5 * k), 0, 1)[..., None]
     out = dst.copy()
     blended = src + up
     return np.where(mask[..., None], alpha * blended + (1 - alpha) * dst, out)
+
+
+def _upsample(a: np.ndarray, k: int) -> np.ndarray:
+    """Bilinear upsampling of (h, w, C) by an integer factor (cell centres aligned)."""
+    from PIL import Image
+
+    h, w = a.shape[:2]
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(a[..., c], np.float32), mode="F")
+                                .resize((w * k, h * k), Image.Resampling.BILINEAR)) for c in range(a.shape[2])], -1)

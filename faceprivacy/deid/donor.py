@@ -25,6 +25,7 @@ blended on a geometry that is none of theirs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import struct
 
@@ -40,9 +41,11 @@ PAD = 0.25
 #: points that carry the face's placement (eyes, brows' inner ends, nose) for the donor-to-source alignment
 ALIGN_POINTS = list(range(27, 36)) + list(range(36, 48))
 MOUTH = list(range(48, 68))
+#: a skin polygon (cheeks and nose, below the eyes, above the mouth corners) for colour statistics
+SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 39, 40, 41, 36]
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
-OCCLUSION_QUANTILES = (0.92, 0.85, 0.85, 0.85)
+OCCLUSION_QUANTILES = (0.92, 0.85, 0.8, 0.8)
 
 
 def keyed_uniforms(key: bytes, n: int) -> np.ndarray:
@@ -64,6 +67,12 @@ def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 
 def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
+
+
+def mouth_features(lm: np.ndarray) -> np.ndarray:
+    """(opening, width): inner-lip gap and mouth-corner distance over the eye distance (open mouth, smile)."""
+    iod = max(float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))), 1e-6)
+    return np.array([np.linalg.norm(lm[66] - lm[62]) / iod, np.linalg.norm(lm[54] - lm[48]) / iod])
 
 
 def forehead(lm: np.ndarray, lift: float) -> np.ndarray:
@@ -90,6 +99,7 @@ def anchor_ring(size: int, n: int = 20) -> np.ndarray:
     return np.concatenate([ring, corners])
 
 
+@functools.lru_cache(maxsize=16)
 def ring_mask(size: int, feather: float = 0.04) -> np.ndarray:
     """Soft mask of the anchor ellipse (where the output may differ from the input)."""
     from scipy.ndimage import gaussian_filter
@@ -118,15 +128,18 @@ class DonorMorph(Method):
     keyed = True
     crop_pad = PAD
 
-    def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.2,
+    def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.15,
                  jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 160):
+                 min_side: int = 112, max_side: int = 160, geometry: str = "donor"):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
         self.n_donors, self.pool, self.lift = n_donors, pool, lift
         self.jaw_range, self.tone_shift, self.keep_mouth = jaw_range, tone_shift, keep_mouth
         self.min_side, self.max_side = min_side, max_side
+        if geometry not in ("donor", "source"):
+            raise ValueError(f"geometry must be 'donor' or 'source', not {geometry!r}")
+        self.geometry = geometry
         b = self.bank
         # the bank and its mirror images: donor j < len(b) is as stored, j >= len(b) is flipped
         self._lm = np.concatenate([b.lm, self._mirror_lm(b.lm)]).astype(np.float64)
@@ -136,6 +149,7 @@ class DonorMorph(Method):
         pose = b.pose.astype(float)
         self._pose = np.concatenate([pose, pose * np.array([-1.0, 1.0])])
         self._ident = np.concatenate([b.identity, b.identity]).astype(int)
+        self._mouth = np.stack([mouth_features(x) for x in self._lm])
         # donors whose glasses, sunglasses or hair over the forehead would ghost into a blend are left out
         occ = b.occlusion.astype(float)
         ok = np.ones(len(b), bool)
@@ -162,9 +176,13 @@ class DonorMorph(Method):
         return int(round(side * (1 + 2 * PAD) / 4) * 4)
 
     # ----- donor choice ------------------------------------------------------------------------------
-    def rank_donors(self, gender: int, age: float, lab: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        """Bank indices (mirrors included) ordered by match: same gender first, then pose, age, tone."""
+    def rank_donors(self, gender: int, age: float, lab: np.ndarray, pose: np.ndarray,
+                    mouth: np.ndarray | None = None) -> np.ndarray:
+        """Bank indices (mirrors included) ordered by match: same gender first, then pose, mouth (open,
+        smile), age, tone."""
         d = (np.abs(self._pose[:, 0] - pose[0]) / 0.12) ** 2 + (np.abs(self._pose[:, 1] - pose[1]) / 0.10) ** 2
+        if mouth is not None:
+            d = d + ((self._mouth[:, 0] - mouth[0]) / 0.08) ** 2 + ((self._mouth[:, 1] - mouth[1]) / 0.12) ** 2
         if np.isfinite(age):
             d = d + (np.abs(self._age - age) / 8.0) ** 2
         d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
@@ -178,7 +196,6 @@ class DonorMorph(Method):
         u = keyed_uniforms(subkey(key, "deid/donor/pick"), 64)
         chosen: list[int] = []
         idents: set[int] = set()
-        pool = [int(j) for j in order[: self.pool * 2]]
         # one donor per identity (the nearest photo of it), then the first ``pool`` identities
         first: list[int] = []
         for j in order:
@@ -203,7 +220,8 @@ class DonorMorph(Method):
         box = face_box(crop.shape[0], PAD)
         lm = landmarks68(crop, box)
         age, gender = age_gender(crop, box)
-        return {"lm": lm, "age": age, "gender": gender, "lab": cheek_lab(crop, lm), "pose": pose_features(lm)}
+        return {"lm": lm, "age": age, "gender": gender, "lab": cheek_lab(crop, lm), "pose": pose_features(lm),
+                "mouth": mouth_features(lm)}
 
     def target_geometry(self, src_lm: np.ndarray, donors: list[int], w: np.ndarray, key: bytes,
                         size: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -215,7 +233,9 @@ class DonorMorph(Method):
             mats.append(m)
             aligned.append(_apply(m, self._lm[j]))
         t = np.tensordot(w, np.stack(aligned), axes=1)
-        if self.keep_mouth:
+        if self.geometry == "source":  # the source's own shape (more natural, less private: a candidate)
+            t = src_lm.copy()
+        elif self.keep_mouth:
             # the source's mouth shape on the new face: anchored at the mean of the mouth corners and
             # the upper lip, scaled by the ratio of mouth widths
             anchor_t = t[[48, 54, 51]].mean(0)
@@ -240,7 +260,7 @@ class DonorMorph(Method):
         size = crop.shape[0]
         info = info or self.source_info(crop)
         src_lm = info["lm"]
-        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"])
+        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
         donors, w = self.pick(order, key)
         t, _ = self.target_geometry(src_lm, donors, w, key, size)
         f = size / (1 + 2 * PAD)
@@ -256,17 +276,21 @@ class DonorMorph(Method):
         for j, wj in zip(donors, w, strict=True):
             dl = self._lm[j]
             d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, _ = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
             comp += wj * warped
+            valid &= ok  # never a donor pixel from beyond its photo's edge
         hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
         region = _polygon_mask(hull, size) & valid
         region = binary_erosion(region, iterations=max(1, size // 80))
         inner = binary_erosion(region, iterations=max(2, size // 20))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
         shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
-        ref_mask = _polygon_mask(np.concatenate([src_lm[:17], forehead(src_lm, 0.3 * lift)[::-1]]), size)
-        comp = match_color(comp, crop, inner if inner.any() else region,
-                           ref_mask=ref_mask if ref_mask.any() else None, shift=shift)
+        # colour statistics of skin only: the cheeks and nose between eyes and mouth, on both faces
+        skin_t = _polygon_mask(t[SKIN], size) & region
+        skin_s = _polygon_mask(src_lm[SKIN], size)
+        if skin_t.sum() < 20 or skin_s.sum() < 20:
+            skin_t, skin_s = (inner if inner.any() else region), None
+        comp = match_color(comp, crop, skin_t, ref_mask=skin_s, shift=shift)
         out = poisson_blend(comp, base, region, coarse=2)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size)

@@ -236,11 +236,13 @@ class Deidentifier:
 
     # ----- recover -----------------------------------------------------------------------------------
     def recover(self, img: np.ndarray, record: bytes, passphrase: bytes, plausible: bool = False,
-                from_latent: bool = False, allow_modified: bool = False) -> tuple[np.ndarray, str]:
+                from_latent: bool = False, allow_modified: bool = False,
+                faces: Sequence[DetectedFace] | None = None) -> tuple[np.ndarray, str]:
         """Undo the anonymization -> (image, mode). Modes: "exact" (sealed original pixels pasted back),
         "latent" (decrypted latent decoded and pasted), "plausible" (wrong passphrase: the faces of the
         anonymized image anonymized again under the wrong key, i.e. other strangers; only when ``plausible``
-        and only for keyed methods). A tampered record is never answered with a plausible image."""
+        and only for keyed methods; ``faces`` overrides the detection on the anonymized image). A tampered
+        record is never answered with a plausible image."""
         img = _check_rgb(img)
         header, _, _ = parse_record(record)
         if list(img.shape) != list(header.image_shape):
@@ -250,7 +252,7 @@ class Deidentifier:
         except WrongPassphraseError:
             if not plausible:
                 raise
-            return self._plausible(img, header, master_from_header(passphrase, header)), "plausible"
+            return self._plausible(img, header, master_from_header(passphrase, header), faces), "plausible"
         if pixel_digest(img) != opened.header.pixel_sha256 and not allow_modified:
             raise AuthenticationError("the image pixels changed since anonymization (edited or re-encoded); "
                                       "pass allow_modified / --allow-modified to restore anyway")
@@ -265,12 +267,13 @@ class Deidentifier:
             return out, "exact"
         return self._latent_paste(img, opened.header, body, opened.master), "latent"
 
-    def _plausible(self, img: np.ndarray, header: RecordHeader, master: bytes) -> np.ndarray:
+    def _plausible(self, img: np.ndarray, header: RecordHeader, master: bytes,
+                   faces: Sequence[DetectedFace] | None = None) -> np.ndarray:
         """Wrong key: every face found in the anonymized image gets another stranger under that key."""
         if not self.method.keyed:
             raise WrongPassphraseError(f"wrong passphrase; method {header.method!r} is not keyed, so "
                                        "--plausible has no stranger to show")
-        faces = self.detect(img)
+        faces = list(self.detect(img) if faces is None else faces)
         if not faces:
             return img.copy()
         purposes = [face_purpose(i, False) for i in range(len(faces))]
