@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from .base import DEFAULT_METHOD, METHODS
 from .riddle.loader import default_encryptor_path, load_riddle  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -17,9 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="image file or folder")
     p.add_argument("output", type=Path, help="output file or folder (never the input)")
     p.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
-    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help="donor: keyed morph of real training donors (default); riddle: keyed latent encryptor "
+                        "(needs a generator); blur / pixelate / mask: classical baselines")
+    p.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
     p.add_argument("--consistent", action="store_true",
-                   help="one key for every face of the batch: one person keeps one anonymous identity")
+                   help="one pseudonym per person across the batch (faces grouped by dlib descriptor)")
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
@@ -34,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("output", type=Path)
     r.add_argument("--passphrase-file", type=Path, required=True)
     r.add_argument("--plausible", action="store_true",
-                   help="with a wrong passphrase, output the latent decrypted under it (another stranger)")
+                   help="with a wrong passphrase, output other strangers (the faces anonymized again under it)")
+    r.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
     r.add_argument("--from-latent", action="store_true",
                    help="decode the exactly decrypted latent instead of pasting the sealed original pixels")
     r.add_argument("--allow-modified", action="store_true",
@@ -135,12 +140,21 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encryptor", type=Path, default=None, help="encryptor weights (default: bundled)")
 
 
-def _method(args):
+def _method_by_name(name: str, args):
     from .methods import make_method
 
-    if args.method == "riddle":
+    if name == "riddle":
         return load_riddle(args.generator, args.generator_weights, args.encryptor)
-    return make_method(args.method)
+    if name == "donor":
+        from .donor import DonorMorph
+        from .donor_bank import DonorBank
+
+        return DonorMorph(DonorBank.load(args.donor_bank) if args.donor_bank else None)
+    return make_method(name)
+
+
+def _method(args):
+    return _method_by_name(args.method, args)
 
 
 def _cmd_anonymize(args) -> int:
@@ -164,11 +178,11 @@ def _cmd_recover(args) -> int:
     passphrase = read_passphrase_file(args.passphrase_file)
 
     def method_factory(name: str):
-        from .methods import make_method
+        if name not in METHODS:
+            from ..core.errors import InputError
 
-        if name == "riddle":
-            return load_riddle(args.generator, args.generator_weights, args.encryptor)
-        return make_method(name)
+            raise InputError(f"the record names an unknown method {name!r}")
+        return _method_by_name(name, args)
 
     summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
                             from_latent=args.from_latent, allow_modified=args.allow_modified)

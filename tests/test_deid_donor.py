@@ -1,0 +1,135 @@
+"""The default ``donor`` method: warps and blending, keyed semantics, donors from training identities only,
+and per-person pseudonyms in a consistent batch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from faceprivacy.core.warp import match_color, piecewise_affine, poisson_blend
+
+
+def test_piecewise_affine_identity_and_shift():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (40, 40, 3)).astype(np.uint8)
+    pts = np.array([[0, 0], [39, 0], [0, 39], [39, 39], [20, 20], [10, 30]], float)
+    out, inside = piecewise_affine(img, pts, pts, (40, 40))
+    assert inside.all() and np.allclose(out, img, atol=1e-3)
+    # moving every point 3 px right samples the image 3 px to the left
+    out, inside = piecewise_affine(img, pts, pts + [3, 0], (40, 40))
+    assert np.allclose(out[5:35, 10:35], img[5:35, 7:32], atol=1e-3)
+
+
+def test_poisson_blend_keeps_gradients_and_meets_the_border():
+    rng = np.random.default_rng(1)
+    dst = rng.uniform(0, 255, (48, 48, 3))
+    tex = rng.uniform(-20, 20, (48, 48, 3))
+    src = dst + 37.0 + tex  # an offset copy with extra texture
+    mask = np.zeros((48, 48), bool)
+    mask[10:38, 12:40] = True
+    out = poisson_blend(src, dst, mask)
+    assert np.array_equal(out[~mask], dst[~mask])
+    # the constant offset is gone (absorbed by the border), the texture (the gradients) is kept
+    inner = np.zeros_like(mask)
+    inner[16:32, 18:34] = True
+    assert abs((out - dst - tex)[inner].mean()) < 6
+    coarse = poisson_blend(src, dst, mask, coarse=2)
+    assert np.array_equal(coarse[~mask], dst[~mask]) and abs((coarse - dst - tex)[inner].mean()) < 8
+
+
+def test_match_color_moves_mean_and_spread():
+    rng = np.random.default_rng(2)
+    img = rng.uniform(50, 100, (20, 20, 3))
+    ref = rng.uniform(120, 200, (20, 20, 3))
+    m = np.ones((20, 20), bool)
+    out = match_color(img, ref, m)
+    assert np.allclose(out.mean((0, 1)), ref.mean((0, 1)), atol=1.0)
+
+
+@pytest.fixture(scope="module")
+def donor():
+    from faceprivacy.deid.donor import DonorMorph
+
+    return DonorMorph()
+
+
+@pytest.fixture(scope="module")
+def crops(celeba_root):
+    """Working crops (padded ArcFace layout) of validation faces."""
+    from faceprivacy.core.align import ARCFACE_TEMPLATE
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.core.imageio import load_image
+    from faceprivacy.deid.donor import PAD
+    from faceprivacy.deid.pipeline import padded_crop
+
+    val = identity_split(celeba_subset(celeba_root))["val"]
+    return np.stack([padded_crop(load_image(p), ARCFACE_TEMPLATE, 168, PAD)[0] for p in val.paths[:4]])
+
+
+def test_bank_holds_training_identities_only(celeba_root, donor):
+    from faceprivacy.core.data import celeba_subset, identity_split
+
+    split = identity_split(celeba_subset(celeba_root))
+    bank_ids = {str(i) for i in donor.bank.celeba_identity.tolist()}
+    assert bank_ids <= set(split["train"].identities)
+    assert not bank_ids & (set(split["val"].identities) | set(split["test"].identities))
+    assert len(donor.bank) >= 300
+
+
+def test_same_key_same_stranger_other_key_other(donor, crops):
+    k1, k2 = b"\x01" * 32, b"\x02" * 32
+    a = donor.anonymize(crops[:2], [k1, k1])
+    b = donor.anonymize(crops[:2], [k1, k1])
+    c = donor.anonymize(crops[:2], [k2, k2])
+    assert np.array_equal(a.crops, b.crops)
+    assert a.masks is not None and a.masks.shape == a.crops.shape[:3]
+    assert np.abs(a.crops.astype(int) - c.crops).mean() > 2
+    # the face changed, the crop's corners (outside the anchor ellipse) did not
+    diff = np.abs(a.crops.astype(int) - crops[:2]).mean(-1)
+    assert diff[:, 60:110, 60:110].mean() > 5 and diff[:, :6, :6].max() == 0
+
+
+def test_keys_blend_at_least_two_identities(donor, crops):
+    info = donor.source_info(crops[0])
+    order = donor.rank_donors(info["gender"], info["age"], info["lab"], info["pose"])
+    picks = set()
+    for i in range(12):
+        chosen, w = donor.pick(order, bytes([i]) * 32)
+        assert len(chosen) == 2 and len({int(donor._ident[j]) for j in chosen}) == 2
+        assert abs(w.sum() - 1) < 1e-9 and w.min() >= 0.3
+        picks.add(tuple(sorted(chosen)))
+    assert len(picks) >= 8  # keys spread over the pool
+    # donors of the predicted gender
+    if info["gender"] >= 0:
+        assert all(donor._gender[j] == info["gender"] for j in order[:donor.pool])
+
+
+def test_consistent_batch_one_pseudonym_per_person(celeba_root):
+    """Two photos of person A and two of person B in two frames: A's faces share a key, B's another."""
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.core.detect import FaceDetector
+    from faceprivacy.core.imageio import load_image
+    from faceprivacy.core.keys import derive_master_key
+    from faceprivacy.deid.methods import make_method
+    from faceprivacy.deid.pipeline import Deidentifier
+    from faceprivacy.deid.record import open_record
+
+    val = identity_split(celeba_subset(celeba_root))["val"]
+    ids = sorted(set(val.labels.tolist()))[:2]
+    photos = {i: [p for p, lab in zip(val.paths, val.labels, strict=True) if lab == i][:2] for i in ids}
+
+    def frame(k):
+        img = np.full((150, 300, 3), 200, np.uint8)
+        img[19:131, 14:126] = load_image(photos[ids[0]][k])
+        img[19:131, 164:276] = load_image(photos[ids[1]][k])
+        return img
+
+    d = Deidentifier(make_method("blur"), detector=FaceDetector())
+    d.method.keyed = True  # key labels only; blur ignores keys
+    salt = b"s" * 16
+    master = derive_master_key(b"pw", salt)
+    labels = []
+    for k in range(2):
+        out = d.anonymize(frame(k), b"pw", salt=salt, master=master, consistent=True)
+        labels.append([f.key_purpose for f in open_record(out.record, b"pw").body.faces])
+    assert labels[0] == labels[1] and labels[0][0] != labels[0][1]
