@@ -82,11 +82,8 @@ class EvalConfig:
             raise InputError("--per-id and --faces-per-frame must be >= 1, --far in (0, 1)")
         if not (20 <= self.face_px[0] <= self.face_px[1] <= 1000):
             raise InputError("--face-px must be MIN MAX with 20 <= MIN <= MAX <= 1000")
-        from .base import METHODS
-
-        unknown = [m for m in self.methods if m not in (*METHODS, "stranger")]
-        if unknown or not self.methods:
-            raise InputError(f"unknown method(s) {unknown}; choose from {', '.join((*METHODS, 'stranger'))}")
+        if not self.methods:
+            raise InputError("no method to evaluate")
 
     @classmethod
     def quick(cls, **kw) -> EvalConfig:
@@ -138,12 +135,16 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
     import torch
 
     from ..core.embedders import get_embedder
+    from .base import METHODS
     from .crops import far_threshold
     from .evaluation import measures as ms
     from .evaluation.data import load_eval_data
     from .evaluation.frames import CachedDetector, make_frames, run_aligned, run_full_frames
 
     cfg = cfg or EvalConfig()
+    unknown = [m for m in cfg.methods if m not in (methods or {}) and m not in (*METHODS, "stranger")]
+    if unknown:
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join((*METHODS, 'stranger'))}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
