@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="face widths in the full frames (default 80 300)")
     e.add_argument("--detectors", nargs="*", default=None, choices=("hog", "cnn"),
                    help="detectors for the detection-rate measure (default hog cnn; none to skip)")
+    e.add_argument("--cnn-max", type=int, default=None,
+                   help="MMOD detection runs on a seeded subset of this many probes (default 48; ~1-5 s a crop)")
     e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
     e.add_argument("--no-two-sample", action="store_true", help="skip the real-vs-anonymized classifier")
     e.add_argument("--seed", type=int, default=None)
@@ -199,7 +201,7 @@ def _eval_config(args):
 
     kw = {"identities": args.identities, "threads": args.threads}
     for flag, field in (("max_ids", "max_ids"), ("per_id", "per_id"), ("max_distractors", "max_distractors"),
-                        ("faces_per_frame", "faces_per_frame"), ("seed", "seed")):
+                        ("faces_per_frame", "faces_per_frame"), ("seed", "seed"), ("cnn_max", "cnn_max")):
         if getattr(args, flag) is not None:
             kw[field] = getattr(args, flag)
     if args.face_px is not None:
