@@ -130,7 +130,7 @@ class DonorMorph(Method):
 
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.15,
                  jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 160, geometry: str = "donor"):
+                 min_side: int = 112, max_side: int = 160, geometry: str = "donor", parts: bool = False):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -140,6 +140,9 @@ class DonorMorph(Method):
         if geometry not in ("donor", "source"):
             raise ValueError(f"geometry must be 'donor' or 'source', not {geometry!r}")
         self.geometry = geometry
+        self.parts = parts
+        if parts and n_donors < 3:
+            raise ValueError("parts needs n_donors >= 3")
         b = self.bank
         # the bank and its mirror images: donor j < len(b) is as stored, j >= len(b) is flipped
         self._lm = np.concatenate([b.lm, self._mirror_lm(b.lm)]).astype(np.float64)
@@ -271,29 +274,60 @@ class DonorMorph(Method):
         base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
         # donors onto the new geometry (one triangulation shared by every donor)
         face_map = piecewise_map(np.concatenate([t, forehead(t, lift)]), (size, size))
-        comp = np.zeros((size, size, 3), np.float64)
-        valid = face_map.mask()
-        for j, wj in zip(donors, w, strict=True):
-            dl = self._lm[j]
-            d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
-            comp += wj * warped
-            valid &= ok  # never a donor pixel from beyond its photo's edge
-        hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
-        region = _polygon_mask(hull, size) & valid
-        region = binary_erosion(region, iterations=max(1, size // 80))
-        inner = binary_erosion(region, iterations=max(2, size // 20))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
         shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
         # colour statistics of skin only: the cheeks and nose between eyes and mouth, on both faces
-        skin_t = _polygon_mask(t[SKIN], size) & region
+        skin_t = _polygon_mask(t[SKIN], size)
         skin_s = _polygon_mask(src_lm[SKIN], size)
-        if skin_t.sum() < 20 or skin_s.sum() < 20:
-            skin_t, skin_s = (inner if inner.any() else region), None
-        comp = match_color(comp, crop, skin_t, ref_mask=skin_s, shift=shift)
+        valid = face_map.mask()
+        warped_all = []
+        for j in donors:
+            dl = self._lm[j]
+            d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            valid &= ok  # never a donor pixel from beyond its photo's edge
+            warped_all.append(warped.astype(np.float64))
+        st = skin_t & valid
+        if st.sum() >= 20 and skin_s.sum() >= 20:
+            warped_all = [match_color(x, crop, st, ref_mask=skin_s, shift=shift) for x in warped_all]
+        if self.parts:
+            comp = self._compose_parts(warped_all, w, t, size)
+        else:
+            comp = np.tensordot(w, np.stack(warped_all), axes=1)
+        if self.keep_mouth and self.geometry == "donor":
+            # the mouth's inside (teeth, tongue) stays the source's: open mouths and smiles stay right
+            from scipy.ndimage import binary_dilation, gaussian_filter
+
+            inside_mouth = binary_dilation(_polygon_mask(t[60:68], size), iterations=max(1, size // 100))
+            a = gaussian_filter(inside_mouth.astype(np.float64), max(0.6, size / 180))[..., None]
+            comp = a * base + (1 - a) * comp
+        hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
+        region = _polygon_mask(hull, size) & valid
+        region = binary_erosion(region, iterations=max(1, size // 80))
         out = poisson_blend(comp, base, region, coarse=2)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size)
+
+    def _compose_parts(self, warped: list[np.ndarray], w: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
+        """Identikit composite: the first two donors blended as the base face, then the eyes and brows, the
+        nose and the mouth each from another donor (feathered masks on the shared geometry)."""
+        from scipy.ndimage import binary_dilation, gaussian_filter
+
+        base = (w[0] * warped[0] + w[1] * warped[1]) / (w[0] + w[1])
+        out = base
+        f = size / (1 + 2 * PAD)
+        grow = max(1, int(round(0.05 * f)))
+        parts = [list(range(17, 27)) + list(range(36, 48)), list(range(27, 36)) + [39, 42], list(range(48, 60))]
+        for k, idx in enumerate(parts):
+            src = warped[2 + k] if 2 + k < len(warped) else warped[2 + (k % max(1, len(warped) - 2))]
+            from scipy.spatial import ConvexHull
+
+            pts = t[idx]
+            hull = pts[ConvexHull(pts).vertices]
+            m = binary_dilation(_polygon_mask(hull, size), iterations=grow).astype(np.float64)
+            a = np.clip(gaussian_filter(m, 0.04 * f) * 1.3, 0, 1)[..., None]
+            out = a * src + (1 - a) * out
+        return out
 
     def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
         if keys is None or len(keys) != len(crops):
