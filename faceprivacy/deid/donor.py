@@ -133,10 +133,10 @@ class DonorMorph(Method):
     keyed = True
     crop_pad = PAD
 
-    def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.15,
-                 jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 160, geometry: str = "donor", parts: bool = False,
-                 hairline_range: float = 0.0):
+    def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
+                 jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
+                 min_side: int = 112, max_side: int = 160, geometry: str = "donor", parts: bool = True,
+                 hairline_range: float = 0.25):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -355,6 +355,10 @@ class DonorMorph(Method):
                 pts = t[idx]
                 m |= _polygon_mask(pts[ConvexHull(pts).vertices], size)
             m = binary_dilation(m, iterations=max(1, int(round(grow * f))))
+            # level the part to the face around it (a ring just outside the part): no dark or light patch
+            ring = binary_dilation(m, iterations=max(1, int(round(0.04 * f)))) & ~m
+            if ring.sum() >= 10:
+                src = src + (out[ring].mean(0) - src[ring].mean(0))
             a = np.clip(gaussian_filter(m.astype(np.float64), 0.035 * f), 0, 1)[..., None]
             out = a * src + (1 - a) * out
         return out
