@@ -135,7 +135,7 @@ class DonorMorph(Method):
 
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
                  jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 160, geometry: str = "donor", parts: bool = True,
+                 min_side: int = 112, max_side: int = 128, geometry: str = "donor", parts: bool = True,
                  hairline_range: float = 0.25):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
