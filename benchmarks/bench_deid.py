@@ -2,6 +2,11 @@
 default keyed donor morph (``donor``) and the keyed encryptor (``riddle``, the shipped ``lite`` generator)
 vs the blur baseline measured in the same run.
 
+``full_frames``: the eval-deid full-frame protocol's frames (three test-identity faces per frame, face widths
+80-300 px on textured backgrounds, ``deid.evaluation.frames.make_frames``) through ``batch.anonymize_paths``
+(what ``faceprivacy anonymize DIR OUT`` runs: load, detection + landmarks, fresh salt + scrypt per file, the
+method, paste-back, record, atomic PNG writing); faces/s of each method and the ratio to blur, same run.
+
 A 2x3 canvas of six CelebA test-identity faces is processed. ``anonymize_faces_per_s`` reuses one detection
 and one key derivation, so it measures the de-identification itself; ``user_faces_per_s`` is what a user
 pays per photo: detection + landmarks, scrypt with a fresh salt, the method, paste-back and the record.
@@ -69,6 +74,7 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
             t_l = _time(lambda d=d, out=out: d.recover(out.image, out.record, b"bench", from_latent=True),
                         repeats)
             res[name]["recover_latent_faces_per_s"] = n / t_l
+    res["full_frames"] = full_frames(Path(data_root), repeats=max(1, repeats - 1))
     res["riddle_vs_blur_anonymize_speed_ratio"] = (res["riddle"]["anonymize_faces_per_s"]
                                                    / res["blur"]["anonymize_faces_per_s"])
     res["donor_vs_blur_anonymize_speed_ratio"] = (res["donor"]["anonymize_faces_per_s"]
@@ -83,3 +89,39 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
           f"recover (exact) riddle {res['riddle']['recover_exact_faces_per_s']:.2f}, latent "
           f"{res['riddle']['recover_latent_faces_per_s']:.2f} faces/s")
     return res
+
+
+def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("blur", "donor")) -> dict:
+    """Faces/s of ``anonymize_paths`` on a folder of full frames (see module doc), per method, ratio to blur."""
+    import tempfile
+
+    from PIL import Image
+
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.deid.batch import anonymize_paths
+    from faceprivacy.deid.crops import load_crops
+    from faceprivacy.deid.evaluation.frames import make_frames
+    from faceprivacy.deid.methods import make_method
+
+    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    frames = make_frames(load_crops(ds.paths[:n_faces]), faces_per_frame=3, face_px=(80, 300), seed=0)
+    out: dict = {"frames": len(frames), "faces": n_faces, "face_px": [80, 300]}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for k, fr in enumerate(frames):
+            Image.fromarray(fr.image).save(src / f"f{k}.png")
+        for name in methods:
+            m = make_method(name)
+            runs = []
+            for r in range(repeats + 1):  # the first run warms the models up
+                t0 = time.perf_counter()
+                summary = anonymize_paths(src, Path(tmp) / f"out_{name}_{r}", b"bench", m)
+                runs.append(time.perf_counter() - t0)
+            out[name] = {"faces_per_s": summary["faces"] / float(np.mean(runs[1:])), "faces_found": summary["faces"]}
+    for name in methods:
+        if name != "blur":
+            out[f"{name}_vs_blur_ratio"] = out[name]["faces_per_s"] / out["blur"]["faces_per_s"]
+            print(f"   full frames (80-300 px faces, anonymize DIR): {name} {out[name]['faces_per_s']:.2f} faces/s, "
+                  f"blur {out['blur']['faces_per_s']:.2f} (ratio {out[f'{name}_vs_blur_ratio']:.3f})")
+    return out

@@ -17,13 +17,8 @@ from faceprivacy.core.errors import InputError, ModelLoadError
 from faceprivacy.models.e4e import build_encoder
 from faceprivacy.models.ffhq_align import ffhq_crop, ffhq_quad
 from faceprivacy.models.generator import Generator
-from faceprivacy.models.stylegan2 import (
-    ModulatedConv2d,
-    StyleGAN2Backend,
-    Upsample,
-    build_stylegan2,
-    load_stylegan2,
-)
+from faceprivacy.models.stylegan2 import ModulatedConv2d, Upsample, build_stylegan2
+from faceprivacy.models.stylegan2_backend import StyleGAN2Backend, load_stylegan2
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -47,14 +47,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_args(r)
     r.set_defaults(func=_cmd_recover)
 
-    e = sub.add_parser("eval-deid", help="evaluate de-identification on held-out CelebA test identities")
-    e.add_argument("--data", type=Path, default=None, help="datakit folder (default ../shared/datakit)")
+    e = sub.add_parser("eval-deid", help="end-to-end evaluation of de-identification on held-out people "
+                                         "(full frames + aligned crops, every method side by side)")
+    e.add_argument("--data", type=Path, default=None,
+                   help="training datakit (thresholds, stranger bank; default ../shared/datakit)")
+    e.add_argument("--test-data", type=Path, default=None,
+                   help="evaluate the people of this root instead (thresholds still from --data)")
+    e.add_argument("--identities", choices=("test", "val", "all"), default="test",
+                   help="which people of the evaluation root: the test split, the validation split (for "
+                        "choosing a method), or all of them")
     e.add_argument("--out", type=Path, default=Path("out/eval_deid"))
-    e.add_argument("--n-ids", type=int, default=0, help="test identities to use (0 = all)")
-    e.add_argument("--per-id", type=int, default=6, help="images per identity")
-    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"])
-    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"])
+    e.add_argument("--methods", nargs="+", default=None,
+                   help="methods to compare (default: the default method, riddle, blur, pixelate, mask and "
+                        "the real-stranger swap 'stranger')")
+    e.add_argument("--recognizers", nargs="+", default=None,
+                   choices=("mobilefacenet-onnx", "dlib", "mobilefacenet"),
+                   help="default all three; to select a method use only dlib and mobilefacenet (CASIA): the "
+                        "ONNX MobileFaceNet is the independent judge")
+    e.add_argument("--protocols", nargs="+", default=None, choices=("frames", "aligned"))
+    e.add_argument("--max-ids", type=int, default=None, help="at most this many people (0 = all; default all)")
+    e.add_argument("--per-id", type=int, default=None, help="probe photos per person (default 4)")
+    e.add_argument("--max-distractors", type=int, default=None, help="distractor people in the gallery")
+    e.add_argument("--faces-per-frame", type=int, default=None)
+    e.add_argument("--face-px", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="face widths in the full frames (default 80 300)")
+    e.add_argument("--detectors", nargs="*", default=None, choices=("hog", "cnn"),
+                   help="detectors for the detection-rate measure (default hog cnn; none to skip)")
+    e.add_argument("--cnn-max", type=int, default=None,
+                   help="MMOD detection runs on a seeded subset of this many probes (default 48; ~1-5 s a crop)")
     e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
+    e.add_argument("--no-two-sample", action="store_true", help="skip the real-vs-anonymized classifier")
+    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    e.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, minutes on a CPU)")
+    e.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
     _model_args(e)
     e.set_defaults(func=_cmd_eval)
 
@@ -169,20 +195,45 @@ def _cmd_recover(args) -> int:
     return 0 if summary["written"] and not summary["skipped"] else 2
 
 
+def _eval_config(args):
+    """The ``EvalConfig`` of the eval-deid flags (``--quick`` as the base, explicit flags on top)."""
+    from .evaluate import EvalConfig, default_methods
+
+    kw = {"identities": args.identities, "threads": args.threads}
+    for flag, field in (("max_ids", "max_ids"), ("per_id", "per_id"), ("max_distractors", "max_distractors"),
+                        ("faces_per_frame", "faces_per_frame"), ("seed", "seed"), ("cnn_max", "cnn_max")):
+        if getattr(args, flag) is not None:
+            kw[field] = getattr(args, flag)
+    if args.face_px is not None:
+        kw["face_px"] = tuple(args.face_px)
+    for flag in ("methods", "recognizers", "protocols", "detectors"):
+        if getattr(args, flag) is not None:
+            kw[flag] = tuple(getattr(args, flag))
+    kw.setdefault("methods", default_methods())
+    kw["attributes"] = not args.no_attributes
+    kw["two_sample"] = not args.no_two_sample
+    return EvalConfig.quick(**kw) if args.quick else EvalConfig(**kw)
+
+
 def _cmd_eval(args) -> int:
+    from ..core.errors import InputError
     from ..core.paths import default_data_root
     from .evaluate import evaluate_deid
 
     data = args.data or default_data_root()
     if data is None:
-        from ..core.errors import InputError
-
         raise InputError("datakit not found: pass --data")
-    res = evaluate_deid(Path(data), args.out, n_ids=args.n_ids, per_id=args.per_id, embedders=args.embedders,
-                        methods=args.methods, attributes=not args.no_attributes, generator=args.generator,
-                        generator_weights=args.generator_weights, encryptor=args.encryptor)
+    for root in (data, args.test_data):
+        if root is not None and not Path(root).is_dir():
+            raise InputError(f"data root not found: {root}")
+    cfg = _eval_config(args)
+
+    def factory(name: str):
+        return _method_by_name(name, args)
+
+    evaluate_deid(Path(data), args.out, cfg, test_data=args.test_data, method_factory=factory)
     print(f"wrote {args.out / 'eval_deid.json'} and {args.out / 'eval_deid.html'}")
-    return 0 if res else 2
+    return 0
 
 
 def _cmd_train(args) -> int:

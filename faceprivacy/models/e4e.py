@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import ModelLoadError
-from .stylegan2 import EqualLinear, _clean_state_dict, _first, _strip, load_matching
+from .checkpoint import clean_state_dict, first_keys, load_matching, strip_prefix
+from .stylegan2 import EqualLinear
 
 #: IR-50 stage layout: (units, relative width) — widths are width * (1, 2, 4, 8)
 IR50_STAGES = ((3, 1), (4, 2), (14, 4), (3, 8))
@@ -171,11 +172,11 @@ def encoder_state_dict(ckpt: Any, where: str) -> dict[str, torch.Tensor] | None:
     if not isinstance(ckpt, Mapping):
         return None
     root = ckpt.get("state_dict") if isinstance(ckpt.get("state_dict"), Mapping) else ckpt
-    enc = _strip(root, "encoder.") or _strip(root, "module.encoder.")
+    enc = strip_prefix(root, "encoder.") or strip_prefix(root, "module.encoder.")
     if enc:
-        return _clean_state_dict(enc, where + " encoder.*")
+        return clean_state_dict(enc, where + " encoder.*")
     if "input_layer.0.weight" in root and "styles.0.linear.weight" in root:  # bare encoder state dict
-        return _clean_state_dict(root, where)
+        return clean_state_dict(root, where)
     return None
 
 
@@ -231,7 +232,7 @@ def encoder_from_checkpoint(ckpt: Any, where: str, n_latent: int, style_dim: int
     if sd is None:
         top = [str(k) for k in ckpt.keys()] if isinstance(ckpt, Mapping) else []
         raise ModelLoadError(f"{where}: no e4e/pSp encoder weights (expected a 'state_dict' with 'encoder.*' keys "
-                             f"such as encoder.input_layer.0.weight); top-level keys: {_first(top, 8)}")
+                             f"such as encoder.input_layer.0.weight); top-level keys: {first_keys(top, 8)}")
     opts = _opts(ckpt)
     cfg = infer_encoder_config(sd, opts)
     n_styles = cfg.pop("n_styles") or n_latent

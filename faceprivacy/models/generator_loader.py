@@ -37,13 +37,13 @@ def load_generator(backend: str = "lite", weights: str | os.PathLike | None = No
                    **kwargs: Any) -> Generator:
     """A :class:`Generator` for ``backend`` ("lite" default, bundled; "stylegan2" needs user checkpoints,
     ``weights`` is its ``generator_ckpt``; other ``kwargs`` such as ``encoder_ckpt`` go to
-    ``faceprivacy.models.stylegan2.load_stylegan2``)."""
+    ``faceprivacy.models.stylegan2_backend.load_stylegan2``)."""
     if backend == "lite":
         if kwargs:
             raise InputError(f"unexpected options for the lite backend: {sorted(kwargs)}")
         return load_lite(weights, device)
     if backend == "stylegan2":
-        from .stylegan2 import load_stylegan2  # imported lazily (large module)
+        from .stylegan2_backend import load_stylegan2  # imported lazily (large module)
         if weights is not None:
             kwargs.setdefault("generator_ckpt", weights)
         if "generator_ckpt" not in kwargs:
