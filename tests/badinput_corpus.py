@@ -40,6 +40,10 @@ class Case:
     makes: tuple[str, ...] = ()  # outputs (relative to the case folder) a success may write
     setup: str | None = None  # name of a special setup (links, unwritable folders) done in the test
     stdin: str | None = None
+    #: a known defect in another area (owner, row): the case runs and is reported as xfail until fixed
+    known: str | None = None
+    #: a defect that would cost minutes or kill the test process: not run until fixed (owner, what)
+    skip: str | None = None
 
     @property
     def command(self) -> str:
@@ -346,7 +350,9 @@ def cases() -> list[Case]:
              setup="outinside", rc=0, makes=("in/anon/a.jpg",)))
     # ---- recover
     for f in TAMPERED:
-        add(Case(f"recover-{f}", ["recover", f"{{d}}/{f}", "{d}/r.png", *PW], _uses(f, "pw.txt")))
+        known = "i19, issue 13 row 5: tampered header field types crash recover" if f in (
+            "rec_scrypt_type.png", "rec_salt.png", "rec_faces_type.png") else None
+        add(Case(f"recover-{f}", ["recover", f"{{d}}/{f}", "{d}/r.png", *PW], _uses(f, "pw.txt"), known=known))
     add(Case("recover-wrong-pw", ["recover", "{d}/anon.png", "{d}/r.png", "--passphrase-file", "{d}/wrong_pw.txt"],
              _uses("anon.png", "wrong_pw.txt")))
     add(Case("recover-wrong-pw-allow-modified", ["recover", "{d}/side_other.jpg", "{d}/r.png", *PW,
@@ -404,9 +410,11 @@ def cases() -> list[Case]:
     for f in ("missing.nii.gz", "empty.nii.gz", "truncated.nii.gz", "notnifti.nii", "png_as.nii.gz",
               "vol4d.nii.gz", "nan.nii.gz", "face.png", "notes.txt"):
         add(Case(f"deface-{f}", ["deface", f"{{d}}/{f}", "{d}/o.nii.gz"], _uses(f) if "missing" not in f else ()))
-    add(Case("deface-out-is-in", ["deface", "{d}/small.nii.gz", "{d}/small.nii.gz"], _uses("small.nii.gz")))
+    mri = "i14: deface checks its output path only after registration (SimpleITK traceback on a small volume)"
+    add(Case("deface-out-is-in", ["deface", "{d}/small.nii.gz", "{d}/small.nii.gz"], _uses("small.nii.gz"),
+             known=mri))
     add(Case("deface-out-parent-file", ["deface", "{d}/small.nii.gz", "{d}/afile/o.nii.gz"],
-             _uses("small.nii.gz", "afile")))
+             _uses("small.nii.gz", "afile"), known=mri))
     add(Case("deface-bids-empty", ["deface", "{d}/bids_empty", "{d}/o"], _uses("bids_empty")))
     add(Case("deface-method-bad", ["deface", "{d}/small.nii.gz", "{d}/o.nii.gz", "--method", "blur"],
              _uses("small.nii.gz")))
@@ -425,16 +433,21 @@ def cases() -> list[Case]:
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
     add(Case("fedsim-out-parent-file", ["fed-simulate", "--synthetic", "--rounds", "1", "--clients", "2",
                                         "--out", "{d}/afile/o"], _uses("afile")))
-    add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"]))
+    add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"],
+             known="i15: the SuperLink's own usage text is printed as a second error line"))
     add(Case("fedserver-cert-missing", ["fed-server", "--ssl-certfile", "{d}/nope.pem", "--ssl-keyfile",
-                                        "{d}/nope.key", "--ssl-ca-certfile", "{d}/nope.ca", "--out", "{d}/o"]))
-    add(Case("fedserver-rounds-zero", ["fed-server", "--rounds", "0", "--insecure", "--out", "{d}/o"]))
+                                        "{d}/nope.key", "--ssl-ca-certfile", "{d}/nope.ca", "--out", "{d}/o"],
+             known="i15: certificates are checked after the SuperLink starts (leaves o/flower/superlink.log)"))
+    add(Case("fedserver-rounds-zero", ["fed-server", "--rounds", "0", "--insecure", "--out", "{d}/o"],
+             skip="i15: --rounds 0 is accepted and the server waits for nodes"))
     add(Case("fedclient-superlink-bad", ["fed-client", "--superlink", "nohostport", "--image-dir", "{d}/adir",
-                                         "--insecure"], _uses("adir")))
+                                         "--insecure"], _uses("adir"),
+             skip="i15: a malformed --superlink is retried, then exits 1 from inside Flower (ends the process)"))
     add(Case("fedclient-imagedir-missing", ["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", "{d}/nope",
                                             "--insecure"]))
     add(Case("fedclient-rootcert-missing", ["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", "{d}/adir",
-                                            "--root-certificates", "{d}/nope.pem"], _uses("adir")))
+                                            "--root-certificates", "{d}/nope.pem"], _uses("adir"),
+             skip="i15: a missing --root-certificates file exits 1 from inside Flower (ends the process)"))
     # ---- unlearn
     add(Case("unlearn-support-missing", ["unlearn", "--support", "{d}/nope.png", "--out", "{d}/m.pt"]))
     for f in ("empty.png", "bomb.gif", "truncated.jpg", "text.jpg"):
