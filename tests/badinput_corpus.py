@@ -351,7 +351,7 @@ def cases() -> list[Case]:
     # ---- recover
     for f in TAMPERED:
         known = "i19, issue 13 row 5: tampered header field types crash recover" if f in (
-            "rec_scrypt_type.png", "rec_salt.png", "rec_faces_type.png") else None
+            "rec_scrypt_type.png", "rec_salt.png") else None
         add(Case(f"recover-{f}", ["recover", f"{{d}}/{f}", "{d}/r.png", *PW], _uses(f, "pw.txt"), known=known))
     add(Case("recover-wrong-pw", ["recover", "{d}/anon.png", "{d}/r.png", "--passphrase-file", "{d}/wrong_pw.txt"],
              _uses("anon.png", "wrong_pw.txt")))
@@ -393,8 +393,7 @@ def cases() -> list[Case]:
     add(Case("traingen-init-missing", ["train-generator", "--data", "{d}/adir", "--out", "{d}/g.pt", "--init",
                                        "{d}/nope.pt", "--tiny"], _uses("adir")))
     add(Case("traingen-pack-garbage", ["train-generator", "--pack", "{d}/garbage.pt", "--out", "{d}/g.pt",
-                                       "--tiny"], _uses("garbage.pt"),
-             known="models (unowned): a corrupt --pack file reaches np.load (ValueError traceback)"))
+                                       "--tiny"], _uses("garbage.pt")))
     add(Case("evalgen-weights-missing", ["eval-generator", "--weights", "{d}/nope.pt", "--out", "{d}/o"]))
     add(Case("evalgen-weights-empty", ["eval-generator", "--weights", "{d}/empty.pt", "--out", "{d}/o"],
              _uses("empty.pt")))
