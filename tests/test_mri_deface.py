@@ -58,7 +58,7 @@ def test_registration_recovers_known_affine(subject):
 
 def test_mask_defacer_matches_truth_and_spares_brain(subject, tpl):
     subj, truth, reg = subject
-    r = deface(subj, tpl, "mask", registration=reg)
+    r = deface(subj, tpl, method="mask", registration=reg)
     true_face, true_brain = warp_template_masks(subj, tpl, Registration(truth, 0, 0, "truth"))
     assert dice(r.removed, true_face) > 0.97  # 2 mm grid; the 1 mm figure is in the benchmark
     assert int((r.removed & true_brain).sum()) == 0
@@ -70,10 +70,10 @@ def test_mask_defacer_matches_truth_and_spares_brain(subject, tpl):
 
 def test_shear_and_reface(subject, tpl):
     subj, truth, reg = subject
-    s = deface(subj, tpl, "shear", registration=reg)
+    s = deface(subj, tpl, method="shear", registration=reg)
     _, true_brain = warp_template_masks(subj, tpl, Registration(truth, 0, 0, "truth"))
     assert s.removed.sum() > 1000 and int((s.removed & true_brain).sum()) == 0
-    f = deface(subj, tpl, "reface", registration=reg)
+    f = deface(subj, tpl, method="reface", registration=reg)
     head = subj.data > 0.12 * np.percentile(subj.data[subj.data > 0], 99.5)
     face_head = f.removed & head
     # the face is replaced (non-zero, close to the template face it came from), not removed
@@ -87,7 +87,7 @@ def test_surface_msd_and_render(subject, tpl):
     from faceprivacy.mri.surface import face_msd, face_region_for_msd, head_surface
 
     subj, truth, reg = subject
-    r = deface(subj, tpl, "mask", registration=reg)
+    r = deface(subj, tpl, method="mask", registration=reg)
     region = face_region_for_msd(r.face_region, subj)
     s0 = head_surface(subj)
     same = face_msd(s0, s0, subj, region)
@@ -116,7 +116,7 @@ def test_reface_weights_load_and_attack_runs(subject, tpl):
     np.testing.assert_allclose(y[mask == 0], (box * (1 - mask))[mask == 0], atol=1e-6)
     assert np.abs(y[mask == 1]).sum() > 0  # it does fill the removed voxels
     subj, truth, reg = subject
-    r = deface(subj, tpl, "mask", registration=reg)
+    r = deface(subj, tpl, method="mask", registration=reg)
     restored, filled, _ = attack(subj.with_data(r.data), tpl, net, reg)
     assert filled.sum() > 0 and restored[filled].max() > 0
     assert np.array_equal(restored[~filled], r.data[~filled])
@@ -129,7 +129,7 @@ def test_gmm_and_utility(subject, tpl):
     _, brain = warp_template_masks(subj, tpl, reg)
     lab = gmm_segment(subj.data, brain)
     assert set(np.unique(lab[brain])) == {1, 2, 3}
-    r = deface(subj, tpl, "mask", registration=reg)
+    r = deface(subj, tpl, method="mask", registration=reg)
     g0, g1 = head_geometry(subj), head_geometry(subj.with_data(r.data))
     assert g1["head_volume_ml"] < g0["head_volume_ml"]
 

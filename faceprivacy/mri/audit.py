@@ -97,7 +97,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
         region = None
         probe = probe_subjects is None or key in probe_subjects
         for m in methods if probe else []:
-            r = deface(vol, tpl, m, registration=reg)
+            r = deface(vol, tpl, method=m, registration=reg)
             if region is None:
                 region = face_region_for_msd(r.face_region, vol) & (vol.data >= 0)
             dv = vol.with_data(r.data)
