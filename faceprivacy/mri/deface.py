@@ -22,6 +22,9 @@ from .register import Registration, register_affine, resample_to, robust_max
 from .template import Template
 
 METHODS = ("mask", "shear", "reface")
+#: a cut may meet the independent brain mask's edge by at most this much (mm3) and never its core (the
+#: mask is grown 6 mm from the white matter, so its edge can lie a little outside the brain)
+REFUSE_BRAIN_MM3 = 100.0
 
 
 @dataclass
@@ -68,12 +71,28 @@ def warp_template_masks(vol: Volume, tpl: Template, reg: Registration,
         return face, brain
     sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     sub = crop_volume(vol, sl)  # type: ignore[arg-type]
-    keep = resample_to(tpl.keep, tpl.head.affine, sub.shape, sub.affine, reg.matrix, order=1, default=1.0)
-    br = resample_to(tpl.brain.astype(np.float32), tpl.head.affine, sub.shape, sub.affine, reg.matrix,
-                     order=1, default=0.0)
+    tkeep, tbrain, taff = _template_face_box(tpl, margin_mm)
+    keep = resample_to(tkeep, taff, sub.shape, sub.affine, reg.matrix, order=1, default=1.0)
+    br = resample_to(tbrain, taff, sub.shape, sub.affine, reg.matrix, order=1, default=0.0)
     face[sl] = keep < 0.5
     brain[sl] = br > 0.5
     return face, brain
+
+
+_FACE_BOX: dict[tuple[int, float], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _template_face_box(tpl: Template, margin_mm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The template keep-mask and brain mask cropped to the face box grown by ``margin_mm`` + 10 mm, and
+    the crop's affine (cached: resampling the whole 176x256x256 template per subject is the slow part)."""
+    key = (id(tpl), float(margin_mm))
+    if key not in _FACE_BOX:
+        m = int(np.ceil((margin_mm + 10.0) / float(min(tpl.head.zooms))))
+        sl = bbox(tpl.face, margin=m)
+        sub = crop_volume(tpl.head, sl)
+        _FACE_BOX[key] = (np.ascontiguousarray(tpl.keep[sl]), np.ascontiguousarray(tpl.brain[sl], np.float32),
+                          sub.affine)
+    return _FACE_BOX[key]
 
 
 def voxel_world(vol: Volume, axes: tuple[int, ...] = (1, 2)) -> list[np.ndarray]:
@@ -265,13 +284,15 @@ def deface(vol: Volume, tpl: Template, *, method: str = "mask", settings: str = 
     t3 = time.perf_counter()
     core, indep = independent_masks(vol)
     n_core = int((removed & core).sum())
+    n_indep = int((removed & indep).sum())
+    indep_mm3 = n_indep * float(np.prod(vol.zooms))
     tm["check_s"] = time.perf_counter() - t3
-    if check_brain and n_core > 0:
+    if check_brain and (n_core > 0 or indep_mm3 > REFUSE_BRAIN_MM3):
         where = f"{vol.path}: " if vol.path is not None else ""
         raise BrainInRemovalError(
-            f"{where}refusing to deface: the {method} cut would remove {n_core} voxels of brain found "
-            "independently of the template registration (the registration is probably wrong; "
-            "nothing was written)")
+            f"{where}refusing to deface: the {method} cut would remove {n_indep} voxels ({indep_mm3:.0f} mm3; "
+            f"{n_core} in its core) of a brain mask found without the template registration (the "
+            "registration is probably wrong; nothing was written)")
     t4 = time.perf_counter()
     out = data.copy()
     if method == "reface":
@@ -284,7 +305,7 @@ def deface(vol: Volume, tpl: Template, *, method: str = "mask", settings: str = 
     face_head = face & head
     removed_head = removed & head
     checks = {
-        "brain_voxels_removed": int((removed & indep).sum()),
+        "brain_voxels_removed": n_indep,
         "brain_reference": "independent intensity/morphology brain mask (no registration)",
         "brain_core_voxels_removed": n_core,
         "brain_voxels_removed_registered_template": int((removed & brain).sum()),

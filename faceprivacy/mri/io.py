@@ -95,7 +95,7 @@ def check_affine(affine: np.ndarray, max_obliquity_deg: float = MAX_OBLIQUITY_DE
     if len(set(axes.tolist())) != 3:
         raise InputError("affine maps two voxel axes onto the same world axis")
     ob = obliquity_deg(a)
-    if ob > max_obliquity_deg:
+    if ob > max_obliquity_deg + 1e-3:  # a 25.000 degree header is 25 degrees
         raise InputError(f"affine is oblique by {ob:.1f} deg (> {max_obliquity_deg:g}); "
                          "reslice to the scanner axes first")
 

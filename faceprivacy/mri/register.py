@@ -254,15 +254,15 @@ def _method(cfg: dict, fixed_mask, seed: int, iters: int, shrink: list[int], sig
     return reg
 
 
-def _metric(f_img, m_img, f_mask, mat: np.ndarray, bins: int) -> float:
-    """Mattes MI of a world transform on a regular fifth of the masked fixed voxels (comparable across
-    starts: same samples for every candidate)."""
+def _metric(f_img, m_img, f_mask, mat: np.ndarray, bins: int, fraction: float = 0.2) -> float:
+    """Mattes MI of a world transform on a regular ``fraction`` of the masked fixed voxels (comparable
+    across starts: the same samples for every candidate)."""
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
     reg.SetMetricSamplingStrategy(reg.REGULAR)
-    reg.SetMetricSamplingPercentage(0.2, seed=1)
+    reg.SetMetricSamplingPercentage(fraction, seed=1)
     reg.SetMetricFixedMask(f_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     tx = sitk.AffineTransform(3)
@@ -280,7 +280,6 @@ def register_affine(fixed: Volume, moving: Volume, settings: str = "fast", seed:
     (:func:`initial_rotations`; or ``init`` alone when given) is optimised as a similarity transform on
     4 mm images (head-mask-limited sampling), the best by a common MI evaluation is refined as a full
     affine at 4 and 2 mm ("fast") or 4, 2 and 1 mm ("careful"). The moving image's pyramid is cached."""
-    import SimpleITK as sitk
 
     cfg = SETTINGS[settings]
     set_threads(threads)
@@ -301,12 +300,12 @@ def register_affine(fixed: Volume, moving: Volume, settings: str = "fast", seed:
             mat[:3, :3] = r
             mat[:3, 3] = ctop - _top_centre(fpts @ r.T)
             starts[name] = mat
-    # stage 1: every start as a similarity transform on 8 mm images, scored on a common 4 mm sample
+    # stage 1: every start as a similarity transform on 8 mm images, scored on all 8 mm head voxels
     scores: dict[str, float] = {}
     results: dict[str, np.ndarray] = {}
     for name, mat in starts.items():
         results[name] = _optimise(_similarity(mat, centre), f8, fm8, m8, cfg, seed, cfg["start_iters"], 8.0, 0.5)
-        scores[name] = _metric(f4, m4, fm4, results[name], cfg["bins"])
+        scores[name] = _metric(f8, m8, fm8, results[name], cfg["bins"], 1.0)
     # stage 2: the two best starts refined on 4 mm images
     top = sorted(scores, key=scores.__getitem__)[:2]
     for name in top:
