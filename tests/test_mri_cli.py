@@ -80,3 +80,11 @@ def test_mri_audit_is_a_bids_app(tmp_path, capsys):
     assert audit_output_dir(a.bids_dir, a.output_dir) == default and a.analysis_level == "participant"
     a = build_parser().parse_args(["mri-audit", str(bids), str(out), "participant"])
     assert audit_output_dir(a.bids_dir, a.output_dir) == out
+
+
+def test_eval_deface_without_datakit_is_one_clean_error(tmp_path, capsys):
+    rc = cli_main(["eval-deface", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "datakit" in capsys.readouterr().err
+    rc = cli_main(["eval-deface", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--heads", "nobody"])
+    assert rc == 2
+    assert not (tmp_path / "o").exists()

@@ -351,21 +351,10 @@ def _html(res: dict, path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m faceprivacy.mri.evaluate --data DATAKIT --out DIR [--quick]``."""
-    import argparse
+    """``python -m faceprivacy.mri.evaluate ...`` = ``faceprivacy eval-deface ...``."""
+    from ..cli import main as cli_main
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/datakit")
-    ap.add_argument("--out", default="out/eval_deface")
-    ap.add_argument("--quick", action="store_true", help="rotations 20 degrees about x only, no other copies")
-    ap.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
-    ap.add_argument("--threads", type=int, default=2)
-    a = ap.parse_args(argv)
-    cfg = EvalConfig(heads=tuple(a.heads), threads=a.threads,
-                     **({"rotations": (20.0,), "axes": ("x",), "copies": ()} if a.quick else {}))
-    res = run_eval(a.data, a.out, cfg)
-    print(f"wrote {res['json']} and {res['html']}")
-    return 0
+    return cli_main(["eval-deface", *(argv if argv is not None else __import__("sys").argv[1:])])
 
 
 if __name__ == "__main__":
