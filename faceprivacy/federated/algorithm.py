@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .privacy import noise_generator
+
 log = logging.getLogger(__name__)
 
 
@@ -268,12 +270,16 @@ def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: 
 
 
 def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor,
-                  embedding: np.ndarray, cfg: ClientConfig, seed: int = 0) -> ClientUpdate:
+                  embedding: np.ndarray, cfg: ClientConfig, seed: int = 0,
+                  reference: np.ndarray | None = None) -> ClientUpdate:
     """One FedFace client round: load the global head, train head + own class embedding for
     ``cfg.local_steps`` SGD steps on the positive-only squared-hinge cosine loss, return the update.
 
     ``head`` is used as scratch space (its parameters are overwritten). ``feats`` are this client's trunk
-    features (never leave the client).
+    features (never leave the client). ``seed`` drives batch sampling only; DP noise comes from the OS CSPRNG
+    (``privacy.noise_generator``). ``reference`` is the embedding the server holds (default ``embedding``): the
+    embedding update is taken against it, so a first upload from a server's random start is clipped and
+    noised like any other update.
     """
     n = len(feats)
     if n == 0:
@@ -307,9 +313,10 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
             torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
             i += k
     euclid = cfg.geometry == "euclidean"
-    emb_delta = (w.detach() if euclid else F.normalize(w.detach(), dim=0)) - w0
-    delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, gen)
-    emb = (w0 + emb_delta) if euclid else F.normalize(w0 + emb_delta, dim=0)
+    ref = w0 if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
+    emb_delta = (w.detach() if euclid else F.normalize(w.detach(), dim=0)) - ref
+    delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, noise_generator())
+    emb = (ref + emb_delta) if euclid else F.normalize(ref + emb_delta, dim=0)
     emb = emb.numpy().astype(np.float32)
     return ClientUpdate(delta=delta, embedding=emb, num_examples=n, loss=loss_v, clipped=clipped)
 
