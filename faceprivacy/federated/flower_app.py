@@ -301,17 +301,15 @@ def client_features(recipe: FedFaceRecipe, node_config: dict[str, Any], split: S
     key = (split.name, recipe.seed, str(node_config.get("image-dir", "")), int(node_config.get("partition-id", 0)),
            str(node_config.get("data-root", recipe.data_root)))
     tag = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    rec = state.array_records.get(FEAT_STATE_KEY) if state is not None else None
     if key in _FEAT_CACHE:
-        return _FEAT_CACHE[key]
-    if state is not None and FEAT_STATE_KEY in state.array_records:
-        rec = state.array_records[FEAT_STATE_KEY]
-        if tag in rec:
-            f = torch.from_numpy(np.asarray(rec[tag].numpy(), dtype=np.float32))
-            _FEAT_CACHE[key] = f
-            return f
-    f = _compute_features(recipe, node_config, split)
+        f = _FEAT_CACHE[key]
+    elif rec is not None and tag in rec:
+        f = torch.from_numpy(np.asarray(rec[tag].numpy(), dtype=np.float32))
+    else:
+        f = _compute_features(recipe, node_config, split)
     _FEAT_CACHE[key] = f
-    if state is not None:
+    if state is not None and (rec is None or tag not in rec):
         state[FEAT_STATE_KEY] = ArrayRecord({tag: Array(f.numpy().astype(np.float32))})
     return f
 
@@ -436,7 +434,7 @@ class RunWriter:
 
 def run_server(grid: Grid, recipe: FedFaceRecipe) -> dict[str, Any]:
     """Drive the FedFace rounds on ``grid``; returns (and, with ``out_dir``, writes) a JSON summary."""
-    split = get_split(recipe)
+    split = build_split(recipe.backbone, seed=recipe.seed)  # pristine: in-process clients train the cached one
     init = head_state_arrays(split.head)
     holder: list = []
     writer = RunWriter(recipe, init, holder)
