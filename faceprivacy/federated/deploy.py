@@ -355,6 +355,16 @@ class LocalFederation:
         log.info("%s", out.strip().splitlines()[-1])
         return out
 
+    def run_status(self, run_id: str) -> dict:
+        """Flower's record of a run (``flwr ls --run-id``): status, details, timings; {} if unavailable."""
+        import json
+
+        try:
+            out = self._flwr("ls", "fedface", "--run-id", str(run_id), "--format", "json", timeout=30)
+            return json.loads(out[out.index("{"):])["runs"][0]
+        except (FacePrivacyError, ValueError, KeyError, IndexError, subprocess.TimeoutExpired):
+            return {}
+
     def run_app(self, run_config: Mapping[str, Any], timeout: float = 600.0,
                 on_progress: Any = None) -> dict:
         """Submit a FedFace run and wait for its complete ``flower_result.json``; returns it.
@@ -371,10 +381,19 @@ class LocalFederation:
         progress = out_dir / "progress.jsonl"
         for f in (result, progress):
             f.unlink(missing_ok=True)
-        self.submit(cfg)
+        out = self.submit(cfg)
+        run_id = out.split("Successfully started run", 1)[1].split()[0].strip() if "started run" in out else ""
         t0 = time.monotonic()
         seen = 0
+        polls = 0
         while True:
+            polls += 1
+            if run_id and polls % 20 == 0:  # every ~10 s: did the ServerApp fail?
+                status = self.run_status(run_id)
+                st = str(status.get("status", ""))
+                if st.startswith("finished") and st != "finished:completed":
+                    raise FacePrivacyError(f"the run ended ({status.get('status')}): "
+                                           f"{status.get('status-details', '')}")
             if progress.exists() and on_progress is not None:
                 lines = progress.read_text().splitlines()
                 for line in lines[seen:]:
