@@ -265,3 +265,48 @@ def test_pinned_server_does_not_run_a_foreign_app(tmp_path):
     assert run["status"] == "finished:failed"
     assert "is not the pinned FedFace app" in run["status-details"]
     assert not (marks / "server_ran").exists()
+
+
+@pytest.mark.network
+def test_fed_server_sigterm_ends_flower_processes_and_frees_the_port(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from faceprivacy.federated.deploy import flower_env, free_port
+
+    port = free_port()
+    env = flower_env()
+    p = subprocess.Popen([sys.executable, "-m", "faceprivacy", "fed-server", "--port", str(port), "--rounds", "2",
+                          "--backbone", "tiny", "--out", str(tmp_path / "srv"), "--create-node-keys", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    lines = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 90:
+        line = p.stdout.readline()
+        lines.append(line)
+        if "SuperLink on" in line or not line:
+            break
+    assert any("SuperLink on" in ln for ln in lines), "".join(lines)
+    assert "TLS, node authentication" in "".join(lines)
+
+    def superlinks() -> list[int]:
+        found = []
+        for d in os.listdir("/proc"):
+            try:
+                cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if b"superlink" in cmd and str(port).encode() in cmd:
+                found.append(int(d))
+        return found
+
+    assert superlinks()
+    p.send_signal(signal.SIGTERM)
+    rest = p.communicate(timeout=60)[0]
+    assert p.returncode == 130 and "stopped" in rest
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
+    assert superlinks() == []
