@@ -60,9 +60,7 @@ def squared_hinge_radius_loss(feats: torch.Tensor, w: torch.Tensor, radius: floa
 
 def positive_loss(feats: torch.Tensor, w: torch.Tensor, margin: float, geometry: str = "cosine") -> torch.Tensor:
     """The client loss of ``geometry``: cosine squared hinge (FedFace) or Euclidean radius hinge (FedAwS)."""
-    if geometry == "euclidean":
-        return squared_hinge_radius_loss(feats, w, margin)
-    return squared_hinge_cosine_loss(feats, w, margin)
+    return get_geometry(geometry).positive_loss(feats, w, margin)
 
 
 def spreadout_loss_euclidean(W: torch.Tensor, margin: float = 0.8) -> torch.Tensor:
@@ -96,8 +94,7 @@ def spreadout_step_euclidean(W: np.ndarray | torch.Tensor, steps: int = 10, lr: 
 
 def spreadout_value(W: np.ndarray, margin: float, geometry: str = "cosine") -> float:
     """The spreadout regularizer of ``geometry`` at ``W`` (for logs)."""
-    t = torch.from_numpy(np.asarray(W, dtype=np.float32))
-    return float(spreadout_loss_euclidean(t, margin) if geometry == "euclidean" else spreadout_loss(t, margin))
+    return get_geometry(geometry).spreadout_value(W, margin)
 
 
 def spreadout_loss(W: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
@@ -132,6 +129,96 @@ def spreadout_step(W: np.ndarray | torch.Tensor, steps: int = 10, lr: float = 1.
         g -= (g * Wt).sum(1, keepdim=True) * Wt
         Wt = F.normalize(Wt - lr * g, dim=1)
     return Wt.numpy().astype(np.float32)
+
+
+class Geometry:
+    """One geometry of FedFace's class embeddings: its client loss, server spreadout and stored form."""
+
+    name = ""
+
+    def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
+        raise NotImplementedError
+
+    def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def spreadout_value(self, W: np.ndarray, margin: float) -> float:
+        raise NotImplementedError
+
+    def client_embedding(self, w: torch.Tensor) -> torch.Tensor:
+        """A client's class embedding as it leaves the client."""
+        raise NotImplementedError
+
+    def stored(self, e: np.ndarray) -> np.ndarray:
+        """A returned class embedding as the server keeps it (float32)."""
+        raise NotImplementedError
+
+    def init_embedding(self, head: nn.Module, feats: torch.Tensor) -> np.ndarray:
+        """FedFace's start: the client's mean feature in this geometry."""
+        raise NotImplementedError
+
+
+class Cosine(Geometry):
+    """FedFace as published: unit class embeddings, cosine margins (0.9 / 0.3)."""
+
+    name = "cosine"
+
+    def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
+        return squared_hinge_cosine_loss(feats, w, margin)
+
+    def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
+        return spreadout_step(W, steps, lr, margin)
+
+    def spreadout_value(self, W: np.ndarray, margin: float) -> float:
+        return float(spreadout_loss(torch.from_numpy(np.asarray(W, dtype=np.float32)), margin))
+
+    def client_embedding(self, w: torch.Tensor) -> torch.Tensor:
+        return F.normalize(w, dim=0)
+
+    def stored(self, e: np.ndarray) -> np.ndarray:
+        e = np.asarray(e, dtype=np.float32)
+        return e / max(float(np.linalg.norm(e)), 1e-12)
+
+    def init_embedding(self, head: nn.Module, feats: torch.Tensor) -> np.ndarray:
+        return F.normalize(embed_features(head, feats).mean(0), dim=0).numpy().astype(np.float32)
+
+
+class Euclidean(Geometry):
+    """FedAwS's form for metric-trained recognizers (dlib): raw embeddings, radius / distance margins."""
+
+    name = "euclidean"
+
+    def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
+        return squared_hinge_radius_loss(feats, w, margin)
+
+    def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
+        return spreadout_step_euclidean(W, steps, lr, margin)
+
+    def spreadout_value(self, W: np.ndarray, margin: float) -> float:
+        return float(spreadout_loss_euclidean(torch.from_numpy(np.asarray(W, dtype=np.float32)), margin))
+
+    def client_embedding(self, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+    def stored(self, e: np.ndarray) -> np.ndarray:
+        return np.asarray(e, dtype=np.float32)
+
+    def init_embedding(self, head: nn.Module, feats: torch.Tensor) -> np.ndarray:
+        head.eval()
+        with torch.no_grad():
+            return head(feats).float().mean(0).numpy().astype(np.float32)
+
+
+#: the geometries by name (one lookup instead of string tests; a typo raises)
+GEOMETRIES: dict[str, Geometry] = {g.name: g for g in (Cosine(), Euclidean())}
+
+
+def get_geometry(name: str) -> Geometry:
+    """The :class:`Geometry` called ``name``; raises ValueError for anything else."""
+    try:
+        return GEOMETRIES[name]
+    except KeyError:
+        raise ValueError(f"unknown geometry {name!r}; choose one of {sorted(GEOMETRIES)}") from None
 
 
 # ----------------------------------------------------------------------------------------------- head vectors
@@ -243,12 +330,7 @@ def init_class_embedding(head: nn.Module, feats: torch.Tensor, geometry: str = "
     for the Euclidean geometry the plain mean of its raw features."""
     if len(feats) == 0:
         raise ValueError("a client needs at least one image to initialise its class embedding")
-    if geometry == "euclidean":
-        head.eval()
-        with torch.no_grad():
-            return head(feats).float().mean(0).numpy().astype(np.float32)
-    f = embed_features(head, feats)
-    return F.normalize(f.mean(0), dim=0).numpy().astype(np.float32)
+    return get_geometry(geometry).init_embedding(head, feats)
 
 
 def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: float,
@@ -312,11 +394,11 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
             k = p.numel()
             torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
             i += k
-    euclid = cfg.geometry == "euclidean"
+    geo = get_geometry(cfg.geometry)
     ref = w0 if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
-    emb_delta = (w.detach() if euclid else F.normalize(w.detach(), dim=0)) - ref
+    emb_delta = geo.client_embedding(w.detach()) - ref
     delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, noise_generator())
-    emb = (ref + emb_delta) if euclid else F.normalize(ref + emb_delta, dim=0)
+    emb = geo.client_embedding(ref + emb_delta)
     emb = emb.numpy().astype(np.float32)
     return ClientUpdate(delta=delta, embedding=emb, num_examples=n, loss=loss_v, clipped=clipped)
 
@@ -479,8 +561,7 @@ class ServerState:
 
 def class_embedding(e: np.ndarray, geometry: str = "cosine") -> np.ndarray:
     """A returned class embedding as the server keeps it: float32, unit-normalised for the cosine geometry."""
-    e = np.asarray(e, dtype=np.float32)
-    return e if geometry == "euclidean" else e / max(float(np.linalg.norm(e)), 1e-12)
+    return get_geometry(geometry).stored(e)
 
 
 def store_embeddings(W: np.ndarray, new_embeddings: dict[int, np.ndarray], geometry: str = "cosine") -> np.ndarray:
@@ -492,9 +573,7 @@ def store_embeddings(W: np.ndarray, new_embeddings: dict[int, np.ndarray], geome
 
 def server_spreadout(W: np.ndarray, steps: int, lr: float, margin: float, geometry: str = "cosine") -> np.ndarray:
     """The server's spreadout step for ``geometry`` (see :func:`spreadout_step`, :func:`spreadout_step_euclidean`)."""
-    if geometry == "euclidean":
-        return spreadout_step_euclidean(W, steps, lr, margin)
-    return spreadout_step(W, steps, lr, margin)
+    return get_geometry(geometry).spreadout_step(W, steps, lr, margin)
 
 
 # ----------------------------------------------------------------------------------------------- centralised

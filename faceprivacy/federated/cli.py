@@ -248,7 +248,8 @@ def _node_keys(args: argparse.Namespace, out: Path) -> list[str]:
         _, pub = generate_node_key(kdir / f"node{i}")
         lines.append(pub.read_text().strip())
     auth.write_text("\n".join(lines) + "\n")
-    print(f"created {len(lines)} node key pairs in {kdir} (give node{{i}} to the i-th fed-client: --auth-key)")
+    print(f"created {len(lines)} node key pairs in {kdir} (node0, node1, ...: one private key per fed-client, "
+          "--auth-key; keep them secret)")
     return read_authorized_keys(auth)
 
 

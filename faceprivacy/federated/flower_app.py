@@ -195,14 +195,19 @@ class FedFaceStrategy(FedAvg):
         n_clipped = 0
         n_rej = len(self.rejected)
         n_drop = len(self.dropped)
+        orphan_errors: list[str] = []  # error replies Flower sends on a node's behalf (from the SuperLink's id)
         for msg in replies:
             nid = int(msg.metadata.src_node_id)
-            answered.add(nid)
             if msg.has_error():
                 reason = f"node error: {msg.error.reason}"
-                log.warning("round %d: dropped node %d (%s)", server_round, nid, reason)
-                self.dropped.append({"round": server_round, "node": nid, "reason": reason})
+                if nid in self._sampled:
+                    answered.add(nid)
+                    log.warning("round %d: dropped node %d (%s)", server_round, nid, reason)
+                    self.dropped.append({"round": server_round, "node": nid, "reason": reason})
+                else:
+                    orphan_errors.append(reason)
                 continue
+            answered.add(nid)
             checked = self._check_reply(server_round, msg)
             if checked is None:
                 continue
@@ -217,8 +222,9 @@ class FedFaceStrategy(FedAvg):
             self.updates_per_node[nid] = self.updates_per_node.get(nid, 0) + 1
         for nid in self._sampled:
             if nid not in answered:
-                log.warning("round %d: dropped node %d (no reply within the round timeout)", server_round, nid)
-                self.dropped.append({"round": server_round, "node": nid, "reason": "no reply within the round timeout"})
+                reason = orphan_errors.pop(0) if orphan_errors else "no reply within the round timeout"
+                log.warning("round %d: dropped node %d (%s)", server_round, nid, reason)
+                self.dropped.append({"round": server_round, "node": nid, "reason": reason})
         arrays = None
         if deltas:
             mean_delta = aggregate(deltas, self.aggregation, self.trim_fraction)
