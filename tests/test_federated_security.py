@@ -310,3 +310,19 @@ def test_fed_server_sigterm_ends_flower_processes_and_frees_the_port(tmp_path):
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", port))
     assert superlinks() == []
+
+
+@pytest.mark.network
+def test_fed_client_exits_when_the_superlink_is_gone(tmp_path):
+    import subprocess
+    import sys
+
+    from faceprivacy.federated.deploy import flower_env, free_port
+
+    port = free_port()  # nothing listens: the run is over (or never started)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "faceprivacy", "fed-client", "--superlink", f"127.0.0.1:{port}",
+                          "--partition-id", "0", "--insecure", "--max-wait", "3"],
+                         capture_output=True, text=True, timeout=120, env=flower_env(extra={"HOME": str(tmp_path)}))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the run is over" in res.stdout and time.monotonic() - t0 < 90

@@ -306,9 +306,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    """Handler of ``fed-client``: become a guarded Flower SuperNode holding one identity."""
+    """Handler of ``fed-client``: run a guarded Flower SuperNode holding one identity until the run ends."""
     import os
-    import sys
 
     from ..core.errors import InputError
     from .deploy import flower_env, free_port, supernode_command
@@ -339,8 +338,54 @@ def cmd_client(args: argparse.Namespace) -> int:
                             host=args.host, port=args.port or free_port(args.host), max_wait=args.max_wait)
     print(f"FedFace node: runs only app {app_hash[:16]}…; exits {args.max_wait:.0f} s after the SuperLink is gone",
           flush=True)
-    # replace this process by the SuperNode: signals (Ctrl-C, SIGTERM from a supervisor) reach it directly
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, flower_env(extra={APP_HASH_ENV: app_hash}, guard_bin=shims))
-    return 0  # not reached
+    return supervise_node(cmd, flower_env(extra={APP_HASH_ENV: app_hash}, guard_bin=shims), args.superlink,
+                          args.max_wait)
+
+
+def supervise_node(cmd: list[str], env: dict, superlink: str, max_wait: float, poll: float = 2.0) -> int:
+    """Run the SuperNode in its own process group until it exits, a signal arrives, or the SuperLink has been
+    unreachable for ``max_wait`` seconds (the run is over: Flower's node would otherwise retry for ever)."""
+    import contextlib
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    host, _, port = superlink.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(sig: int = signal.SIGTERM) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def forward(signum: int, frame: object) -> None:
+        stop(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    gone_since: float | None = None
+    try:
+        while proc.poll() is None:
+            time.sleep(poll)
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    gone_since = None
+            except (OSError, ValueError):
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since >= max_wait:
+                    print(f"the SuperLink {superlink} has been unreachable for {max_wait:.0f} s: the run is over; "
+                          "stopping this node", flush=True)
+                    stop()
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        stop(signal.SIGKILL)
+                        proc.wait()
+                    return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if proc.poll() is None:
+            stop(signal.SIGKILL)
+    return int(proc.returncode or 0)
