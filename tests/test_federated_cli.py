@@ -164,3 +164,17 @@ def test_round_line_names_dropped_and_rejected_nodes():
                          "client_loss": 0.01, "elapsed_s": 12.0})
     assert line.startswith("round 3/10: 1/3 accepted, 1 clipped, 1 dropped (node 7: no reply")
     assert "1 rejected (node 9: update contains NaN/inf)" in line
+
+
+def test_fed_simulate_seeds_writes_mean_sd_and_share(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "12", "--rounds", "2", "--clients-per-round", "6",
+               "--eval-every", "1", "--algorithms", "fedface,fedavg,central", "--central-epochs", "1", "--lr", "0.2",
+               "--out", str(out), "--seeds", "0,1"])
+    assert rc == 0
+    s = json.loads((out / "fed_seeds.json").read_text())
+    assert s["seeds"] == [0, 1] and set(s["gain_points"]) == {"fedface", "fedavg", "central"}
+    assert len(s["gain_points"]["fedface"]["per_seed"]) == 2 and "fedface_above_fedavg_every_round" in s
+    assert (out / "seed1" / "fed_results.json").exists()
+    res = json.loads((out / "seed0" / "fed_results.json").read_text())
+    assert len(res["runs"]["fedface"]["final"]["tar@far=0.001_ci95"]) == 2
