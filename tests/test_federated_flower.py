@@ -281,3 +281,24 @@ def test_summary_reports_epsilon_of_the_run(tmp_path):
     assert (tmp_path / "flower_head.npz").exists()
     lines = (tmp_path / "progress.jsonl").read_text().splitlines()
     assert len(lines) == 2
+
+
+def test_server_writes_tar_per_round_report(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_evaluator(recipe, split):
+        def ev(arrays):
+            calls.append(1)
+            return {"tar@far=0.001": 0.5 + 0.1 * len(calls), "tar@far=0.001_ci95": [0.4, 0.9], "eer": 0.1}
+        return ev
+
+    monkeypatch.setattr(flower_app, "server_evaluator", fake_evaluator)
+    cfg = _cfg(**{"out-dir": str(tmp_path), "eval-data": "/held/out"})
+    summary = _run(InProcessGrid(3, cfg), cfg)
+    assert [c["round"] for c in summary["eval_curve"]] == [0, 1, 2]
+    html = (tmp_path / "flower_report.html").read_text()
+    assert "TAR@FAR=1e-3 per round" in html and "<img" in html
+    import json
+
+    lines = [json.loads(ln) for ln in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    assert lines[-1]["tar@far=1e-3"] == pytest.approx(0.8)

@@ -101,6 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--trim-fraction", type=float, default=0.2, help="cut from each end by trimmed-mean")
     s.add_argument("--dp-delta", type=float, default=1e-5, help="delta of the reported (epsilon, delta)")
     s.add_argument("--no-save-model", action="store_true", help="do not write OUT/flower_head.npz")
+    s.add_argument("--eval-data", default="",
+                   help="evaluate after every round on the held-out identities of this CelebA-layout root "
+                        "(OUT/flower_report.html: TAR@FAR per round)")
     s.add_argument("--run-timeout", "--timeout", dest="run_timeout", type=float, default=3600.0,
                    help="seconds for the whole run; after it the partial result is kept")
     s.add_argument("--round-timeout", type=float, default=600.0, help="seconds a round waits for replies")
@@ -229,7 +232,8 @@ def recipe_from_args(args: argparse.Namespace):
         spread_margin=float(hp["spread_margin"]), max_update_norm=args.max_update_norm,
         aggregation=args.aggregation, trim_fraction=args.trim_fraction, dp_clip=args.dp_clip,
         dp_noise=args.dp_noise, dp_delta=args.dp_delta, seed=args.seed, out_dir=str(Path(args.out).resolve()),
-        round_timeout=args.round_timeout, save_model=not args.no_save_model)
+        round_timeout=args.round_timeout, save_model=not args.no_save_model,
+        eval_data=str(Path(args.eval_data).resolve()) if args.eval_data else "")
 
 
 def _warn(msg: str) -> None:
@@ -247,6 +251,8 @@ def format_round(line: dict) -> str:
         items = line.get(kind) or []
         if items:
             parts.append(f"{len(items)} {kind} (" + "; ".join(f"node {d['node']}: {d['reason']}" for d in items) + ")")
+    if "tar@far=1e-3" in line:
+        parts.append(f"TAR@FAR=1e-3 {line['tar@far=1e-3']:.4f}")
     loss = line.get("client_loss")
     if isinstance(loss, float) and loss == loss:
         parts.append(f"client loss {loss:.4g}")

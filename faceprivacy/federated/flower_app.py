@@ -388,8 +388,11 @@ def _output_dim(split: SplitModel) -> int:
 class RunWriter:
     """Writes, after every round, one progress line and the partial result + model (atomically)."""
 
-    def __init__(self, recipe: FedFaceRecipe, init: dict[str, np.ndarray], strategy_ref: list) -> None:
+    def __init__(self, recipe: FedFaceRecipe, init: dict[str, np.ndarray], strategy_ref: list,
+                 evaluate: Any = None) -> None:
         self.recipe = recipe
+        self.evaluate = evaluate  # arrays -> verification metrics on held-out identities (or None)
+        self.curve: list[dict] = []
         self.init = init
         self.final = dict(init)
         self.strategy_ref = strategy_ref
@@ -406,6 +409,7 @@ class RunWriter:
         most = max(strat.updates_per_node.values(), default=0)
         eps = epsilon(r.dp_noise, most, r.dp_delta) if r.dp_noise > 0 else None
         return {"backbone": r.backbone, "num_rounds": r.num_server_rounds, "rounds_done": len(strat.round_log),
+                "eval_curve": self.curve,
                 "complete": complete, "model_change_l2": change, "recipe": r.to_run_config(),
                 "privacy": {"dp_clip": r.dp_clip, "dp_noise": r.dp_noise, "delta": r.dp_delta,
                             "max_uploads_per_node": most,
@@ -421,6 +425,8 @@ class RunWriter:
                 with atomic_path(self.out / "flower_head.npz") as tmp, open(tmp, "wb") as f:
                     np.savez(f, **self.final)
             atomic_write_json(self.out / "flower_result.json", summary)
+            if self.curve:
+                write_round_report(self.curve, summary, self.out / "flower_report.html")
         return summary
 
     def on_round(self, entry: dict[str, Any], arrays: ArrayRecord | None) -> None:
@@ -428,6 +434,12 @@ class RunWriter:
             self.final = {k: np.asarray(v.numpy()) for k, v in arrays.items()}
         line = {k: entry[k] for k in ("round", "sampled", "accepted", "clipped", "rejected", "dropped",
                                        "client_loss")}
+        if self.evaluate is not None:
+            if not self.curve:
+                self.curve.append({"round": 0, **self.evaluate(self.init)})
+            m = self.evaluate(self.final)
+            self.curve.append({"round": entry["round"], **m})
+            line["tar@far=1e-3"] = m["tar@far=0.001"]
         line["num_rounds"] = self.recipe.num_server_rounds
         line["elapsed_s"] = round(time.time() - self.t0, 1)
         log.info("round %d/%d: %d accepted, %d rejected, %d dropped", entry["round"],
@@ -438,12 +450,57 @@ class RunWriter:
         self.write(complete=False)
 
 
+def server_evaluator(recipe: FedFaceRecipe, split: SplitModel):
+    """``arrays -> metrics``: TAR@FAR on the held-out identities of ``recipe.eval_data`` (features once)."""
+    import copy
+
+    from ..core.data import celeba_subset, identity_split
+    from .evaluate import head_evaluator
+
+    root = Path(recipe.eval_data)
+    if (root / "celeba_subset_aligned112").is_dir():
+        root = root / "celeba_subset_aligned112"
+    test = identity_split(celeba_subset(root))["test"]
+    ev = head_evaluator(dataset_features(split, test.paths), np.asarray(test.labels))
+    head = copy.deepcopy(split.head)
+
+    def evaluate(arrays: dict[str, np.ndarray]) -> dict:
+        load_head_state_arrays(head, arrays)
+        return ev(head)
+
+    return evaluate
+
+
+def write_round_report(curve: list[dict], summary: dict, dest: Path) -> Path:
+    """``flower_report.html``: TAR@FAR=1e-3 per round (figure + table) and the per-round node counts."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..core.report import HtmlReport, figure_to_png_bytes
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([c["round"] for c in curve], [c["tar@far=0.001"] for c in curve], marker="o")
+    ax.set(xlabel="round", ylabel="TAR @ FAR=1e-3", title="held-out identities")
+    ax.grid(alpha=0.3)
+    rep = HtmlReport("FedFace on Flower — per-round report")
+    rep.paragraph(f"Backbone {summary['backbone']}; {summary['rounds_done']} of {summary['num_rounds']} rounds; "
+                  f"epsilon {summary['privacy']['epsilon']}.")
+    rep.png(figure_to_png_bytes(fig), "TAR@FAR=1e-3 per round")
+    rep.table([{"round": c["round"], "TAR@1e-3": round(c["tar@far=0.001"], 4),
+                "95% CI": c.get("tar@far=0.001_ci95"), "EER": round(c["eer"], 4)} for c in curve])
+    rep.table([{"round": r["round"], "accepted": r["accepted"], "clipped": r["clipped"],
+                "rejected": len(r["rejected"]), "dropped": len(r["dropped"])} for r in summary["rounds"]])
+    return rep.write(dest)
+
+
 def run_server(grid: Grid, recipe: FedFaceRecipe) -> dict[str, Any]:
     """Drive the FedFace rounds on ``grid``; returns (and, with ``out_dir``, writes) a JSON summary."""
     split = build_split(recipe.backbone, seed=recipe.seed)  # pristine: in-process clients train the cached one
     init = head_state_arrays(split.head)
     holder: list = []
-    writer = RunWriter(recipe, init, holder)
+    writer = RunWriter(recipe, init, holder, server_evaluator(recipe, split) if recipe.eval_data else None)
     strategy = build_strategy(recipe, _output_dim(split), on_round=writer.on_round)
     holder.append(strategy)
     strategy.start(grid=grid, initial_arrays=ArrayRecord({k: Array(v) for k, v in init.items()}),

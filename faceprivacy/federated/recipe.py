@@ -65,6 +65,8 @@ class FedFaceRecipe:
     #: seed of batch sampling and the backbone (never of DP noise: that comes from the OS CSPRNG)
     seed: int = 0
     out_dir: str = ""
+    #: CelebA-layout root whose held-out (test) identities the server evaluates after every round ("" = none)
+    eval_data: str = ""
     round_timeout: float = 600.0
     save_model: bool = True
 
