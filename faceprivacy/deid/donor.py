@@ -380,7 +380,7 @@ class DonorMorph(Method):
         f = size / (1 + 2 * PAD)
         o = PAD * f
         box = (o, o, o + f, o + f)
-        return np.asarray(Image.fromarray(crop).resize((112, 112), Image.Resampling.BILINEAR, box=box))
+        return np.array(Image.fromarray(crop).resize((112, 112), Image.Resampling.BILINEAR, box=box))
 
     def _dlib(self, crops112: np.ndarray) -> np.ndarray:
         from ..core.embedders import DlibEmbedder, embed_arcface_crops
