@@ -56,7 +56,9 @@ PARTS = (([*range(17, 22), *range(36, 42)], [*range(22, 27), *range(42, 48)]), 0
 DONOR_MAX_COSINE = 0.93
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
-OCCLUSION_QUANTILES = (0.92, 0.85, 0.8, 0.8)
+OCCLUSION_QUANTILES = (0.9, 0.75, 0.8, 0.8)
+#: largest colour offset (RGB levels) that levels a part to the face around it
+LEVEL_MAX = 12.0
 
 
 def keyed_uniforms(key: bytes, n: int) -> np.ndarray:
@@ -367,7 +369,7 @@ class DonorMorph(Method):
             # level the part to the face around it (a ring just outside the part): no dark or light patch
             ring = binary_dilation(m, iterations=max(1, int(round(0.04 * f)))) & ~m
             if ring.sum() >= 10:
-                src = src + (out[ring].mean(0) - src[ring].mean(0))
+                src = src + np.clip(out[ring].mean(0) - src[ring].mean(0), -LEVEL_MAX, LEVEL_MAX)
             a = np.clip(gaussian_filter(m.astype(np.float64), 0.035 * f), 0, 1)[..., None]
             out = a * src + (1 - a) * out
         return out
@@ -383,14 +385,17 @@ class DonorMorph(Method):
         return np.array(Image.fromarray(crop).resize((112, 112), Image.Resampling.BILINEAR, box=box))
 
     def _dlib(self, crops112: np.ndarray) -> np.ndarray:
-        from ..core.embedders import DlibEmbedder, embed_arcface_crops
+        from ..core.embedders import DlibNativeEmbedder, embed_arcface_crops
 
-        if self._embedder is None:
-            self._embedder = DlibEmbedder()
+        if self._embedder is None:  # dlib's own C++ network: no torch threads competing with the caller's
+            self._embedder = DlibNativeEmbedder()
         return embed_arcface_crops(self._embedder, crops112)
 
     def donor_similarity(self, out: np.ndarray, donors: list[int]) -> float:
         """Highest dlib cosine between an output (working crop) and its donors' photos."""
+        if self.bank.dlib is not None:  # precomputed (photos, then mirrors: the same order as donor indices)
+            for j in donors:
+                self._donor_emb.setdefault(j, self.bank.dlib[j].astype(np.float32))
         need = [j for j in donors if j not in self._donor_emb]
         if need:
             for j, e in zip(need, self._dlib(np.stack([self._donor_image(j) for j in need])), strict=True):
