@@ -142,3 +142,15 @@ def test_consistent_batch_one_pseudonym_per_person(celeba_root):
         out = d.anonymize(frame(k), b"pw", salt=salt, master=master, consistent=True)
         labels.append([f.key_purpose for f in open_record(out.record, b"pw").body.faces])
     assert labels[0] == labels[1] and labels[0][0] != labels[0][1]
+
+
+def test_outputs_verified_as_a_donor_are_redrawn(donor, crops):
+    """The donor check: an output dlib verifies as one of its donors is redrawn from the key's streams, so
+    the result is still a pure function of key and face."""
+    from faceprivacy.deid.donor import DONOR_MAX_COSINE
+
+    for i in range(2):
+        out, mask, used = donor.morph_checked(crops[i], bytes([40 + i]) * 32)
+        again, _, used2 = donor.morph_checked(crops[i], bytes([40 + i]) * 32)
+        assert np.array_equal(out, again) and used == used2
+        assert donor.donor_similarity(out, used) < DONOR_MAX_COSINE or donor.max_redraws == 0

@@ -19,6 +19,9 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
    keyed tone shift), and the result is Poisson-blended into the warped source over the face hull raised to
    the hairline, so no seam shows and the source's light reaches the new face through the boundary.
 
+6. **Donor check.** dlib embeds the output and its donors; an output verified as one of them (FAR 1e-3) is
+   redrawn from a key-derived stream (``morph_checked``), so the result stays a function of key and face.
+
 The output crop differs from the input only inside the anchor ellipse; :meth:`DonorMorph.anonymize`
 returns that region as the paste-back mask. No output is any single donor: at least two donors are
 blended on a geometry that is none of theirs.
@@ -48,9 +51,14 @@ SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 
 #: as (landmark hulls, dilation in layout units)
 PARTS = (([*range(17, 22), *range(36, 42)], [*range(22, 27), *range(42, 48)]), 0.04), \
         (([*range(27, 36), 39, 42],), 0.03), (([*range(48, 60)],), 0.04)
+#: dlib cosine at FAR 1e-3 on training photos (deid.select's threshold): an output this close to one of its
+#: donors is redrawn
+DONOR_MAX_COSINE = 0.93
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
-OCCLUSION_QUANTILES = (0.92, 0.85, 0.8, 0.8)
+OCCLUSION_QUANTILES = (0.9, 0.75, 0.8, 0.8)
+#: largest colour offset (RGB levels) that levels a part to the face around it
+LEVEL_MAX = 12.0
 
 
 def keyed_uniforms(key: bytes, n: int) -> np.ndarray:
@@ -136,7 +144,7 @@ class DonorMorph(Method):
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
                  jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
                  min_side: int = 112, max_side: int = 128, geometry: str = "donor", parts: bool = True,
-                 hairline_range: float = 0.25):
+                 hairline_range: float = 0.25, donor_check: bool = True, max_redraws: int = 3):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -148,6 +156,9 @@ class DonorMorph(Method):
         self.geometry = geometry
         self.parts = parts
         self.hairline_range = hairline_range
+        self.donor_check, self.max_redraws = donor_check, max_redraws
+        self._embedder = None
+        self._donor_emb: dict[int, np.ndarray] = {}
         if parts and n_donors < 3:
             raise ValueError("parts needs n_donors >= 3")
         b = self.bank
@@ -358,17 +369,67 @@ class DonorMorph(Method):
             # level the part to the face around it (a ring just outside the part): no dark or light patch
             ring = binary_dilation(m, iterations=max(1, int(round(0.04 * f)))) & ~m
             if ring.sum() >= 10:
-                src = src + (out[ring].mean(0) - src[ring].mean(0))
+                src = src + np.clip(out[ring].mean(0) - src[ring].mean(0), -LEVEL_MAX, LEVEL_MAX)
             a = np.clip(gaussian_filter(m.astype(np.float64), 0.035 * f), 0, 1)[..., None]
             out = a * src + (1 - a) * out
         return out
+
+    # ----- donor privacy check --------------------------------------------------------------------------
+    def _layout112(self, crop: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        size = crop.shape[0]
+        f = size / (1 + 2 * PAD)
+        o = PAD * f
+        box = (o, o, o + f, o + f)
+        return np.array(Image.fromarray(crop).resize((112, 112), Image.Resampling.BILINEAR, box=box))
+
+    def _dlib(self, crops112: np.ndarray) -> np.ndarray:
+        from ..core.embedders import DlibNativeEmbedder, embed_arcface_crops
+
+        if self._embedder is None:  # dlib's own C++ network: no torch threads competing with the caller's
+            self._embedder = DlibNativeEmbedder()
+        return embed_arcface_crops(self._embedder, crops112)
+
+    def donor_similarity(self, out: np.ndarray, donors: list[int]) -> float:
+        """Highest dlib cosine between an output (working crop) and its donors' photos."""
+        if self.bank.dlib is not None:  # precomputed (photos, then mirrors: the same order as donor indices)
+            for j in donors:
+                self._donor_emb.setdefault(j, self.bank.dlib[j].astype(np.float32))
+        need = [j for j in donors if j not in self._donor_emb]
+        if need:
+            for j, e in zip(need, self._dlib(np.stack([self._donor_image(j) for j in need])), strict=True):
+                self._donor_emb[j] = e
+        e = self._dlib(self._layout112(out)[None])[0]
+        return float(max(np.dot(e, self._donor_emb[j]) for j in donors))
+
+    def morph_checked(self, crop: np.ndarray, key: bytes, info: dict | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """``morph_one``, redrawn (up to ``max_redraws`` times, from key-derived streams, so still a pure
+        function of the key and the face) while dlib verifies the output as one of its donors at FAR 1e-3;
+        if every draw is verified, the least similar one. -> (crop, paste mask, donors used)."""
+        info = info or self.source_info(crop)
+        best = None
+        for attempt in range(self.max_redraws + 1 if self.donor_check else 1):
+            k = key if attempt == 0 else subkey(key, f"deid/donor/redraw/{attempt}")
+            out, mask = self.morph_one(crop, k, info)
+            donors = self.choose(info, k)[0]
+            if not self.donor_check:
+                return out, mask, donors
+            score = self.donor_similarity(out, donors)
+            if score < DONOR_MAX_COSINE:
+                return out, mask, donors
+            if best is None or score < best[0]:
+                best = (score, out, mask, donors)
+        assert best is not None
+        return best[1], best[2], best[3]
 
     def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
         if keys is None or len(keys) != len(crops):
             raise ValueError("donor needs one key per face")
         outs, masks = [], []
         for c, k in zip(crops, keys, strict=True):
-            o, m = self.morph_one(np.ascontiguousarray(c), k)
+            o, m, _ = self.morph_checked(np.ascontiguousarray(c), k)
             outs.append(o)
             masks.append(m)
         return AnonResult(np.stack(outs), masks=np.stack(masks))

@@ -14,7 +14,8 @@ Layout (``.npz``, no pickles): ``jpeg`` (concatenated JPEG bytes), ``offsets`` (
 landmarks in 112-px ArcFace-crop pixels, ``gender`` (N,) 1 = female, ``age`` (N,), ``lab`` (N, 3) mean Lab
 of the cheeks, ``pose`` (N, 2) yaw/pitch features, ``identity`` (N,) an index (no names), ``occlusion``
 (N, 4) glasses/hair scores (``occlusion_scores``), ``celeba_identity`` (N,) the public CelebA identity number
-(so anyone can check that no evaluation identity is a donor).
+(so anyone can check that no evaluation identity is a donor), ``dlib`` (2N, 128) float16 descriptors of
+the photos and then of their mirror images (for the donor check).
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class DonorBank:
     identity: np.ndarray
     occlusion: np.ndarray
     celeba_identity: np.ndarray
+    dlib: np.ndarray | None = None  # (2N, 128) float16 dlib descriptors of the photos, then of their mirrors
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> DonorBank:
@@ -172,7 +174,8 @@ class DonorBank:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{k: z[k] for k in ("jpeg", "offsets", "lm", "gender", "age", "lab", "pose",
-                                                   "identity", "occlusion", "celeba_identity")})
+                                                   "identity", "occlusion", "celeba_identity")},
+                           dlib=z["dlib"] if "dlib" in z.files else None)
         except (OSError, KeyError, ValueError) as e:
             raise ModelLoadError(f"cannot read donor bank {path}: {e}") from None
 
@@ -193,6 +196,37 @@ class DonorBank:
 
     def __eq__(self, other) -> bool:
         return self is other
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def donor_descriptors(images: list[np.ndarray]) -> np.ndarray:
+    """dlib descriptors (L2-normalised, float16) of the donor photos, then of their mirror images: the
+    donor check compares outputs with them without embedding donors at run time."""
+    from ..core.embedders import DlibNativeEmbedder, embed_arcface_crops
+
+    e = DlibNativeEmbedder()
+    x = np.stack(images)
+    return np.concatenate([embed_arcface_crops(e, x), embed_arcface_crops(e, np.ascontiguousarray(x[:, :, ::-1]))]
+                          ).astype(np.float16)
+
+
+def add_descriptors(path: str | os.PathLike) -> None:
+    """Add the ``dlib`` descriptors to an existing bank file (same photos, nothing else changes)."""
+    from ..core.fileio import atomic_write_bytes
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    jpeg, off = arrays["jpeg"], arrays["offsets"]
+    arrays["dlib"] = donor_descriptors([_decode(jpeg[off[i]:off[i + 1]].tobytes()) for i in range(len(off) - 1)])
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
 
 
 def build_donor_bank(data_root: str | os.PathLike, out: str | os.PathLike, per_id: int = 3,
@@ -241,6 +275,7 @@ def build_donor_bank(data_root: str | os.PathLike, out: str | os.PathLike, per_i
               "identity": np.array([r[6] for r in rows], np.int32),
               "occlusion": np.stack([r[7] for r in rows]).astype(np.float32),
               "celeba_identity": np.array([r[8] for r in rows], np.int32)}
+    arrays["dlib"] = donor_descriptors([_decode(b) for b in blobs])
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(Path(out), buf.getvalue())

@@ -81,10 +81,9 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
             for j, c in enumerate(p):
                 pc = padded_crop(c, ARCFACE_TEMPLATE, side, PAD)[0]
                 key = f"{tag}{j}".encode().ljust(32, b".")
-                info = m.source_info(pc)
-                a, _ = m.morph_one(pc, key, info)
+                a, _, used = m.morph_checked(pc, key)
                 if tag == "A":
-                    donors.append(m.choose(info, key)[0])
+                    donors.append(used)
                 outs.append(a[o:o + 112, o:o + 112])
             return np.stack(outs)
 
