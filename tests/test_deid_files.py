@@ -12,7 +12,14 @@ from faceprivacy.core.keys import SCRYPT_N, check_passphrase_strength, derive_ma
 from faceprivacy.deid.batch import anonymize_paths, recover_paths
 from faceprivacy.deid.methods import Blur, make_method
 from faceprivacy.deid.pipeline import Deidentifier, is_anonymized, read_anonymized
-from faceprivacy.deid.record import RecordHeader, build_record, open_record, parse_record, read_record
+from faceprivacy.deid.record import (
+    RecordBody,
+    RecordHeader,
+    build_record,
+    open_record,
+    parse_record,
+    read_record,
+)
 
 PW = b"correct horse battery staple"
 
@@ -89,8 +96,8 @@ def test_new_records_use_scrypt_2_17_and_old_records_still_open(tmp_path, astron
 
     old = RecordHeader(method="blur", salt=base64.b64encode(salt).decode(), image_shape=[8, 8, 3],
                        pixel_sha256="0" * 64, kcv="", scrypt=[2 ** 15, 8, 1])
-    rec = build_record(derive_master_key(PW, salt, n=2 ** 15), old, [])
-    assert open_record(rec, PW)[0].scrypt[0] == 2 ** 15
+    rec = build_record(derive_master_key(PW, salt, n=2 ** 15), old, RecordBody(), [])
+    assert open_record(rec, PW).header.scrypt[0] == 2 ** 15
 
 
 def test_folder_keeps_format_skips_its_output_and_anonymized_files(tmp_path, astronaut, detector) -> None:
