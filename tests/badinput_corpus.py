@@ -376,6 +376,11 @@ def cases() -> list[Case]:
     add(Case("evaldeid-data-empty", ["eval-deid", "--data", "{d}/adir", "--out", "{d}/o"], _uses("adir")))
     add(Case("evaldeid-out-parent-file", ["eval-deid", "--data", "{d}/adir", "--out", "{d}/afile/o"],
              _uses("adir", "afile")))
+    add(Case("evaldeid-test-data-missing", ["eval-deid", "--test-data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evaldeid-face-px-bad", ["eval-deid", "--data", "{d}/adir", "--face-px", "300", "80", "--out", "{d}/o"],
+             _uses("adir")))
+    add(Case("evaldeid-method-unknown", ["eval-deid", "--data", "{d}/adir", "--methods", "nope", "--out", "{d}/o"],
+             _uses("adir")))
     add(Case("traindeid-data-missing", ["train-deid", "--data", "{d}/nope", "--out", "{d}/e.pt"]))
     add(Case("traindeid-init-missing", ["train-deid", "--data", "{d}/adir", "--out", "{d}/e.pt", "--init",
                                         "{d}/nope.pt"], _uses("adir")))
@@ -384,8 +389,7 @@ def cases() -> list[Case]:
     add(Case("trainsur-data-missing", ["train-deid-surrogate", "--data", "{d}/nope", "--cache", "{d}/c.npz",
                                        "--out", "{d}/e.pt"]))
     add(Case("trainsur-cache-garbage", ["train-deid-surrogate", "--data", "{d}/adir", "--cache", "{d}/garbage.pt",
-                                        "--out", "{d}/e.pt"], _uses("adir", "garbage.pt"),
-             known="i19e (deid/riddle): a corrupt --cache file is unpickled without a check (UnpicklingError)"))
+                                        "--out", "{d}/e.pt"], _uses("adir", "garbage.pt")))
     add(Case("trainsur-cache-is-dir", ["train-deid-surrogate", "--data", "{d}/adir", "--cache", "{d}/adir",
                                        "--out", "{d}/e.pt"], _uses("adir")))
     # ---- train-generator / eval-generator

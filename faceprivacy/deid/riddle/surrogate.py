@@ -273,7 +273,14 @@ def train_surrogate_encryptor(cache: Path, data_root: Path, out: Path | None, id
     validation (real decoder + dlib). Returns (encryptor, report)."""
     t0 = time.time()
     torch.manual_seed(seed)
-    blob = torch.load(cache, weights_only=False)
+    try:  # the cache is this command's own output (numpy/tensors + paths), read without unpickling code
+        blob = torch.load(cache, weights_only=True)
+        blob["z_tr"], blob["val_paths"]  # noqa: B018 - the fields this function needs
+    except Exception as e:  # noqa: BLE001 - any unreadable cache is the same user error
+        from ...core.errors import InputError
+
+        raise InputError(f"training cache {cache} is not a train-deid-surrogate cache ({type(e).__name__}); "
+                         "delete it to rebuild") from None
     gen = load_generator(generator, None, "cpu")
     for p in gen.parameters():
         p.requires_grad_(False)
