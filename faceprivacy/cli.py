@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
         os.environ["FACEPRIVACY_QUIET"] = "1"
+    if getattr(args, "threads", None):  # libraries imported later (torch, numpy BLAS) start with this many
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ.setdefault(var, str(args.threads))
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(args.threads)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -87,7 +87,7 @@ def add_common(p: argparse.ArgumentParser, *, threads: int = DEFAULT_THREADS, da
     a = _existing(p, "--threads")
     if a is None:
         p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
-                       help=f"CPU threads for torch and registration (default: {threads})")
+                       help=f"CPU threads (default: {threads})")
         defaults["threads"] = threads
     else:
         defaults["threads"], a.default = a.default, argparse.SUPPRESS

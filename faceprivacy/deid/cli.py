@@ -11,26 +11,41 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the de-identification sub-commands."""
-    p = sub.add_parser("anonymize", help="anonymize every face of an image or a folder (keyed, reversible)")
+    from ..core.options import RUN_DIR_SHOWN, add_common, add_out, command, default_run_dir, derived_path
+
+    p = command(sub, "anonymize", "anonymize every face of an image or a folder (keyed, reversible)",
+                examples=["faceprivacy anonymize photos/ --passphrase-file key.txt   # -> photos_anonymized/",
+                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --consistent -o out.png",
+                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --method blur"])
     p.add_argument("input", type=Path, help="image file or folder")
-    p.add_argument("output", type=Path, help="output file or folder (never the input)")
+    p.add_argument("output", type=Path, nargs="?", default=argparse.SUPPRESS,
+                   help="output file or folder, same as -o (never the input)")
+    add_out(p, lambda a: derived_path(a.input, "anonymized"), "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
+            type=Path, dest="output", help="output file or folder (never the input)")
     p.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
-    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle")
+    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle",
+                   help="riddle: a keyed natural-looking stranger; blur / pixelate / mask: classic baselines")
     p.add_argument("--consistent", action="store_true",
                    help="one key for every face of the batch: one person keeps one anonymous identity")
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
     _model_args(p)
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog")
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
+    add_common(p)
     p.set_defaults(func=_cmd_anonymize)
 
-    r = sub.add_parser("recover", help="restore the original faces of an anonymized image from its record")
-    r.add_argument("input", type=Path)
-    r.add_argument("output", type=Path)
-    r.add_argument("--passphrase-file", type=Path, required=True)
+    r = command(sub, "recover", "restore the original faces of an anonymized image from its record",
+                examples=["faceprivacy recover photos_anonymized/ --passphrase-file key.txt   # -> photos_anonymized_recovered/",
+                          "faceprivacy recover out.png --passphrase-file key.txt -o original.png"])
+    r.add_argument("input", type=Path, help="anonymized image file or folder")
+    r.add_argument("output", type=Path, nargs="?", default=argparse.SUPPRESS,
+                   help="output file or folder, same as -o")
+    add_out(r, lambda a: derived_path(a.input, "recovered"), "INPUT_recovered.EXT, or the folder INPUT_recovered/",
+            type=Path, dest="output", help="output file or folder (never the input)")
+    r.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
     r.add_argument("--plausible", action="store_true",
                    help="with a wrong passphrase, output the latent decrypted under it (another stranger)")
     r.add_argument("--from-latent", action="store_true",
@@ -38,33 +53,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--allow-modified", action="store_true",
                    help="restore even if the anonymized pixels were changed after anonymization")
     _model_args(r)
+    add_common(r)
     r.set_defaults(func=_cmd_recover)
 
-    e = sub.add_parser("eval-deid", help="evaluate de-identification on held-out CelebA test identities")
-    e.add_argument("--data", type=Path, default=None, help="datakit folder (default ../shared/datakit)")
-    e.add_argument("--out", type=Path, default=Path("out/eval_deid"))
+    e = command(sub, "eval-deid", "evaluate de-identification on held-out CelebA test identities",
+                examples=["faceprivacy eval-deid", "faceprivacy eval-deid --n-ids 20 --methods riddle blur",
+                          "faceprivacy eval-deid --encryptor my_encryptor.pt -o eval_mine/"])
+    add_out(e, default_run_dir("eval-deid"), RUN_DIR_SHOWN.format(cmd="deid"), type=Path,
+            help="report folder (eval_deid.json, eval_deid.html)")
     e.add_argument("--n-ids", type=int, default=0, help="test identities to use (0 = all)")
     e.add_argument("--per-id", type=int, default=6, help="images per identity")
-    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"])
-    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"])
+    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"], metavar="NAME",
+                   help="recognizers that try to re-identify")
+    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"], metavar="METHOD",
+                   help="methods compared side by side")
     e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
     _model_args(e)
+    add_common(e)
     e.set_defaults(func=_cmd_eval)
 
-    t = sub.add_parser("train-deid", help="fit/train the latent encryptor on CelebA training identities")
-    t.add_argument("--data", type=Path, default=None)
-    t.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
-    t.add_argument("--generator", default="lite")
-    t.add_argument("--generator-weights", type=Path, default=None)
-    t.add_argument("--steps", type=int, default=300)
+    t = command(sub, "train-deid", "fit/train the latent encryptor on CelebA training identities",
+                examples=["faceprivacy train-deid -o encryptor.pt", "faceprivacy train-deid --steps 50 --max-train 500 -o /tmp/enc.pt",
+                          "faceprivacy train-deid --init encryptor.pt --val-every 50 -o encryptor2.pt"])
+    add_out(t, lambda a: derived_path(f"encryptor_{a.generator}.pt", "trained"), "encryptor_GENERATOR_trained.pt",
+            type=Path, help="encryptor weights to write (.pt)")
+    t.add_argument("--generator", default="lite", help="generator backend")
+    t.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (default: bundled lite)")
+    t.add_argument("--steps", type=int, default=300, help="training steps")
     t.add_argument("--true-every", type=int, default=0, help="every N steps a decoder+dlib step (0 = never)")
-    t.add_argument("--pca-dim", type=int, default=256)
-    t.add_argument("--id-dim", type=int, default=96)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--pca-dim", type=int, default=256, help="latent PCA dimensions kept")
+    t.add_argument("--id-dim", type=int, default=96, help="identity subspace dimensions (swept over --id-candidates)")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--max-train", type=int, default=None, help="random subset of training images (CPU budget)")
     t.add_argument("--max-val", type=int, default=240, help="validation images for the id-dim sweep")
-    t.add_argument("--id-candidates", type=int, nargs="+", default=[64, 128, 192, 256])
+    t.add_argument("--id-candidates", type=int, nargs="+", default=[64, 128, 192, 256],
+                   help="identity dimensions tried on the validation identities")
     t.add_argument("--proxy-aug", type=int, default=1500, help="analytic encryptions used to fit the proxy")
     t.add_argument("--proxy-targets-original", action="store_true",
                    help="proxy targets = dlib of the original photos (skips decoding every training latent)")
@@ -78,35 +102,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
     t.add_argument("--w-wrong", type=float, default=1.0, help="weight of the wrong-key hinges")
     t.add_argument("--w-img", type=float, default=1.0, help="weight of the low-frequency image term (true steps)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     t.add_argument("--save-analytic", type=Path, default=None,
                    help="also write the analytic (untrained couplings) encryptor here")
+    add_common(t)
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("train-deid-surrogate",
-                       help="CPU training of the encryptor's keyed couplings through a dlib surrogate")
-    s.add_argument("--data", type=Path, default=None)
+    s = command(sub, "train-deid-surrogate", "CPU training of the encryptor's keyed couplings through a dlib surrogate",
+                examples=["faceprivacy train-deid-surrogate --cache cache.npz -o encryptor.pt",
+                          "faceprivacy train-deid-surrogate --cache cache.npz --rounds 1 --steps 50 -o /tmp/enc.pt"])
     s.add_argument("--cache", type=Path, required=True,
                    help="training cache (latents and dlib descriptors of training/validation faces; built if "
                         "missing; holds face embeddings, keep it private)")
-    s.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
-    s.add_argument("--id-dim", type=int, default=192)
-    s.add_argument("--pca-dim", type=int, default=256)
-    s.add_argument("--rounds", type=int, default=3)
+    add_out(s, lambda a: Path("encryptor_lite_surrogate.pt"), "encryptor_lite_surrogate.pt", type=Path,
+            help="encryptor weights to write (.pt)")
+    s.add_argument("--id-dim", type=int, default=192, help="identity subspace dimensions")
+    s.add_argument("--pca-dim", type=int, default=256, help="latent PCA dimensions kept")
+    s.add_argument("--rounds", type=int, default=3, help="surrogate refit / coupling training rounds")
     s.add_argument("--steps", type=int, default=400, help="coupling steps per round")
-    s.add_argument("--hidden", type=int, default=256)
-    s.add_argument("--w-attr", type=float, default=1.0)
-    s.add_argument("--w-prior", type=float, default=0.5)
-    s.add_argument("--w-div", type=float, default=1.0)
+    s.add_argument("--hidden", type=int, default=256, help="hidden units of the couplings")
+    s.add_argument("--w-attr", type=float, default=1.0, help="weight of the attribute-keeping term")
+    s.add_argument("--w-prior", type=float, default=0.5, help="weight of the latent-prior term")
+    s.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
     s.add_argument("--margin", type=float, default=None,
                    help="identity hinge (cosine); default: mean dlib cosine between two training people")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
     p.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (non-lite)")
+    from ..core.options import add_deprecated
+
+    add_deprecated(p, "--generator-path", "generator_weights", type=Path)
     p.add_argument("--encryptor", type=Path, default=None, help="encryptor weights (default: bundled)")
 
 
@@ -160,10 +189,15 @@ def _cmd_anonymize(args) -> int:
     summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
                               sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
                               upsample=args.upsample, min_face=args.min_face)
-    print(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s)"
-          + (f"; skipped {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
-             if summary["skipped"] else ""))
-    return 0 if summary["written"] else 2
+    from ..core.options import Summary
+
+    out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
+                  written=summary.get("outputs") or [str(args.output)], skipped=summary["skipped"])
+    if summary["skipped"]:
+        out.notes.append("no face found? try --upsample 2 or --detector cnn")
+    out.then(f"faceprivacy recover {args.output} --passphrase-file {args.passphrase_file}   # the originals")
+    rc = out.print()
+    return rc if summary["written"] else 2
 
 
 def _cmd_recover(args) -> int:
@@ -181,10 +215,12 @@ def _cmd_recover(args) -> int:
 
     summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
                             from_latent=args.from_latent, allow_modified=args.allow_modified)
-    print(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})"
-          + (f"; failed {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
-             if summary["skipped"] else ""))
-    return 0 if summary["written"] and not summary["skipped"] else 2
+    from ..core.options import Summary
+
+    out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
+                  written=[str(args.output)], skipped=summary["skipped"])
+    rc = out.print()
+    return rc if summary["written"] else 2
 
 
 def _cmd_eval(args) -> int:
@@ -199,7 +235,11 @@ def _cmd_eval(args) -> int:
     res = evaluate_deid(Path(data), args.out, n_ids=args.n_ids, per_id=args.per_id, embedders=args.embedders,
                         methods=args.methods, attributes=not args.no_attributes, generator=args.generator,
                         generator_weights=args.generator_weights, encryptor=args.encryptor)
-    print(f"wrote {args.out / 'eval_deid.json'} and {args.out / 'eval_deid.html'}")
+    from ..core.options import Summary
+
+    out = Summary(f"evaluated {', '.join(args.methods)} on held-out CelebA test identities")
+    out.wrote(args.out / "eval_deid.json", args.out / "eval_deid.html").then(f"open {args.out / 'eval_deid.html'}")
+    out.print()
     return 0 if res else 2
 
 
