@@ -226,6 +226,7 @@ class Summary:
     next: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
     max_listed: int = 5
 
     def wrote(self, *paths: Any) -> Summary:
@@ -253,6 +254,7 @@ class Summary:
         block("wrote", self.written)
         for label, v in self.numbers:
             out.append(f"  {label}: {v}")
+        out += [f"  {d.strip()}" for d in self.details]
         if self.skipped:
             block(f"skipped {len(self.skipped)}", self.skipped)
         for n in self.notes:

@@ -98,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure the validation identities every N steps and keep the best state (0 = off)")
     t.add_argument("--batch", type=int, default=64, help="latents per step")
     t.add_argument("--true-batch", type=int, default=8, help="latents per step decoded on true steps")
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the couplings")
     t.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
     t.add_argument("--w-wrong", type=float, default=1.0, help="weight of the wrong-key hinges")
     t.add_argument("--w-img", type=float, default=1.0, help="weight of the low-frequency image term (true steps)")

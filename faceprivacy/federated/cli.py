@@ -13,39 +13,49 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="dlib-level0",
                    help="dlib-fc | dlib-level0 | dlib-level1 (trainable top of dlib's ResNet) | tiny (synthetic)")
     p.add_argument("--local-steps", type=int, default=2, help="client SGD steps per round")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="client images per SGD step")
     p.add_argument("--geometry", default="auto", choices=("auto", "cosine", "euclidean"),
                    help="cosine: FedFace's normalised embeddings and cosine margins; euclidean: raw embeddings, "
                         "radius/distance margins (FedAwS form; suits dlib's metric-trained descriptors); "
                         "auto: euclidean for dlib backbones. The defaults of the options below follow it.")
-    p.add_argument("--lr", type=float, default=None, help="client learning rate (plain SGD)")
+    p.add_argument("--lr", type=float, default=None, help="client learning rate, plain SGD (default: the geometry's)")
     p.add_argument("--embedding-lr", type=float, default=None,
-                   help="client lr of its class embedding (negative: same as --lr)")
+                   help="client lr of its class embedding (negative: same as --lr; default: the geometry's)")
     p.add_argument("--margin", type=float, default=None,
-                   help="positive hinge: cosine margin (cosine) or radius around the class embedding (euclidean)")
-    p.add_argument("--server-opt", choices=("sgd", "adam"), default=None, help="FedAvg (sgd) or FedAdam (adam)")
-    p.add_argument("--server-lr", type=float, default=None)
-    p.add_argument("--spread-lr", type=float, default=None, help="server spreadout step size")
-    p.add_argument("--spread-steps", type=int, default=10)
+                   help="positive hinge: cosine margin (cosine) or radius around the class embedding (euclidean); "
+                        "default: the geometry's")
+    p.add_argument("--server-opt", choices=("sgd", "adam"), default=None,
+                   help="FedAvg (sgd) or FedAdam (adam) (default: the geometry's)")
+    p.add_argument("--server-lr", type=float, default=None, help="server learning rate (default: the geometry's)")
+    p.add_argument("--spread-lr", type=float, default=None, help="server spreadout step size (default: the geometry's)")
+    p.add_argument("--spread-steps", type=int, default=10, help="server spreadout steps per round")
     p.add_argument("--spread-margin", type=float, default=None,
-                   help="spreadout: max cosine (cosine) or min distance (euclidean) between class embeddings")
+                   help="spreadout: max cosine (cosine) or min distance (euclidean) between class embeddings "
+                        "(default: the geometry's)")
     p.add_argument("--dp-clip", type=float, default=0.0, help="DP: clip each client update to this L2 norm")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP: Gaussian noise multiplier (std = noise*clip)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the federated commands to the main CLI."""
-    p = sub.add_parser("fed-simulate", help="simulate FedFace with N one-identity clients in-process",
-                       description="Clients = CelebA training identities (one each); evaluation = verification "
+    from ..core.options import CommaOrSpaceList, add_common, add_deprecated, add_out, command, run_dir
+
+    p = command(sub, "fed-simulate", "simulate FedFace with N one-identity clients in-process",
+                examples=["faceprivacy fed-simulate                      # 167 CelebA clients, fedface vs fedavg vs central",
+                          "faceprivacy fed-simulate --rounds 40 --methods fedface fedavg",
+                          "faceprivacy fed-simulate --synthetic --clients 40 --rounds 3   # smoke test, no data"],
+                description="Clients = CelebA training identities (one each); evaluation = verification "
                                    "on held-out identities. Writes fed_results.json, fed_report.html and "
                                    "fed_tar_vs_round.png.")
     p.add_argument("--clients", type=int, default=None, help="number of clients (default: all training ids)")
-    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=60, help="federated rounds")
     p.add_argument("--clients-per-round", type=int, default=50, help="<=0: all clients every round")
-    p.add_argument("--algorithms", default="fedface,fedavg,central",
-                   help="comma list of fedface, fedavg (no spreadout), central (centralised fine-tuning)")
-    p.add_argument("--central-epochs", type=int, default=4)
+    p.add_argument("--methods", dest="algorithms", nargs="+", action=CommaOrSpaceList,
+                   default=["fedface", "fedavg", "central"], metavar="METHOD",
+                   help="fedface, fedavg (no spreadout), central (centralised fine-tuning), compared side by side")
+    add_deprecated(p, "--algorithms", "algorithms", action=CommaOrSpaceList)
+    p.add_argument("--central-epochs", type=int, default=4, help="epochs of the centralised baseline")
     p.add_argument("--central-loss", choices=("metric", "proxy"), default="metric",
                    help="metric: dlib's pairwise metric loss (Adam); proxy: FedFace's loss family with all "
                         "negatives (SGD)")
@@ -54,47 +64,59 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a sampled client drops out")
     p.add_argument("--faulty", type=float, default=0.0,
                    help="probability that a sampled client sends a NaN update (robustness testing)")
-    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate on held-out identities every N rounds")
     p.add_argument("--data", default=None, help="datakit or CelebA subset folder (default ../shared/datakit)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
-    p.add_argument("--out", default="out/fed", help="output folder")
+    add_out(p, lambda a: run_dir("fed-simulate"), "eval_fed_simulate_DATE_TIME/ in the current folder",
+            help="output folder (fed_results.json, fed_report.html)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="save a resumable checkpoint every k rounds into OUT/checkpoints (holds the server's "
                         "class embeddings: keep it private)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small heads)")
     _add_hparams(p)
+    add_common(p, threads=1)
     p.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("fed-server", help="run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
-                       description="Starts a Flower SuperLink, submits the FedFace app, waits until it finishes "
+    s = command(sub, "fed-server", "run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
+                examples=["faceprivacy fed-server --insecure --min-nodes 2 --rounds 5 --data ../shared/datakit/celeba_subset_aligned112",
+                          "faceprivacy fed-server --ssl-certfile s.pem --ssl-keyfile s.key --ssl-ca-certfile ca.pem"],
+                description="Starts a Flower SuperLink, submits the FedFace app, waits until it finishes "
                                    "(min-nodes SuperNodes must connect, see fed-client), writes the summary.")
     s.add_argument("--host", default="127.0.0.1", help="address the SuperLink binds to")
-    s.add_argument("--port", type=int, default=9092)
-    s.add_argument("--rounds", type=int, default=10)
+    s.add_argument("--port", type=int, default=9092, help="port the SuperLink's Fleet API binds to")
+    s.add_argument("--rounds", type=int, default=10, help="federated rounds")
     s.add_argument("--min-nodes", type=int, default=2, help="nodes required per round")
-    s.add_argument("--fraction-train", type=float, default=1.0)
+    s.add_argument("--fraction-train", type=float, default=1.0, help="fraction of connected nodes trained per round")
     s.add_argument("--no-spreadout", action="store_true", help="plain FedAvg (baseline)")
     s.add_argument("--data", default="", help="CelebA subset root for partition-id clients")
-    s.add_argument("--out", default="out/fed_server")
+    s.add_argument("--out", default="out/fed_server", help="output folder (flower_result.json, Flower logs)")
     s.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
-    s.add_argument("--ssl-certfile")
-    s.add_argument("--ssl-keyfile")
-    s.add_argument("--ssl-ca-certfile")
-    s.add_argument("--timeout", type=float, default=3600.0)
+    s.add_argument("--ssl-certfile", help="server certificate (PEM) for TLS")
+    s.add_argument("--ssl-keyfile", help="server private key (PEM) for TLS")
+    s.add_argument("--ssl-ca-certfile", help="CA certificate (PEM) that signed the server certificate")
+    s.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the run to finish")
     _add_hparams(s)
+    add_common(s, threads=1)
     s.set_defaults(func=cmd_server)
 
-    c = sub.add_parser("fed-client", help="join a FedFace federation as one identity (Flower SuperNode)")
+    c = command(sub, "fed-client", "join a FedFace federation as one identity (Flower SuperNode)",
+                examples=["faceprivacy fed-client --superlink 127.0.0.1:9092 --image-dir me/ --insecure",
+                          "faceprivacy fed-client --superlink host:9092 --partition-id 3 --data celeba_subset_aligned112 "
+                          "--root-certificates ca.pem"])
     c.add_argument("--superlink", required=True, help="SuperLink address host:port")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--image-dir", help="folder with this person's aligned 112x112 face crops")
     g.add_argument("--partition-id", type=int, help="simulate the n-th CelebA training identity (needs --data)")
     c.add_argument("--data", default="", help="CelebA subset root (with --partition-id)")
-    c.add_argument("--host", default="127.0.0.1", help="address of this node's local runtime API")
-    c.add_argument("--port", type=int, default=0, help="port of this node's local runtime API (0: free port)")
-    c.add_argument("--insecure", action="store_true")
+    c.add_argument("--api-host", dest="host", default="127.0.0.1",
+                   help="address of this node's local ClientApp API (not the SuperLink: see --superlink)")
+    add_deprecated(c, "--host", "host")
+    c.add_argument("--api-port", dest="port", type=int, default=0,
+                   help="port of this node's local ClientApp API (0: a free port)")
+    add_deprecated(c, "--port", "port", type=int)
+    c.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
     c.add_argument("--root-certificates", help="CA certificate of the SuperLink (TLS)")
+    add_common(c, threads=1)
     c.set_defaults(func=cmd_client)
 
 
@@ -127,7 +149,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulation import ALGORITHMS, SimConfig
 
     torch.set_num_threads(max(1, args.threads))
-    algos = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    algos = tuple(args.algorithms)
     bad = [a for a in algos if a not in (*ALGORITHMS, "central")]
     if bad or not algos:
         raise InputError(f"unknown algorithms {bad}; use fedface, fedavg, central")
@@ -155,11 +177,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     results = run_experiment(data, split, cfg, algos, central,
                              checkpoint_dir=ckdir, resume=args.resume)
     paths = write_outputs(results, out)
+    from ..core.options import Summary
+
+    s = Summary(f"simulated {', '.join(algos)} for {args.rounds} round(s)").wrote(paths["json"], paths["html"])
     for row in results["summary"]:
-        print(f"{row['method']:>10}: TAR@FAR=1e-3 {row['tar@far=1e-3']:.4f}  EER {row['eer']:.4f}  "
-              f"({row['gain_tar@1e-3_points']:+.2f} points)")
-    print(f"wrote {paths['json']} and {paths['html']}")
-    return 0
+        s.number(f"{row['method']} TAR at FAR=1e-3 (higher is better)", row["tar@far=1e-3"],
+                 f"({row['gain_tar@1e-3_points']:+.2f} points vs the start)")
+    return s.then(f"open {paths['html']}").print()
 
 
 def _run_config(args: argparse.Namespace) -> dict:
