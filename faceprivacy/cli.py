@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 from .core.errors import FacePrivacyError
-from .core.options import HelpFormatter, add_common, resolve
+from .core.options import HelpFormatter, add_common, add_top_level, resolve
 
 #: packages whose ``cli.register`` adds sub-commands (a package without cli.py is skipped)
 COMMAND_MODULES = (
@@ -85,12 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every package's sub-commands."""
     parser = argparse.ArgumentParser(prog="faceprivacy", description=DESCRIPTION, formatter_class=_TopFormatter)
     parser.add_argument("--version", action="version", version=f"faceprivacy {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="CPU threads (default: the command's own, shown in its --help)")
-    parser.add_argument("--data", default=None, metavar="DIR",
-                        help="datakit folder (default: $FACEPRIVACY_DATA, else ../shared/datakit)")
+    add_top_level(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for modname in COMMAND_MODULES:
         try:
@@ -111,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line and exit 2; bugs keep their traceback."""
     parser = build_parser()
     args = resolve(parser.parse_args(argv))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.quiet:
@@ -120,9 +118,6 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.setdefault(var, str(args.threads))
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(args.threads)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
         rc = args.func(args)
     except FacePrivacyError as e:

@@ -23,7 +23,6 @@ from typing import Any
 EXIT_SKIPPED = 3
 #: the shared options' defaults when a command does not choose its own
 DEFAULT_THREADS = 2
-_SHARED_DESTS = ("data", "threads", "verbose", "quiet")
 
 
 def _fmt_default(v: Any) -> str:
@@ -68,37 +67,45 @@ def _existing(p: argparse.ArgumentParser, opt: str) -> argparse.Action | None:
 def add_common(p: argparse.ArgumentParser, *, threads: int = DEFAULT_THREADS, data_help: str | None = None) -> None:
     """``--data``, ``--threads``, ``-q/--quiet`` and ``-v/--verbose`` on a sub-command.
 
-    The sub-command's actions default to SUPPRESS so that the same option given before the command name
-    (``faceprivacy -q --threads 1 deface ...``) is not overwritten; :func:`resolve` fills the command's own
-    default afterwards. An option the command already declares is adopted (its default kept)."""
+    The same options given before the command name (``faceprivacy -q --threads 1 deface ...``) land in
+    ``_top_*`` and :func:`resolve` applies them where the command line left the command's own default. An
+    option the command already declares is adopted (its default kept). Calling it twice is a no-op."""
     if "_common_defaults" in p._defaults:
         return
     defaults: dict[str, Any] = {}
     a = _existing(p, "--data")
     if a is None:
-        p.add_argument("--data", default=argparse.SUPPRESS, metavar="DIR",
+        p.add_argument("--data", default=None, metavar="DIR",
                        help=data_help or "datakit folder (default: $FACEPRIVACY_DATA, else ../shared/datakit)")
         defaults["data"] = None
     else:
-        defaults["data"], a.default = a.default, argparse.SUPPRESS
+        defaults["data"] = a.default
         a.help = a.help or "datakit folder"
         if "default" not in a.help:
             a.help += " (default: $FACEPRIVACY_DATA, else ../shared/datakit)"
     a = _existing(p, "--threads")
     if a is None:
-        p.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N",
-                       help=f"CPU threads (default: {threads})")
+        p.add_argument("--threads", type=int, default=threads, metavar="N", help="CPU threads")
         defaults["threads"] = threads
     else:
-        defaults["threads"], a.default = a.default, argparse.SUPPRESS
-        a.help = f"CPU threads (default: {defaults['threads']})"
+        defaults["threads"] = a.default
+        a.help = "CPU threads"
     if _existing(p, "--quiet") is None:
-        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                       help="no progress bars or stage lines")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or stage lines")
     if _existing(p, "--verbose") is None:
-        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                       help="debug logging and full tracebacks")
+        p.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     p.set_defaults(_common_defaults=defaults)
+
+
+def add_top_level(parser: argparse.ArgumentParser) -> None:
+    """The shared options on the top-level parser (before the command name)."""
+    parser.add_argument("-v", "--verbose", dest="_top_verbose", action="store_true",
+                        help="debug logging and full tracebacks")
+    parser.add_argument("-q", "--quiet", dest="_top_quiet", action="store_true", help="no progress bars or stage lines")
+    parser.add_argument("--threads", dest="_top_threads", type=int, default=None, metavar="N",
+                        help="CPU threads (default: the command's own, shown in its --help)")
+    parser.add_argument("--data", dest="_top_data", default=None, metavar="DIR",
+                        help="datakit folder (default: $FACEPRIVACY_DATA, else ../shared/datakit)")
 
 
 def add_out(p: argparse.ArgumentParser, default: Callable[[argparse.Namespace], Any], shown: str, *,
@@ -120,19 +127,24 @@ def add_out(p: argparse.ArgumentParser, default: Callable[[argparse.Namespace], 
 
 
 def resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the shared options and derived outputs the command line left unset (called by ``cli.main``)."""
-    for k, v in getattr(args, "_common_defaults", {}).items():
-        if not hasattr(args, k) or getattr(args, k) is None:
-            setattr(args, k, v)
+    """Apply the shared options given before the command name and fill the derived outputs the command line
+    left unset (called by ``cli.main``)."""
+    defaults = getattr(args, "_common_defaults", {})
+    for k in ("data", "threads"):
+        top = getattr(args, f"_top_{k}", None)
+        if top is not None and getattr(args, k, defaults.get(k)) == defaults.get(k):
+            setattr(args, k, top)
     for k in ("verbose", "quiet"):
-        if not hasattr(args, k):
-            setattr(args, k, False)
+        setattr(args, k, bool(getattr(args, k, False) or getattr(args, f"_top_{k}", False)))
     spec = getattr(args, "_out_default", None)
     if spec is not None:
         dest, fn, typ = spec
-        if getattr(args, dest, None) is None:
+        val = getattr(args, dest, None)
+        if val is None:
             setattr(args, dest, typ(str(fn(args))))
             args._out_was_default = True
+        elif isinstance(val, str):  # a positional OUTPUT (no type: argparse would convert its SUPPRESS default)
+            setattr(args, dest, typ(val))
     return args
 
 

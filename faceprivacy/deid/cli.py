@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "faceprivacy anonymize group.jpg --passphrase-file key.txt --consistent -o out.png",
                           "faceprivacy anonymize group.jpg --passphrase-file key.txt --method blur"])
     p.add_argument("input", type=Path, help="image file or folder")
-    p.add_argument("output", type=Path, nargs="?", default=argparse.SUPPRESS,
+    p.add_argument("output", nargs="?", default=argparse.SUPPRESS,
                    help="output file or folder, same as -o (never the input)")
     add_out(p, lambda a: derived_path(a.input, "anonymized"), "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
             type=Path, dest="output", help="output file or folder (never the input)")
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                 examples=["faceprivacy recover photos_anonymized/ --passphrase-file key.txt   # -> photos_anonymized_recovered/",
                           "faceprivacy recover out.png --passphrase-file key.txt -o original.png"])
     r.add_argument("input", type=Path, help="anonymized image file or folder")
-    r.add_argument("output", type=Path, nargs="?", default=argparse.SUPPRESS,
+    r.add_argument("output", nargs="?", default=argparse.SUPPRESS,
                    help="output file or folder, same as -o")
     add_out(r, lambda a: derived_path(a.input, "recovered"), "INPUT_recovered.EXT, or the folder INPUT_recovered/",
             type=Path, dest="output", help="output file or folder (never the input)")
