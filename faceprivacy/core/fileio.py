@@ -4,7 +4,6 @@ so a crash never leaves a half-written file and inputs are never touched."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -59,5 +58,7 @@ def _json_default(o: Any) -> Any:
 
 
 def atomic_write_json(dest: str | os.PathLike, obj: Any) -> Path:
-    """Write an object as indented JSON atomically (numpy scalars/arrays and paths are converted)."""
-    return atomic_write_text(dest, json.dumps(obj, indent=2, default=_json_default, sort_keys=False) + "\n")
+    """Write an object as indented, valid JSON atomically (numpy/paths converted, NaN/Infinity -> null)."""
+    from .jsonio import dumps  # strict JSON: NaN/Infinity become null
+
+    return atomic_write_text(dest, dumps(obj, indent=2) + "\n")
