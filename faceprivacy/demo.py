@@ -73,22 +73,31 @@ def core_demo(data_root: Path | None, out: Path) -> dict:
         a = ds.select_identities([ids[0]]).paths[:2]
         b = ds.select_identities([ids[1]]).paths[:1]
         x = load_images(list(a) + list(b))
+        from .core.verification import decide
+
         rows = []
         for name in ("dlib", "mobilefacenet"):
-            f = embed_arcface_crops(get_embedder(name, data_root), x)
-            res[name] = {"same_person_cosine": float(f[0] @ f[1]), "different_person_cosine": float(f[0] @ f[2])}
+            emb = get_embedder(name, data_root)
+            f = embed_arcface_crops(emb, x)
+            same, diff = decide(emb, f[0], f[1]), decide(emb, f[0], f[2])
+            res[name] = {"same_person_cosine": float(f[0] @ f[1]), "different_person_cosine": float(f[0] @ f[2]),
+                         "threshold": same["threshold"], "correct": bool(same["same"] and not diff["same"])}
             rows.append({"recognizer": name, **res[name]})
             print(f"  {name:14s} same-person cos {res[name]['same_person_cosine']:.3f}   "
                   f"different-person cos {res[name]['different_person_cosine']:.3f}")
-        d = res["dlib"]
-        res["headline"] = (f"dlib: same person cosine {d['same_person_cosine']:.2f} vs different people "
-                           f"{d['different_person_cosine']:.2f}")
+        ok = [r["recognizer"] for r in rows if r["correct"]]
+        d = res["mobilefacenet"]
+        res["headline"] = (f"{len(ok)} of {len(rows)} recognizers right on a same/different pair; MobileFaceNet "
+                           f"cosine {d['same_person_cosine']:.2f} vs {d['different_person_cosine']:.2f}")
         rep.findings([f"{r['recognizer']}: same-person cosine {r['same_person_cosine']:.2f}, different-person "
-                      f"{r['different_person_cosine']:.2f}" for r in rows],
-                     verdict="both recognizers separate the two test people", level="info")
+                      f"{r['different_person_cosine']:.2f}, threshold {r['threshold']:.2f} (FAR 1e-3): "
+                      f"{'both decisions right' if r['correct'] else 'a decision is wrong'}" for r in rows],
+                     verdict=f"{len(ok)} of {len(rows)} recognizers decide both pairs right",
+                     level="good" if len(ok) == len(rows) else "warn")
         rep.small_n(2, "people")
         rep.table(rows, labels={"same_person_cosine": "same person (cosine; higher is better)",
-                                "different_person_cosine": "different people (cosine; lower is better)"})
+                                "different_person_cosine": "different people (cosine; lower is better)",
+                                "threshold": "threshold at FAR 1e-3 (cosine)", "correct": "both decisions right"})
     else:
         res["headline"] = "face found and aligned"
     res["report"] = str(rep.write(out / "report.html"))

@@ -30,7 +30,8 @@ def _is_list(a: argparse.Action) -> bool:
 
 
 def _meaningful_default(a: argparse.Action) -> bool:
-    if a.default in (None, False, argparse.SUPPRESS, "") or a.help is argparse.SUPPRESS:
+    if a.default is None or a.default is False or a.default == "" or a.default is argparse.SUPPRESS \
+            or a.help is argparse.SUPPRESS:
         return False
     if isinstance(a, argparse._StoreConstAction | argparse._HelpAction | argparse._VersionAction):
         return False

@@ -44,7 +44,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if action.help is argparse.SUPPRESS or "default" in h.lower():
             return h
         d = action.default
-        if d in (None, False, "", argparse.SUPPRESS) or isinstance(action, argparse._StoreConstAction):
+        if d is None or d is False or d == "" or d is argparse.SUPPRESS or isinstance(action, argparse._StoreConstAction):
             return h
         if isinstance(d, list | tuple) and not d:
             return h
@@ -247,6 +247,16 @@ class Summary:
 
     def number(self, label: str, value: Any, unit: str = "") -> Summary:
         self.numbers.append((label, f"{fmt_number(value)}{(' ' + unit) if unit else ''}"))
+        return self
+
+    def facts(self, d: dict) -> Summary:
+        """Nested numbers (a validation report, a config) as short detail lines: ``key: a 0.12, b 3``."""
+        for k, v in d.items():
+            if isinstance(v, dict):
+                flat = ", ".join(f"{kk} {fmt_number(vv)}" for kk, vv in v.items() if not isinstance(vv, dict | list))
+                self.details.append(f"{k}: {flat}")
+            else:
+                self.details.append(f"{k}: {fmt_number(v)}")
         return self
 
     def then(self, cmd: str) -> Summary:

@@ -211,8 +211,8 @@ class HtmlReport:
     def small_n(self, n: int, what: str = "people", min_n: int = SMALL_N) -> bool:
         """Warn (and return True) when a rate rests on fewer than ``min_n`` ``what``."""
         if n < min_n:
-            msg = (f"small sample: n = {n} {what}. Rates move by 1/{n} = {1 / max(n, 1):.2f} per "
-                   f"{what.rstrip('s')}; treat them as anecdotes, not estimates (goal: n ≥ {min_n}).")
+            msg = (f"small sample: n = {n} {what}; one more or fewer changes a rate by {1 / max(n, 1):.2f}. "
+                   f"Read the numbers as examples, not estimates (goal: n ≥ {min_n}).")
             self.finding_items.append(msg)
             return True
         return False

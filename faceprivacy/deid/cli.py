@@ -244,7 +244,6 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    import json
 
     from ..core.paths import default_data_root
     from .train import train_encryptor
@@ -268,12 +267,14 @@ def _cmd_train(args) -> int:
     summary = {k: rep[k] for k in ("val_init", "val_analytic", "val_trained", "val_score", "wall_s") if k in rep}
     if "chosen_step" in rep.get("train", {}):
         summary["chosen_step"] = rep["train"]["chosen_step"]
-    print(json.dumps(summary, indent=1, default=float))
-    return 0
+    from ..core.options import Summary
+
+    return (Summary(f"trained the encryptor ({args.generator}, {args.steps} steps)", written=[str(args.out)])
+            .facts(summary).then(f"faceprivacy eval-deid --encryptor {args.out}   # on held-out test identities")
+            .print())
 
 
 def _cmd_train_surrogate(args) -> int:
-    import json
 
     import torch
 
@@ -288,7 +289,11 @@ def _cmd_train_surrogate(args) -> int:
                                        rounds=args.rounds, steps=args.steps, hidden=args.hidden, seed=args.seed,
                                        w_attr=args.w_attr, w_prior=args.w_prior, w_div=args.w_div,
                                        margin=args.margin)
-    print(json.dumps({"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
-                      "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
-                      else rep["val_analytic"], "wall_s": rep["wall_s"]}, indent=1, default=float))
-    return 0
+    from ..core.options import Summary
+
+    facts = {"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
+             "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
+             else rep["val_analytic"], "wall_s": rep["wall_s"]}
+    return (Summary(f"trained the encryptor through the dlib surrogate ({args.rounds} round(s))",
+                    written=[str(args.out)]).facts(facts)
+            .then(f"faceprivacy eval-deid --encryptor {args.out}   # on held-out test identities").print())

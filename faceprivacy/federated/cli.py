@@ -202,7 +202,6 @@ def _run_config(args: argparse.Namespace) -> dict:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """Handler of ``fed-server``: SuperLink + FedFace run until it finishes, then shut down."""
-    import json
 
     from .deploy import LocalFederation
 
@@ -214,9 +213,13 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"SuperLink on {addr}; waiting for {args.min_nodes} SuperNodes "
               f"(faceprivacy fed-client --superlink {addr} ...)", flush=True)
         summary = fed.run_app(_run_config(args), timeout=args.timeout)
-    print(json.dumps({k: summary[k] for k in ("num_rounds", "model_change_l2")}))
-    print(f"wrote {out / 'flower_result.json'}")
-    return 0
+    from ..core.options import Summary
+
+    return (Summary(f"FedFace on Flower finished {summary['num_rounds']} round(s)",
+                    written=[str(out / "flower_result.json")])
+            .number("model change (L2 norm of the update, > 0 means it trained)", summary["model_change_l2"])
+            .then(f"faceprivacy fed-simulate --rounds {args.rounds}   # in-process, with held-out evaluation")
+            .print())
 
 
 def cmd_client(args: argparse.Namespace) -> int:
