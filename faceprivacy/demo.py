@@ -160,8 +160,10 @@ def deid_demo(data_root: Path | None, out: Path) -> dict:
     rep = HtmlReport("De-identification: anonymize and recover one photo", subtitle="faceprivacy anonymize / recover")
     rep.findings([
         f"recovery with the right passphrase: {'exact (every pixel equal)' if exact else 'NOT exact'}",
-        *(f"dlib says the {k} face is {'still' if v['same'] else 'not'} the original person "
-          f"(cosine {_num(v['cosine'])}, threshold {_num(v.get('threshold'))})" for k, v in match.items()),
+        *(f"dlib finds no face in the {k} image" if v["cosine"] is None else
+          f"dlib says the {k} face is {'still' if v['same'] else 'not'} the original person "
+          f"(cosine {_num(v['cosine'])}, same-person threshold {_num(v.get('threshold'))} at FAR 1e-3)"
+          for k, v in match.items()),
     ], verdict=("the anonymized face no longer matches the original; the original comes back exactly"
                 if exact and not match["anonymized"]["same"] else "check: see the findings"),
         level="good" if exact and not match["anonymized"]["same"] else "bad")

@@ -489,7 +489,8 @@ def _findings(rep, res: dict) -> None:
     items = []
     leaks = sorted((r for r in res.get("probes", []) if r.get("lift") is not None), key=lambda r: -r["lift"])
     for r in leaks[:3]:
-        items.append(f"{r['attribute']}: probe {r['probe']:.3f} vs trivial {r['trivial']:.3f} "
+        unit = f" {r['unit']}" if r.get("unit") else ""
+        items.append(f"{r['attribute']}: probe {r['probe']:.3g} vs trivial {r['trivial']:.3g}{unit} "
                      f"(lift {r['lift']:+.2f}; n = {r.get('n_test', '?')} test images)")
     for k, r in res.get("inversion", {}).get("attacks", {}).items():
         if "type1_rate" in r:
@@ -501,3 +502,6 @@ def _findings(rep, res: dict) -> None:
     leaky = [r["attribute"] for r in leaks if r["lift"] > 0.1]
     rep.findings(items, verdict=(f"the embedding leaks {', '.join(leaky)}" if leaky else "no attribute lift above 0.1"),
                  level="bad" if leaky else "good")
+    test = res.get("splits", {}).get("test", {})
+    if isinstance(test, dict) and "identities" in test:
+        rep.small_n(int(test["identities"]), "test identities")

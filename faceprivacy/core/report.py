@@ -128,7 +128,29 @@ COLUMNS: dict[str, Column] = {
     "n_seeds": Column("n seeds"),
     # generator
     "psnr_mean": Column("PSNR", "dB", better="higher", digits=1), "ssim_mean": Column("SSIM", better="higher"),
+    "recon_mobilefacenet_pass@far1e-3": Column("reconstructions matched by MobileFaceNet at FAR 1e-3", "rate",
+                                               better="higher"),
+    "recon_dlib_pass@0.6": Column("reconstructions within dlib distance 0.6", "rate", better="higher"),
+    "recon_dlib_dist_mean": Column("dlib distance of reconstructions", better="lower"),
+    "recon_mobilefacenet_cos_mean": Column("MobileFaceNet cosine of reconstructions", better="higher"),
+    "samples_hog_detect_rate": Column("random samples with a detected face", "rate", better="higher"),
+    "real_hog_detect_rate": Column("real photos with a detected face", "rate"),
+    "kid_samples_vs_real_mfn": Column("KID samples vs real (MobileFaceNet features)", better="lower"),
+    "kid_recon_vs_real_mfn": Column("KID reconstructions vs real (MobileFaceNet features)", better="lower"),
+    "recon_s_per_face": Column("reconstruction time per face", "s", better="lower"),
 }
+
+
+def rounded(obj: Any, sig: int = 3) -> Any:
+    """``obj`` with every float rounded to ``sig`` significant digits (for numbers quoted in text)."""
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if not math.isfinite(f) or f == 0 else round(f, sig - 1 - int(math.floor(math.log10(abs(f)))))
+    if isinstance(obj, Mapping):
+        return {k: rounded(v, sig) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [rounded(v, sig) for v in obj]
+    return obj
 
 
 def label_for(key: str) -> Column:
