@@ -151,8 +151,9 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
         from ..core.embedders import embed_arcface_crops, get_embedder
         from ..core.paths import default_data_root
 
-        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", default_data_root()),
-                                           np.stack(crops)), np.float32)
+        root = Path(args.data) if args.data else default_data_root()
+        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", root), np.stack(crops)),
+                       np.float32)
     labels = args.labels if args.labels != "auto" else ("model" if model.cfg.kind == "mlp" else "teacher")
     if labels == "teacher":
         from .teacher import AgeGenderTeacher
