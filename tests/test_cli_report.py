@@ -37,7 +37,7 @@ def test_numbers_are_rounded_to_their_precision():
     assert fmt_value(12.3456, label_for("psnr_mean")) == "12.3"
     assert fmt_value(float("nan")) == "n/a" and fmt_value(None) == "n/a"
     assert fmt_value(200000) == "200,000" and fmt_value(7) == "7"
-    assert rate_text(5, 7, 0.2) == "0.714 (5/7; chance 0.2)"
+    assert rate_text(5, 7, 0.2) == "0.714 (5/7; chance 0.200)" and fmt_value(0.78) == "0.780"
 
 
 def test_report_page_puts_the_verdict_first_and_labels_columns():
@@ -50,7 +50,7 @@ def test_report_page_puts_the_verdict_first_and_labels_columns():
     assert "small sample: n = 5 subjects" in page
     assert "re-identified, rank-1 (rate)" in page and "lower is better" in page and "TAR at FAR 1e-3" in page
     assert "0.714" in page and "0.7142" not in page
-    assert "class='scroll'" in page and "n = 7; chance level 0.2" in page
+    assert "class='scroll'" in page and "n = 7; chance level 0.200" in page
 
 
 def test_cards_link_their_reports():

@@ -178,9 +178,9 @@ def fmt_value(v: Any, col: Column | None = None) -> str:
             return f"{f:.{col.digits}f}"
         if f == 0:
             return "0"
-        if abs(f) >= 1000:
+        if abs(f) >= 100:
             return f"{f:,.0f}"
-        return f"{f:.3g}" if abs(f) >= 0.001 else f"{f:.2e}"
+        return f"{f:#.3g}".rstrip(".") if abs(f) >= 0.001 else f"{f:.2e}"  # 0.780, not 0.78: same width
     if isinstance(v, list | tuple) and all(isinstance(x, int | float | np.number) for x in v) and len(v) <= 8:
         return "[" + ", ".join(fmt_value(x) for x in v) + "]"
     return str(v)
@@ -329,8 +329,8 @@ class HtmlReport:
             ".card{border:1px solid #ccc;border-radius:8px;padding:.6em .9em;border-top:5px solid #4a7}"
             ".card.warn{border-top-color:#d90}.card.error{border-top-color:#c44}.card.skipped{border-top-color:#aaa}"
             ".card h3{margin:.2em 0}.card .headline{font-size:1.15em;font-weight:600;margin:.2em 0 .4em}"
-            ".card .thumbs{display:flex;gap:6px}.card .thumbs figure{margin:0;flex:1}"
-            ".card .thumbs img{width:100%;image-rendering:auto;border:1px solid #ddd}.card p{color:#444;"
+            ".card .thumbs{display:flex;gap:6px}.card .thumbs figure{margin:0;flex:0 1 auto;min-width:0}"
+            ".card .thumbs img{height:150px;width:auto;max-width:100%;object-fit:contain;border:1px solid #ddd}.card p{color:#444;"
             "font-size:92%}.open{font-weight:600}")
         box = ""
         if self.verdict or self.finding_items:

@@ -194,5 +194,5 @@ def _findings(rep, results: dict) -> None:
     items.append(f"n = {results['num_test_identities']} held-out identities, {results['num_test_images']} images")
     best = max(rows, key=lambda r: r["tar@far=1e-3"])
     rep.findings(items, verdict=f"best: {best['method']} ({best['gain_tar@1e-3_points']:+.2f} points)",
-                 level="good" if best["gain_tar@1e-3_points"] > 0 else "warn")
+                 level="good" if best["gain_tar@1e-3_points"] >= 1 else "info")
     rep.small_n(int(results["num_test_identities"]), "identities")
