@@ -86,10 +86,13 @@ def test_output_names_derive_from_the_input(tmp_path, monkeypatch):
     assert Path(_parse(["embed", "d/a.jpg", "b.jpg"]).out) == Path("d/a_embeddings.npy")
     for cmd, tag in (("eval-deid", "deid"), ("eval-unlearning", "unlearning"), ("eval-verification", "verification"),
                      ("eval-generator", "generator"), ("audit-embeddings", "audit_embeddings"),
-                     ("fed-simulate", "fed_simulate")):
+                     ("fed-simulate", "fed_simulate"), ("eval-deface", "deface")):
         out = Path(_parse([cmd]).out)
         assert re.fullmatch(rf"eval_{tag}_\d{{4}}-\d\d-\d\d_\d{{4}}", out.name), (cmd, out)
     assert Path(_parse(["eval-deid", "-o", "mine"]).out) == Path("mine")
+    assert Path(_parse(["mri-audit", "bids"]).output_dir) == Path("bids/derivatives/faceprivacy")
+    assert Path(_parse(["mri-audit", "bids", "res", "participant"]).output_dir) == Path("res")
+    assert Path(_parse(["mri-audit", "-o", "res", "bids"]).output_dir) == Path("res")
 
 
 def test_derived_path_rules(tmp_path):

@@ -22,7 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output file or folder, same as -o (never the input)")
     add_out(p, lambda a: derived_path(a.input, "anonymized"), "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
             type=Path, dest="output", help="output file or folder (never the input)")
-    p.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
+    p.add_argument("--passphrase-file", type=Path, default=None,
+                   help="file holding the passphrase, or - for standard input; with a passphrase the output "
+                        "is recoverable (riddle always needs one; default: ask without echo when one is needed)")
+    p.add_argument("--recoverable", action="store_true",
+                   help="seal the original faces into the output (asks for a passphrase without echo if no "
+                        "--passphrase-file); blur/pixelate/mask write plain images otherwise")
+    p.add_argument("--format", choices=("png", "jpg", "webp", "tif"), default=None,
+                   help="output format of a folder run (default: keep each input's format; JPEG at quality 95)")
     p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle",
                    help="riddle: a keyed natural-looking stranger; blur / pixelate / mask: classic baselines")
     p.add_argument("--consistent", action="store_true",
@@ -34,18 +41,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
+    _detector_filters(p)
     add_common(p)
     p.set_defaults(func=_cmd_anonymize)
 
     r = command(sub, "recover", "restore the original faces of an anonymized image from its record",
                 examples=["faceprivacy recover photos_anonymized/ --passphrase-file key.txt   # -> photos_anonymized_recovered/",
-                          "faceprivacy recover out.png --passphrase-file key.txt -o original.png"])
+                          "faceprivacy recover out.png -o original.png          # asks for the passphrase"])
     r.add_argument("input", type=Path, help="anonymized image file or folder")
     r.add_argument("output", nargs="?", default=argparse.SUPPRESS,
                    help="output file or folder, same as -o")
     add_out(r, lambda a: derived_path(a.input, "recovered"), "INPUT_recovered.EXT, or the folder INPUT_recovered/",
             type=Path, dest="output", help="output file or folder (never the input)")
-    r.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
+    r.add_argument("--passphrase-file", type=Path, default=None,
+                   help="file holding the passphrase, or - for standard input (default: ask without echo)")
     r.add_argument("--plausible", action="store_true",
                    help="with a wrong passphrase, output the latent decrypted under it (another stranger)")
     r.add_argument("--from-latent", action="store_true",
@@ -130,6 +139,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_train_surrogate)
 
 
+def _detector_filters(p: argparse.ArgumentParser) -> None:
+    from ..core.detect import MIN_SCORE, MIN_SIZE
+
+    p.add_argument("--min-score", type=float, default=MIN_SCORE,
+                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
+    p.add_argument("--min-size", type=float, default=MIN_SIZE,
+                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+
+
+def _passphrase(args, new: bool) -> bytes | None:
+    """The passphrase from --passphrase-file (a file, or - for stdin), else a no-echo prompt when one is
+    needed (``new``: confirm it), else None (a plain, non-recoverable output)."""
+    from ..core.keys import prompt_passphrase, read_passphrase_file
+
+    if args.passphrase_file is not None:
+        return read_passphrase_file(args.passphrase_file)
+    if not new or getattr(args, "recoverable", False) or getattr(args, "method", "") == "riddle":
+        return prompt_passphrase(confirm=new)
+    return None
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
     p.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (non-lite)")
@@ -182,29 +212,41 @@ def _method(args):
 
 
 def _cmd_anonymize(args) -> int:
-    from ..core.keys import read_passphrase_file
+
     from .batch import anonymize_paths
 
-    passphrase = read_passphrase_file(args.passphrase_file)
+    passphrase = _passphrase(args, new=True)
     summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
                               sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
-                              upsample=args.upsample, min_face=args.min_face)
+                              upsample=args.upsample, min_face=args.min_face, fmt=args.format,
+                              min_score=args.min_score, min_size=args.min_size)
     from ..core.options import Summary
 
     out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
                   written=summary.get("outputs") or [str(args.output)], skipped=summary["skipped"])
-    if summary["skipped"]:
-        out.notes.append("no face found? try --upsample 2 or --detector cnn")
-    out.then(f"faceprivacy recover {args.output} --passphrase-file {args.passphrase_file}   # the originals")
+    out.notes += list(summary.get("notes", []))
+    if summary["skipped"] and "no_face_hint" in summary:
+        out.notes.append(f"no face found: {summary['no_face_hint']}")
+    if summary.get("lossy"):
+        out.notes.append("JPEG/WebP output: pixels outside the faces are re-encoded (quality 95); recovery restores "
+                         "the faces exactly but not the frame bit for bit (use .png / --format png for that)")
+    if summary["written"]:
+        if summary.get("recoverable"):
+            pw = str(args.passphrase_file) if args.passphrase_file is not None else "FILE"
+            out.notes.append("contains a sealed copy of the original faces; keep the passphrase to recover them")
+            out.then(f"faceprivacy recover {args.output} --passphrase-file {pw}   # the original faces")
+        else:
+            out.notes.append("plain output: no copy of the original faces is kept (use --recoverable to keep one)")
+            if Path(args.input).is_file():
+                out.then(f"faceprivacy verify {args.input} {args.output}   # still the same person?")
     rc = out.print()
     return rc if summary["written"] else 2
 
 
 def _cmd_recover(args) -> int:
-    from ..core.keys import read_passphrase_file
     from .batch import recover_paths
 
-    passphrase = read_passphrase_file(args.passphrase_file)
+    passphrase = _passphrase(args, new=False)
 
     def method_factory(name: str):
         from .methods import make_method
@@ -218,7 +260,10 @@ def _cmd_recover(args) -> int:
     from ..core.options import Summary
 
     out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
-                  written=[str(args.output)], skipped=summary["skipped"])
+                  written=summary.get("outputs") or [str(args.output)], skipped=summary["skipped"])
+    if "faces-exact" in summary["modes"]:
+        out.notes.append("faces-exact: the faces are the original pixels, but the rest of the frame went through "
+                         "JPEG/WebP and is not bit-identical to the input")
     rc = out.print()
     return rc if summary["written"] else 2
 
