@@ -331,7 +331,7 @@ class HtmlReport:
             ".card.warn{border-top-color:#d90}.card.error{border-top-color:#c44}.card.skipped{border-top-color:#aaa}"
             ".card h3{margin:.2em 0}.card .headline{font-size:1.15em;font-weight:600;margin:.2em 0 .4em}"
             ".card .thumbs{display:flex;gap:6px}.card .thumbs figure{margin:0;flex:0 1 auto;min-width:0}"
-            ".card .thumbs img{height:150px;width:auto;max-width:100%;object-fit:contain;border:1px solid #ddd}.card p{color:#444;"
+            ".card .thumbs img{max-height:150px;height:auto;width:auto;max-width:100%;border:1px solid #ddd}.card p{color:#444;"
             "font-size:92%}.open{font-weight:600}")
         box = ""
         if self.verdict or self.finding_items:
