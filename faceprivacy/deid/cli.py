@@ -227,7 +227,7 @@ def _cmd_anonymize(args) -> int:
     out.notes += list(summary.get("notes", []))
     if summary["skipped"] and "no_face_hint" in summary:
         out.notes.append(f"no face found: {summary['no_face_hint']}")
-    if summary.get("lossy"):
+    if summary.get("lossy") and summary.get("recoverable"):
         out.notes.append("JPEG/WebP output: pixels outside the faces are re-encoded (quality 95); recovery restores "
                          "the faces exactly but not the frame bit for bit (use .png / --format png for that)")
     if summary["written"]:
