@@ -280,6 +280,7 @@ def run_eval(data_root: str | Path, out_dir: str | Path, config: EvalConfig = Ev
     res["summary"] = summarise(res["rows"], config.methods)
     atomic_write_json(out / "eval_deface.json", res)
     _html(res, out / "eval_deface.html")
+    write_markdown(out / "eval_deface.json")
     res["json"], res["html"] = str(out / "eval_deface.json"), str(out / "eval_deface.html")
     return res
 
@@ -335,6 +336,50 @@ def table_rows(res: dict) -> list[dict]:
             d[f"{m}: face cov."] = round(e["face_coverage"], 3)
             d[f"{m}: unchanged identical"] = "yes" if e["unchanged_byte_identical"] else "NO"
         out.append(d)
+    return out
+
+
+def write_markdown(json_path: str | Path) -> Path:
+    """``eval_deface.md`` beside the JSON: the per-row table and the quickshear ratios (for docs)."""
+    import json
+
+    from ..core.fileio import atomic_write_text
+
+    res = json.loads(Path(json_path).read_text())
+    lines = ["| head | copy | mask run wall s / CPU s | reg. vs unrotated mm | "
+             + " | ".join(f"{m}: brain removed (indep.) / face cov. / unchanged identical" for m in METHODS) + " |",
+             "|" + "---|" * (4 + len(METHODS))]
+    for r in res["rows"]:
+        if "rejected_on_load" in r:
+            lines.append(f"| {r['head']} | {r['copy']} | rejected on load: {r['rejected_on_load']} |"
+                         + " |" * (1 + len(METHODS)))
+            continue
+        reg = f"{r['registration_vs_unrotated_mm']:.2f}" if "registration_vs_unrotated_mm" in r else "–"
+        cells = []
+        for m in METHODS:
+            e = r["methods"].get(m)
+            if e is None:
+                cells.append("–")
+            elif "refused" in e:
+                cells.append("refused")
+            else:
+                cells.append(f"{e['brain_voxels_removed_independent']} / {e['face_coverage']:.3f} / "
+                             f"{'yes' if e['unchanged_byte_identical'] else 'NO'}")
+        lines.append(f"| {r['head']} | {r['copy']} | {r['wall_s']:.1f} / {r['cpu_s']:.1f} | {reg} | "
+                     + " | ".join(cells) + " |")
+    if "speed_vs_quickshear" in res:
+        lines += ["", "| head | method | ours wall s / CPU s | quickshear wall s / CPU s | ratio wall / CPU |",
+                  "|---|---|---|---|---|"]
+        for h, e in res["speed_vs_quickshear"].items():
+            q = e["quickshear"]
+            for m in ("mask", "shear"):
+                if m in e and "wall_s" in q:
+                    lines.append(f"| {h} | {m} | {e[m]['wall_s']:.1f} / {e[m]['cpu_s']:.1f} | {q['wall_s']:.2f} / "
+                                 f"{q['cpu_s']:.2f} | {e[m]['ratio_wall_vs_quickshear']:.1f} / "
+                                 f"{e[m]['ratio_cpu_vs_quickshear']:.1f} |")
+    lines += ["", f"load average at start: {res.get('load_average')}"]
+    out = Path(json_path).with_suffix(".md")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
 
 
