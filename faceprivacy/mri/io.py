@@ -201,8 +201,14 @@ def to_source_orientation(vol: Volume, data_ras: np.ndarray) -> np.ndarray:
 
 
 def check_output_path(out_path: str | Path, inputs: list[Path] | tuple[Path, ...] = ()) -> Path:
-    """Refuse an output path before any work: wrong suffix, an existing folder, or one of the inputs."""
+    """Refuse an output path before any work: wrong suffix, an existing folder, a file where a parent
+    folder should be, or one of the inputs."""
     out = Path(out_path)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{out}: {parent} is a file, not a folder")
+            break
     if out.is_dir():
         raise InputError(f"{out}: is a folder; give an output file ending in .nii or .nii.gz")
     if not _is_nifti_name(out):
