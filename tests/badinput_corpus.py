@@ -478,8 +478,6 @@ def cases() -> list[Case]:
              _uses("face.png", "afile")))
     add(Case("unlearn-metaloss-garbage", ["unlearn", "--support", "{d}/face.png", "--metaloss", "{d}/garbage.pt",
                                           "--out", "{d}/m.pt"], _uses("face.png", "garbage.pt")))
-    add(Case("evaldeface-data-missing", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/o"]))
-    add(Case("evaldeface-head-unknown", ["eval-deface", "--heads", "nope", "--out", "{d}/o"]))
     add(Case("evalunlearn-data-missing", ["eval-unlearning", "--data", "{d}/nope", "--out", "{d}/o"]))
     add(Case("evalunlearn-out-parent-file", ["eval-unlearning", "--data", "{d}/nope", "--out", "{d}/afile/o"],
              _uses("afile")))
