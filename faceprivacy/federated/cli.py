@@ -313,9 +313,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     """Handler of ``fed-server``: secure SuperLink + FedFace run, one line per round, result + model."""
     import signal
 
+    from ..core.errors import InputError
     from .deploy import LocalFederation, RunTimeout
     from .security import check_tls_files
 
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a TCP port (0-65535)")
     recipe = recipe_from_args(args)
     out = Path(args.out).resolve()  # the Flower processes run in other folders
     ssl = {} if args.insecure else check_tls_files({"ssl-certfile": args.ssl_certfile,
@@ -373,6 +376,9 @@ def cmd_client(args: argparse.Namespace) -> int:
     from .deploy import flower_env, free_port, supernode_command
     from .security import APP_HASH_ENV, check_node_key, fedface_app_hash, write_guard_shims
 
+    host, sep, port = args.superlink.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise InputError(f"--superlink must be HOST:PORT, got {args.superlink!r}")
     if args.image_dir and not Path(args.image_dir).is_dir():
         raise InputError(f"image folder not found: {args.image_dir}")
     node_cfg = {"image-dir": str(Path(args.image_dir).resolve())} if args.image_dir else {
