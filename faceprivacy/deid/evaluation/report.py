@@ -83,6 +83,19 @@ def write_report(res: dict, runs: dict, originals: dict, frames: list, objs: dic
                     "(mobilefacenet-onnx) is the independent judge; select methods with dlib and mobilefacenet "
                     f"(CASIA) only. Wall time {res['wall_s']} s.")
     keyed = [m for m in cfg.methods if getattr(objs[m], "keyed", False) and m != "stranger"] or list(cfg.methods)
+    first = keyed[0]
+    items = []
+    for proto in cfg.protocols:
+        r = res["protocols"][proto][first]
+        items.append(f"{proto}: {first} rank-1 " + ", ".join(f"{rn} {_fmt(v['rank1'])}" for rn, v in r["identity"].items())
+                     + f" (chance {100 * res['chance_rank1']:.2f} %); faces replaced {_fmt(r['faces_anonymized'])}")
+    worst = max(v["rank1"]["value"] for p in cfg.protocols for v in res["protocols"][p][first]["identity"].values())
+    if hasattr(rep, "findings"):
+        rep.findings(items + [f"n = {res['n_identities']} people, {res['n_probes']} faces"],
+                     verdict=f"{first}: anonymized faces re-identified at rank 1 at most {100 * worst:.1f} % "
+                             f"(chance {100 * res['chance_rank1']:.2f} %)",
+                     level="good" if worst <= 2 * res["chance_rank1"] else "bad")
+        rep.small_n(res["n_identities"], "people")
     for proto in cfg.protocols:
         rep.heading(f"Protocol: {'full frames (file pipeline)' if proto == 'frames' else 'aligned crops'}")
         for j, m in enumerate(keyed[:2]):
