@@ -101,6 +101,12 @@ class RecordHeader:
             raise InputError(f"unsupported recovery record version {version!r}")
         known = {"method", "salt", "image_shape", "pixel_sha256", "kcv", "generator", "encryptor", "scrypt",
                  "version"}
+        extra = set(d) - known
+        if version == RECORD_VERSION and extra:
+            raise InputError(f"recovery record header is corrupt: unknown field {sorted(extra)[0]!r}")
+        if version == 1 and not (isinstance(d.get("faces", []), list)
+                                 and all(isinstance(f, dict) for f in d.get("faces", []))):
+            raise InputError("recovery record header is corrupt: bad faces")
         h = cls(**{k: d[k] for k in known if k in d}) if _has(d, ("method", "salt", "image_shape",
                                                                     "pixel_sha256")) else None
         if h is None:
@@ -342,14 +348,10 @@ def encode_png_with_record(img: np.ndarray, record: bytes) -> bytes:
 
 def read_record(image_path: str | Path) -> bytes:
     """The record of an anonymized image: its PNG iTXt chunk, else the sidecar ``.fpx``; else InputError."""
-    from PIL import Image, UnidentifiedImageError
+    from ..core.imageio import read_image_text  # the one safe loader: bombs, truncation -> InputError
 
     image_path = Path(image_path)
-    try:
-        with Image.open(image_path) as im:
-            text = dict(getattr(im, "text", {}) or {})
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise InputError(f"cannot read image {image_path}: {e}") from None
+    text = read_image_text(image_path)
     if PNG_KEY in text:
         try:
             return base64.b64decode(text[PNG_KEY].encode("ascii"), validate=True)

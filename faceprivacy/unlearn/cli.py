@@ -122,10 +122,13 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     """Load model (+ MetaLoss), apply one support-only unlearning method, save the new model."""
     import torch
 
+    from ..core.fileio import check_output
     from .metaloss import load_metaloss
     from .methods import UnlearnContext, get_method
     from .model import load_model, predict, save_model, to_float
 
+    # never overwrite an input (the model, the MetaLoss or a support image), before any work
+    check_output(args.out, [*args.support, *(p for p in (args.model, args.metaloss) if p)])
     torch.set_num_threads(max(1, args.threads))
     ident = args.task == "identity"
     model = load_model(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL))
