@@ -85,9 +85,13 @@ def write_report(res: dict, runs: dict, originals: dict, frames: list, objs: dic
     keyed = [m for m in cfg.methods if getattr(objs[m], "keyed", False) and m != "stranger"] or list(cfg.methods)
     for proto in cfg.protocols:
         rep.heading(f"Protocol: {'full frames (file pipeline)' if proto == 'frames' else 'aligned crops'}")
-        for m in keyed[:2]:
+        for j, m in enumerate(keyed[:2]):
             grid, cap = key_grid(runs[proto], originals[proto], m, cfg.grid_rows)
             rep.image(grid, caption=f"{proto}, columns: {cap}")
+            if j == 0:  # also as a file, for docs
+                from PIL import Image
+
+                Image.fromarray(grid).save(Path(path).parent / f"eval_deid_grid_{proto}_{m}.png")
         cols = [("original", originals[proto])] + [(m, runs[proto][m].key_a) for m in cfg.methods]
         idx = np.linspace(0, len(originals[proto]) - 1, min(cfg.grid_rows, len(originals[proto]))).astype(int)
         rep.image(image_grid([[c[i] for _, c in cols] for i in idx]),
