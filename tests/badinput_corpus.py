@@ -338,10 +338,12 @@ def cases() -> list[Case]:
                                          "--min-score", "nan"], _uses("face.png")))
     add(Case("anonymize-method-bad", ["anonymize", "{d}/face.png", "{d}/o.png", "--method", "swirl"],
              _uses("face.png")))
-    add(Case("anonymize-encryptor-missing", ["anonymize", "{d}/face.png", "{d}/o.png", *PW, "--encryptor",
-                                             "{d}/nope.pt"], _uses("face.png", "pw.txt")))
-    add(Case("anonymize-encryptor-garbage", ["anonymize", "{d}/face.png", "{d}/o.png", *PW, "--encryptor",
-                                             "{d}/garbage.pt"], _uses("face.png", "pw.txt", "garbage.pt")))
+    add(Case("anonymize-encryptor-missing", ["anonymize", "{d}/face.png", "{d}/o.png", *PW, "--method", "riddle",
+                                             "--encryptor", "{d}/nope.pt"], _uses("face.png", "pw.txt")))
+    add(Case("anonymize-encryptor-garbage", ["anonymize", "{d}/face.png", "{d}/o.png", *PW, "--method", "riddle",
+                                             "--encryptor", "{d}/garbage.pt"], _uses("face.png", "pw.txt", "garbage.pt")))
+    add(Case("anonymize-donor-bank-garbage", ["anonymize", "{d}/face.png", "{d}/o.png", *PW, "--donor-bank",
+                                              "{d}/garbage.pt"], _uses("face.png", "pw.txt", "garbage.pt")))
     add(Case("anonymize-folder-collide", ["anonymize", "{d}/in", "{d}/o", "--method", "blur", "--format", "png"],
              setup="collide", rc=0, makes=("o/a_jpg.png", "o/a_png.png")))
     add(Case("anonymize-folder-skips-noface", ["anonymize", "{d}/in", "{d}/o", "--method", "blur"],

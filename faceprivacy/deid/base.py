@@ -10,6 +10,8 @@ import numpy as np
 #: registered method names; the first is the default of ``faceprivacy anonymize``
 METHODS = ("donor", "riddle", "blur", "pixelate", "mask")
 DEFAULT_METHOD = METHODS[0]
+#: methods whose output depends on a key (they always need a passphrase)
+KEYED_METHODS = ("donor", "riddle")
 
 
 @dataclass

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .base import DEFAULT_METHOD, METHODS
+from .base import DEFAULT_METHOD, KEYED_METHODS, METHODS
 from .riddle.loader import default_encryptor_path, load_riddle  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             type=Path, dest="output", help="output file or folder (never the input)")
     p.add_argument("--passphrase-file", type=Path, default=None,
                    help="file holding the passphrase, or - for standard input; with a passphrase the output "
-                        "is recoverable (the keyed donor and riddle always need one; default: ask without echo when one is needed)")
+                        "is recoverable (donor and riddle are keyed: they always need one)")
     p.add_argument("--recoverable", action="store_true",
                    help="seal the original faces into the output (asks for a passphrase without echo if no "
                         "--passphrase-file); blur/pixelate/mask write plain images otherwise")
@@ -187,7 +187,7 @@ def _passphrase(args, new: bool) -> bytes | None:
 
     if args.passphrase_file is not None:
         return read_passphrase_file(args.passphrase_file)
-    if not new or getattr(args, "recoverable", False) or getattr(args, "method", "") in ("donor", "riddle"):
+    if not new or getattr(args, "recoverable", False) or getattr(args, "method", "") in KEYED_METHODS:
         return prompt_passphrase(confirm=new)
     return None
 

@@ -101,6 +101,12 @@ class RecordHeader:
             raise InputError(f"unsupported recovery record version {version!r}")
         known = {"method", "salt", "image_shape", "pixel_sha256", "kcv", "generator", "encryptor", "scrypt",
                  "version"}
+        extra = set(d) - known
+        if version == RECORD_VERSION and extra:
+            raise InputError(f"recovery record header is corrupt: unknown field {sorted(extra)[0]!r}")
+        if version == 1 and not (isinstance(d.get("faces", []), list)
+                                 and all(isinstance(f, dict) for f in d.get("faces", []))):
+            raise InputError("recovery record header is corrupt: bad faces")
         h = cls(**{k: d[k] for k in known if k in d}) if _has(d, ("method", "salt", "image_shape",
                                                                     "pixel_sha256")) else None
         if h is None:
