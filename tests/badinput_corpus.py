@@ -421,6 +421,12 @@ def cases() -> list[Case]:
              _uses("small.nii.gz")))
     add(Case("deface-data-missing", ["deface", "{d}/small.nii.gz", "{d}/o.nii.gz", "--data", "{d}/nope"],
              _uses("small.nii.gz")))
+    # ---- eval-deface
+    add(Case("evaldeface-data-missing", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/o", "--quick"]))
+    add(Case("evaldeface-out-parent-file", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/afile/o", "--quick"],
+             _uses("afile")))
+    add(Case("evaldeface-heads-bogus", ["eval-deface", "--data", "{d}/adir", "--heads", "nobody", "--out", "{d}/o",
+                                        "--quick"], _uses("adir")))
     # ---- mri-audit
     add(Case("mriaudit-missing", ["mri-audit", "{d}/nope", "--out", "{d}/o"]))
     add(Case("mriaudit-file", ["mri-audit", "{d}/notes.txt", "--out", "{d}/o"], _uses("notes.txt")))
