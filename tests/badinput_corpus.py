@@ -414,6 +414,11 @@ def cases() -> list[Case]:
     add(Case("deface-out-is-in", ["deface", "{d}/small.nii.gz", "{d}/small.nii.gz"], _uses("small.nii.gz")))
     add(Case("deface-out-parent-file", ["deface", "{d}/small.nii.gz", "{d}/afile/o.nii.gz"],
              _uses("small.nii.gz", "afile")))
+    add(Case("deface-out-png", ["deface", "{d}/small.nii.gz", "{d}/o.png"], _uses("small.nii.gz")))
+    add(Case("deface-out-folder", ["deface", "{d}/small.nii.gz", "{d}/adir"], _uses("small.nii.gz", "adir")))
+    add(Case("deface-not-a-head", ["deface", "{d}/small.nii.gz", "{d}/o.nii.gz"], _uses("small.nii.gz")))
+    add(Case("deface-bids-label-missing", ["deface", "{d}/bids_empty", "--participant-label", "99"],
+             _uses("bids_empty")))
     add(Case("deface-bids-empty", ["deface", "{d}/bids_empty", "{d}/o"], _uses("bids_empty")))
     add(Case("deface-method-bad", ["deface", "{d}/small.nii.gz", "{d}/o.nii.gz", "--method", "blur"],
              _uses("small.nii.gz")))
@@ -426,11 +431,16 @@ def cases() -> list[Case]:
     add(Case("evaldeface-heads-bogus", ["eval-deface", "--data", "{d}/adir", "--heads", "nobody", "--out", "{d}/o",
                                         "--quick"], _uses("adir")))
     # ---- mri-audit
-    add(Case("mriaudit-missing", ["mri-audit", "{d}/nope", "--out", "{d}/o"]))
-    add(Case("mriaudit-file", ["mri-audit", "{d}/notes.txt", "--out", "{d}/o"], _uses("notes.txt")))
-    add(Case("mriaudit-empty", ["mri-audit", "{d}/bids_empty", "--out", "{d}/o"], _uses("bids_empty")))
-    add(Case("mriaudit-out-parent-file", ["mri-audit", "{d}/bids_empty", "--out", "{d}/afile/o"],
+    add(Case("mriaudit-missing", ["mri-audit", "{d}/nope", "{d}/o"]))
+    add(Case("mriaudit-file", ["mri-audit", "{d}/notes.txt", "{d}/o"], _uses("notes.txt")))
+    add(Case("mriaudit-empty", ["mri-audit", "{d}/bids_empty", "{d}/o", "participant"], _uses("bids_empty")))
+    add(Case("mriaudit-out-parent-file", ["mri-audit", "{d}/bids_empty", "{d}/afile/o"],
              _uses("bids_empty", "afile")))
+    add(Case("mriaudit-level-bad", ["mri-audit", "{d}/bids_empty", "{d}/o", "group"], _uses("bids_empty")))
+    # ---- eval-deface
+    add(Case("evaldeface-data-missing", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evaldeface-out-is-file", ["eval-deface", "--data", "{d}/adir", "--out", "{d}/afile"],
+             _uses("adir", "afile")))
     # ---- federated
     add(Case("fedsim-data-missing", ["fed-simulate", "--data", "{d}/nope", "--out", "{d}/o", "--rounds", "1"]))
     add(Case("fedsim-clients-zero", ["fed-simulate", "--synthetic", "--clients", "0", "--out", "{d}/o"]))

@@ -243,3 +243,16 @@ def test_bids_refusal_writes_nothing(chris, tpl, datakit, tmp_path, monkeypatch)
     deriv = tmp_path / "bids" / "derivatives" / "faceprivacy"
     assert not any(p.is_file() for p in deriv.rglob("*")) if deriv.exists() else True
     assert not list(deriv.glob(".faceprivacy-staging-*")) if deriv.exists() else True
+
+
+def test_scan_without_a_head_is_refused(tpl):
+    """A head-sized box of noise has no brain to find: refused (exit 2 at the CLI), never 'defaced' with
+    0 % coverage."""
+    from faceprivacy.core.errors import InputError
+
+    rng = np.random.default_rng(0)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [-80, -90, -80]
+    noise = Volume(rng.normal(100, 10, (80, 100, 80)).astype(np.float32), aff)
+    with pytest.raises(InputError, match="whole"):
+        deface(noise, tpl, method="mask", registration=Registration(np.eye(4), 0, 0, "identity"))

@@ -123,3 +123,32 @@ def test_unchanged_write_is_the_same_file_content(tmp_path):
     out = tmp_path / "same.nii.gz"
     save_like(v, v.data, out)
     assert _raw_bytes(out) == _raw_bytes(src)
+
+
+@pytest.mark.parametrize("kind", ["LPS", "uint8_scaled", "1x1x1.5mm", "rotx20"])
+def test_eval_copies_hold_the_same_head(kind, tmp_path):
+    """eval-deface's re-stored copies describe the same head in world space (LPS/uint8 exactly, up to
+    quantisation) and are written as the kind says."""
+    from faceprivacy.mri.evaluate import make_copy, unchanged_identical
+
+    src = _synthetic("float32", tmp_path)
+    v = load_volume(src)
+    p, g = make_copy(src, kind, tmp_path / f"copy_{kind}.nii.gz")
+    c = load_volume(p)
+    img = nib.load(p)
+    if kind == "LPS":
+        assert nib.aff2axcodes(img.affine) == ("L", "P", "S")
+        np.testing.assert_allclose(c.affine, v.affine, atol=1e-5)
+        np.testing.assert_allclose(c.data, v.data, atol=0.5)
+    if kind == "uint8_scaled":
+        assert img.get_data_dtype() == np.uint8 and img.dataobj.slope != 1.0
+        np.testing.assert_allclose(c.data, v.data, atol=float(v.data.max()) / 255)
+    if kind == "1x1x1.5mm":
+        np.testing.assert_allclose(img.header.get_zooms(), (1.0, 1.0, 1.5))
+    if kind == "rotx20":
+        assert g is not None and abs(np.degrees(np.arccos(g[1, 1])) - 20) < 1e-6
+    d, changed = _zero_block(c)
+    out = tmp_path / f"out_{kind}.nii"
+    save_like(c, d, out)
+    assert unchanged_identical(p, out, c, changed)
+    assert not unchanged_identical(p, out, c, np.zeros_like(changed))

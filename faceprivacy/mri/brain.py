@@ -101,9 +101,22 @@ def upsample_blocks(m: np.ndarray, factors: list[int], shape: tuple[int, ...]) -
     return out
 
 
+_LAST: list = []  # (data array, affine bytes, params, result) of the last call: the defacers share it
+
+
 def independent_masks(vol: Volume, work_mm: float = 2.0, core_mm: float = 2.0,
                       full_mm: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
-    """(core, full) independent brain masks on ``vol``'s grid from one white-matter estimate."""
+    """(core, full) independent brain masks on ``vol``'s grid from one white-matter estimate (the last
+    result is kept, so defacing one scan with several methods computes it once)."""
+    key = (vol.affine.tobytes(), work_mm, core_mm, full_mm)
+    if _LAST and _LAST[0] is vol.data and _LAST[1] == key:
+        return _LAST[2]
+    res = _independent_masks(vol, work_mm, core_mm, full_mm)
+    _LAST[:] = [vol.data, key, res]
+    return res
+
+
+def _independent_masks(vol: Volume, work_mm: float, core_mm: float, full_mm: float) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage
 
     f = [max(1, int(round(work_mm / float(z)))) for z in vol.zooms]

@@ -25,6 +25,11 @@ METHODS = ("mask", "shear", "reface")
 #: a cut may meet the independent brain mask's edge by at most this much (mm3) and never its core (the
 #: mask is grown 6 mm from the white matter, so its edge can lie a little outside the brain)
 REFUSE_BRAIN_MM3 = 100.0
+#: a scan narrower than this along any axis cannot hold a whole head (mm)
+MIN_FOV_MM = 100.0
+#: less brain than this (mL, independent mask) means the scan is not a whole-head T1 (the blurred
+#: population-mean template gives ~490 mL, real adult heads 720-1010 mL)
+MIN_BRAIN_ML = 200.0
 
 
 @dataclass
@@ -245,6 +250,10 @@ def reface_region(vol: Volume, tpl: Template, reg: Registration, removed: np.nda
     return out
 
 
+def _name(vol: Volume) -> str:
+    return f"{vol.path}: " if vol.path is not None else ""
+
+
 class BrainInRemovalError(InputError):
     """The cut would remove brain found independently of the registration: nothing is written."""
 
@@ -262,6 +271,10 @@ def deface(vol: Volume, tpl: Template, *, method: str = "mask", settings: str = 
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {METHODS}")
+    fov = np.array(vol.shape) * vol.zooms
+    if fov.min() < MIN_FOV_MM:
+        raise InputError(f"{_name(vol)}field of view {np.round(fov).astype(int).tolist()} mm is too small for a "
+                         f"whole head (defacing needs >= {MIN_FOV_MM:g} mm along each axis)")
     tm: dict[str, float] = {}
     t0 = time.perf_counter()
     reg = registration or register_affine(vol, tpl.head, settings, threads=threads)
@@ -288,11 +301,15 @@ def deface(vol: Volume, tpl: Template, *, method: str = "mask", settings: str = 
     indep_mm3 = n_indep * float(np.prod(vol.zooms))
     tm["check_s"] = time.perf_counter() - t3
     if check_brain and (n_core > 0 or indep_mm3 > REFUSE_BRAIN_MM3):
-        where = f"{vol.path}: " if vol.path is not None else ""
         raise BrainInRemovalError(
-            f"{where}refusing to deface: the {method} cut would remove {n_indep} voxels ({indep_mm3:.0f} mm3; "
+            f"{_name(vol)}refusing to deface: the {method} cut would remove {n_indep} voxels ({indep_mm3:.0f} mm3; "
             f"{n_core} in its core) of a brain mask found without the template registration (the "
             "registration is probably wrong; nothing was written)")
+    indep_ml = float(indep.sum() * np.prod(vol.zooms) / 1000.0)
+    if check_brain and (indep_ml < MIN_BRAIN_ML or not (face & (data > head_threshold(data))).any()):
+        raise InputError(f"{_name(vol)}no whole head found (brain {indep_ml:.0f} mL found without the "
+                         "registration; the registered face region holds no head tissue or the brain is "
+                         f"under {MIN_BRAIN_ML:g} mL): is this a whole-head T1 scan? Nothing was written")
     t4 = time.perf_counter()
     out = data.copy()
     if method == "reface":
@@ -310,7 +327,7 @@ def deface(vol: Volume, tpl: Template, *, method: str = "mask", settings: str = 
         "brain_core_voxels_removed": n_core,
         "brain_voxels_removed_registered_template": int((removed & brain).sum()),
         "brain_voxels_in_removal_before_protection": n_brain_in,
-        "independent_brain_ml": float(indep.sum() * np.prod(vol.zooms) / 1000.0),
+        "independent_brain_ml": indep_ml,
         "face_head_voxels": int(face_head.sum()),
         "face_coverage": float((face_head & removed).sum() / max(int(face_head.sum()), 1)),
         "removed_head_voxels": int(removed_head.sum()),

@@ -6,7 +6,8 @@ Per head and copy: wall and CPU time of the whole ``mask`` run (load, register, 
 then per method (the same registration): brain voxels removed by the independent mask (no
 registration, :mod:`.brain`) and its core (a refusal), face coverage, and whether every voxel outside the
 removed region is byte-identical to the input file (header bytes included). Rotated copies also give
-the registration's distance (mm, brain points) from the unrotated head's registration. quickshear 1.2.0
+the registration's distance (mm, brain points) from the unrotated head's registration; rotations about
+y and z run ``mask`` only (the registration sweep). Outputs are written uncompressed. quickshear 1.2.0
 (PyPI) runs in the same process on the original heads as the speed anchor (it is given a brain mask:
 ch2bet for Colin27, the independent mask otherwise; making that mask is not in its time)."""
 
@@ -48,6 +49,8 @@ class EvalConfig:
     axes: tuple[str, ...] = ("x", "y", "z")
     copies: tuple[str, ...] = ("1x1x1.5mm", "LPS", "uint8_scaled")
     methods: tuple[str, ...] = METHODS
+    #: rotations about these axes run ``mask`` only (the registration sweep); the others every method
+    sweep_only_axes: tuple[str, ...] = ("y", "z")
     threads: int = 2
     quickshear: bool = True
 
@@ -132,22 +135,27 @@ def unchanged_identical(src: Path, out: Path, vol: Volume, removed: np.ndarray) 
 
 # ------------------------------------------------------------------------------------------ one row
 def _row(name: str, kind: str, path: Path, tpl, work: Path, cfg: EvalConfig, truth: np.ndarray | None,
-         base_reg=None, g: np.ndarray | None = None) -> dict:
+         base_reg=None, g: np.ndarray | None = None, methods: tuple[str, ...] | None = None) -> dict:
     row: dict = {"head": name, "copy": kind}
+    methods = methods or cfg.methods
     c0, t0 = time.process_time(), time.perf_counter()
-    v = load_volume(path)
+    try:
+        v = load_volume(path)
+    except InputError as e:  # e.g. a 2-degree oblique head rotated by 25 more: refused on load, by design
+        return {**row, "rejected_on_load": str(e).split(": ", 1)[-1], "wall_s": time.perf_counter() - t0,
+                "cpu_s": time.process_time() - c0, "methods": {}}
     reg = register_affine(v, tpl.head, "fast", threads=cfg.threads)
     results = {}
-    for m in cfg.methods:
+    for m in methods:
         tm0 = time.perf_counter()
         try:
             r = deface(v, tpl, method=m, registration=reg)
         except BrainInRemovalError as e:
             results[m] = {"refused": str(e)}
             continue
-        out = work / f"{name}_{kind}_{m}.nii.gz"
+        out = work / f"{name}_{kind}_{m}.nii"  # uncompressed: the gzip time is not the defacer's
         save_like(v, r.data, out)
-        if m == cfg.methods[0]:
+        if m == methods[0]:
             row["wall_s"] = time.perf_counter() - t0
             row["cpu_s"] = time.process_time() - c0
         results[m] = {
@@ -261,8 +269,9 @@ def run_eval(data_root: str | Path, out_dir: str | Path, config: EvalConfig = Ev
             kinds = [f"rot{a}{int(d)}" for a in config.axes for d in config.rotations] + list(config.copies)
             for kind in kinds:
                 p, g = make_copy(src, kind, work / f"{name}_{kind}.nii.gz")
+                sweep = kind.startswith("rot") and kind[3] in config.sweep_only_axes
                 row = _row(name, kind, p, tpl, work, config, truth if kind.startswith("rot") else None,
-                           base_reg if kind.startswith("rot") else None, g)
+                           base_reg if kind.startswith("rot") else None, g, ("mask",) if sweep else None)
                 res["rows"].append(row)
                 log(_fmt(row))
                 p.unlink()
@@ -271,6 +280,7 @@ def run_eval(data_root: str | Path, out_dir: str | Path, config: EvalConfig = Ev
     res["summary"] = summarise(res["rows"], config.methods)
     atomic_write_json(out / "eval_deface.json", res)
     _html(res, out / "eval_deface.html")
+    write_markdown(out / "eval_deface.json")
     res["json"], res["html"] = str(out / "eval_deface.json"), str(out / "eval_deface.html")
     return res
 
@@ -279,14 +289,16 @@ def summarise(rows: list[dict], methods: tuple[str, ...]) -> dict:
     """Per method: rows, refusals, rows with brain removed, min/mean face coverage, all byte-identical."""
     s: dict = {}
     for m in methods:
-        ok = [r["methods"][m] for r in rows if "refused" not in r["methods"].get(m, {"refused": 1})]
-        s[m] = {"rows": len(rows), "refused": len(rows) - len(ok),
+        ran = [r["methods"][m] for r in rows if m in r["methods"]]
+        ok = [e for e in ran if "refused" not in e]
+        s[m] = {"rows": len(ran), "refused": len(ran) - len(ok),
                 "rows_with_brain_removed_independent": sum(e["brain_voxels_removed_independent"] > 0 for e in ok),
                 "face_coverage_min": min((e["face_coverage"] for e in ok), default=None),
                 "face_coverage_mean": float(np.mean([e["face_coverage"] for e in ok])) if ok else None,
                 "all_unchanged_byte_identical": all(e["unchanged_byte_identical"] for e in ok)}
-    walls = [r["wall_s"] for r in rows]
-    cpus = [r["cpu_s"] for r in rows]
+    walls = [r["wall_s"] for r in rows if r["methods"]]
+    cpus = [r["cpu_s"] for r in rows if r["methods"]]
+    s["rejected_on_load"] = sum("rejected_on_load" in r for r in rows)
     s["mask_run_wall_s_median"] = float(np.median(walls))
     s["mask_run_cpu_s_median"] = float(np.median(cpus))
     regs = [r["registration_vs_unrotated_mm"] for r in rows if "registration_vs_unrotated_mm" in r]
@@ -296,6 +308,8 @@ def summarise(rows: list[dict], methods: tuple[str, ...]) -> dict:
 
 
 def _fmt(row: dict) -> str:
+    if "rejected_on_load" in row:
+        return f"{row['head']:16s} {row['copy']:13s} rejected on load: {row['rejected_on_load']}"
     ms = " ".join(f"{m}:" + ("REFUSED" if "refused" in e else
                              f"brain {e['brain_voxels_removed_independent']} cov {e['face_coverage']:.2f} "
                              f"{'ident' if e['unchanged_byte_identical'] else 'CHANGED'}")
@@ -310,6 +324,8 @@ def table_rows(res: dict) -> list[dict]:
     for r in res["rows"]:
         d = {"head": r["head"], "copy": r["copy"], "mask run wall s": round(r["wall_s"], 1),
              "CPU s": round(r["cpu_s"], 1)}
+        if "rejected_on_load" in r:
+            d["rejected on load"] = r["rejected_on_load"]
         if "registration_vs_unrotated_mm" in r:
             d["reg. vs unrotated mm"] = round(r["registration_vs_unrotated_mm"], 2)
         for m, e in r["methods"].items():
@@ -320,6 +336,50 @@ def table_rows(res: dict) -> list[dict]:
             d[f"{m}: face cov."] = round(e["face_coverage"], 3)
             d[f"{m}: unchanged identical"] = "yes" if e["unchanged_byte_identical"] else "NO"
         out.append(d)
+    return out
+
+
+def write_markdown(json_path: str | Path) -> Path:
+    """``eval_deface.md`` beside the JSON: the per-row table and the quickshear ratios (for docs)."""
+    import json
+
+    from ..core.fileio import atomic_write_text
+
+    res = json.loads(Path(json_path).read_text())
+    lines = ["| head | copy | mask run wall s / CPU s | reg. vs unrotated mm | "
+             + " | ".join(f"{m}: brain removed (indep.) / face cov. / unchanged identical" for m in METHODS) + " |",
+             "|" + "---|" * (4 + len(METHODS))]
+    for r in res["rows"]:
+        if "rejected_on_load" in r:
+            lines.append(f"| {r['head']} | {r['copy']} | rejected on load: {r['rejected_on_load']} |"
+                         + " |" * (1 + len(METHODS)))
+            continue
+        reg = f"{r['registration_vs_unrotated_mm']:.2f}" if "registration_vs_unrotated_mm" in r else "–"
+        cells = []
+        for m in METHODS:
+            e = r["methods"].get(m)
+            if e is None:
+                cells.append("–")
+            elif "refused" in e:
+                cells.append("refused")
+            else:
+                cells.append(f"{e['brain_voxels_removed_independent']} / {e['face_coverage']:.3f} / "
+                             f"{'yes' if e['unchanged_byte_identical'] else 'NO'}")
+        lines.append(f"| {r['head']} | {r['copy']} | {r['wall_s']:.1f} / {r['cpu_s']:.1f} | {reg} | "
+                     + " | ".join(cells) + " |")
+    if "speed_vs_quickshear" in res:
+        lines += ["", "| head | method | ours wall s / CPU s | quickshear wall s / CPU s | ratio wall / CPU |",
+                  "|---|---|---|---|---|"]
+        for h, e in res["speed_vs_quickshear"].items():
+            q = e["quickshear"]
+            for m in ("mask", "shear"):
+                if m in e and "wall_s" in q:
+                    lines.append(f"| {h} | {m} | {e[m]['wall_s']:.1f} / {e[m]['cpu_s']:.1f} | {q['wall_s']:.2f} / "
+                                 f"{q['cpu_s']:.2f} | {e[m]['ratio_wall_vs_quickshear']:.1f} / "
+                                 f"{e[m]['ratio_cpu_vs_quickshear']:.1f} |")
+    lines += ["", f"load average at start: {res.get('load_average')}"]
+    out = Path(json_path).with_suffix(".md")
+    atomic_write_text(out, "\n".join(lines) + "\n")
     return out
 
 
