@@ -6,7 +6,7 @@ line; 0/1/3 = documented successes) and the outputs it may leave (``makes``; any
 Add a row when you add a command or a failure mode. ``python tests/badinput_corpus.py OUTDIR`` writes the
 library files to look at.
 
-Library files (built by ``build_library``) are small: a 512x512 astronaut (one real face), the same face in
+Library files (built by ``build_library``) are small: a 256x256 crop of scikit-image's astronaut (one real face), the same face in
 CMYK / 16-bit / palette / RGBA / EXIF-rotated / unicode and space names, zero-byte, truncated, wrong-type,
 decompression-bomb (PNG and 29-byte GIF headers), tiny and face-less images, NIfTI volumes (4-D, NaN,
 oblique, truncated, not NIfTI), passphrase files, and a recoverable anonymized image with tampered copies of
@@ -69,7 +69,7 @@ def _gif_bomb() -> bytes:
 def _astronaut() -> np.ndarray:
     from skimage import data
 
-    return np.ascontiguousarray(data.astronaut())
+    return np.ascontiguousarray(data.astronaut()[20:276, 80:336])  # 256x256 around her face (fast to detect)
 
 
 def _nifti(path: Path, arr: np.ndarray, affine: np.ndarray | None = None) -> None:
@@ -430,6 +430,12 @@ def cases() -> list[Case]:
              _uses("small.nii.gz")))
     add(Case("deface-data-missing", ["deface", "{d}/small.nii.gz", "{d}/o.nii.gz", "--data", "{d}/nope"],
              _uses("small.nii.gz")))
+    # ---- eval-deface
+    add(Case("evaldeface-data-missing", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/o", "--quick"]))
+    add(Case("evaldeface-out-parent-file", ["eval-deface", "--data", "{d}/nope", "--out", "{d}/afile/o", "--quick"],
+             _uses("afile")))
+    add(Case("evaldeface-heads-bogus", ["eval-deface", "--data", "{d}/adir", "--heads", "nobody", "--out", "{d}/o",
+                                        "--quick"], _uses("adir")))
     # ---- mri-audit
     add(Case("mriaudit-missing", ["mri-audit", "{d}/nope", "{d}/o"]))
     add(Case("mriaudit-file", ["mri-audit", "{d}/notes.txt", "{d}/o"], _uses("notes.txt")))

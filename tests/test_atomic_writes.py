@@ -27,9 +27,11 @@ from faceprivacy.deid.record import sidecar_path
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = textwrap.dedent("""
-    import os, signal, sys
+    import os, signal, sys, types
     import numpy as np
     sys.path.insert(0, {root!r})
+    # the writer needs no method: skip importing the methods (and torch) to keep each child fast
+    sys.modules["faceprivacy.deid.methods"] = types.SimpleNamespace(Method=object)
     from faceprivacy.deid.pipeline import write_anonymized
     dest, kill_at = sys.argv[1], int(sys.argv[2])
     a = np.zeros((64, 64, 3), np.uint8)
