@@ -96,12 +96,37 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     if root is None and not args.dataset.startswith(("folder:", "lfw:")):
         raise InputError("no datakit found: pass --data")
     res = evaluate_verification(args.dataset, root, args.embedder, Path(args.out), split=args.split,
-                                n_impostor=args.impostors, seed=args.seed)
+                                n_impostor=args.impostors, seed=args.seed,
+                                test_root=Path(args.test_data) if args.test_data else None)
+    from .metrics import format_ci
+
     for name, r in res["embedders"].items():
-        print(f"{name:20s} TAR@FAR=1e-3 {r['tar@far=0.001']:.4f}  EER {r['eer']:.4f}  AUC {r['auc']:.4f}"
-              + (f"  10-fold acc {r['pairs10fold_acc']:.4f}" if "pairs10fold_acc" in r else ""))
+        line = (f"{name:20s} TAR@FAR=1e-3 {format_ci(r['tar@far=0.001'], r.get('tar@far=0.001_ci95'))}  "
+                f"EER {r['eer']:.4f}  AUC {r['auc']:.4f}  (n={r['n_genuine']} genuine / {r['n_impostor']} "
+                f"impostor pairs, {r.get('n_identities', '?')} ids)")
+        for proto in ("pairs10fold", "balanced10fold"):
+            if proto in r:
+                line += (f"\n{'':20s} {proto} acc {format_ci(r[proto])}  always-same "
+                         f"{r[proto]['always_same_baseline']:.3f}")
+        c = r.get("calibrated@far=0.001")
+        if c:
+            line += (f"\n{'':20s} at the training root's FAR=1e-3 threshold {c['threshold']:.4f}: TAR "
+                     f"{format_ci(c['tar'], c['tar_ci95'])}  FAR {format_ci(c['far'], c['far_ci95'], digits=5)}")
+        print(line)
     print(f"wrote {args.out}/verification.json and report.html", file=sys.stderr)
     return 0
+
+
+def _impostors(v: str) -> int | None:
+    if v == "all":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'all' or a number of pairs") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -134,7 +159,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
                    help="identity-disjoint split for celeba (default test)")
     p.add_argument("--embedder", nargs="+", default=["dlib", "mobilefacenet"])
-    p.add_argument("--impostors", type=int, default=200_000, help="impostor pairs (>= 10/FAR for honest TAR)")
+    p.add_argument("--impostors", type=_impostors, default=None,
+                   help="impostor pairs: all (default: every impostor pair) or a random sample of N (>= 10/FAR)")
+    p.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="evaluate on every identity of this separate folder (datakit, images/<id>/ or <id>/ "
+                        "folders of aligned crops); thresholds are calibrated on the training root's identities")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/verification")
     _add_common(p)

