@@ -95,7 +95,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     cfg = AuditConfig(seed=args.seed)
     if args.quick:
         cfg.max_per_split, cfg.n_invert, cfg.mlp_epochs, cfg.mapper_epochs = 150, 8, 20, 30
-        cfg.wb_steps, cfg.bb_iters, cfg.bb_pop = 20, 5, 8
+        cfg.wb_steps, cfg.bb_iters, cfg.bb_pop, cfg.wb_manifold = 20, 5, 8, False
     for name in ("max_per_split", "n_invert", "wb_steps", "bb_iters", "bb_pop", "bb_patience", "mapper_epochs",
                  "mapper_hidden", "n_bits"):
         if getattr(args, name) is not None:

@@ -43,7 +43,7 @@ class AuditConfig:
     mapper_epochs: int = 150
     mapper_hidden: int = 1024
     mapper_train_max: int | None = None
-    wb_steps: int = 100
+    wb_steps: int = 100                     # 0 = no white-box attack
     wb_lr: float = 0.05
     bb_iters: int = 100                     # NES iterations at most; a target stops once accepted
     bb_pop: int = 16
@@ -443,7 +443,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     results["mapper"] = {**evaluate(rec), "seconds_per_inversion": t_map}
     images["mapper"] = rec
 
-    if diff_embed is not None:
+    if diff_embed is not None and cfg.wb_steps > 0:
         variants = [("whitebox", {"z_std": z_std, "lr": cfg.wb_lr})]
         if cfg.wb_manifold:
             mb, ms = pca_basis(z_train, cfg.wb_manifold_dims)
@@ -458,7 +458,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
             results[name] = {**evaluate(rec), "seconds_per_inversion": t_wb, "steps": cfg.wb_steps,
                              "gradient_steps_per_inversion": cfg.wb_steps}
             images[name] = rec
-    else:
+    elif cfg.wb_steps > 0:
         results["whitebox"] = {"skipped": f"no differentiable copy of {embedder.name}"}
 
     basis, bstd = pca_basis(z_train, cfg.bb_dims)

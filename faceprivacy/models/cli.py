@@ -39,7 +39,7 @@ def _eval(args: argparse.Namespace) -> int:
     from .generator_eval import evaluate_generator
     res = evaluate_generator(_data_root(args.data), Path(args.out), weights=args.weights, backend=args.backend,
                              n_samples=args.n_samples, max_test=args.max_test, device=args.device,
-                             seed=args.seed)
+                             seed=args.seed, test_root=Path(args.test_data) if args.test_data else None)
     print(json.dumps(res["summary"], indent=1))
     return 0
 
@@ -75,4 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--max-test", type=int, default=None, help="evaluate on at most N test images")
     e.add_argument("--device", default="cpu")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="evaluate on every identity of this separate folder (datakit, images/<id>/ or <id>/ "
+                        "folders of aligned 112x112 crops); thresholds stay on --data's validation identities")
     e.set_defaults(func=_eval)
