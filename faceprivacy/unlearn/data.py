@@ -159,6 +159,12 @@ def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, 
         kit = root.parent
     ds = celeba_subset(root)
     split = identity_split(ds)
+    tds = None
+    if test_root is not None:  # checked before any image is embedded or labelled
+        from ..core.testset import load_test_root, require_disjoint
+
+        tds = load_test_root(test_root)
+        require_disjoint(split["train"].identities + split["val"].identities, tds, "training and validation")
     index = {p: i for i, p in enumerate(ds.paths)}
     parts = {k: np.asarray(sorted(index[p] for p in v.paths), dtype=np.int64) for k, v in split.items()}
     from .teacher import combined_label
@@ -168,11 +174,7 @@ def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, 
     y = combined_label(p_female, age) if task == "image" else identity_labels(p_female, age, ident)
     x = load_images(ds.paths, size) if not embedder else embed_images(ds.paths, embedder, kit)
     names, test = list(ds.names), parts["test"]
-    if test_root is not None:
-        from ..core.testset import load_test_root, require_disjoint
-
-        tds = load_test_root(test_root)
-        require_disjoint(split["train"].identities + split["val"].identities, tds, "training and validation")
+    if tds is not None:
         tpf, tage = teacher_outputs(tds, cache)
         tident = tds.labels.astype(np.int64) + len(names)
         ty = combined_label(tpf, tage) if task == "image" else identity_labels(tpf, tage, tident)
