@@ -186,7 +186,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta, extra = load_metaloss(args.metaloss)
         if not args.eta and "eta" in extra:
             cfg.meta.eta = float(extra["eta"])
-    r = run_eval(td, cfg, original=original, meta=meta, log=log)
+    from ..core.fileio import atomic_write_json
+
+    partial = Path(args.out) / "unlearning.partial.json"
+    r = run_eval(td, cfg, original=original, meta=meta, log=log,
+                 on_request=lambda rep: atomic_write_json(partial, rep))
     res = r.report
     if args.test_data:
         res["config"]["test_data"] = str(args.test_data)
@@ -199,6 +203,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             eta = (res.get("tuning", {}).get("metaunlearn") or {}).get("best") or cfg.meta.eta
             save_metaloss(r.meta, d / xname, {"eta": eta, "trained": res["log"].get("meta_train")})
     jp, hp = write_report(res, args.out)
+    partial.unlink(missing_ok=True)
     for s in res["summary"]:
         n = s["n_seeds"]
         print(f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -120,8 +121,10 @@ def memorisation_report(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: 
 
 
 def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, meta: MetaLoss | None = None,
-             log: dict | None = None) -> EvalResult:
-    """Run the protocol; trains the original model and the MetaLoss unless given."""
+             log: dict | None = None, on_request: Callable[[dict], None] | None = None) -> EvalResult:
+    """Run the protocol; trains the original model and the MetaLoss unless given. Requests run seed by seed
+    (every K of one seed, then the next seed), and ``on_request(report_so_far)`` is called after each one, so
+    a long run can save partial results that cover every K evenly."""
     dev = cfg.device
     xt = to_float(td.x).to(dev)
     yt = torch.as_tensor(td.y, dtype=torch.long, device=dev)
@@ -153,9 +156,9 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         res["tuning"] = tune_lrs(td, cfg, original, meta, xt, yt)
         for m, t in res["tuning"].items():
             lrs[m] = t["best"]
-    runs = []
-    for k in cfg.ks:
-        for seed in cfg.seeds:
+    runs: list[dict] = []
+    for seed in cfg.seeds:
+        for k in cfg.ks:
             req = make_request(td, k, seed)
             t0 = time.perf_counter()
             retrained, rlog = train_model(xt[req.retain], td.y[req.retain],
@@ -184,6 +187,8 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                 run["methods"][name] = sc
             ref["tow"] = 1.0
             runs.append(run)
+            if on_request is not None:
+                on_request({**res, "runs": runs, "summary": summarise(runs, cfg.methods), "partial": True})
     res["runs"] = runs
     res["summary"] = summarise(runs, cfg.methods)
     return EvalResult(res, original, meta)
