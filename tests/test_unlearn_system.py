@@ -187,6 +187,15 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     jp, hp = write_report(res, tmp_path / "rep")
     assert json.loads(jp.read_text())["summary"]
     assert "<table>" in hp.read_text() and "data:image/png;base64" in hp.read_text()
+    row = rows[(2, "metaunlearn")]
+    lo, hi = row["ToW_ci95"]
+    assert lo <= row["ToW"] <= hi and row["ToW_worst"] <= row["ToW_p10"] <= row["ToW"] + 1e-9
+    # an earlier JSON can be re-summarised with intervals, without running anything
+    from faceprivacy.cli import main
+
+    assert main(["eval-unlearning", "--from-json", str(jp), "--out", str(tmp_path / "re")]) == 0
+    again = json.loads((tmp_path / "re" / "unlearning.json").read_text())["summary"]
+    assert [r["ToW_ci95"] for r in again] == [r["ToW_ci95"] for r in res["summary"]]
 
 
 def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: TaskData, monkeypatch) -> None:

@@ -96,6 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
     e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
     e.add_argument("--save-models", default=None, help="folder to save the original model and MetaLoss")
+    e.add_argument("--from-json", default=None, metavar="UNLEARNING_JSON",
+                   help="re-summarise the requests of an earlier unlearning.json (intervals, worst request) into "
+                        "--out without running anything")
     e.set_defaults(func=cmd_eval)
 
 
@@ -158,17 +161,47 @@ def _eval_config(args: argparse.Namespace):
     return cfg
 
 
+def _print_summary(summary: list[dict]) -> None:
+    from ..core.metrics import format_ci
+
+    for s in summary:
+        n = s["n_seeds"]
+        print(f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
+              f"(worst {s.get('ToW_worst', float('nan')):.3f}, p10 {s.get('ToW_p10', float('nan')):.3f})  "
+              f"MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}  test drop "
+              f"{100 * s.get('test_drop', float('nan')):.1f} pt  {s['seconds']:.3f}s")
+
+
+def _resummarise(src: Path, out: Path) -> int:
+    """Summary with intervals of an earlier run's requests (the runs themselves are not changed)."""
+    from .evaluate import summarise, write_report
+
+    try:
+        res = json.loads(src.read_text())
+        runs = res["runs"]
+        methods = list(res["config"]["methods"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{src} is not an unlearning.json with runs: {e}") from None
+    res["summary"] = summarise(runs, methods)
+    res["resummarised_from"] = str(src)
+    jp, hp = write_report(res, out)
+    _print_summary(res["summary"])
+    print(f"wrote {jp} and {hp}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run the 1-SHUI evaluation and write JSON + HTML."""
     import torch
 
-    from ..core.metrics import format_ci
     from ..core.paths import default_data_root
     from .data import load_task_data
     from .evaluate import run_eval, write_report
     from .metaloss import load_metaloss, save_metaloss
     from .model import load_model, save_model
 
+    if args.from_json:
+        return _resummarise(Path(args.from_json), Path(args.out))
     torch.set_num_threads(max(1, args.threads))
     root = Path(args.data) if args.data else default_data_root()
     if root is None or not Path(root).exists():
@@ -204,10 +237,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
             save_metaloss(r.meta, d / xname, {"eta": eta, "trained": res["log"].get("meta_train")})
     jp, hp = write_report(res, args.out)
     partial.unlink(missing_ok=True)
-    for s in res["summary"]:
-        n = s["n_seeds"]
-        print(f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
-              f"(worst {s.get('ToW_worst', float('nan')):.3f})  MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}"
-              f"  test {s['test_acc']:.3f}  forget {s['forget_acc']:.3f}  {s['seconds']:.3f}s")
+    _print_summary(res["summary"])
     print(f"wrote {jp} and {hp}")
     return 0
