@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except FacePrivacyError as e:
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        lines = str(e).strip().splitlines() or [type(e).__name__]  # one line, even for multi-line causes
+        print(f"error: {lines[0]}" + (" (details with -v)" if len(lines) > 1 else ""), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -76,16 +76,19 @@ def test_flower_project_file_is_valid(tmp_path):
     import tomllib
 
     from faceprivacy.core.errors import InputError
-    from faceprivacy.federated.deploy import write_flower_project
+    from faceprivacy.federated.deploy import write_flower_project, write_run_config
+    from faceprivacy.federated.recipe import FedFaceRecipe
 
-    p = write_flower_project(tmp_path / "app", {"num-server-rounds": 5, "backbone": "tiny"})
+    p = write_flower_project(tmp_path / "app")
     cfg = tomllib.loads((p / "pyproject.toml").read_text())
     assert cfg["tool"]["flwr"]["app"]["components"]["serverapp"].endswith("flower_app:server_app")
-    assert cfg["tool"]["flwr"]["app"]["config"]["num-server-rounds"] == 5
+    assert cfg["tool"]["flwr"]["app"]["config"] == FedFaceRecipe().to_run_config()  # fixed: one pinned hash
+    rc = tomllib.loads(write_run_config(tmp_path / "rc.toml", {"num-server-rounds": 5, "backbone": "tiny"}).read_text())
+    assert rc["num-server-rounds"] == 5 and rc["backbone"] == "tiny"
     import pytest
 
     with pytest.raises(InputError):
-        write_flower_project(tmp_path / "bad", {"not-a-key": 1})
+        write_run_config(tmp_path / "bad.toml", {"not-a-key": 1})
 
 
 def test_dlib_head_fast_path_matches_convolutions():
@@ -109,17 +112,69 @@ def test_fed_server_run_config_uses_absolute_paths_and_geometry_preset(tmp_path,
     import argparse
     from pathlib import Path
 
-    from faceprivacy.federated.cli import _run_config, register
+    from faceprivacy.federated.cli import recipe_from_args, register
 
     monkeypatch.chdir(tmp_path)
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     args = parser.parse_args(["fed-server", "--out", "rel/out", "--data", "rel/data", "--insecure"])
-    cfg = _run_config(args)
+    cfg = recipe_from_args(args).to_run_config()
     assert Path(cfg["out-dir"]).is_absolute() and cfg["out-dir"] == str(tmp_path / "rel" / "out")
     assert cfg["data-root"] == str(tmp_path / "rel" / "data")
     # dlib backbone + geometry auto -> the euclidean preset with FedAdam
     assert cfg["geometry"] == "euclidean" and cfg["server-opt"] == "adam" and cfg["margin"] == 0.3
     args = parser.parse_args(["fed-server", "--backbone", "tiny", "--margin", "0.8", "--insecure"])
-    cfg = _run_config(args)
+    cfg = recipe_from_args(args).to_run_config()
     assert cfg["geometry"] == "cosine" and cfg["margin"] == 0.8 and cfg["spread-margin"] == 0.3
+
+
+def test_fed_client_secure_by_default_needs_ca_and_key(tmp_path, capsys):
+    rc = main(["fed-client", "--superlink", "127.0.0.1:1", "--partition-id", "0"])
+    assert rc == 2 and "--root-certificates" in capsys.readouterr().err
+    (tmp_path / "ca.crt").write_text("x")
+    (tmp_path / "key").write_text("not a key")
+    rc = main(["fed-client", "--superlink", "127.0.0.1:1", "--partition-id", "0", "--root-certificates",
+               str(tmp_path / "ca.crt"), "--auth-key", str(tmp_path / "key")])
+    assert rc == 2 and "cannot read node key" in capsys.readouterr().err
+
+
+def test_fed_server_flags_reach_the_recipe_and_bad_tls_exits_2(tmp_path, capsys):
+    import argparse
+
+    from faceprivacy.federated.cli import recipe_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["fed-server", "--aggregation", "median", "--max-update-norm", "2", "--timeout", "9",
+                              "--round-timeout", "5", "--dp-clip", "1", "--dp-noise", "2", "--out", str(tmp_path)])
+    r = recipe_from_args(args)
+    assert (r.aggregation, r.max_update_norm, r.round_timeout, r.dp_noise, r.save_model) == ("median", 2.0, 5.0,
+                                                                                           2.0, True)
+    assert args.run_timeout == 9
+    rc = main(["fed-server", "--ssl-certfile", str(tmp_path / "nope.pem"), "--out", str(tmp_path)])
+    assert rc == 2 and "give all of" in capsys.readouterr().err
+
+
+def test_round_line_names_dropped_and_rejected_nodes():
+    from faceprivacy.federated.cli import format_round
+
+    line = format_round({"round": 3, "num_rounds": 10, "sampled": 3, "accepted": 1, "clipped": 1,
+                         "dropped": [{"node": 7, "reason": "no reply within the round timeout"}],
+                         "rejected": [{"node": 9, "reason": "update contains NaN/inf"}],
+                         "client_loss": 0.01, "elapsed_s": 12.0})
+    assert line.startswith("round 3/10: 1/3 accepted, 1 clipped, 1 dropped (node 7: no reply")
+    assert "1 rejected (node 9: update contains NaN/inf)" in line
+
+
+def test_fed_simulate_seeds_writes_mean_sd_and_share(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "12", "--rounds", "2", "--clients-per-round", "6",
+               "--eval-every", "1", "--algorithms", "fedface,fedavg,central", "--central-epochs", "1", "--lr", "0.2",
+               "--out", str(out), "--seeds", "0,1"])
+    assert rc == 0
+    s = json.loads((out / "fed_seeds.json").read_text())
+    assert s["seeds"] == [0, 1] and set(s["gain_points"]) == {"fedface", "fedavg", "central"}
+    assert len(s["gain_points"]["fedface"]["per_seed"]) == 2 and "fedface_above_fedavg_every_round" in s
+    assert (out / "seed1" / "fed_results.json").exists()
+    res = json.loads((out / "seed0" / "fed_results.json").read_text())
+    assert len(res["runs"]["fedface"]["final"]["tar@far=0.001_ci95"]) == 2

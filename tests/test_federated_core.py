@@ -235,3 +235,21 @@ def test_euclidean_fedface_keeps_raw_embeddings_and_resumes(tmp_path):
     assert torch.allclose(b.state.vec, full.state.vec, atol=1e-6) and np.allclose(b.state.W, full.state.W, atol=1e-5)
     with pytest.raises(InputError):
         SimConfig(client=ClientConfig(geometry="hyperbolic"))
+
+
+def test_module_examples_run():
+    import doctest
+
+    from faceprivacy.federated import algorithm, simulation
+
+    for mod in (algorithm, simulation):
+        res = doctest.testmod(mod)
+        assert res.attempted > 0 and res.failed == 0
+
+
+def test_geometry_lookup_refuses_unknown_names():
+    from faceprivacy.federated.algorithm import Cosine, Euclidean, get_geometry
+
+    assert isinstance(get_geometry("cosine"), Cosine) and isinstance(get_geometry("euclidean"), Euclidean)
+    with pytest.raises(ValueError, match="unknown geometry"):
+        get_geometry("euclidian")

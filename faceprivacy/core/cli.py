@@ -17,20 +17,43 @@ def _data_root(args: argparse.Namespace) -> Path | None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
+    from .detect import MIN_SCORE, MIN_SIZE
+
     p.add_argument("--data", help="datakit folder (default: $FACEPRIVACY_DATA or ../shared/datakit)")
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default hog)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (small faces)")
+    p.add_argument("--min-score", type=float, default=MIN_SCORE,
+                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
+    p.add_argument("--min-size", type=float, default=MIN_SIZE,
+                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+
+
+def _detector(args: argparse.Namespace):
+    from .detect import FaceDetector
+
+    return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from .detect import FaceDetector
-    from .fileio import atomic_write_json
+    import numpy as np
+
+    from .fileio import atomic_write_json, check_output
     from .imageio import load_image, save_image
 
-    det = FaceDetector(args.detector, args.upsample)
+    if args.out:
+        check_output(args.out, args.images)
+    draws = []
+    if args.draw:
+        check_output(args.draw, folder=True)
+        draws = [Path(args.draw) / (Path(p).stem + "_faces.png") for p in args.images]
+        for d in draws:
+            check_output(d, args.images)
+        if len(set(draws)) != len(draws):
+            raise InputError("two inputs share a file name: their --draw outputs would overwrite each other")
+    det = _detector(args)
+    imgs = [load_image(p) for p in args.images]  # every input checked before anything is written
     results = []
-    for path in args.images:
-        img = load_image(path)
+    for i, (path, img) in enumerate(zip(args.images, imgs, strict=True)):
         faces = det.detect(img)
         results.append({"image": str(path), "faces": [
             {"box": f.box.round(1).tolist(), "score": round(f.score, 4),
@@ -44,8 +67,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 dr.rectangle(f.box.tolist(), outline=(0, 255, 0), width=2)
                 for x, y in f.arcface5:
                     dr.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(255, 0, 0))
-            out = Path(args.draw) / (Path(path).stem + "_faces.png")
-            save_image(out, __import__("numpy").asarray(im))
+            save_image(draws[i], np.asarray(im))
     if args.out:
         atomic_write_json(args.out, results)
     print(json.dumps(results, indent=1))
@@ -55,15 +77,26 @@ def cmd_detect(args: argparse.Namespace) -> int:
 def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .detect import FaceDetector
+    from .detect import NO_FACE_HINT
     from .embedders import get_embedder
-    from .fileio import atomic_path
+    from .errors import NoFaceError
+    from .fileio import atomic_path, check_output
     from .imageio import load_image
     from .pipeline import embed_largest_face
 
+    if Path(args.out).suffix.lower() != ".npy":
+        raise InputError(f"--out {args.out}: embeddings are written as a .npy file (name it *.npy)")
+    check_output(args.out, args.images)
+    imgs = [load_image(p) for p in args.images]
     emb = get_embedder(args.embedder, _data_root(args))
-    det = FaceDetector(args.detector, args.upsample)
-    feats = np.stack([embed_largest_face(load_image(p), emb, det) for p in args.images])
+    det = _detector(args)
+    feats = []
+    for p, img in zip(args.images, imgs, strict=True):
+        try:
+            feats.append(embed_largest_face(img, emb, det))
+        except NoFaceError:
+            raise NoFaceError(f"{p}: no face found ({NO_FACE_HINT})") from None
+    feats = np.stack(feats)
     # writing raw embeddings is what this command was explicitly asked to do (--out is required)
     with atomic_path(args.out, suffix=".npy") as tmp:
         np.save(tmp, feats)
@@ -72,13 +105,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .detect import FaceDetector
     from .embedders import get_embedder
     from .imageio import load_image
     from .pipeline import embed_largest_face
     from .verification import decide
 
-    det = FaceDetector(args.detector, args.upsample)
+    det = _detector(args)
     ia, ib = load_image(args.a), load_image(args.b)
     out = {}
     for name in args.embedder:

@@ -13,7 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InputError, NoFaceError
+from .imageio import check_rgb
 from .paths import dlib_model_path
+
+#: default lowest detector score kept. dlib's HOG reports SVM margins >= 0 for every window it keeps; the
+#: 0.12 hit on skimage's astronaut's suit got a face painted on it. Measured (benchmarks/detect_scores.py):
+#: 0.2 drops that hit and 4 of 282 CelebA / 11 of 297 UTKFace faces HOG found at >= 0 (0.3 would drop 9 / 18).
+#: A missed face is a leak, so the bar stays low; the no-face hint names --min-score.
+MIN_SCORE = 0.2
+#: default smallest face side (px) kept
+MIN_SIZE = 20
+#: what to try when no face is found (every command that detects says it)
+NO_FACE_HINT = "try --upsample 2 for small faces, --detector cnn for turned faces, or a lower --min-score"
 
 
 @dataclass
@@ -57,17 +68,28 @@ def _shape_to_np(shape) -> np.ndarray:
 
 
 class FaceDetector:
-    """Detect faces and landmarks. ``method``: "hog" (fast, frontal) or "cnn" (dlib MMOD, slower, more robust)."""
+    """Detect faces and landmarks. ``method``: "hog" (fast, frontal) or "cnn" (dlib MMOD, slower, more robust).
 
-    def __init__(self, method: str = "hog", upsample: int = 1, min_size: int = 20,
-                 with_68: bool = True) -> None:
+    Detections scoring below ``min_score`` (the detector's margin/confidence) or with a side shorter than
+    ``min_size`` pixels are dropped; ``upsample`` finds smaller faces at 4x the cost per step.
+    """
+
+    def __init__(self, method: str = "hog", upsample: int = 1, min_size: float = MIN_SIZE,
+                 with_68: bool = True, min_score: float = MIN_SCORE) -> None:
         if method not in ("hog", "cnn"):
             raise InputError(f"unknown detector {method!r} (use 'hog' or 'cnn')")
-        self.method, self.upsample, self.min_size, self.with_68 = method, upsample, min_size, with_68
+        if not 0 <= int(upsample) <= 4:
+            raise InputError(f"--upsample must be 0..4, got {upsample}")
+        if not min_size >= 0:
+            raise InputError(f"--min-size must be >= 0, got {min_size}")
+        if not np.isfinite(min_score):
+            raise InputError(f"--min-score must be a number, got {min_score}")
+        self.method, self.upsample, self.min_size, self.with_68 = method, int(upsample), min_size, with_68
+        self.min_score = float(min_score)
 
     def boxes(self, img: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Face boxes (x1, y1, x2, y2) with detector scores, largest first."""
-        img = _check_rgb(img)
+        img = check_rgb(img)
         out = []
         if self.method == "hog":
             rects, scores, _ = _dlib_models("hog").run(img, self.upsample, 0.0)
@@ -77,14 +99,15 @@ class FaceDetector:
             for d in _dlib_models("cnn")(img, self.upsample):
                 r = d.rect
                 out.append((np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(d.confidence)))
-        out = [b for b in out if min(b[0][2] - b[0][0], b[0][3] - b[0][1]) >= self.min_size]
+        out = [b for b in out if min(b[0][2] - b[0][0], b[0][3] - b[0][1]) >= self.min_size
+               and b[1] >= self.min_score]
         return sorted(out, key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
 
     def landmarks(self, img: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """dlib 5-point and (optionally) 68-point landmarks inside a given box."""
         import dlib
 
-        img = _check_rgb(img)
+        img = check_rgb(img)
         rect = dlib.rectangle(*[int(round(v)) for v in box])
         s5 = _shape_to_np(_dlib_models("shape5")(img, rect))
         s68 = _shape_to_np(_dlib_models("shape68")(img, rect)) if self.with_68 else None
@@ -103,7 +126,7 @@ class FaceDetector:
         """The largest face; NoFaceError if there is none."""
         faces = self.detect(img)
         if not faces:
-            raise NoFaceError("no face found in the image")
+            raise NoFaceError(f"no face found in the image ({NO_FACE_HINT})")
         return faces[0]
 
 
@@ -122,9 +145,3 @@ def arcface5_from_dlib5(s5: np.ndarray) -> np.ndarray:
     mouth_c = mid + 1.9 * down
     return np.stack([left, right, mid + 1.05 * down, mouth_c - 0.8 * half, mouth_c + 0.8 * half])
 
-
-def _check_rgb(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise InputError(f"expected an RGB uint8 image (H, W, 3), got {img.dtype} {img.shape}")
-    return np.ascontiguousarray(img)

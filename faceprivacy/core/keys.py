@@ -24,8 +24,13 @@ from .errors import AuthenticationError, InputError
 
 SALT_BYTES = 16
 NONCE_BYTES = 12
-#: scrypt cost (N=2^15, r=8, p=1: ~32 MiB, ~0.1 s) — interactive-grade, per RFC 7914 guidance
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 15, 8, 1
+#: scrypt cost of new records (N=2^17, r=8, p=1: 128 MiB, ~0.3-0.5 s): the OWASP minimum for keys that
+#: guard data anyone can attack offline. Records store their own cost, so older (2^15) records still open.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 17, 8, 1
+#: shortest passphrase accepted for new records (old ones open with whatever they were made with)
+MIN_PASSPHRASE_CHARS = 10
+#: fewest distinct characters in a new passphrase ("aaaaaaaaaa" and "1212121212" are refused)
+MIN_PASSPHRASE_DISTINCT = 5
 
 
 def new_salt() -> bytes:
@@ -34,15 +39,61 @@ def new_salt() -> bytes:
 
 
 def read_passphrase_file(path: str | os.PathLike) -> bytes:
-    """Read a passphrase from a file (trailing newline stripped); empty passphrases are refused."""
+    """Read a passphrase from a file, or from standard input for ``-`` (one line, trailing newline
+    stripped); empty passphrases are refused."""
+    if str(path) == "-":
+        import sys
+
+        data = sys.stdin.buffer.readline(4096) if hasattr(sys.stdin, "buffer") else sys.stdin.readline().encode()
+        data = data.rstrip(b"\r\n")
+        if not data:
+            raise InputError("no passphrase on standard input")
+        return data
+    p = os.fspath(path)
+    if os.path.isdir(p):
+        raise InputError(f"passphrase file {p} is a folder")
     try:
-        data = open(path, "rb").read()
+        with open(p, "rb") as f:
+            data = f.read(64 * 1024 + 1)
     except OSError as e:
-        raise InputError(f"cannot read passphrase file {path}: {e.strerror}") from None
+        raise InputError(f"cannot read passphrase file {p}: {e.strerror}") from None
+    if len(data) > 64 * 1024:
+        raise InputError(f"passphrase file {p} is over 64 KiB: is it the right file?")
     data = data.rstrip(b"\r\n")
     if not data:
-        raise InputError(f"passphrase file {path} is empty")
+        raise InputError(f"passphrase file {p} is empty")
     return data
+
+
+def prompt_passphrase(confirm: bool = True) -> bytes:
+    """Ask for a passphrase on the terminal without echo (twice when ``confirm``)."""
+    import getpass
+    import sys
+
+    if not sys.stdin.isatty():
+        raise InputError("a passphrase is needed: pass --passphrase-file FILE, or --passphrase-file - to "
+                         "read it from standard input")
+    try:
+        pw = getpass.getpass("passphrase: ").encode("utf-8")
+        if confirm and getpass.getpass("passphrase again: ").encode("utf-8") != pw:
+            raise InputError("the two passphrases differ")
+    except EOFError:
+        raise InputError("no passphrase given") from None
+    if not pw:
+        raise InputError("empty passphrase")
+    return pw
+
+
+def check_passphrase_strength(passphrase: bytes | str) -> None:
+    """Refuse passphrases too weak to protect a record attacked offline: shorter than
+    ``MIN_PASSPHRASE_CHARS`` characters or with fewer than ``MIN_PASSPHRASE_DISTINCT`` distinct ones."""
+    text = passphrase.decode("utf-8", "replace") if isinstance(passphrase, bytes) else passphrase
+    if len(text) < MIN_PASSPHRASE_CHARS:
+        raise InputError(f"passphrase too short ({len(text)} characters): use at least {MIN_PASSPHRASE_CHARS}, "
+                         "e.g. four random words")
+    if len(set(text)) < MIN_PASSPHRASE_DISTINCT:
+        raise InputError(f"passphrase too weak: it uses {len(set(text))} distinct characters "
+                         f"(at least {MIN_PASSPHRASE_DISTINCT})")
 
 
 def derive_master_key(passphrase: bytes | str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R,
@@ -52,7 +103,8 @@ def derive_master_key(passphrase: bytes | str, salt: bytes, n: int = SCRYPT_N, r
         passphrase = passphrase.encode("utf-8")
     if len(salt) < 8:
         raise ValueError("salt must be at least 8 bytes")
-    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, maxmem=128 * 1024 * 1024, dklen=32)
+    # scrypt needs 128 * r * n bytes (+ a little); allow up to the largest cost a record may declare
+    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, maxmem=129 * r * n + (1 << 20), dklen=32)
 
 
 def subkey(master: bytes, purpose: str, length: int = 32) -> bytes:

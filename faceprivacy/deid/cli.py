@@ -14,7 +14,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("anonymize", help="anonymize every face of an image or a folder (keyed, reversible)")
     p.add_argument("input", type=Path, help="image file or folder")
     p.add_argument("output", type=Path, help="output file or folder (never the input)")
-    p.add_argument("--passphrase-file", type=Path, required=True, help="file holding the passphrase")
+    p.add_argument("--passphrase-file", type=Path, default=None,
+                   help="file holding the passphrase, or - for standard input; with a passphrase the output "
+                        "is recoverable (riddle always needs one)")
+    p.add_argument("--recoverable", action="store_true",
+                   help="seal the original faces into the output (asks for a passphrase without echo if no "
+                        "--passphrase-file); blur/pixelate/mask write plain images otherwise")
+    p.add_argument("--format", choices=("png", "jpg", "webp", "tif"), default=None,
+                   help="output format of a folder run (default: keep each input's format; JPEG at quality 95)")
     p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle")
     p.add_argument("--consistent", action="store_true",
                    help="one key for every face of the batch: one person keeps one anonymous identity")
@@ -25,12 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", choices=("hog", "cnn"), default="hog")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
+    _detector_filters(p)
     p.set_defaults(func=_cmd_anonymize)
 
     r = sub.add_parser("recover", help="restore the original faces of an anonymized image from its record")
     r.add_argument("input", type=Path)
     r.add_argument("output", type=Path)
-    r.add_argument("--passphrase-file", type=Path, required=True)
+    r.add_argument("--passphrase-file", type=Path, default=None,
+                   help="file holding the passphrase, or - for standard input (default: ask without echo)")
     r.add_argument("--plausible", action="store_true",
                    help="with a wrong passphrase, output the latent decrypted under it (another stranger)")
     r.add_argument("--from-latent", action="store_true",
@@ -104,6 +113,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_train_surrogate)
 
 
+def _detector_filters(p: argparse.ArgumentParser) -> None:
+    from ..core.detect import MIN_SCORE, MIN_SIZE
+
+    p.add_argument("--min-score", type=float, default=MIN_SCORE,
+                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
+    p.add_argument("--min-size", type=float, default=MIN_SIZE,
+                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+
+
+def _passphrase(args, new: bool) -> bytes | None:
+    """The passphrase from --passphrase-file (a file, or - for stdin), else a no-echo prompt when one is
+    needed (``new``: confirm it), else None (a plain, non-recoverable output)."""
+    from ..core.keys import prompt_passphrase, read_passphrase_file
+
+    if args.passphrase_file is not None:
+        return read_passphrase_file(args.passphrase_file)
+    if not new or getattr(args, "recoverable", False) or getattr(args, "method", "") == "riddle":
+        return prompt_passphrase(confirm=new)
+    return None
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
     p.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (non-lite)")
@@ -153,24 +183,42 @@ def _method(args):
 
 
 def _cmd_anonymize(args) -> int:
-    from ..core.keys import read_passphrase_file
+    import sys
+
     from .batch import anonymize_paths
 
-    passphrase = read_passphrase_file(args.passphrase_file)
+    passphrase = _passphrase(args, new=True)
     summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
                               sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
-                              upsample=args.upsample, min_face=args.min_face)
-    print(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s)"
-          + (f"; skipped {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
-             if summary["skipped"] else ""))
-    return 0 if summary["written"] else 2
+                              upsample=args.upsample, min_face=args.min_face, fmt=args.format,
+                              min_score=args.min_score, min_size=args.min_size)
+    print(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) -> {args.output}")
+    for n in summary["notes"]:
+        print(f"  note: {n}", file=sys.stderr)
+    if summary["skipped"]:
+        print(f"skipped {len(summary['skipped'])} input(s): " + "; ".join(summary["skipped"][:5])
+              + (" ..." if len(summary["skipped"]) > 5 else ""), file=sys.stderr)
+        if "no_face_hint" in summary:
+            print(f"  no face found: {summary['no_face_hint']}", file=sys.stderr)
+    if summary["lossy"]:
+        print("  JPEG/WebP output: pixels outside the faces are re-encoded (quality 95); recovery restores the "
+              "faces exactly but not the frame bit for bit (use .png / --format png for that)", file=sys.stderr)
+    if summary["written"]:
+        if summary["recoverable"]:
+            pw = str(args.passphrase_file) if args.passphrase_file is not None else "FILE"
+            print(f"  contains a sealed copy of the original faces; recover with: faceprivacy recover "
+                  f"{args.output} RECOVERED --passphrase-file {pw}")
+        else:
+            print("  plain output: no copy of the original faces is kept (use --recoverable to keep a sealed one)")
+    if not summary["written"]:
+        return 2
+    return 3 if summary["skipped"] else 0
 
 
 def _cmd_recover(args) -> int:
-    from ..core.keys import read_passphrase_file
     from .batch import recover_paths
 
-    passphrase = read_passphrase_file(args.passphrase_file)
+    passphrase = _passphrase(args, new=False)
 
     def method_factory(name: str):
         from .methods import make_method
@@ -184,7 +232,14 @@ def _cmd_recover(args) -> int:
     print(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})"
           + (f"; failed {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
              if summary["skipped"] else ""))
-    return 0 if summary["written"] and not summary["skipped"] else 2
+    if "faces-exact" in summary["modes"]:
+        import sys
+
+        print("  faces-exact: the faces are the original pixels, but the rest of the frame went through JPEG/WebP "
+              "and is not bit-identical to the input", file=sys.stderr)
+    if not summary["written"]:
+        return 2
+    return 3 if summary["skipped"] else 0
 
 
 def _cmd_eval(args) -> int:

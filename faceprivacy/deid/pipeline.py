@@ -8,7 +8,7 @@ Face detection/alignment/paste-back come from ``faceprivacy.core`` (``detect.Fac
 from __future__ import annotations
 
 import base64
-import io
+import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import AuthenticationError, InputError, NoFaceError
+from ..core.fileio import same_file  # noqa: F401  (re-exported: deid callers import it from here)
+from ..core.imageio import check_rgb, image_format, roundtrip
 from ..core.keys import derive_master_key, face_purpose, new_salt, subkey
 from .methods import Method
 from .record import (
+    PNG_KEY,
     FaceEntry,
     RecordHeader,
     build_record,
-    encode_png_with_record,
     master_from_header,
     open_record,
     parse_record,
@@ -103,9 +105,7 @@ class Deidentifier:
         """Anonymize every face of ``img`` (uint8 HxWx3). ``salt``/``master`` may be shared by a batch
         (``consistent``: every face uses one key, so one person gets one anonymous identity). ``out_ext``
         names the output format: for lossy formats the record binds to the pixels the file will decode to."""
-        img = np.ascontiguousarray(img, dtype=np.uint8)
-        if img.ndim != 3 or img.shape[2] != 3:
-            raise InputError(f"expected an RGB image, got shape {img.shape}")
+        img = check_rgb(img)
         faces = list(self.detect(img) if faces is None else faces)
         if not faces:
             raise NoFaceError("no face found in the image (nothing to anonymize; output not written)")
@@ -160,7 +160,7 @@ class Deidentifier:
         """Undo the anonymization -> (image, mode). Modes: "exact" (sealed original pixels pasted back),
         "latent" (decrypted latent decoded and pasted), "plausible" (wrong passphrase: the latent decrypted
         under the wrong key, i.e. another stranger; only when ``plausible``)."""
-        img = np.ascontiguousarray(img, dtype=np.uint8)
+        img = check_rgb(img)
         header, _, _ = parse_record(record)
         if list(img.shape) != list(header.image_shape):
             raise InputError(f"image size {img.shape} does not match the record {tuple(header.image_shape)}")
@@ -222,60 +222,109 @@ def _unb64_array(s: str, shape: Sequence[int] | None) -> np.ndarray:
 
 
 # ----- files -----------------------------------------------------------------------------------------
+#
+# Every anonymized file carries a marker: PNG text chunk ``faceprivacy`` or, in other formats, the EXIF
+# ImageDescription, reading ``faceprivacy-anonymized`` (+ `` record=<id>`` when a sidecar holds its record).
+# The id (SHA-256 of the record, 128 bits) ties an image to its ``.fpx`` sidecar: image and sidecar are
+# written as one unit (temp files, fsync, sidecar renamed first, image last), and a reader refuses a
+# sidecar whose id is not the image's, so an interrupted write can never pair a new image with an old
+# record (or an old image with a new one). Folder runs skip files that carry the marker.
 
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when two paths name the same file (or would, once created)."""
-    a, b = Path(a), Path(b)
-    if a.exists() and b.exists():
-        return os.path.samefile(a, b)
-    return a.resolve() == b.resolve()
+MARKER_KEY = "faceprivacy"
+MARKER = "faceprivacy-anonymized"
 
 
-def write_anonymized(out_path: str | os.PathLike, img: np.ndarray, record: bytes,
-                     sidecar: bool = False, jpeg_quality: int = 95) -> list[Path]:
-    """Write the anonymized image; PNG gets the record in an iTXt chunk, other formats (or ``sidecar``)
-    a ``.fpx`` sidecar. Returns the written paths. JPEG is lossy, so its record is bound to the decoded
-    JPEG pixels (``Deidentifier.anonymize(out_ext=...)`` hashes the same encoding)."""
-    from PIL import Image
+def record_id(record: bytes) -> str:
+    """The id that ties an image to its sidecar record: the first 128 bits of SHA-256(record), hex."""
+    return hashlib.sha256(record).hexdigest()[:32]
 
-    from ..core.fileio import atomic_write_bytes
+
+def _marker(record: bytes | None) -> str:
+    return MARKER if record is None else f"{MARKER} record={record_id(record)}"
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """Pillow format of an anonymized output path; only formats that can carry the marker are allowed."""
+    from ..core.imageio import WRITABLE_FORMATS
+
+    try:
+        fmt = image_format(path)
+    except InputError:
+        fmt = None
+    if fmt not in WRITABLE_FORMATS:
+        raise InputError(f"unsupported output format {Path(path).suffix or '(none)'!r} for {path} "
+                         "(use .png, .jpg, .webp or .tif)")
+    return fmt
+
+
+def write_anonymized(out_path: str | os.PathLike, img: np.ndarray, record: bytes | None,
+                     sidecar: bool = False, icc_profile: bytes | None = None) -> list[Path]:
+    """Write the anonymized image, with its record when one is given; returns the written paths.
+
+    PNG embeds the record in an iTXt chunk; other formats (or ``sidecar``) put it in ``OUT.fpx``, written
+    with the image as one unit and tied to it by the record id. ``record=None`` writes a plain image
+    (marker only). JPEG/WebP use ``core.imageio.JPEG_QUALITY``, the quality the record's pixel hash
+    assumed (``Deidentifier.anonymize(out_ext=...)``). ``icc_profile`` is the input's colour profile.
+    """
+    from ..core.fileio import atomic_write_bytes, atomic_write_many
+    from ..core.imageio import encode_image
 
     out_path = Path(out_path)
-    ext = out_path.suffix.lower()
-    written = []
-    if ext == ".png" and not sidecar:
-        atomic_write_bytes(out_path, encode_png_with_record(img, record))
+    fmt = output_format(out_path)
+    if record is None or (fmt == "PNG" and not sidecar):
+        text = {MARKER_KEY: MARKER}
+        if record is not None:
+            text[PNG_KEY] = base64.b64encode(record).decode("ascii")
+        data = encode_image(img, fmt, icc_profile=icc_profile, png_text=text if fmt == "PNG" else None,
+                            description=None if fmt == "PNG" else MARKER)
+        atomic_write_bytes(out_path, data)
         return [out_path]
-    buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP",
-           ".tif": "TIFF", ".tiff": "TIFF"}.get(ext)
-    if fmt is None:
-        raise InputError(f"unsupported output format {ext!r} (use .png, .jpg, .webp, .bmp, .tif)")
-    kw = {"quality": jpeg_quality} if fmt in ("JPEG", "WEBP") else {}
-    Image.fromarray(img).save(buf, format=fmt, **kw)
-    atomic_write_bytes(out_path, buf.getvalue())
-    written.append(out_path)
-    atomic_write_bytes(sidecar_path(out_path), record)
-    written.append(sidecar_path(out_path))
-    return written
+    mark = _marker(record)
+    data = encode_image(img, fmt, icc_profile=icc_profile, png_text={MARKER_KEY: mark} if fmt == "PNG" else None,
+                        description=None if fmt == "PNG" else mark)
+    side = sidecar_path(out_path)
+    # the sidecar first, the image (which names the sidecar's id) last
+    atomic_write_many([(side, record), (out_path, data)])
+    return [out_path, side]
 
 
-def _lossy_pixels(img: np.ndarray, ext: str, jpeg_quality: int = 95) -> np.ndarray:
-    """What a lossy encoder turns ``img`` into (so the record can bind to the pixels on disk)."""
-    from PIL import Image
+def _lossy_pixels(img: np.ndarray, ext: str) -> np.ndarray:
+    """What the file ``write_anonymized`` writes for ``ext`` decodes to (the record binds to those pixels)."""
+    return roundtrip(img, output_format("x" + ext)) if ext else img
 
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(ext)
-    if fmt is None:
-        return img
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format=fmt, quality=jpeg_quality)
-    with Image.open(io.BytesIO(buf.getvalue())) as im:
-        return np.asarray(im.convert("RGB"))
+
+def marker_of(path: str | os.PathLike) -> tuple[bool, str | None, bool]:
+    """(anonymized by faceprivacy?, record id named by the marker or None, PNG record chunk present?)."""
+    from ..core.imageio import read_image_text
+
+    text = read_image_text(path)
+    embedded = PNG_KEY in text
+    mark = text.get(MARKER_KEY) or text.get("description") or ""
+    if not mark.startswith(MARKER):
+        return embedded, None, embedded
+    rid = mark.split("record=", 1)[1].strip() if "record=" in mark else None
+    return True, rid, embedded
+
+
+def is_anonymized(path: str | os.PathLike) -> bool:
+    """True when a file carries faceprivacy's marker or recovery record (a folder run skips it)."""
+    try:
+        marked, _, _ = marker_of(path)
+    except InputError:
+        return False
+    return marked or sidecar_path(path).is_file()
 
 
 def read_anonymized(path: str | os.PathLike) -> tuple[np.ndarray, bytes]:
-    """(pixels, record) of an anonymized image file."""
-    record = read_record(path)
+    """(pixels, record) of an anonymized image file; refuses a sidecar that does not belong to the image."""
     from ..core.imageio import load_image
 
+    marked, rid, embedded = marker_of(path)
+    if marked and not embedded and rid is None:
+        raise InputError(f"{path} is a plain anonymized image: it holds no recovery record (it was written "
+                         "without --recoverable or a passphrase)")
+    record = read_record(path)
+    if not embedded and rid is not None and record_id(record) != rid:
+        raise InputError(f"{sidecar_path(path)} does not belong to {path} (record id differs: an interrupted "
+                         "write or files mixed up); recovery refused")
     return load_image(path), record

@@ -194,14 +194,10 @@ def encode_png_with_record(img: np.ndarray, record: bytes) -> bytes:
 
 def read_record(image_path: str | Path) -> bytes:
     """The record of an anonymized image: its PNG iTXt chunk, else the sidecar ``.fpx``; else InputError."""
-    from PIL import Image, UnidentifiedImageError
+    from ..core.imageio import read_image_text  # the one safe loader: bombs, truncation -> InputError
 
     image_path = Path(image_path)
-    try:
-        with Image.open(image_path) as im:
-            text = dict(getattr(im, "text", {}) or {})
-    except (OSError, UnidentifiedImageError, ValueError) as e:
-        raise InputError(f"cannot read image {image_path}: {e}") from None
+    text = read_image_text(image_path)
     if PNG_KEY in text:
         try:
             return base64.b64decode(text[PNG_KEY].encode("ascii"), validate=True)

@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="probability that a sampled client sends a NaN update (robustness testing)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--data", default=None, help="datakit or CelebA subset folder (default ../shared/datakit)")
+    p.add_argument("--test-data", default=None,
+                   help="evaluate on every identity of this CelebA-layout root instead of the held-out split "
+                        "of --data (training and choices stay on --data)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
     p.add_argument("--out", default="out/fed", help="output folder")
     p.add_argument("--checkpoint-every", type=int, default=0,
@@ -63,12 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "class embeddings: keep it private)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small heads)")
+    p.add_argument("--seeds", default=None,
+                   help="comma list of seeds: one run per seed into OUT/seed<k> (features computed once) and "
+                        "OUT/fed_seeds.json with mean ± sd and FedFace's share of the centralised gain")
     _add_hparams(p)
     p.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("fed-server", help="run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
-                       description="Starts a Flower SuperLink, submits the FedFace app, waits until it finishes "
-                                   "(min-nodes SuperNodes must connect, see fed-client), writes the summary.")
+                       description="Starts a secure Flower SuperLink (TLS, SuperNode authentication, Control API "
+                                   "on this host only, the FedFace app pinned by hash), submits the FedFace run, "
+                                   "prints every round, writes the result and the model, and shuts down.")
     s.add_argument("--host", default="127.0.0.1", help="address the SuperLink binds to")
     s.add_argument("--port", type=int, default=9092)
     s.add_argument("--rounds", type=int, default=10)
@@ -77,15 +84,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-spreadout", action="store_true", help="plain FedAvg (baseline)")
     s.add_argument("--data", default="", help="CelebA subset root for partition-id clients")
     s.add_argument("--out", default="out/fed_server")
-    s.add_argument("--insecure", action="store_true", help="no TLS (local tests only)")
-    s.add_argument("--ssl-certfile")
+    s.add_argument("--insecure", action="store_true",
+                   help="no TLS and no node authentication (tests on one machine only)")
+    s.add_argument("--ssl-certfile", help="server certificate (default: OUT/tls, made with its own CA)")
     s.add_argument("--ssl-keyfile")
     s.add_argument("--ssl-ca-certfile")
-    s.add_argument("--timeout", type=float, default=3600.0)
+    s.add_argument("--authorized-keys",
+                   help="file of the nodes' public keys (OpenSSH ECDSA, one a line); default: create "
+                        "--create-node-keys key pairs in OUT/node_keys and hand one to each node")
+    s.add_argument("--create-node-keys", type=int, default=None,
+                   help="how many node key pairs to create without --authorized-keys (default: --min-nodes)")
+    s.add_argument("--max-update-norm", type=float, default=1.0,
+                   help="server-side clipping of every node's update to this L2 norm (0: off)")
+    s.add_argument("--aggregation", choices=("mean", "median", "trimmed-mean"), default="mean",
+                   help="equal-weight combination of node updates")
+    s.add_argument("--trim-fraction", type=float, default=0.2, help="cut from each end by trimmed-mean")
+    s.add_argument("--dp-delta", type=float, default=1e-5, help="delta of the reported (epsilon, delta)")
+    s.add_argument("--no-save-model", action="store_true", help="do not write OUT/flower_head.npz")
+    s.add_argument("--eval-data", default="",
+                   help="evaluate after every round on the held-out identities of this CelebA-layout root "
+                        "(OUT/flower_report.html: TAR@FAR per round)")
+    s.add_argument("--run-timeout", "--timeout", dest="run_timeout", type=float, default=3600.0,
+                   help="seconds for the whole run; after it the partial result is kept")
+    s.add_argument("--round-timeout", type=float, default=600.0, help="seconds a round waits for replies")
     _add_hparams(s)
     s.set_defaults(func=cmd_server)
 
-    c = sub.add_parser("fed-client", help="join a FedFace federation as one identity (Flower SuperNode)")
+    c = sub.add_parser("fed-client", help="join a FedFace federation as one identity (Flower SuperNode)",
+                       description="Runs a Flower SuperNode that verifies the SuperLink (TLS), signs in with "
+                                   "its own key and runs only the FedFace app (pinned by hash).")
     c.add_argument("--superlink", required=True, help="SuperLink address host:port")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--image-dir", help="folder with this person's aligned 112x112 face crops")
@@ -93,8 +120,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--data", default="", help="CelebA subset root (with --partition-id)")
     c.add_argument("--host", default="127.0.0.1", help="address of this node's local runtime API")
     c.add_argument("--port", type=int, default=0, help="port of this node's local runtime API (0: free port)")
-    c.add_argument("--insecure", action="store_true")
-    c.add_argument("--root-certificates", help="CA certificate of the SuperLink (TLS)")
+    c.add_argument("--insecure", action="store_true", help="no TLS, no node key (tests on one machine only)")
+    c.add_argument("--root-certificates", help="CA certificate of the SuperLink (fed-server's OUT/tls/ca.crt)")
+    c.add_argument("--auth-key", help="this node's private key (from fed-server's OUT/node_keys, or "
+                                      "ssh-keygen -t ecdsa -b 384 -N '')")
+    c.add_argument("--app-hash", default=None,
+                   help="SHA-256 of the only app this node runs (default: this faceprivacy's FedFace app)")
+    c.add_argument("--max-wait", type=float, default=120.0,
+                   help="exit after the SuperLink has been unreachable this many seconds (the run ended)")
     c.set_defaults(func=cmd_client)
 
 
@@ -134,7 +167,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.rounds < 1 or (args.clients is not None and args.clients < 1):
         raise InputError("--rounds and --clients must be positive")
     backbone = "tiny" if args.synthetic else args.backbone
-    split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed)
+    split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
+                          test_root=args.test_data)
     hp = resolve_hparams(args)
     elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
@@ -147,73 +181,239 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
                     checkpoint_every=args.checkpoint_every)
     metric = args.central_loss == "metric"
-    central = CentralConfig(epochs=args.central_epochs, loss=args.central_loss, seed=args.seed,
-                            optimizer="adam" if metric else "sgd",
-                            lr=args.central_lr if args.central_lr is not None else (1e-5 if metric else 3e-6))
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
     out = Path(args.out)
-    ckdir = out / "checkpoints" if (args.checkpoint_every > 0 or args.resume) else None
-    results = run_experiment(data, split, cfg, algos, central,
-                             checkpoint_dir=ckdir, resume=args.resume)
-    paths = write_outputs(results, out)
-    for row in results["summary"]:
-        print(f"{row['method']:>10}: TAR@FAR=1e-3 {row['tar@far=1e-3']:.4f}  EER {row['eer']:.4f}  "
-              f"({row['gain_tar@1e-3_points']:+.2f} points)")
-    print(f"wrote {paths['json']} and {paths['html']}")
+    per_seed = {}
+    for seed in seeds:
+        sdir = out / f"seed{seed}" if args.seeds else out
+        scfg = SimConfig(**{**cfg.to_dict(), "seed": seed})
+        central = CentralConfig(epochs=args.central_epochs, loss=args.central_loss, seed=seed,
+                                optimizer="adam" if metric else "sgd",
+                                lr=args.central_lr if args.central_lr is not None else (1e-5 if metric else 3e-6))
+        ckdir = sdir / "checkpoints" if (args.checkpoint_every > 0 or args.resume) else None
+        results = run_experiment(data, split, scfg, algos, central, checkpoint_dir=ckdir, resume=args.resume)
+        paths = write_outputs(results, sdir)
+        per_seed[seed] = results
+        for row in results["summary"]:
+            ci = row.get("tar@far=1e-3_ci95")
+            ci_s = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+            print(f"{'seed ' + str(seed) + ' ' if args.seeds else ''}{row['method']:>10}: TAR@FAR=1e-3 "
+                  f"{row['tar@far=1e-3']:.4f}{ci_s}  EER {row['eer']:.4f}  ({row['gain_tar@1e-3_points']:+.2f} "
+                  f"points; n={row.get('n_identities', '?')} identities)")
+        print(f"wrote {paths['json']} and {paths['html']}")
+    if args.seeds:
+        from ..core.fileio import atomic_write_json
+        from .experiment import seed_summary
+
+        summ = seed_summary(per_seed)
+        atomic_write_json(out / "fed_seeds.json", summ)
+        for name, g in summ["gain_points"].items():
+            print(f"{name:>10}: gain {g['mean']:+.2f} ± {g['sd']:.2f} points over {len(seeds)} seeds")
+        if summ.get("share_of_central_gain") is not None:
+            print(f"FedFace share of the centralised gain: {summ['share_of_central_gain']:.0%}; FedFace above "
+                  f"FedAvg at every evaluation round in {summ['fedface_above_fedavg_every_round']} of {len(seeds)} "
+                  "seeds")
+        print(f"wrote {out / 'fed_seeds.json'}")
     return 0
 
 
-def _run_config(args: argparse.Namespace) -> dict:
+def recipe_from_args(args: argparse.Namespace):
+    """The run's :class:`~faceprivacy.federated.recipe.FedFaceRecipe` from ``fed-server``'s flags."""
+    from .recipe import FedFaceRecipe
+
     hp = resolve_hparams(args)
-    return {"num-server-rounds": args.rounds, "min-train-nodes": args.min_nodes,
-            "min-available-nodes": args.min_nodes, "fraction-train": args.fraction_train,
-            "backbone": args.backbone, "data-root": str(Path(args.data).resolve()) if args.data else "",
-            "local-steps": args.local_steps, "batch-size": args.batch_size, "lr": float(hp["lr"]), "margin": float(hp["margin"]),
-            "geometry": hp["geometry"], "embedding-lr": float(hp["embedding_lr"]),
-            "server-opt": str(hp["server_opt"]), "server-lr": float(hp["server_lr"]),
-            "spreadout": not args.no_spreadout, "spread-steps": args.spread_steps,
-            "spread-lr": float(hp["spread_lr"]), "spread-margin": float(hp["spread_margin"]),
-            "dp-clip": args.dp_clip, "dp-noise": args.dp_noise,
-            "seed": args.seed, "out-dir": str(Path(args.out).resolve()), "round-timeout": args.timeout}
+    return FedFaceRecipe(
+        num_server_rounds=args.rounds, min_train_nodes=args.min_nodes, min_available_nodes=args.min_nodes,
+        fraction_train=args.fraction_train, backbone=args.backbone,
+        data_root=str(Path(args.data).resolve()) if args.data else "", local_steps=args.local_steps,
+        batch_size=args.batch_size, lr=float(hp["lr"]), margin=float(hp["margin"]), geometry=hp["geometry"],
+        embedding_lr=float(hp["embedding_lr"]), server_opt=str(hp["server_opt"]), server_lr=float(hp["server_lr"]),
+        spreadout=not args.no_spreadout, spread_steps=args.spread_steps, spread_lr=float(hp["spread_lr"]),
+        spread_margin=float(hp["spread_margin"]), max_update_norm=args.max_update_norm,
+        aggregation=args.aggregation, trim_fraction=args.trim_fraction, dp_clip=args.dp_clip,
+        dp_noise=args.dp_noise, dp_delta=args.dp_delta, seed=args.seed, out_dir=str(Path(args.out).resolve()),
+        round_timeout=args.round_timeout, save_model=not args.no_save_model,
+        eval_data=str(Path(args.eval_data).resolve()) if args.eval_data else "")
+
+
+def _warn(msg: str) -> None:
+    import sys
+
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+def format_round(line: dict) -> str:
+    """One terminal line per finished round: accepted, dropped and rejected nodes with their reasons."""
+    parts = [f"round {line['round']}/{line.get('num_rounds', '?')}: {line['accepted']}/{line['sampled']} accepted"]
+    if line.get("clipped"):
+        parts.append(f"{line['clipped']} clipped")
+    for kind in ("dropped", "rejected"):
+        items = line.get(kind) or []
+        if items:
+            parts.append(f"{len(items)} {kind} (" + "; ".join(f"node {d['node']}: {d['reason']}" for d in items) + ")")
+    if "tar@far=1e-3" in line:
+        parts.append(f"TAR@FAR=1e-3 {line['tar@far=1e-3']:.4f}")
+    loss = line.get("client_loss")
+    if isinstance(loss, float) and loss == loss:
+        parts.append(f"client loss {loss:.4g}")
+    parts.append(f"{line.get('elapsed_s', 0):.0f} s")
+    return ", ".join(parts)
+
+
+def _node_keys(args: argparse.Namespace, out: Path) -> list[str]:
+    """Public keys of the nodes allowed in: the operator's file, or key pairs created in OUT/node_keys."""
+    from .security import generate_node_key, read_authorized_keys
+
+    if args.authorized_keys:
+        return read_authorized_keys(Path(args.authorized_keys).expanduser().resolve())
+    n = args.create_node_keys if args.create_node_keys is not None else args.min_nodes
+    kdir = out / "node_keys"
+    auth = kdir / "authorized_keys"
+    if auth.exists():  # reuse the keys handed out before
+        return read_authorized_keys(auth)
+    lines = []
+    for i in range(max(1, n)):
+        _, pub = generate_node_key(kdir / f"node{i}")
+        lines.append(pub.read_text().strip())
+    auth.write_text("\n".join(lines) + "\n")
+    print(f"created {len(lines)} node key pairs in {kdir} (node0, node1, ...: one private key per fed-client, "
+          "--auth-key; keep them secret)")
+    return read_authorized_keys(auth)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    """Handler of ``fed-server``: SuperLink + FedFace run until it finishes, then shut down."""
+    """Handler of ``fed-server``: secure SuperLink + FedFace run, one line per round, result + model."""
     import json
+    import signal
 
-    from .deploy import LocalFederation
+    from .deploy import LocalFederation, RunTimeout
+    from .security import check_tls_files
 
-    ssl = {"ssl-certfile": args.ssl_certfile, "ssl-keyfile": args.ssl_keyfile,
-           "ssl-ca-certfile": args.ssl_ca_certfile}
+    recipe = recipe_from_args(args)
     out = Path(args.out).resolve()  # the Flower processes run in other folders
-    with LocalFederation(out / "flower", host=args.host, insecure=args.insecure, ssl=ssl) as fed:
-        addr = fed.start_superlink(args.port)
-        print(f"SuperLink on {addr}; waiting for {args.min_nodes} SuperNodes "
-              f"(faceprivacy fed-client --superlink {addr} ...)", flush=True)
-        summary = fed.run_app(_run_config(args), timeout=args.timeout)
-    print(json.dumps({k: summary[k] for k in ("num_rounds", "model_change_l2")}))
-    print(f"wrote {out / 'flower_result.json'}")
+    ssl = {} if args.insecure else check_tls_files({"ssl-certfile": args.ssl_certfile,
+                                                    "ssl-keyfile": args.ssl_keyfile,
+                                                    "ssl-ca-certfile": args.ssl_ca_certfile})
+    if args.insecure:
+        _warn("--insecure: no TLS and no node authentication; anyone who reaches the port can join. "
+              "Use it for tests on one machine only.")
+    if recipe.dp_noise <= 0:
+        _warn("--dp-noise 0: uploads are not noised; the server receives each node's class embedding (a face "
+              "template) and head updates in clear.")
+
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _term)
+    try:
+        with LocalFederation(out / "flower", host=args.host, insecure=args.insecure, ssl=ssl or None) as fed:
+            keys = [] if args.insecure else _node_keys(args, out)
+            addr = fed.start_superlink(args.port)
+            fed.register_keys(keys)
+            tls_hint = "--insecure" if args.insecure else f"--root-certificates {fed.ca_certfile} --auth-key KEY"
+            print(f"SuperLink on {addr} ({'insecure' if args.insecure else 'TLS, node authentication'}); "
+                  f"{len(keys)} node keys registered; waiting for {args.min_nodes} nodes: "
+                  f"faceprivacy fed-client --superlink {addr} {tls_hint} ...", flush=True)
+            try:
+                summary = fed.run_app(recipe.to_run_config(), timeout=args.run_timeout,
+                                      on_progress=lambda ln: print(format_round(ln), flush=True))
+            except RunTimeout as e:
+                done = (e.partial or {}).get("rounds_done", 0)
+                print(f"error: {e}; partial result after {done} of {recipe.num_server_rounds} rounds in "
+                      f"{out / 'flower_result.json'}", flush=True)
+                return 1
+    except KeyboardInterrupt:
+        print(f"stopped; Flower processes ended; partial result (if any round finished) in {out}", flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    priv = summary.get("privacy", {})
+    print(json.dumps({k: summary[k] for k in ("num_rounds", "model_change_l2")} | {"epsilon": priv.get("epsilon")}))
+    print(f"wrote {out / 'flower_result.json'}" + ("" if args.no_save_model else f" and {out / 'flower_head.npz'}"))
     return 0
 
 
 def cmd_client(args: argparse.Namespace) -> int:
-    """Handler of ``fed-client``: become a Flower SuperNode holding one identity (runs until stopped)."""
+    """Handler of ``fed-client``: run a guarded Flower SuperNode holding one identity until the run ends."""
     import os
-    import sys
 
     from ..core.errors import InputError
-    from .deploy import _toml_value, flower_env, flower_exe, free_port
+    from .deploy import flower_env, free_port, supernode_command
+    from .security import APP_HASH_ENV, check_node_key, fedface_app_hash, write_guard_shims
 
     if args.image_dir and not Path(args.image_dir).is_dir():
         raise InputError(f"image folder not found: {args.image_dir}")
     node_cfg = {"image-dir": str(Path(args.image_dir).resolve())} if args.image_dir else {
         "partition-id": args.partition_id, "data-root": str(Path(args.data).resolve()) if args.data else ""}
-    tls = ["--insecure"] if args.insecure else (
-        ["--root-certificates", args.root_certificates] if args.root_certificates else [])
-    cmd = [flower_exe("flower-supernode"), *tls, "--superlink", args.superlink, "--host", args.host,
-           "--port", str(args.port or free_port(args.host)),
-           "--node-config", " ".join(f"{k}={_toml_value(v)}" for k, v in node_cfg.items())]
-    # replace this process by the SuperNode: signals (Ctrl-C, SIGTERM from a supervisor) reach it directly
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, flower_env())
-    return 0  # not reached
+    if args.insecure:
+        _warn("--insecure: the SuperLink is not verified and this node does not authenticate (tests only).")
+        ca, key = None, None
+    else:
+        if not args.root_certificates or not args.auth_key:
+            raise InputError("a secure node needs --root-certificates (the SuperLink's CA) and --auth-key "
+                             "(this node's private key); --insecure only for tests")
+        ca_path = Path(args.root_certificates).expanduser().resolve()
+        if not ca_path.is_file():
+            raise InputError(f"CA certificate not found: {args.root_certificates}")
+        ca, key = str(ca_path), check_node_key(args.auth_key)
+    app_hash = (args.app_hash or fedface_app_hash()).strip().lower()
+    if len(app_hash) != 64 or any(ch not in "0123456789abcdef" for ch in app_hash):
+        raise InputError("--app-hash must be a SHA-256 hex digest")
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "faceprivacy"
+    cache.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shims = write_guard_shims(cache / "guard_bin")
+    cmd = supernode_command(args.superlink, node_cfg, insecure=args.insecure, root_certificates=ca, key=key,
+                            host=args.host, port=args.port or free_port(args.host), max_wait=args.max_wait)
+    print(f"FedFace node: runs only app {app_hash[:16]}…; exits {args.max_wait:.0f} s after the SuperLink is gone",
+          flush=True)
+    return supervise_node(cmd, flower_env(extra={APP_HASH_ENV: app_hash}, guard_bin=shims), args.superlink,
+                          args.max_wait)
+
+
+def supervise_node(cmd: list[str], env: dict, superlink: str, max_wait: float, poll: float = 2.0) -> int:
+    """Run the SuperNode in its own process group until it exits, a signal arrives, or the SuperLink has been
+    unreachable for ``max_wait`` seconds (the run is over: Flower's node would otherwise retry for ever)."""
+    import contextlib
+    import os
+    import signal
+    import socket
+    import subprocess
+    import time
+
+    host, _, port = superlink.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def stop(sig: int = signal.SIGTERM) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+
+    def forward(signum: int, frame: object) -> None:
+        stop(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    gone_since: float | None = None
+    try:
+        while proc.poll() is None:
+            time.sleep(poll)
+            try:
+                with socket.create_connection((host, int(port)), timeout=2):
+                    gone_since = None
+            except (OSError, ValueError):
+                gone_since = gone_since or time.monotonic()
+                if time.monotonic() - gone_since >= max_wait:
+                    print(f"the SuperLink {superlink} has been unreachable for {max_wait:.0f} s: the run is over; "
+                          "stopping this node", flush=True)
+                    stop()
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        stop(signal.SIGKILL)
+                        proc.wait()
+                    return 0
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if proc.poll() is None:
+            stop(signal.SIGKILL)
+    return int(proc.returncode or 0)

@@ -37,12 +37,15 @@ class ClientData:
 
 
 def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: int | None = None,
-                       progress_bar: bool = True) -> ClientData:
-    """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split."""
+                       progress_bar: bool = True, test_root: str | os.PathLike | None = None) -> ClientData:
+    """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split, or
+    every identity of ``test_root`` (a separate data set: nothing of it is used for training or choices)."""
     from ..core.data import celeba_subset, identity_split
 
     parts = identity_split(celeba_subset(root))
     train, test = parts["train"], parts["test"]
+    if test_root is not None:
+        test = celeba_subset(_celeba_root(test_root))
     names = train.identities
     if max_clients is not None:
         if max_clients > len(names):
@@ -53,7 +56,13 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
     fte = dataset_features(split, test.paths, progress_desc="test images" if progress_bar else None)
     labels = np.asarray(train.labels)
     feats = [ftr[labels == lab] for lab in sorted(set(labels.tolist()), key=lambda i: train.names[i])]
-    return ClientData(feats, names, fte, np.asarray(test.labels), f"celeba:{root}")
+    source = f"celeba:{root}" + (f"; test: every identity of {test_root}" if test_root is not None else "")
+    return ClientData(feats, names, fte, np.asarray(test.labels), source)
+
+
+def _celeba_root(root: str | os.PathLike) -> Path:
+    p = Path(root)
+    return p / "celeba_subset_aligned112" if (p / "celeba_subset_aligned112").is_dir() else p
 
 
 def synthetic_client_data(split: SplitModel, n_clients: int, seed: int = 0) -> ClientData:
@@ -118,13 +127,36 @@ def run_experiment(data: ClientData, split: SplitModel, sim_cfg: SimConfig, algo
 def summary_table(results: dict) -> list[dict]:
     """One row per method: TAR@FAR=1e-3, TAR@FAR=1e-2, EER and the gain over the pretrained start."""
     start = results["pretrained"]
-    rows = [{"method": "pretrained", "tar@far=1e-3": start[HEADLINE], "tar@far=1e-2": start["tar@far=0.01"],
-             "eer": start["eer"], "gain_tar@1e-3_points": 0.0}]
+    def row(method: str, f: dict) -> dict:
+        return {"method": method, "tar@far=1e-3": f[HEADLINE], "tar@far=1e-3_ci95": f.get(HEADLINE + "_ci95"),
+                "tar@far=1e-2": f["tar@far=0.01"], "eer": f["eer"], "n_identities": f.get("n_identities"),
+                "gain_tar@1e-3_points": 100.0 * (f[HEADLINE] - start[HEADLINE])}
+
+    rows = [row("pretrained", start)]
     for name, r in results["runs"].items():
-        f = r["final"]
-        rows.append({"method": name, "tar@far=1e-3": f[HEADLINE], "tar@far=1e-2": f["tar@far=0.01"],
-                     "eer": f["eer"], "gain_tar@1e-3_points": 100.0 * (f[HEADLINE] - start[HEADLINE])})
+        rows.append(row(name, r["final"]))
     return rows
+
+
+def seed_summary(per_seed: dict[int, dict]) -> dict:
+    """Mean ± sd over seeds of each method's TAR@FAR=1e-3 gain, FedFace's share of the centralised gain (ratio
+    of the mean gains) and in how many seeds FedFace is above FedAvg at every evaluation round after round 0."""
+    names = sorted({n for r in per_seed.values() for n in r["runs"]})
+    gains = {n: [100.0 * (r["runs"][n]["final"][HEADLINE] - r["pretrained"][HEADLINE])
+                 for r in per_seed.values() if n in r["runs"]] for n in names}
+    out: dict = {"seeds": sorted(per_seed), "gain_points": {
+        n: {"mean": float(np.mean(g)), "sd": float(np.std(g, ddof=1)) if len(g) > 1 else 0.0, "per_seed": g}
+        for n, g in gains.items()}}
+    if "fedface" in gains and "central" in gains and np.mean(gains["central"]) > 0:
+        out["share_of_central_gain"] = float(np.mean(gains["fedface"]) / np.mean(gains["central"]))
+    if "fedface" in names and "fedavg" in names:
+        above = 0
+        for r in per_seed.values():
+            ff = {c["round"]: c[HEADLINE] for c in r["runs"]["fedface"]["curve"] if c["round"] > 0}
+            fa = {c["round"]: c[HEADLINE] for c in r["runs"]["fedavg"]["curve"] if c["round"] > 0}
+            above += all(ff[k] > fa[k] for k in ff if k in fa)
+        out["fedface_above_fedavg_every_round"] = above
+    return out
 
 
 def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
@@ -172,14 +204,14 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool, clients: int | None,
-            seed: int = 0, progress_bar: bool = True) -> tuple[SplitModel, ClientData]:
+            seed: int = 0, progress_bar: bool = True,
+            test_root: str | os.PathLike | None = None) -> tuple[SplitModel, ClientData]:
     """Build the backbone split and the client data for ``fed-simulate``."""
     split = build_split(backbone, seed=seed)
     if synthetic:
         return split, synthetic_client_data(split, clients or 100, seed)
     if data_root is None:
         raise InputError("no data root: pass --data (the CelebA subset folder or the datakit)")
-    root = Path(data_root)
-    if (root / "celeba_subset_aligned112").is_dir():
-        root = root / "celeba_subset_aligned112"
-    return split, celeba_client_data(split, root, clients, progress_bar)
+    if test_root is not None and not Path(test_root).is_dir():
+        raise InputError(f"test data folder not found: {test_root}")
+    return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root)

@@ -93,6 +93,16 @@ def _seed(*parts: int | str) -> int:
     return int.from_bytes(h[:8], "little") & 0x7FFFFFFFFFFFFFFF
 
 
+def random_start(W: np.ndarray, geometry: str, seed: int) -> np.ndarray:
+    """Random class embeddings shaped like ``W`` (unit rows; Euclidean: scaled to W's mean row norm)."""
+    g = np.random.default_rng(seed)
+    R = g.standard_normal(W.shape).astype(np.float32)
+    R /= np.linalg.norm(R, axis=1, keepdims=True)
+    if geometry == "euclidean":
+        R *= float(np.linalg.norm(W, axis=1).mean())
+    return R.astype(np.float32)
+
+
 def _fingerprint(client_feats: Sequence[torch.Tensor]) -> str:
     h = hashlib.sha256()
     h.update(str(len(client_feats)).encode())
@@ -129,6 +139,12 @@ class FederatedSimulator:
         vec0 = head_vector(self.head)
         # every client initialises its class embedding with its mean feature under the pretrained head
         W = np.stack([init_class_embedding(self.head, f, cfg.client.geometry) for f in self.client_feats])
+        #: with DP the server never holds a template: it starts each class embedding at random (as the Flower
+        #: strategy does) and a client's first upload is a clipped, noised step from there
+        self.private_start = cfg.client.dp_noise > 0
+        self.seen = np.zeros(len(W), dtype=bool)
+        if self.private_start:
+            W = random_start(W, cfg.client.geometry, _seed(cfg.seed, "random-start"))
         self.state = ServerState(vec0, W, cfg.server)
         self.round = 0
         self.history: list[dict] = []
@@ -156,7 +172,7 @@ class FederatedSimulator:
 
         return {"format": "faceprivacy-fedsim-1", "vec": self.state.vec, "W": torch.from_numpy(self.state.W),
                 "momentum": self.state.momentum if self.state.momentum is not None else torch.zeros(0),
-                **self._adam_state(), "round": self.round, "history": json.dumps(self.history),
+                **self._adam_state(), "seen": torch.from_numpy(self.seen.copy()), "round": self.round, "history": json.dumps(self.history),
                 "config": json.dumps(self.cfg.to_dict(), sort_keys=True), "fingerprint": self.fingerprint}
 
     def _adam_state(self) -> dict:
@@ -198,6 +214,8 @@ class FederatedSimulator:
             if "adam_t" not in st:
                 raise InputError("checkpoint has no server Adam state")
             self.state.adam.load({k: st[f"adam_{k}"] for k in ("m", "v", "t")})
+        if "seen" in st:
+            self.seen = st["seen"].numpy().astype(bool)
         self.round = int(st["round"])
         self.history = json.loads(st["history"])
 
@@ -231,8 +249,14 @@ class FederatedSimulator:
             cid = int(sampled[j])
             if dropped[j]:
                 continue
-            upd = client_update(self.scratch, self.state.vec, self.client_feats[cid], self.state.W[cid],
-                                self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid))
+            start = self.state.W[cid]
+            if self.private_start and not self.seen[cid]:  # the client's own start; only a noised step leaves
+                load_head_vector(self.scratch, self.state.vec)
+                start = init_class_embedding(self.scratch, self.client_feats[cid], self.cfg.client.geometry)
+            self.seen[cid] = True
+            upd = client_update(self.scratch, self.state.vec, self.client_feats[cid], start,
+                                self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid),
+                                reference=self.state.W[cid])
             if faulty[j]:  # a broken/malicious client: corrupt the update
                 upd.delta = upd.delta.clone()
                 upd.delta[:: max(1, upd.delta.numel() // 7)] = float("nan")

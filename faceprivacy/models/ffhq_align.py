@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.errors import InputError
+from ..core.imageio import check_rgb
 
 
 def ffhq_quad(landmarks68: np.ndarray) -> np.ndarray:
@@ -38,8 +39,7 @@ def ffhq_quad(landmarks68: np.ndarray) -> np.ndarray:
 
 def ffhq_crop(img: np.ndarray, landmarks68: np.ndarray, size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Aligned (size, size, 3) uint8 FFHQ crop of an RGB uint8 image and the 2x3 image->crop matrix ``M``."""
-    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise InputError(f"expected an RGB uint8 image (H, W, 3), got {img.shape} {img.dtype}")
+    img = check_rgb(img)
     quad = ffhq_quad(landmarks68)  # pixel-index coordinates (pixel centres on integers)
     # continuous coordinates (pixel i spans [i, i+1)): image_c = quad[0] + 0.5 + A @ crop_c
     a = np.stack([(quad[3] - quad[0]) / size, (quad[1] - quad[0]) / size], axis=1)

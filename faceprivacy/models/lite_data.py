@@ -184,7 +184,11 @@ def load_pack(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"training pack not found: {p}")
-    z = np.load(p)
+    try:
+        z = np.load(p, allow_pickle=False)
+        z["lengths"], z["jpeg"], z["source"]  # noqa: B018  (the three arrays a pack must hold)
+    except (ValueError, OSError, KeyError, EOFError, AttributeError, TypeError) as e:
+        raise InputError(f"{p} is not a training pack written by faceprivacy ({type(e).__name__})") from None
     ends = np.cumsum(z["lengths"])
     starts = ends - z["lengths"]
     flat = z["jpeg"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .augment import DeformParams, random_affine
-from .deface import bbox, crop_volume, head_threshold, shear_plane
+from .deface import bbox, crop_volume, head_threshold, shear_plane, template_shear_plane
 from .io import Volume
 from .register import Registration, register_affine, resample_to, robust_max
 from .template import Template
@@ -36,8 +36,9 @@ def box_affine() -> np.ndarray:
 
 
 def candidate_region(tpl: Template, jitter: np.ndarray | None = None) -> np.ndarray:
-    """Box voxels any supported defacer may remove: the template face mask united with the template
-    shear plane's removed side (``jitter`` = small world affine mimicking registration error)."""
+    """Box voxels any supported defacer may remove: the template face mask united with the removed side
+    of the quickshear-style hull plane (what the U-Net was trained on) and of the fitted plane that
+    ``shear`` now uses (``jitter`` = small world affine mimicking registration error)."""
     ba = box_affine()
     t = np.eye(4) if jitter is None else jitter
     face = resample_to(tpl.keep, tpl.head.affine, BOX_SHAPE, ba, t, order=1, default=1.0) < 0.5
@@ -45,7 +46,9 @@ def candidate_region(tpl: Template, jitter: np.ndarray | None = None) -> np.ndar
     ijk = np.indices(BOX_SHAPE).reshape(3, -1).T.astype(float)
     w = (np.c_[ijk, np.ones(len(ijk))] @ (t @ ba).T)[:, :3]
     shear = (ny * w[:, 1] + nz * w[:, 2] + c > 0).reshape(BOX_SHAPE)
-    return face | shear
+    n, c2, _ = template_shear_plane(tpl)  # the plane ``deface --method shear`` cuts along
+    fitted = (w @ n + c2 > 0).reshape(BOX_SHAPE)
+    return face | shear | fitted
 
 
 _PLANE: dict[int, tuple[float, float, float]] = {}

@@ -69,14 +69,26 @@ def synthetic_identity(vol: Volume, seed: int) -> tuple[Volume, np.ndarray]:
 def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | None = None,
               data_root: str | Path | None = None, recognizers: list[str] | None = None,
               weights: str | Path | None = None, n_synthetic: int = 4, seed: int = 0,
-              yaws: tuple[float, ...] = (0.0, -30.0, 30.0), probe_subjects: list[str] | None = None) -> dict:
-    """Run the whole audit; returns the result dict (also written as JSON + HTML under ``out_dir``).
-    ``probe_subjects`` (scan stems) limits defacing/attacks to those scans; the others only add
-    gallery identities (default: every scan is defaced and probed)."""
+              yaws: tuple[float, ...] = (0.0, -30.0, 30.0), probe_subjects: list[str] | None = None,
+              participant_labels: list[str] | None = None) -> dict:
+    """Run the whole audit; returns the result dict (also written as JSON + HTML under ``out_dir``,
+    every render row also as a full-size PNG under ``out_dir/renders``).
+    ``probe_subjects`` (scan stems) or ``participant_labels`` (BIDS labels, ``01`` or ``sub-01``) limit
+    defacing/attacks to those scans; the others only add gallery identities (default: every scan is
+    defaced and probed)."""
+    from ..core.errors import InputError
+    from ..core.imageio import save_image
+    from .bids import select_participants
+
     methods = methods or ["mask", "shear", "reface"]
     recognizers = recognizers or ["dlib", "mobilefacenet"]
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
     scans = find_t1w(bids_dir)
+    if participant_labels:
+        chosen = {s.stem for s in select_participants(scans, participant_labels)}
+        probe_subjects = [s for s in (probe_subjects or chosen) if s in chosen]
     vols = [load_volume(s.path) for s in scans]  # validate all inputs before any work
     tpl = load_template(data_root)
     model = load_reface_model(weights)
@@ -97,7 +109,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
         region = None
         probe = probe_subjects is None or key in probe_subjects
         for m in methods if probe else []:
-            r = deface(vol, tpl, m, registration=reg)
+            r = deface(vol, tpl, method=m, registration=reg, check_brain=False)  # measured, not refused
             if region is None:
                 region = face_region_for_msd(r.face_region, vol) & (vol.data >= 0)
             dv = vol.with_data(r.data)
@@ -147,6 +159,12 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
             pf = [f for f in faces_all if f.state == st]
             per[st] = rank1(embed_faces(emb, pf), [f.label for f in pf], g, glabels)
         res["reid"][rec] = per
+    res["renders"] = {}
+    for key, rows in renders_html.items():
+        for state, imgs in rows.items():
+            png = out / "renders" / f"{key}_{state.replace(':', '-')}.png"
+            save_image(png, image_grid([imgs]))
+            res["renders"][f"{key}:{state}"] = str(png)
     jp = atomic_write_json(out / "mri_audit.json", res)
     hp = _write_html(res, renders_html, out / "mri_audit.html")
     res["json"], res["html"] = str(jp), str(hp)
@@ -195,6 +213,5 @@ def _write_html(res: dict, renders: dict[str, dict], path: Path) -> Path:
                          "WM dice": u["gmm_segmentation"]["wm"]["dice"]})
         rep.table(urow)
         grid = [imgs for imgs in renders[key].values()]
-        small = [[im[::2, ::2] for im in r] for r in grid]
-        rep.image(image_grid(small), "rows: " + " | ".join(renders[key].keys()) + "; columns: yaw 0, -30, +30")
+        rep.image(image_grid(grid), "rows: " + " | ".join(renders[key].keys()) + "; columns: yaw 0, -30, +30")
     return rep.write(path)

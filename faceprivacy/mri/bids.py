@@ -49,13 +49,38 @@ def derivative_path(bids_dir: str | Path, scan: BidsT1, method: str, out_root: s
     return base / scan.rel_dir / f"{scan.stem}_desc-{method}_T1w.nii.gz"
 
 
+def select_participants(scans: list[BidsT1], labels: list[str] | None) -> list[BidsT1]:
+    """The scans of the given participant labels (``01`` or ``sub-01``); all scans when ``labels`` is
+    empty. Raises InputError for a label with no T1w scan."""
+    if not labels:
+        return scans
+    want = {lab.removeprefix("sub-") for lab in labels}
+    have = {s.subject.removeprefix("sub-") for s in scans}
+    missing = sorted(want - have)
+    if missing:
+        raise InputError(f"no T1w scan for participant(s) {', '.join(missing)} "
+                         f"(found: {', '.join(sorted(have))})")
+    return [s for s in scans if s.subject.removeprefix("sub-") in want]
+
+
 def write_dataset_description(deriv_root: str | Path, method: str) -> Path:
-    """The derivative dataset's ``dataset_description.json`` (BIDS requires one)."""
+    """The derivative dataset's ``dataset_description.json`` (BIDS requires one). An existing one from an
+    earlier run is merged: its GeneratedBy entries (one per method) are kept."""
     from .. import __version__
 
-    d = {"Name": f"faceprivacy defaced ({method})", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-         "GeneratedBy": [{"Name": "faceprivacy", "Version": __version__,
-                          "Description": f"faceprivacy deface --method {method}"}]}
     p = Path(deriv_root) / "dataset_description.json"
+    entry = {"Name": "faceprivacy", "Version": __version__, "Description": f"faceprivacy deface --method {method}"}
+    gen: list[dict] = []
+    if p.is_file():
+        try:
+            old = json.loads(p.read_text())
+            gen = [g for g in old.get("GeneratedBy", []) if isinstance(g, dict)]
+        except (ValueError, AttributeError):
+            gen = []
+    gen = [g for g in gen if g.get("Description") != entry["Description"]] + [entry]
+    methods = [g["Description"].rsplit(" ", 1)[-1] for g in gen if str(g.get("Description", "")).startswith(
+        "faceprivacy deface --method ")]
+    d = {"Name": f"faceprivacy defaced ({', '.join(methods) or method})", "BIDSVersion": "1.9.0",
+         "DatasetType": "derivative", "GeneratedBy": gen}
     atomic_write_text(p, json.dumps(d, indent=2) + "\n")
     return p

@@ -14,13 +14,13 @@ import numpy as np
 
 from .io import Volume
 
-#: named settings: working voxel size (mm), pyramid shrink factors, smoothing (mm), sampling fraction,
-#: iterations per level
+#: named settings: refinement levels (mm) and iterations per level, iterations per start (4 mm),
+#: metric sampling fraction of the head-masked voxels, histogram bins, optimiser step
 SETTINGS: dict[str, dict] = {
-    "fast": dict(work_mm=2.0, shrink=[4, 2, 1], sigma_mm=[4.0, 2.0, 0.0], sampling=0.10,
-                 iters=[200, 100, 60], bins=32, lr=1.0, min_step=1e-3),
-    "careful": dict(work_mm=1.0, shrink=[4, 2, 1], sigma_mm=[4.0, 2.0, 0.0], sampling=0.05,
-                    iters=[300, 200, 100], bins=32, lr=1.0, min_step=1e-4),
+    "fast": dict(levels_mm=[2.0], iters=[40], start_iters=60, sampling=0.02, bins=32, lr=1.0,
+                 min_step=1e-3),
+    "careful": dict(levels_mm=[2.0, 1.0], iters=[150, 100], start_iters=100, sampling=0.05, bins=32,
+                    lr=1.0, min_step=1e-4),
 }
 
 
@@ -128,78 +128,261 @@ class Registration:
     info: dict = field(default_factory=dict)
 
 
-def _init_translation(fixed: Volume, moving: Volume) -> np.ndarray:
-    """Initial translation: align the head tops (vertex) and the left-right/anterior-posterior centres of
-    the upper head, which are far more stable than whole-volume moments (fields of view differ a lot)."""
-
-    def top_centre(v: Volume) -> np.ndarray:
-        d = v.data
-        thr = 0.15 * robust_max(d)
-        m = d > thr
-        zs = np.nonzero(m.any(axis=(0, 1)))[0]
-        if len(zs) == 0:
-            return v.affine[:3, :3] @ (np.array(v.shape) / 2) + v.affine[:3, 3]
-        ztop = zs.max()
-        zlo = max(0, ztop - int(round(80 / v.zooms[2])))  # upper 8 cm of the head
-        ii, jj, kk = np.nonzero(m[:, :, zlo:ztop + 1])
-        c = np.array([ii.mean(), jj.mean(), ztop + 0.0])
-        return v.affine[:3, :3] @ c + v.affine[:3, 3]
-
-    return top_centre(moving) - top_centre(fixed)
+_PYRAMID: dict[tuple[int, bytes, float], tuple[np.ndarray, object, object]] = {}
 
 
-def register_affine(fixed: Volume, moving: Volume, settings: str = "fast", seed: int = 0,
-                    threads: int | None = 2, init: np.ndarray | None = None) -> Registration:
-    """Affine-register ``moving`` (e.g. the template) to ``fixed`` (the subject) by Mattes MI.
+def _cached_work(vol: Volume, mm: float):
+    """Work image (and head-mask image) of ``vol`` at ``mm``; cached per array (the template is registered
+    against every subject, so its pyramid is built once per process)."""
+    key = (id(vol.data), vol.affine.tobytes(), float(mm))
+    hit = _PYRAMID.get(key)
+    if hit is not None and hit[0] is vol.data:
+        return hit[1], hit[2]
+    img, m = _uncached(vol, mm)
+    if len(_PYRAMID) > 16:
+        _PYRAMID.clear()
+    _PYRAMID[key] = (vol.data, img, m)
+    return img, m
 
-    ``settings`` is "fast" (2 mm working grid, ~seconds) or "careful" (native grid, slower)."""
+
+def _head_points(img) -> np.ndarray:
+    """World coordinates (N, 3) of the head voxels of a work image (threshold 0.1 of the robust max)."""
     import SimpleITK as sitk
 
-    cfg = SETTINGS[settings]
-    set_threads(threads)
-    t0 = time.perf_counter()
-    f_img, _ = _work_image(fixed, cfg["work_mm"])
-    m_img, _ = _work_image(moving, cfg["work_mm"])
-    tx = sitk.AffineTransform(3)
-    if init is not None:
-        tx.SetMatrix(np.asarray(init)[:3, :3].ravel().tolist())
-        tx.SetTranslation(np.asarray(init)[:3, 3].tolist())
-    else:
-        tx.SetTranslation(_init_translation(fixed, moving).tolist())
-    # rotate/scale about the fixed head's centre so the parameters are well conditioned
-    sz = np.array(f_img.GetSize())
-    centre = f_img.TransformContinuousIndexToPhysicalPoint(((sz - 1) / 2).tolist())
-    if init is None:
-        tx.SetCenter(centre)
-    else:
-        c = np.array(centre)
-        a = np.asarray(init)[:3, :3]
-        t = np.asarray(init)[:3, 3]
-        tx.SetCenter(centre)
-        tx.SetTranslation((a @ c + t - c).tolist())
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg["bins"])
-    reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(cfg["sampling"], seed=seed + 1)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=cfg["lr"], minStep=cfg["min_step"],
-                                                 numberOfIterations=max(cfg["iters"]),
-                                                 gradientMagnitudeTolerance=1e-8)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel(cfg["shrink"])
-    reg.SetSmoothingSigmasPerLevel(cfg["sigma_mm"])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(tx, inPlace=True)
-    reg.Execute(f_img, m_img)
+    arr = sitk.GetArrayViewFromImage(img).T  # (i, j, k)
+    ijk = np.argwhere(arr > 0.1).astype(float)
+    sp, org = np.array(img.GetSpacing()), np.array(img.GetOrigin())
+    d = np.array(img.GetDirection()).reshape(3, 3)
+    return ijk * sp @ d.T + org
+
+
+def _top_centre(pts: np.ndarray) -> np.ndarray:
+    """The vertex height and the left-right / anterior-posterior centre of the upper 8 cm of a head
+    (far more stable than whole-volume moments: fields of view differ a lot below the skull)."""
+    ztop = float(np.percentile(pts[:, 2], 99.8))
+    up = pts[pts[:, 2] > ztop - 80.0]
+    return np.array([up[:, 0].mean(), up[:, 1].mean(), ztop])
+
+
+def _principal_axes(pts: np.ndarray) -> np.ndarray:
+    """Eigenvectors (columns) of the covariance of the upper head (the part every T1 field of view holds)."""
+    ztop = float(np.percentile(pts[:, 2], 99.8))
+    up = pts[pts[:, 2] > ztop - 110.0]
+    w, v = np.linalg.eigh(np.cov((up - up.mean(0)).T))
+    return v
+
+
+def _nearest_rotation(m: np.ndarray) -> np.ndarray:
+    u, _, vt = np.linalg.svd(m)
+    r = u @ vt
+    if np.linalg.det(r) < 0:
+        u[:, -1] *= -1
+        r = u @ vt
+    return r
+
+
+def _moments_rotation(fixed_pts: np.ndarray, moving_pts: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Rotation (fixed -> moving) mapping the fixed head's principal axes onto the moving head's, with the
+    axis pairing and signs chosen closest to ``near`` (a head is never upside down)."""
+    import itertools
+
+    ef, em = _principal_axes(fixed_pts), _principal_axes(moving_pts)
+    best, best_ang = near, np.inf
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            s = np.zeros((3, 3))
+            for i, (j, sg) in enumerate(zip(perm, signs, strict=True)):
+                s[j, i] = sg
+            r = em @ s @ ef.T
+            if np.linalg.det(r) < 0:
+                continue
+            ang = np.arccos(np.clip((np.trace(r @ near.T) - 1) / 2, -1, 1))
+            if ang < best_ang:
+                best, best_ang = r, ang
+    return best
+
+
+def _euler(ax: str, deg: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler(ax, deg, degrees=True).as_matrix()
+
+
+def initial_rotations(fixed: Volume, fixed_pts: np.ndarray, moving_pts: np.ndarray) -> dict[str, np.ndarray]:
+    """Starting rotations (fixed world -> moving world): identity (head upright in the world), the inverse
+    header rotation (head upright in its voxel grid), the principal-axes rotation, and +-15 degree pitch /
+    +-10 degree roll and yaw around the first two (the tilts scanners and headers produce)."""
+    hdr = _nearest_rotation(fixed.affine[:3, :3] / fixed.zooms).T
+    cands = {"identity": np.eye(3), "header": hdr}
+    cands["moments"] = _moments_rotation(fixed_pts, moving_pts, np.eye(3))
+    for base in ("identity", "header"):
+        for ax, deg in (("x", 15), ("x", -15), ("y", 10), ("y", -10), ("z", 10), ("z", -10)):
+            cands[f"{base}{ax}{deg:+d}"] = _euler(ax, deg) @ cands[base]
+    out: dict[str, np.ndarray] = {}
+    for k, r in cands.items():  # drop near-duplicates (a straight header makes "header" == "identity")
+        if all(np.arccos(np.clip((np.trace(r @ q.T) - 1) / 2, -1, 1)) > np.radians(2) for q in out.values()):
+            out[k] = r
+    return out
+
+
+def _to_matrix(tx) -> np.ndarray:
     a = np.array(tx.GetMatrix()).reshape(3, 3)
     c = np.array(tx.GetCenter())
     t = np.array(tx.GetTranslation())
     mat = np.eye(4)
     mat[:3, :3] = a
     mat[:3, 3] = t + c - a @ c
-    return Registration(mat, time.perf_counter() - t0, float(reg.GetMetricValue()), settings,
-                        {"iterations": int(reg.GetOptimizerIteration()),
-                         "stop": reg.GetOptimizerStopConditionDescription()})
+    return mat
+
+
+def _method(cfg: dict, fixed_mask, seed: int, iters: int, shrink: list[int], sigma: list[float],
+            sampling: float):
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=cfg["bins"])
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(sampling, seed=seed + 1)
+    reg.SetMetricFixedMask(fixed_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=cfg["lr"], minStep=cfg["min_step"],
+                                                 numberOfIterations=iters, gradientMagnitudeTolerance=1e-8)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel(shrink)
+    reg.SetSmoothingSigmasPerLevel(sigma)
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return reg
+
+
+def _metric(f_img, m_img, f_mask, mat: np.ndarray, bins: int, fraction: float = 0.2) -> float:
+    """Mattes MI of a world transform on a regular ``fraction`` of the masked fixed voxels (comparable
+    across starts: the same samples for every candidate)."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    reg.SetMetricSamplingStrategy(reg.REGULAR)
+    reg.SetMetricSamplingPercentage(fraction, seed=1)
+    reg.SetMetricFixedMask(f_mask)
+    reg.SetInterpolator(sitk.sitkLinear)
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(mat[:3, :3].ravel().tolist())
+    tx.SetTranslation(mat[:3, 3].tolist())
+    reg.SetInitialTransform(tx)
+    return float(reg.MetricEvaluate(f_img, m_img))
+
+
+def register_affine(fixed: Volume, moving: Volume, settings: str = "fast", seed: int = 0,
+                    threads: int | None = 2, init: np.ndarray | None = None) -> Registration:
+    """Affine-register ``moving`` (e.g. the template) to ``fixed`` (the subject) by Mattes MI.
+
+    Coarse-to-fine and multi-start, so that a tilted header or head cannot trap it: each starting rotation
+    (:func:`initial_rotations`; or ``init`` alone when given) is optimised as a similarity transform on
+    4 mm images (head-mask-limited sampling), the best by a common MI evaluation is refined as a full
+    affine at 4 and 2 mm ("fast") or 4, 2 and 1 mm ("careful"). The moving image's pyramid is cached."""
+
+    cfg = SETTINGS[settings]
+    set_threads(threads)
+    t0 = time.perf_counter()
+    f8, fm8 = _work_image_pair(fixed, 8.0)
+    m8, _ = _cached_work(moving, 8.0)
+    f4, fm4 = _work_image_pair(fixed, 4.0)
+    m4, _ = _cached_work(moving, 4.0)
+    fpts, mpts = _head_points(f4), _head_points(m4)
+    centre = fpts.mean(0)
+    if init is not None:
+        starts = {"given": np.asarray(init, float)}
+    else:
+        starts = {}
+        ctop = _top_centre(mpts)
+        for name, r in initial_rotations(fixed, fpts, mpts).items():
+            mat = np.eye(4)
+            mat[:3, :3] = r
+            mat[:3, 3] = ctop - _top_centre(fpts @ r.T)
+            starts[name] = mat
+    # stage 1: every start as a similarity transform on 8 mm images, scored on all 8 mm head voxels
+    scores: dict[str, float] = {}
+    results: dict[str, np.ndarray] = {}
+    for name, mat in starts.items():
+        results[name] = _optimise(_similarity(mat, centre), f8, fm8, m8, cfg, seed, cfg["start_iters"], 8.0, 0.5)
+        scores[name] = _metric(f8, m8, fm8, results[name], cfg["bins"], 1.0)
+    # stage 2: the two best starts refined on 4 mm images
+    top = sorted(scores, key=scores.__getitem__)[:2]
+    for name in top:
+        results[name] = _optimise(_similarity(results[name], centre), f4, fm4, m4, cfg, seed,
+                                  cfg["start_iters"], 4.0, 0.1)
+        scores[name] = _metric(f4, m4, fm4, results[name], cfg["bins"])
+    best = min(top, key=scores.__getitem__)
+    # stage 3: full affine, coarse to fine
+    tx = _affine(results[best], centre)
+    iters = 0
+    metric = scores[best]
+    for mm, n in zip(cfg["levels_mm"], cfg["iters"], strict=True):
+        f_img, f_mask = _work_image_pair(fixed, mm)
+        m_img, _ = _cached_work(moving, mm)
+        reg = _method(cfg, f_mask, seed, n, [1], [mm], cfg["sampling"])
+        reg.SetInitialTransform(tx, inPlace=True)
+        reg.Execute(f_img, m_img)
+        metric = float(reg.GetMetricValue())
+        iters += int(reg.GetOptimizerIteration())
+    return Registration(_to_matrix(tx), time.perf_counter() - t0, metric, settings,
+                        {"iterations": iters, "start": best, "n_starts": len(starts),
+                         "start_metrics": {k: round(v, 5) for k, v in scores.items()}})
+
+
+def _similarity(mat: np.ndarray, centre: np.ndarray):
+    import SimpleITK as sitk
+
+    tx = sitk.Similarity3DTransform()
+    tx.SetCenter(centre.tolist())
+    tx.SetMatrix(_nearest_rotation(mat[:3, :3]).ravel().tolist())
+    tx.SetScale(float(np.cbrt(abs(np.linalg.det(mat[:3, :3])))))
+    tx.SetTranslation((mat[:3, :3] @ centre + mat[:3, 3] - centre).tolist())
+    return tx
+
+
+def _affine(mat: np.ndarray, centre: np.ndarray):
+    import SimpleITK as sitk
+
+    tx = sitk.AffineTransform(3)
+    tx.SetCenter(centre.tolist())
+    tx.SetMatrix(mat[:3, :3].ravel().tolist())
+    tx.SetTranslation((mat[:3, :3] @ centre + mat[:3, 3] - centre).tolist())
+    return tx
+
+
+def _optimise(tx, f_img, f_mask, m_img, cfg: dict, seed: int, iters: int, sigma_mm: float,
+              sampling: float) -> np.ndarray:
+    reg = _method(cfg, f_mask, seed, iters, [1], [sigma_mm], sampling)
+    reg.SetInitialTransform(tx, inPlace=True)
+    reg.Execute(f_img, m_img)
+    return _to_matrix(tx)
+
+
+_FIXED: dict[tuple[int, bytes, float], tuple[np.ndarray, object, object]] = {}
+
+
+def _work_image_pair(fixed: Volume, mm: float):
+    """Work image + dilated head mask of the subject (not kept beyond the last two subjects)."""
+    key = (id(fixed.data), fixed.affine.tobytes(), float(mm))
+    hit = _FIXED.get(key)
+    if hit is not None and hit[0] is fixed.data:
+        return hit[1], hit[2]
+    if len(_FIXED) > 6:
+        _FIXED.clear()
+    img, m = _uncached(fixed, mm)
+    _FIXED[key] = (fixed.data, img, m)
+    return img, m
+
+
+def _uncached(vol: Volume, mm: float):
+    import SimpleITK as sitk
+
+    img, _ = _work_image(vol, mm)
+    arr = sitk.GetArrayViewFromImage(img)
+    m = sitk.GetImageFromArray((arr > 0.1).astype(np.uint8))
+    m.CopyInformation(img)
+    return img, sitk.BinaryDilate(m, [1, 1, 1])
 
 
 def point_error_mm(est: np.ndarray, truth: np.ndarray, points: np.ndarray) -> float:

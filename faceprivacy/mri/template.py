@@ -52,7 +52,15 @@ class Template:
     keep: np.ndarray
     brain: np.ndarray
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
-    face_source: np.ndarray | None = None  # head with thin non-anatomical parts (coil frame) removed
+    _face_source: np.ndarray | None = None
+
+    @property
+    def face_source(self) -> np.ndarray:
+        """The head with thin non-anatomical parts (coil frame) removed; computed on first use (only
+        refacing needs it)."""
+        if self._face_source is None:
+            self._face_source = clean_template_head(self.head)
+        return self._face_source
 
     @property
     def face(self) -> np.ndarray:
@@ -95,7 +103,7 @@ def load_template(data_root: str | Path | None = None, brain_mask: str | Path | 
     if brain.shape != head.shape:
         raise InputError(f"brain mask {brain.shape} does not match template {head.shape}")
     lm = {k: np.asarray(v, float) for k, v in TEMPLATE_LANDMARKS.items()}
-    t = Template(head, keep.astype(np.float32), brain, lm, clean_template_head(head))
+    t = Template(head, keep.astype(np.float32), brain, lm)
     _CACHE[key] = t
     return t
 

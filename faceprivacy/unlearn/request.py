@@ -7,7 +7,7 @@ Contract:
   before the model is touched (unlearning on it only damages the model);
 - the output model keeps the input model's record (``extra``: how it was trained) and appends this request
   to ``extra["unlearning_history"]``; model and record are one file, written atomically;
-- the output path must not be the input model (inputs are never overwritten).
+- the output path must not be any input: model, MetaLoss or a support image (inputs are never overwritten).
 """
 
 from __future__ import annotations
@@ -80,12 +80,13 @@ def forget(model_path: str | os.PathLike, support: list[str], out: str | os.Path
 
     import torch
 
+    from ..core.fileio import check_output
     from .metaloss import load_metaloss
     from .methods import UnlearnContext, get_method
     from .model import load_model_with_record, predict, save_model, to_float
 
-    if Path(out).resolve() == Path(model_path).resolve():
-        raise InputError("--out must not be the input model (inputs are never overwritten)")
+    # never overwrite an input (the model, the MetaLoss or a support image), before any work
+    check_output(out, [*support, model_path, *([metaloss_path] if metaloss_path else [])])
     torch.set_num_threads(max(1, threads))
     model, record = load_model_with_record(model_path)
     x, crops = load_support(support, model.cfg.size)

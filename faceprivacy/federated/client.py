@@ -1,0 +1,125 @@
+"""The FedFace client: local training of the head and its own class embedding, clipping and DP noise."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .losses import get_geometry, positive_loss
+from .params import load_head_vector
+from .privacy import noise_generator
+
+
+@dataclass
+class ClientConfig:
+    """Local training hyper-parameters of one FedFace client (also used by the Flower ClientApp)."""
+
+    local_steps: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    embedding_lr: float | None = None  # None: same as lr
+    #: cosine margin of the positive hinge (geometry "cosine"), or the radius (geometry "euclidean")
+    margin: float = 0.9
+    momentum: float = 0.0
+    #: "cosine": FedFace's normalised embeddings; "euclidean": raw embeddings, radius hinge (FedAwS geometry)
+    geometry: str = "cosine"
+    #: DP: L2 clipping bound of the whole update (head delta + embedding delta); 0 = no clipping
+    dp_clip: float = 0.0
+    #: DP: Gaussian noise multiplier sigma; the noise std is sigma * dp_clip (needs dp_clip > 0)
+    dp_noise: float = 0.0
+
+
+@dataclass
+class ClientUpdate:
+    """What a client sends back: NO images and NO per-image features, only aggregate quantities."""
+
+    delta: torch.Tensor  # flat head update (new - received), float32
+    embedding: np.ndarray  # the client's own (updated) class embedding, unit norm, (D,)
+    num_examples: int
+    loss: float
+    clipped: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+
+
+def init_class_embedding(head: nn.Module, feats: torch.Tensor, geometry: str = "cosine") -> np.ndarray:
+    """A client's initial class embedding: the normalised mean of its normalised features (FedFace init), or
+    for the Euclidean geometry the plain mean of its raw features."""
+    if len(feats) == 0:
+        raise ValueError("a client needs at least one image to initialise its class embedding")
+    return get_geometry(geometry).init_embedding(head, feats)
+
+
+def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: float,
+              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Client-side DP: clip the joint update (head delta, embedding delta) to L2 ``clip`` and add Gaussian
+    noise of std ``noise * clip`` to every coordinate (Gaussian mechanism on a bounded-sensitivity update)."""
+    if clip <= 0:
+        if noise > 0:
+            raise ValueError("dp_noise needs dp_clip > 0 (noise std is noise * clip)")
+        return delta, emb_delta, False
+    norm = torch.sqrt(delta.pow(2).sum() + emb_delta.pow(2).sum()).item()
+    scale = min(1.0, clip / (norm + 1e-12))
+    delta, emb_delta = delta * scale, emb_delta * scale
+    if noise > 0:
+        std = noise * clip
+        delta = delta + torch.randn(delta.shape, generator=gen) * std
+        emb_delta = emb_delta + torch.randn(emb_delta.shape, generator=gen) * std
+    return delta, emb_delta, scale < 1.0
+
+
+def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor,
+                  embedding: np.ndarray, cfg: ClientConfig, seed: int = 0,
+                  reference: np.ndarray | None = None) -> ClientUpdate:
+    """One FedFace client round: load the global head, train head + own class embedding for
+    ``cfg.local_steps`` SGD steps on the positive-only squared-hinge cosine loss, return the update.
+
+    ``head`` is used as scratch space (its parameters are overwritten). ``feats`` are this client's trunk
+    features (never leave the client). ``seed`` drives batch sampling only; DP noise comes from the OS CSPRNG
+    (``privacy.noise_generator``). ``reference`` is the embedding the server holds (default ``embedding``): the
+    embedding update is taken against it, so a first upload from a server's random start is clipped and
+    noised like any other update.
+    """
+    n = len(feats)
+    if n == 0:
+        raise ValueError("client has no images")
+    load_head_vector(head, global_vec)
+    head.train()
+    gen = torch.Generator().manual_seed(int(seed) & 0x7FFFFFFFFFFFFFFF)
+    w0 = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
+    w = w0.clone().requires_grad_(True)
+    params = list(head.parameters())
+    e_lr = cfg.lr if cfg.embedding_lr is None else cfg.embedding_lr
+    opt = torch.optim.SGD([{"params": params, "lr": cfg.lr}, {"params": [w], "lr": e_lr}],
+                          lr=cfg.lr, momentum=cfg.momentum)
+    loss_v = math.nan
+    for _ in range(max(1, int(cfg.local_steps))):
+        if n > cfg.batch_size:
+            idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
+            xb = feats[idx]
+        else:
+            xb = feats
+        opt.zero_grad(set_to_none=True)
+        loss = positive_loss(head(xb), w, cfg.margin, cfg.geometry)
+        loss.backward()
+        opt.step()
+        loss_v = float(loss.detach())
+    delta = torch.empty_like(global_vec)
+    i = 0
+    with torch.no_grad():  # delta = new - received, written straight into one buffer
+        for p in params:
+            k = p.numel()
+            torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
+            i += k
+    geo = get_geometry(cfg.geometry)
+    ref = w0 if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
+    emb_delta = geo.client_embedding(w.detach()) - ref
+    delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, noise_generator())
+    emb = geo.client_embedding(ref + emb_delta)
+    emb = emb.numpy().astype(np.float32)
+    return ClientUpdate(delta=delta, embedding=emb, num_examples=n, loss=loss_v, clipped=clipped)

@@ -1,0 +1,1 @@
+"""Build tools (lock check, audit); not part of the installed package."""
