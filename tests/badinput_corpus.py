@@ -442,21 +442,17 @@ def cases() -> list[Case]:
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
     add(Case("fedsim-out-parent-file", ["fed-simulate", "--synthetic", "--rounds", "1", "--clients", "2",
                                         "--out", "{d}/afile/o"], _uses("afile")))
-    add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"],
-             known="i15: the SuperLink's own usage text is printed as a second error line"))
+    add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"]))
     add(Case("fedserver-cert-missing", ["fed-server", "--ssl-certfile", "{d}/nope.pem", "--ssl-keyfile",
-                                        "{d}/nope.key", "--ssl-ca-certfile", "{d}/nope.ca", "--out", "{d}/o"],
-             known="i15: certificates are checked after the SuperLink starts (leaves o/flower/superlink.log)"))
-    add(Case("fedserver-rounds-zero", ["fed-server", "--rounds", "0", "--insecure", "--out", "{d}/o"],
-             skip="i15: --rounds 0 is accepted and the server waits for nodes"))
+                                        "{d}/nope.key", "--ssl-ca-certfile", "{d}/nope.ca", "--out", "{d}/o"]))
+    add(Case("fedserver-rounds-zero", ["fed-server", "--rounds", "0", "--insecure", "--out", "{d}/o"]))
     add(Case("fedclient-superlink-bad", ["fed-client", "--superlink", "nohostport", "--image-dir", "{d}/adir",
-                                         "--insecure"], _uses("adir"),
-             skip="i15: a malformed --superlink is retried, then exits 1 from inside Flower (ends the process)"))
+                                         "--insecure"], _uses("adir")))
     add(Case("fedclient-imagedir-missing", ["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", "{d}/nope",
                                             "--insecure"]))
     add(Case("fedclient-rootcert-missing", ["fed-client", "--superlink", "127.0.0.1:1", "--image-dir", "{d}/adir",
-                                            "--root-certificates", "{d}/nope.pem"], _uses("adir"),
-             skip="i15: a missing --root-certificates file exits 1 from inside Flower (ends the process)"))
+                                            "--root-certificates", "{d}/nope.pem", "--auth-key", "{d}/nope.key"],
+             _uses("adir")))
     # ---- unlearn
     add(Case("unlearn-support-missing", ["unlearn", "--support", "{d}/nope.png", "--out", "{d}/m.pt"]))
     for f in ("empty.png", "bomb.gif", "truncated.jpg", "text.jpg"):

@@ -302,3 +302,21 @@ def test_server_writes_tar_per_round_report(tmp_path, monkeypatch):
 
     lines = [json.loads(ln) for ln in (tmp_path / "progress.jsonl").read_text().splitlines()]
     assert lines[-1]["tar@far=1e-3"] == pytest.approx(0.8)
+
+
+def test_dropped_nodes_are_named_with_flowers_reason():
+    """Flower answers for an unavailable node from its own id; the strategy names the sampled node instead."""
+    from flwr.app import Error
+
+    strat = flower_app.build_strategy(FedFaceRecipe.from_run_config(_cfg()), emb_dim=4)
+    strat._current = ArrayRecord({"a": Array(np.zeros(3, np.float32))})
+    strat._sampled = [10, 11, 12]
+    ok = Message(content=_reply(np.ones(3) * 0.1, np.ones(4)),
+                 reply_to=Message(content=RecordDict(), dst_node_id=10, message_type="train"))
+    err = Message(error=Error(code=0, reason="Node Unavailable"),
+                  reply_to=Message(content=RecordDict(), dst_node_id=1, message_type="train"))
+    strat.aggregate_train(1, [ok, err])
+    dropped = {d["node"]: d["reason"] for d in strat.round_log[-1]["dropped"]}
+    assert set(dropped) == {11, 12} and "Node Unavailable" in dropped[11]
+    assert dropped[12] == "no reply within the round timeout"
+    assert strat.round_log[-1]["accepted"] == 1

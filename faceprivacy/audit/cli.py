@@ -8,9 +8,14 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``audit-embeddings`` sub-command."""
-    p = sub.add_parser("audit-embeddings",
-                       help="attribute probes, inversion attacks and protected templates for an embedder",
-                       description="Audit what face embeddings leak (attribute probes, embedding->image "
+    from ..core.options import add_common, add_deprecated, add_out, command, run_dir
+
+    p = command(sub, "audit-embeddings",
+                "attribute probes, inversion attacks and protected templates for an embedder",
+                examples=["faceprivacy audit-embeddings --quick              # a few minutes on 2 cores",
+                          "faceprivacy audit-embeddings --embedder mobilefacenet --no-inversion",
+                          "faceprivacy audit-embeddings --embedder mypkg.models:load_embedder -o audit_mine/"],
+                description="Audit what face embeddings leak (attribute probes, embedding->image "
                                    "inversion) and how a keyed protected template reduces it. Trains on the "
                                    "CelebA subset's training identities and reports on held-out identities. "
                                    "Writes audit.json and audit.html; never writes raw embeddings unless "
@@ -21,30 +26,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-data", default=None, metavar="ROOT",
                    help="test people = every identity of this separate folder (datakit, images/<id>/ or <id>/ "
                         "folders of aligned 112x112 crops); probes, mappers and thresholds stay on --data")
-    p.add_argument("--out", default="out/audit", help="output folder")
+    add_out(p, lambda a: run_dir("audit-embeddings"), "eval_audit_embeddings_DATE_TIME/ in the current folder",
+            help="report folder (audit.json, audit.html)")
     p.add_argument("--generator", default="lite", help="generator backend for inversion ('none' to skip)")
-    p.add_argument("--generator-path", default=None, help="checkpoint for the generator backend")
+    p.add_argument("--generator-weights", dest="generator_path", default=None,
+                   help="checkpoint for the generator backend (default: bundled lite)")
+    add_deprecated(p, "--generator-path", "generator_path")
     p.add_argument("--quick", action="store_true", help="small CI-sized run (capped splits, few steps)")
-    p.add_argument("--max-per-split", type=int, default=None, help="cap images per split")
-    p.add_argument("--n-invert", type=int, default=None, help="number of inversion targets")
-    p.add_argument("--wb-steps", type=int, default=None, help="white-box Adam steps")
-    p.add_argument("--bb-iters", type=int, default=None, help="black-box NES iterations")
-    p.add_argument("--bb-pop", type=int, default=None, help="black-box queries per NES iteration")
+    p.add_argument("--max-per-split", type=int, default=None, help="cap images per split (default: the recipe's)")
+    p.add_argument("--n-invert", type=int, default=None, help="number of inversion targets (default: the recipe's)")
+    p.add_argument("--wb-steps", type=int, default=None,
+                   help="white-box Adam steps, 0 = no white-box attack (default: the recipe's)")
+    p.add_argument("--bb-iters", type=int, default=None, help="black-box NES iterations (default: the recipe's)")
+    p.add_argument("--bb-pop", type=int, default=None,
+                   help="black-box queries per NES iteration (default: the recipe's)")
     p.add_argument("--bb-patience", type=int, default=None,
-                   help="black-box iterations without gain before a restart (0 = never)")
-    p.add_argument("--mapper-epochs", type=int, default=None)
-    p.add_argument("--mapper-hidden", type=int, default=None)
-    p.add_argument("--n-bits", type=int, default=None, help="protected-template length in bits")
-    p.add_argument("--no-probes", action="store_true")
-    p.add_argument("--no-inversion", action="store_true")
-    p.add_argument("--no-templates", action="store_true")
+                   help="black-box iterations without gain before a restart, 0 = never (default: the recipe's)")
+    p.add_argument("--mapper-epochs", type=int, default=None,
+                   help="epochs of the embedding->latent mapper (default: the recipe's)")
+    p.add_argument("--mapper-hidden", type=int, default=None,
+                   help="hidden units of the embedding->latent mapper (default: the recipe's)")
+    p.add_argument("--n-bits", type=int, default=None, help="protected-template length in bits (default: the recipe's)")
+    p.add_argument("--no-probes", action="store_true", help="skip the attribute probes")
+    p.add_argument("--no-inversion", action="store_true", help="skip the inversion attacks")
+    p.add_argument("--no-templates", action="store_true", help="skip the protected templates")
     p.add_argument("--attr-cache", default=None,
                    help="npz cache of ground-truth attribute labels (not embeddings) to reuse between runs")
     p.add_argument("--passphrase-file", default=None,
                    help="derive the template master key from this passphrase (default: a fresh random key)")
     p.add_argument("--save-embeddings", action="store_true",
                    help="ALSO write the raw embeddings to OUT/embeddings.npz (they leak: see the report)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    add_common(p)
     p.set_defaults(func=_audit_embeddings)
 
 
@@ -134,9 +147,12 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
             np.savez(tmp, **{f"{k}_embeddings": v for k, v in emb.items()},
                      **{f"{k}_identities": data.ids[k] for k in emb})
     paths = write_report(res, out, cfg.n_grid)
-    print(_summary(res))
-    print(f"wrote {paths['json']} and {paths['html']}")
-    return 0
+    from ..core.options import Summary
+
+    s = Summary(f"audited {res['embedder']} embeddings on held-out identities", details=_summary(res).splitlines()[1:])
+    s.wrote(paths["json"], paths["html"])
+    s.number(f"verification TAR at FAR={res['config']['far']:g} (higher is better)", res["verification_raw"]["tar"])
+    return s.then(f"open {paths['html']}").print()
 
 
 def _summary(res: dict) -> str:

@@ -515,6 +515,7 @@ def write_report(res: dict, out_dir: str | os.PathLike, n_grid: int = 8) -> dict
     res.pop("_embeddings", None)
     paths = {"json": atomic_write_json(out_dir / "audit.json", res)}
     rep = HtmlReport(f"Embedding leakage audit — {res['embedder']}")
+    _findings(rep, res)
     rep.paragraph(f"Splits (identity-disjoint): {res['splits']}"
                   + (f"; test = every identity of {res['test_root']}" if res.get("test_root") else "")
                   + ". Probes/mappers train on train identities; all numbers are on held-out identities. "
@@ -611,3 +612,26 @@ def write_report(res: dict, out_dir: str | os.PathLike, n_grid: int = 8) -> dict
         rep.image(grid, "columns: " + ", ".join(order))
     paths["html"] = rep.write(out_dir / "audit.html")
     return paths
+
+
+def _findings(rep, res: dict) -> None:
+    """The verdict box: which attributes the embedding gives away, and how well inversion works."""
+    items = []
+    leaks = sorted((r for r in res.get("probes", []) if r.get("lift") is not None), key=lambda r: -r["lift"])
+    for r in leaks[:3]:
+        unit = f" {r['unit']}" if r.get("unit") else ""
+        items.append(f"{r['attribute']}: probe {r['probe']:.3g} vs trivial {r['trivial']:.3g}{unit} "
+                     f"(lift {r['lift']:+.2f}; n = {r.get('n_test', '?')} test images)")
+    for k, r in res.get("inversion", {}).get("attacks", {}).items():
+        if "type1_rate" in r:
+            items.append(f"inversion {k}: accepted as the person (type I) {r['type1_rate']:.2f}")
+    t = res.get("templates")
+    if t:
+        items.append(f"protected template: TAR {t['verification_per_user_keys']['tar']:.3f}, "
+                     f"linkage AUC {t['unlinkability']['linkage_auc']:.3f} (0.5 = unlinkable)")
+    leaky = [r["attribute"] for r in leaks if r["lift"] > 0.1]
+    rep.findings(items, verdict=(f"the embedding leaks {', '.join(leaky)}" if leaky else "no attribute lift above 0.1"),
+                 level="bad" if leaky else "good")
+    test = res.get("splits", {}).get("test", {})
+    if isinstance(test, dict) and "identities" in test:
+        rep.small_n(int(test["identities"]), "test identities")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from .errors import InputError
@@ -18,14 +17,14 @@ def _data_root(args: argparse.Namespace) -> Path | None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     from .detect import MIN_SCORE, MIN_SIZE
+    from .options import add_common
 
-    p.add_argument("--data", help="datakit folder (default: $FACEPRIVACY_DATA or ../shared/datakit)")
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (default hog)")
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (small faces)")
+    add_common(p)
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
+    p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (finds smaller faces)")
     p.add_argument("--min-score", type=float, default=MIN_SCORE,
-                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
-    p.add_argument("--min-size", type=float, default=MIN_SIZE,
-                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+                   help="lowest detector score kept (lower finds more, and more false faces)")
+    p.add_argument("--min-size", type=float, default=MIN_SIZE, help="smallest face side kept, in pixels")
 
 
 def _detector(args: argparse.Namespace):
@@ -100,8 +99,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     # writing raw embeddings is what this command was explicitly asked to do (--out is required)
     with atomic_path(args.out, suffix=".npy") as tmp:
         np.save(tmp, feats)
-    print(f"wrote {feats.shape[0]} x {feats.shape[1]} {emb.name} embeddings to {args.out}")
-    return 0
+    from .options import Summary
+
+    return (Summary(f"embedded {feats.shape[0]} face(s) with {emb.name} ({feats.shape[1]} dimensions)")
+            .wrote(args.out).then(f"faceprivacy audit-embeddings --embedder {args.embedder}  # what they leak")
+            .print())
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -113,7 +115,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     det = _detector(args)
     ia, ib = load_image(args.a), load_image(args.b)
     out = {}
-    for name in args.embedder:
+    for name in args.embedders:
         emb = get_embedder(name, _data_root(args))
         fa, fb = embed_largest_face(ia, emb, det), embed_largest_face(ib, emb, det)
         out[name] = decide(emb, fa, fb, args.threshold)
@@ -127,26 +129,28 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     root = _data_root(args)
     if root is None and not args.dataset.startswith(("folder:", "lfw:")):
         raise InputError("no datakit found: pass --data")
-    res = evaluate_verification(args.dataset, root, args.embedder, Path(args.out), split=args.split,
+    res = evaluate_verification(args.dataset, root, args.embedders, Path(args.out), split=args.split,
                                 n_impostor=args.impostors, seed=args.seed,
                                 test_root=Path(args.test_data) if args.test_data else None)
     from .metrics import format_ci
+    from .options import Summary
 
+    s = Summary(f"evaluated {len(res['embedders'])} recognizer(s) on {args.dataset} ({res['split']})")
+    s.wrote(Path(args.out) / "verification.json", Path(args.out) / "report.html")
     for name, r in res["embedders"].items():
-        line = (f"{name:20s} TAR@FAR=1e-3 {format_ci(r['tar@far=0.001'], r.get('tar@far=0.001_ci95'))}  "
-                f"EER {r['eer']:.4f}  AUC {r['auc']:.4f}  (n={r['n_genuine']} genuine / {r['n_impostor']} "
-                f"impostor pairs, {r.get('n_identities', '?')} ids)")
+        s.number(f"{name} TAR at FAR=1e-3 (higher is better; 95 % CI over {r.get('n_identities', '?')} ids, "
+                 f"{r['n_impostor']} impostor pairs)", format_ci(r["tar@far=0.001"], r.get("tar@far=0.001_ci95")))
+        s.number(f"{name} EER (lower is better)", r["eer"])
         for proto in ("pairs10fold", "balanced10fold"):
             if proto in r:
-                line += (f"\n{'':20s} {proto} acc {format_ci(r[proto])}  always-same "
-                         f"{r[proto]['always_same_baseline']:.3f}")
+                s.number(f"{name} {proto} accuracy (always-same baseline {r[proto]['always_same_baseline']:.3f})",
+                         format_ci(r[proto]))
         c = r.get("calibrated@far=0.001")
         if c:
-            line += (f"\n{'':20s} at the training root's FAR=1e-3 threshold {c['threshold']:.4f}: TAR "
-                     f"{format_ci(c['tar'], c['tar_ci95'])}  FAR {format_ci(c['far'], c['far_ci95'], digits=5)}")
-        print(line)
-    print(f"wrote {args.out}/verification.json and report.html", file=sys.stderr)
-    return 0
+            s.number(f"{name} at the training root's FAR=1e-3 threshold {c['threshold']:.4f}: TAR / FAR",
+                     f"{format_ci(c['tar'], c['tar_ci95'])} / {format_ci(c['far'], c['far_ci95'], digits=5)}")
+    s.then(f"open {Path(args.out) / 'report.html'}")
+    return s.print()
 
 
 def _impostors(v: str) -> int | None:
@@ -163,40 +167,61 @@ def _impostors(v: str) -> int | None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the core commands."""
-    p = sub.add_parser("detect", help="detect faces and 5 landmarks; print JSON")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--out", help="write the JSON here too")
-    p.add_argument("--draw", help="folder for annotated PNGs")
+    from .options import RUN_DIR_SHOWN, add_out, command, default_run_dir, derived_path
+
+    p = command(sub, "detect", "detect faces and 5 landmarks; print JSON",
+                examples=["faceprivacy detect group.jpg", "faceprivacy detect photos/*.jpg --draw faces/ -o faces.json",
+                          "faceprivacy detect small_faces.png --upsample 2 --detector cnn"])
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("-o", "--out", help="also write the JSON to this file (default: print only)")
+    p.add_argument("--draw", metavar="DIR", help="folder for annotated PNGs (default: none)")
     _add_common(p)
     p.set_defaults(func=cmd_detect)
 
-    p = sub.add_parser("embed", help="embed the largest face of each image (writes raw embeddings: explicit)")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--embedder", default="dlib")
-    p.add_argument("--out", required=True, help=".npy file for the (N, D) embeddings")
+    p = command(sub, "embed", "embed the largest face of each image (writes raw embeddings: explicit)",
+                examples=["faceprivacy embed a.jpg b.jpg            # -> a_embeddings.npy",
+                          "faceprivacy embed crops/*.png --embedder mobilefacenet -o crops.npy"])
+    p.add_argument("images", nargs="+", help="image files (one embedding each, largest face)")
+    p.add_argument("--embedder", default="dlib", help="dlib | mobilefacenet | mobilefacenet-onnx")
+    add_out(p, lambda a: derived_path(a.images[0], "embeddings", ".npy"), "FIRST-IMAGE_embeddings.npy",
+            help=".npy file for the (N, D) embeddings; they identify people, keep it private")
     _add_common(p)
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("verify", help="are the largest faces in A and B the same person?")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--embedder", nargs="+", default=["dlib"])
+    p = command(sub, "verify", "are the largest faces in A and B the same person?",
+                examples=["faceprivacy verify a.jpg b.jpg", "faceprivacy verify a.jpg b.jpg --embedders dlib mobilefacenet"])
+    p.add_argument("a", help="first image")
+    p.add_argument("b", help="second image")
+    p.add_argument("--embedders", nargs="+", default=["dlib"], metavar="NAME",
+                   help="recognizers to ask: dlib | mobilefacenet | mobilefacenet-onnx")
+    _deprecated(p, "--embedder", "embedders", nargs="+")
     p.add_argument("--threshold", type=float, help="cosine threshold (default: calibrated FAR=1e-3)")
     _add_common(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("eval-verification", help="TAR@FAR / EER of the recognizers on a dataset (JSON + HTML)")
+    p = command(sub, "eval-verification", "TAR@FAR / EER of the recognizers on a dataset (JSON + HTML)",
+                examples=["faceprivacy eval-verification", "faceprivacy eval-verification --dataset orl --embedders dlib",
+                          "faceprivacy eval-verification --dataset lfw:pairs.txt:lfw/ -o lfw_eval/"])
     p.add_argument("--dataset", default="celeba",
                    help="celeba | orl | yale | folder:PATH (identity folders) | lfw:PAIRS.txt:IMAGE_ROOT")
     p.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
-                   help="identity-disjoint split for celeba (default test)")
-    p.add_argument("--embedder", nargs="+", default=["dlib", "mobilefacenet"])
+                   help="identity-disjoint split for celeba")
+    p.add_argument("--embedders", nargs="+", default=["dlib", "mobilefacenet"], metavar="NAME",
+                   help="recognizers to evaluate")
+    _deprecated(p, "--embedder", "embedders", nargs="+")
     p.add_argument("--impostors", type=_impostors, default=None,
                    help="impostor pairs: all (default: every impostor pair) or a random sample of N (>= 10/FAR)")
     p.add_argument("--test-data", default=None, metavar="ROOT",
                    help="evaluate on every identity of this separate folder (datakit, images/<id>/ or <id>/ "
                         "folders of aligned crops); thresholds are calibrated on the training root's identities")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="out/verification")
+    p.add_argument("--seed", type=int, default=0, help="seed of the impostor-pair sampling")
+    add_out(p, default_run_dir("eval-verification"), RUN_DIR_SHOWN.format(cmd="verification"),
+            help="report folder (verification.json, report.html)")
     _add_common(p)
     p.set_defaults(func=cmd_eval_verification)
+
+
+def _deprecated(p: argparse.ArgumentParser, old: str, dest: str, **kw) -> None:
+    from .options import add_deprecated
+
+    add_deprecated(p, old, dest, **kw)

@@ -17,8 +17,6 @@ and renamed, so a crash never leaves a half-written file and inputs are never to
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -220,19 +218,8 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _finite(o: Any) -> Any:
-    """Replace non-finite floats by None (JSON has no Infinity/NaN)."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_finite(v) for v in o]
-    return o
-
-
 def atomic_write_json(dest: str | os.PathLike, obj: Any) -> Path:
-    """Write an object as indented JSON atomically (numpy scalars/arrays and paths are converted;
-    non-finite floats become null, so the file is valid JSON)."""
-    obj = json.loads(json.dumps(obj, default=_json_default))
-    return atomic_write_text(dest, json.dumps(_finite(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
+    """Write an object as indented, valid JSON atomically (numpy/paths converted, NaN/Infinity -> null)."""
+    from .jsonio import dumps  # strict JSON: NaN/Infinity become null
+
+    return atomic_write_text(dest, dumps(obj, indent=2) + "\n")

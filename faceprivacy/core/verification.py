@@ -202,6 +202,7 @@ def evaluate_verification(spec: str, root: Path | None, embedders: list[str], ou
 
 
 def _finish(report: HtmlReport, results: dict, curves: dict, out_dir: Path) -> None:
+    _findings(report, results)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,3 +250,16 @@ def _finish(report: HtmlReport, results: dict, curves: dict, out_dir: Path) -> N
     report.figure(fig, "ROC (log FAR)")
     atomic_write_json(out_dir / "verification.json", results)
     report.write(out_dir / "report.html")
+
+
+def _findings(report: HtmlReport, results: dict) -> None:
+    """The verdict box: TAR at FAR 1e-3 and EER of each recognizer, with the number of people."""
+    items = [f"{k}: TAR {v.get('tar@far=0.001', float('nan')):.3f} at FAR 1e-3, EER {v.get('eer', float('nan')):.3f}"
+             for k, v in results["embedders"].items()]
+    best = max(results["embedders"].items(), key=lambda kv: kv[1].get("tar@far=0.001", -1), default=None)
+    n = results.get("n_identities")
+    if n is not None:
+        items.append(f"n = {n} identities, {results.get('n_images')} images ({results['split']} split)")
+    report.findings(items, verdict=f"most accurate: {best[0]}" if best else None, level="info")
+    if n is not None:
+        report.small_n(int(n), "identities")

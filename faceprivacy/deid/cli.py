@@ -11,33 +11,48 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the de-identification sub-commands."""
-    p = sub.add_parser("anonymize", help="anonymize every face of an image or a folder (keyed, reversible)")
+    from ..core.options import RUN_DIR_SHOWN, add_common, add_out, command, default_run_dir, derived_path
+
+    p = command(sub, "anonymize", "anonymize every face of an image or a folder (keyed, reversible)",
+                examples=["faceprivacy anonymize photos/ --passphrase-file key.txt   # -> photos_anonymized/",
+                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --consistent -o out.png",
+                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --method blur"])
     p.add_argument("input", type=Path, help="image file or folder")
-    p.add_argument("output", type=Path, help="output file or folder (never the input)")
+    p.add_argument("output", nargs="?", default=argparse.SUPPRESS,
+                   help="output file or folder, same as -o (never the input)")
+    add_out(p, lambda a: derived_path(a.input, "anonymized"), "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
+            type=Path, dest="output", help="output file or folder (never the input)")
     p.add_argument("--passphrase-file", type=Path, default=None,
                    help="file holding the passphrase, or - for standard input; with a passphrase the output "
-                        "is recoverable (riddle always needs one)")
+                        "is recoverable (riddle always needs one; default: ask without echo when one is needed)")
     p.add_argument("--recoverable", action="store_true",
                    help="seal the original faces into the output (asks for a passphrase without echo if no "
                         "--passphrase-file); blur/pixelate/mask write plain images otherwise")
     p.add_argument("--format", choices=("png", "jpg", "webp", "tif"), default=None,
                    help="output format of a folder run (default: keep each input's format; JPEG at quality 95)")
-    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle")
+    p.add_argument("--method", choices=("riddle", "blur", "pixelate", "mask"), default="riddle",
+                   help="riddle: a keyed natural-looking stranger; blur / pixelate / mask: classic baselines")
     p.add_argument("--consistent", action="store_true",
                    help="one key for every face of the batch: one person keeps one anonymous identity")
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
     _model_args(p)
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog")
+    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
     _detector_filters(p)
+    add_common(p)
     p.set_defaults(func=_cmd_anonymize)
 
-    r = sub.add_parser("recover", help="restore the original faces of an anonymized image from its record")
-    r.add_argument("input", type=Path)
-    r.add_argument("output", type=Path)
+    r = command(sub, "recover", "restore the original faces of an anonymized image from its record",
+                examples=["faceprivacy recover photos_anonymized/ --passphrase-file key.txt   # -> photos_anonymized_recovered/",
+                          "faceprivacy recover out.png -o original.png          # asks for the passphrase"])
+    r.add_argument("input", type=Path, help="anonymized image file or folder")
+    r.add_argument("output", nargs="?", default=argparse.SUPPRESS,
+                   help="output file or folder, same as -o")
+    add_out(r, lambda a: derived_path(a.input, "recovered"), "INPUT_recovered.EXT, or the folder INPUT_recovered/",
+            type=Path, dest="output", help="output file or folder (never the input)")
     r.add_argument("--passphrase-file", type=Path, default=None,
                    help="file holding the passphrase, or - for standard input (default: ask without echo)")
     r.add_argument("--plausible", action="store_true",
@@ -47,33 +62,42 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--allow-modified", action="store_true",
                    help="restore even if the anonymized pixels were changed after anonymization")
     _model_args(r)
+    add_common(r)
     r.set_defaults(func=_cmd_recover)
 
-    e = sub.add_parser("eval-deid", help="evaluate de-identification on held-out CelebA test identities")
-    e.add_argument("--data", type=Path, default=None, help="datakit folder (default ../shared/datakit)")
-    e.add_argument("--out", type=Path, default=Path("out/eval_deid"))
+    e = command(sub, "eval-deid", "evaluate de-identification on held-out CelebA test identities",
+                examples=["faceprivacy eval-deid", "faceprivacy eval-deid --n-ids 20 --methods riddle blur",
+                          "faceprivacy eval-deid --encryptor my_encryptor.pt -o eval_mine/"])
+    add_out(e, default_run_dir("eval-deid"), RUN_DIR_SHOWN.format(cmd="deid"), type=Path,
+            help="report folder (eval_deid.json, eval_deid.html)")
     e.add_argument("--n-ids", type=int, default=0, help="test identities to use (0 = all)")
     e.add_argument("--per-id", type=int, default=6, help="images per identity")
-    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"])
-    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"])
+    e.add_argument("--embedders", nargs="+", default=["mobilefacenet", "dlib"], metavar="NAME",
+                   help="recognizers that try to re-identify")
+    e.add_argument("--methods", nargs="+", default=["riddle", "blur", "pixelate", "mask"], metavar="METHOD",
+                   help="methods compared side by side")
     e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
     _model_args(e)
+    add_common(e)
     e.set_defaults(func=_cmd_eval)
 
-    t = sub.add_parser("train-deid", help="fit/train the latent encryptor on CelebA training identities")
-    t.add_argument("--data", type=Path, default=None)
-    t.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
-    t.add_argument("--generator", default="lite")
-    t.add_argument("--generator-weights", type=Path, default=None)
-    t.add_argument("--steps", type=int, default=300)
+    t = command(sub, "train-deid", "fit/train the latent encryptor on CelebA training identities",
+                examples=["faceprivacy train-deid -o encryptor.pt", "faceprivacy train-deid --steps 50 --max-train 500 -o /tmp/enc.pt",
+                          "faceprivacy train-deid --init encryptor.pt --val-every 50 -o encryptor2.pt"])
+    add_out(t, lambda a: derived_path(f"encryptor_{a.generator}.pt", "trained"), "encryptor_GENERATOR_trained.pt",
+            type=Path, help="encryptor weights to write (.pt)")
+    t.add_argument("--generator", default="lite", help="generator backend")
+    t.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (default: bundled lite)")
+    t.add_argument("--steps", type=int, default=300, help="training steps")
     t.add_argument("--true-every", type=int, default=0, help="every N steps a decoder+dlib step (0 = never)")
-    t.add_argument("--pca-dim", type=int, default=256)
-    t.add_argument("--id-dim", type=int, default=96)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
+    t.add_argument("--pca-dim", type=int, default=256, help="latent PCA dimensions kept")
+    t.add_argument("--id-dim", type=int, default=96, help="identity subspace dimensions (swept over --id-candidates)")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--device", default="cpu", help="cpu | cuda")
     t.add_argument("--max-train", type=int, default=None, help="random subset of training images (CPU budget)")
     t.add_argument("--max-val", type=int, default=240, help="validation images for the id-dim sweep")
-    t.add_argument("--id-candidates", type=int, nargs="+", default=[64, 128, 192, 256])
+    t.add_argument("--id-candidates", type=int, nargs="+", default=[64, 128, 192, 256],
+                   help="identity dimensions tried on the validation identities")
     t.add_argument("--proxy-aug", type=int, default=1500, help="analytic encryptions used to fit the proxy")
     t.add_argument("--proxy-targets-original", action="store_true",
                    help="proxy targets = dlib of the original photos (skips decoding every training latent)")
@@ -83,33 +107,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure the validation identities every N steps and keep the best state (0 = off)")
     t.add_argument("--batch", type=int, default=64, help="latents per step")
     t.add_argument("--true-batch", type=int, default=8, help="latents per step decoded on true steps")
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the couplings")
     t.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
     t.add_argument("--w-wrong", type=float, default=1.0, help="weight of the wrong-key hinges")
     t.add_argument("--w-img", type=float, default=1.0, help="weight of the low-frequency image term (true steps)")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     t.add_argument("--save-analytic", type=Path, default=None,
                    help="also write the analytic (untrained couplings) encryptor here")
+    add_common(t)
     t.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("train-deid-surrogate",
-                       help="CPU training of the encryptor's keyed couplings through a dlib surrogate")
-    s.add_argument("--data", type=Path, default=None)
+    s = command(sub, "train-deid-surrogate", "CPU training of the encryptor's keyed couplings through a dlib surrogate",
+                examples=["faceprivacy train-deid-surrogate --cache cache.npz -o encryptor.pt",
+                          "faceprivacy train-deid-surrogate --cache cache.npz --rounds 1 --steps 50 -o /tmp/enc.pt"])
     s.add_argument("--cache", type=Path, required=True,
                    help="training cache (latents and dlib descriptors of training/validation faces; built if "
                         "missing; holds face embeddings, keep it private)")
-    s.add_argument("--out", type=Path, required=True, help="encryptor weights to write (.pt)")
-    s.add_argument("--id-dim", type=int, default=192)
-    s.add_argument("--pca-dim", type=int, default=256)
-    s.add_argument("--rounds", type=int, default=3)
+    add_out(s, lambda a: Path("encryptor_lite_surrogate.pt"), "encryptor_lite_surrogate.pt", type=Path,
+            help="encryptor weights to write (.pt)")
+    s.add_argument("--id-dim", type=int, default=192, help="identity subspace dimensions")
+    s.add_argument("--pca-dim", type=int, default=256, help="latent PCA dimensions kept")
+    s.add_argument("--rounds", type=int, default=3, help="surrogate refit / coupling training rounds")
     s.add_argument("--steps", type=int, default=400, help="coupling steps per round")
-    s.add_argument("--hidden", type=int, default=256)
-    s.add_argument("--w-attr", type=float, default=1.0)
-    s.add_argument("--w-prior", type=float, default=0.5)
-    s.add_argument("--w-div", type=float, default=1.0)
+    s.add_argument("--hidden", type=int, default=256, help="hidden units of the couplings")
+    s.add_argument("--w-attr", type=float, default=1.0, help="weight of the attribute-keeping term")
+    s.add_argument("--w-prior", type=float, default=0.5, help="weight of the latent-prior term")
+    s.add_argument("--w-div", type=float, default=1.0, help="weight of the two-keys diversity hinge")
     s.add_argument("--margin", type=float, default=None,
                    help="identity hinge (cosine); default: mean dlib cosine between two training people")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
 
@@ -137,6 +163,9 @@ def _passphrase(args, new: bool) -> bytes | None:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default="lite", help="generator backend (default: bundled lite)")
     p.add_argument("--generator-weights", type=Path, default=None, help="generator checkpoint (non-lite)")
+    from ..core.options import add_deprecated
+
+    add_deprecated(p, "--generator-path", "generator_weights", type=Path)
     p.add_argument("--encryptor", type=Path, default=None, help="encryptor weights (default: bundled)")
 
 
@@ -183,7 +212,6 @@ def _method(args):
 
 
 def _cmd_anonymize(args) -> int:
-    import sys
 
     from .batch import anonymize_paths
 
@@ -192,27 +220,27 @@ def _cmd_anonymize(args) -> int:
                               sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
                               upsample=args.upsample, min_face=args.min_face, fmt=args.format,
                               min_score=args.min_score, min_size=args.min_size)
-    print(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) -> {args.output}")
-    for n in summary["notes"]:
-        print(f"  note: {n}", file=sys.stderr)
-    if summary["skipped"]:
-        print(f"skipped {len(summary['skipped'])} input(s): " + "; ".join(summary["skipped"][:5])
-              + (" ..." if len(summary["skipped"]) > 5 else ""), file=sys.stderr)
-        if "no_face_hint" in summary:
-            print(f"  no face found: {summary['no_face_hint']}", file=sys.stderr)
-    if summary["lossy"]:
-        print("  JPEG/WebP output: pixels outside the faces are re-encoded (quality 95); recovery restores the "
-              "faces exactly but not the frame bit for bit (use .png / --format png for that)", file=sys.stderr)
+    from ..core.options import Summary
+
+    out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
+                  written=summary.get("outputs") or [str(args.output)], skipped=summary["skipped"])
+    out.notes += list(summary.get("notes", []))
+    if summary["skipped"] and "no_face_hint" in summary:
+        out.notes.append(f"no face found: {summary['no_face_hint']}")
+    if summary.get("lossy") and summary.get("recoverable"):
+        out.notes.append("JPEG/WebP output: pixels outside the faces are re-encoded (quality 95); recovery restores "
+                         "the faces exactly but not the frame bit for bit (use .png / --format png for that)")
     if summary["written"]:
-        if summary["recoverable"]:
+        if summary.get("recoverable"):
             pw = str(args.passphrase_file) if args.passphrase_file is not None else "FILE"
-            print(f"  contains a sealed copy of the original faces; recover with: faceprivacy recover "
-                  f"{args.output} RECOVERED --passphrase-file {pw}")
+            out.notes.append("contains a sealed copy of the original faces; keep the passphrase to recover them")
+            out.then(f"faceprivacy recover {args.output} --passphrase-file {pw}   # the original faces")
         else:
-            print("  plain output: no copy of the original faces is kept (use --recoverable to keep a sealed one)")
-    if not summary["written"]:
-        return 2
-    return 3 if summary["skipped"] else 0
+            out.notes.append("plain output: no copy of the original faces is kept (use --recoverable to keep one)")
+            if Path(args.input).is_file():
+                out.then(f"faceprivacy verify {args.input} {args.output}   # still the same person?")
+    rc = out.print()
+    return rc if summary["written"] else 2
 
 
 def _cmd_recover(args) -> int:
@@ -229,17 +257,15 @@ def _cmd_recover(args) -> int:
 
     summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
                             from_latent=args.from_latent, allow_modified=args.allow_modified)
-    print(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})"
-          + (f"; failed {len(summary['skipped'])}: " + "; ".join(summary["skipped"][:5])
-             if summary["skipped"] else ""))
-    if "faces-exact" in summary["modes"]:
-        import sys
+    from ..core.options import Summary
 
-        print("  faces-exact: the faces are the original pixels, but the rest of the frame went through JPEG/WebP "
-              "and is not bit-identical to the input", file=sys.stderr)
-    if not summary["written"]:
-        return 2
-    return 3 if summary["skipped"] else 0
+    out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
+                  written=summary.get("outputs") or [str(args.output)], skipped=summary["skipped"])
+    if "faces-exact" in summary["modes"]:
+        out.notes.append("faces-exact: the faces are the original pixels, but the rest of the frame went through "
+                         "JPEG/WebP and is not bit-identical to the input")
+    rc = out.print()
+    return rc if summary["written"] else 2
 
 
 def _cmd_eval(args) -> int:
@@ -254,12 +280,15 @@ def _cmd_eval(args) -> int:
     res = evaluate_deid(Path(data), args.out, n_ids=args.n_ids, per_id=args.per_id, embedders=args.embedders,
                         methods=args.methods, attributes=not args.no_attributes, generator=args.generator,
                         generator_weights=args.generator_weights, encryptor=args.encryptor)
-    print(f"wrote {args.out / 'eval_deid.json'} and {args.out / 'eval_deid.html'}")
+    from ..core.options import Summary
+
+    out = Summary(f"evaluated {', '.join(args.methods)} on held-out CelebA test identities")
+    out.wrote(args.out / "eval_deid.json", args.out / "eval_deid.html").then(f"open {args.out / 'eval_deid.html'}")
+    out.print()
     return 0 if res else 2
 
 
 def _cmd_train(args) -> int:
-    import json
 
     from ..core.paths import default_data_root
     from .train import train_encryptor
@@ -283,12 +312,14 @@ def _cmd_train(args) -> int:
     summary = {k: rep[k] for k in ("val_init", "val_analytic", "val_trained", "val_score", "wall_s") if k in rep}
     if "chosen_step" in rep.get("train", {}):
         summary["chosen_step"] = rep["train"]["chosen_step"]
-    print(json.dumps(summary, indent=1, default=float))
-    return 0
+    from ..core.options import Summary
+
+    return (Summary(f"trained the encryptor ({args.generator}, {args.steps} steps)", written=[str(args.out)])
+            .facts(summary).then(f"faceprivacy eval-deid --encryptor {args.out}   # on held-out test identities")
+            .print())
 
 
 def _cmd_train_surrogate(args) -> int:
-    import json
 
     import torch
 
@@ -303,7 +334,11 @@ def _cmd_train_surrogate(args) -> int:
                                        rounds=args.rounds, steps=args.steps, hidden=args.hidden, seed=args.seed,
                                        w_attr=args.w_attr, w_prior=args.w_prior, w_div=args.w_div,
                                        margin=args.margin)
-    print(json.dumps({"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
-                      "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
-                      else rep["val_analytic"], "wall_s": rep["wall_s"]}, indent=1, default=float))
-    return 0
+    from ..core.options import Summary
+
+    facts = {"chosen_round": rep["chosen_round"], "val_analytic": rep["val_analytic"],
+             "val_chosen": rep["rounds"][rep["chosen_round"]]["val"] if rep["chosen_round"] >= 0
+             else rep["val_analytic"], "wall_s": rep["wall_s"]}
+    return (Summary(f"trained the encryptor through the dlib surrogate ({args.rounds} round(s))",
+                    written=[str(args.out)]).facts(facts)
+            .then(f"faceprivacy eval-deid --encryptor {args.out}   # on held-out test identities").print())

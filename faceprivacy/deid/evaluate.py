@@ -283,6 +283,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, n_ids: int = 0, per_id: int = 
     atomic_write_json(out_dir / "eval_deid.json", res)
     # report
     rep = HtmlReport("faceprivacy de-identification evaluation (held-out CelebA test identities)")
+    _findings(rep, metrics, n_ids=len(ids), n_gallery=len(gallery))
     rep.paragraph(f"{n} probe photos of {len(ids)} test identities; gallery of {len(gallery)} identities "
                   f"(chance rank-1 {1 / len(gallery):.4f}); thresholds at FAR={far} on original photos.")
     cols = [c for c in ("original", "riddle", "riddle_keyB", "riddle_keyC", "recovered_latent", "wrong_key",
@@ -328,3 +329,20 @@ def _record_roundtrip(crops: np.ndarray, method) -> dict:
             wrong_rejected += 1
     return {"n": len(crops), "bit_exact": exact / len(crops), "wrong_passphrase_rejected": wrong_rejected / len(crops),
             "mean_record_bytes": float(np.mean(sizes))}
+
+
+def _findings(rep, metrics: dict, n_ids: int, n_gallery: int) -> None:
+    """The verdict box: rank-1 re-identification of each method, against chance, per recognizer."""
+    chance = 1 / max(n_gallery, 1)
+    items = []
+    for ename, m in metrics.items():
+        rates = {k: v["rank1"] for k, v in m.items() if isinstance(v, dict) and "rank1" in v
+                 and not k.startswith("control") and not k.endswith("_unblended")}
+        items.append(f"{ename}: rank-1 re-identification " + ", ".join(f"{k} {v:.2f}" for k, v in rates.items())
+                     + f" (chance {chance:.3f})")
+    rid = [m["riddle"]["rank1"] for m in metrics.values() if "riddle" in m]
+    verdict = (f"riddle outputs re-identified at rank 1: at most {max(rid):.2f} (chance {chance:.3f})" if rid
+               else None)
+    rep.findings(items + [f"n = {n_ids} test identities, gallery of {n_gallery}"], verdict=verdict,
+                 level="good" if rid and max(rid) <= 5 * chance else "warn")
+    rep.small_n(n_ids, "identities")

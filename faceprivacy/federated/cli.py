@@ -13,39 +13,49 @@ def _add_hparams(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="dlib-level0",
                    help="dlib-fc | dlib-level0 | dlib-level1 (trainable top of dlib's ResNet) | tiny (synthetic)")
     p.add_argument("--local-steps", type=int, default=2, help="client SGD steps per round")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="client images per SGD step")
     p.add_argument("--geometry", default="auto", choices=("auto", "cosine", "euclidean"),
                    help="cosine: FedFace's normalised embeddings and cosine margins; euclidean: raw embeddings, "
                         "radius/distance margins (FedAwS form; suits dlib's metric-trained descriptors); "
                         "auto: euclidean for dlib backbones. The defaults of the options below follow it.")
-    p.add_argument("--lr", type=float, default=None, help="client learning rate (plain SGD)")
+    p.add_argument("--lr", type=float, default=None, help="client learning rate, plain SGD (default: the geometry's)")
     p.add_argument("--embedding-lr", type=float, default=None,
-                   help="client lr of its class embedding (negative: same as --lr)")
+                   help="client lr of its class embedding (negative: same as --lr; default: the geometry's)")
     p.add_argument("--margin", type=float, default=None,
-                   help="positive hinge: cosine margin (cosine) or radius around the class embedding (euclidean)")
-    p.add_argument("--server-opt", choices=("sgd", "adam"), default=None, help="FedAvg (sgd) or FedAdam (adam)")
-    p.add_argument("--server-lr", type=float, default=None)
-    p.add_argument("--spread-lr", type=float, default=None, help="server spreadout step size")
-    p.add_argument("--spread-steps", type=int, default=10)
+                   help="positive hinge: cosine margin (cosine) or radius around the class embedding (euclidean); "
+                        "default: the geometry's")
+    p.add_argument("--server-opt", choices=("sgd", "adam"), default=None,
+                   help="FedAvg (sgd) or FedAdam (adam) (default: the geometry's)")
+    p.add_argument("--server-lr", type=float, default=None, help="server learning rate (default: the geometry's)")
+    p.add_argument("--spread-lr", type=float, default=None, help="server spreadout step size (default: the geometry's)")
+    p.add_argument("--spread-steps", type=int, default=10, help="server spreadout steps per round")
     p.add_argument("--spread-margin", type=float, default=None,
-                   help="spreadout: max cosine (cosine) or min distance (euclidean) between class embeddings")
+                   help="spreadout: max cosine (cosine) or min distance (euclidean) between class embeddings "
+                        "(default: the geometry's)")
     p.add_argument("--dp-clip", type=float, default=0.0, help="DP: clip each client update to this L2 norm")
     p.add_argument("--dp-noise", type=float, default=0.0, help="DP: Gaussian noise multiplier (std = noise*clip)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the federated commands to the main CLI."""
-    p = sub.add_parser("fed-simulate", help="simulate FedFace with N one-identity clients in-process",
-                       description="Clients = CelebA training identities (one each); evaluation = verification "
+    from ..core.options import CommaOrSpaceList, add_common, add_deprecated, add_out, command, run_dir
+
+    p = command(sub, "fed-simulate", "simulate FedFace with N one-identity clients in-process",
+                examples=["faceprivacy fed-simulate                      # 167 CelebA clients, fedface vs fedavg vs central",
+                          "faceprivacy fed-simulate --rounds 40 --methods fedface fedavg",
+                          "faceprivacy fed-simulate --synthetic --clients 40 --rounds 3   # smoke test, no data"],
+                description="Clients = CelebA training identities (one each); evaluation = verification "
                                    "on held-out identities. Writes fed_results.json, fed_report.html and "
                                    "fed_tar_vs_round.png.")
     p.add_argument("--clients", type=int, default=None, help="number of clients (default: all training ids)")
-    p.add_argument("--rounds", type=int, default=60)
+    p.add_argument("--rounds", type=int, default=60, help="federated rounds")
     p.add_argument("--clients-per-round", type=int, default=50, help="<=0: all clients every round")
-    p.add_argument("--algorithms", default="fedface,fedavg,central",
-                   help="comma list of fedface, fedavg (no spreadout), central (centralised fine-tuning)")
-    p.add_argument("--central-epochs", type=int, default=4)
+    p.add_argument("--methods", dest="algorithms", nargs="+", action=CommaOrSpaceList,
+                   default=["fedface", "fedavg", "central"], metavar="METHOD",
+                   help="fedface, fedavg (no spreadout), central (centralised fine-tuning), compared side by side")
+    add_deprecated(p, "--algorithms", "algorithms", action=CommaOrSpaceList)
+    p.add_argument("--central-epochs", type=int, default=4, help="epochs of the centralised baseline")
     p.add_argument("--central-loss", choices=("metric", "proxy"), default="metric",
                    help="metric: dlib's pairwise metric loss (Adam); proxy: FedFace's loss family with all "
                         "negatives (SGD)")
@@ -54,41 +64,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dropout", type=float, default=0.0, help="probability that a sampled client drops out")
     p.add_argument("--faulty", type=float, default=0.0,
                    help="probability that a sampled client sends a NaN update (robustness testing)")
-    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-every", type=int, default=10, help="evaluate on held-out identities every N rounds")
     p.add_argument("--data", default=None, help="datakit or CelebA subset folder (default ../shared/datakit)")
     p.add_argument("--test-data", default=None,
                    help="evaluate on every identity of this CelebA-layout root instead of the held-out split "
                         "of --data (training and choices stay on --data)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
-    p.add_argument("--out", default="out/fed", help="output folder")
+    add_out(p, lambda a: run_dir("fed-simulate"), "eval_fed_simulate_DATE_TIME/ in the current folder",
+            help="output folder (fed_results.json, fed_report.html)")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="save a resumable checkpoint every k rounds into OUT/checkpoints (holds the server's "
                         "class embeddings: keep it private)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for small heads)")
-    p.add_argument("--seeds", default=None,
-                   help="comma list of seeds: one run per seed into OUT/seed<k> (features computed once) and "
-                        "OUT/fed_seeds.json with mean ± sd and FedFace's share of the centralised gain")
+    p.add_argument("--seeds", nargs="+", action=CommaOrSpaceList, default=None, metavar="SEED",
+                   help="one run per seed into OUT/seed<k> (features computed once) and OUT/fed_seeds.json with "
+                        "mean ± sd and FedFace's share of the centralised gain (default: one run, --seed)")
     _add_hparams(p)
+    add_common(p, threads=1)
     p.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("fed-server", help="run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
-                       description="Starts a secure Flower SuperLink (TLS, SuperNode authentication, Control API "
-                                   "on this host only, the FedFace app pinned by hash), submits the FedFace run, "
-                                   "prints every round, writes the result and the model, and shuts down.")
+    s = command(sub, "fed-server", "run FedFace on Flower's deployment engine (SuperLink + ServerApp)",
+                examples=["faceprivacy fed-server --min-nodes 2 --rounds 5 --data ../shared/datakit/celeba_subset_aligned112",
+                          "faceprivacy fed-server --insecure --min-nodes 2 --rounds 2   # tests on one machine only",
+                          "faceprivacy fed-server --authorized-keys nodes.pub --ssl-certfile s.pem --ssl-keyfile s.key "
+                          "--ssl-ca-certfile ca.pem"],
+                description="Starts a secure Flower SuperLink (TLS, SuperNode authentication, Control API "
+                            "on this host only, the FedFace app pinned by hash), submits the FedFace run, "
+                            "prints every round, writes the result and the model, and shuts down.")
     s.add_argument("--host", default="127.0.0.1", help="address the SuperLink binds to")
-    s.add_argument("--port", type=int, default=9092)
-    s.add_argument("--rounds", type=int, default=10)
+    s.add_argument("--port", type=int, default=9092, help="port the SuperLink's Fleet API binds to")
+    s.add_argument("--rounds", type=int, default=10, help="federated rounds")
     s.add_argument("--min-nodes", type=int, default=2, help="nodes required per round")
-    s.add_argument("--fraction-train", type=float, default=1.0)
+    s.add_argument("--fraction-train", type=float, default=1.0, help="fraction of connected nodes trained per round")
     s.add_argument("--no-spreadout", action="store_true", help="plain FedAvg (baseline)")
     s.add_argument("--data", default="", help="CelebA subset root for partition-id clients")
-    s.add_argument("--out", default="out/fed_server")
+    s.add_argument("--out", default="out/fed_server", help="output folder (flower_result.json, model, Flower logs)")
     s.add_argument("--insecure", action="store_true",
                    help="no TLS and no node authentication (tests on one machine only)")
     s.add_argument("--ssl-certfile", help="server certificate (default: OUT/tls, made with its own CA)")
-    s.add_argument("--ssl-keyfile")
-    s.add_argument("--ssl-ca-certfile")
+    s.add_argument("--ssl-keyfile", help="server private key (PEM; default: OUT/tls)")
+    s.add_argument("--ssl-ca-certfile", help="CA certificate (PEM) that signed the server certificate (default: OUT/tls)")
     s.add_argument("--authorized-keys",
                    help="file of the nodes' public keys (OpenSSH ECDSA, one a line); default: create "
                         "--create-node-keys key pairs in OUT/node_keys and hand one to each node")
@@ -108,18 +123,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seconds for the whole run; after it the partial result is kept")
     s.add_argument("--round-timeout", type=float, default=600.0, help="seconds a round waits for replies")
     _add_hparams(s)
+    add_common(s, threads=1)
     s.set_defaults(func=cmd_server)
 
-    c = sub.add_parser("fed-client", help="join a FedFace federation as one identity (Flower SuperNode)",
-                       description="Runs a Flower SuperNode that verifies the SuperLink (TLS), signs in with "
-                                   "its own key and runs only the FedFace app (pinned by hash).")
+    c = command(sub, "fed-client", "join a FedFace federation as one identity (Flower SuperNode)",
+                examples=["faceprivacy fed-client --superlink host:9092 --image-dir me/ --root-certificates ca.crt "
+                          "--auth-key node0",
+                          "faceprivacy fed-client --superlink 127.0.0.1:9092 --partition-id 3 --data "
+                          "celeba_subset_aligned112 --insecure   # tests"],
+                description="Runs a Flower SuperNode that verifies the SuperLink (TLS), signs in with "
+                            "its own key and runs only the FedFace app (pinned by hash).")
     c.add_argument("--superlink", required=True, help="SuperLink address host:port")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--image-dir", help="folder with this person's aligned 112x112 face crops")
     g.add_argument("--partition-id", type=int, help="simulate the n-th CelebA training identity (needs --data)")
     c.add_argument("--data", default="", help="CelebA subset root (with --partition-id)")
-    c.add_argument("--host", default="127.0.0.1", help="address of this node's local runtime API")
-    c.add_argument("--port", type=int, default=0, help="port of this node's local runtime API (0: free port)")
+    c.add_argument("--api-host", dest="host", default="127.0.0.1",
+                   help="address of this node's local ClientApp API (not the SuperLink: see --superlink)")
+    add_deprecated(c, "--host", "host")
+    c.add_argument("--api-port", dest="port", type=int, default=0,
+                   help="port of this node's local ClientApp API (0: a free port)")
+    add_deprecated(c, "--port", "port", type=int)
     c.add_argument("--insecure", action="store_true", help="no TLS, no node key (tests on one machine only)")
     c.add_argument("--root-certificates", help="CA certificate of the SuperLink (fed-server's OUT/tls/ca.crt)")
     c.add_argument("--auth-key", help="this node's private key (from fed-server's OUT/node_keys, or "
@@ -128,6 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="SHA-256 of the only app this node runs (default: this faceprivacy's FedFace app)")
     c.add_argument("--max-wait", type=float, default=120.0,
                    help="exit after the SuperLink has been unreachable this many seconds (the run ended)")
+    add_common(c, threads=1)
     c.set_defaults(func=cmd_client)
 
 
@@ -160,7 +185,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from .simulation import ALGORITHMS, SimConfig
 
     torch.set_num_threads(max(1, args.threads))
-    algos = tuple(a.strip() for a in args.algorithms.split(",") if a.strip())
+    algos = tuple(args.algorithms)
     bad = [a for a in algos if a not in (*ALGORITHMS, "central")]
     if bad or not algos:
         raise InputError(f"unknown algorithms {bad}; use fedface, fedavg, central")
@@ -181,9 +206,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
                     checkpoint_every=args.checkpoint_every)
     metric = args.central_loss == "metric"
-    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else [args.seed]
+    seeds = [int(x) for x in args.seeds] if args.seeds else [args.seed]
     out = Path(args.out)
     per_seed = {}
+    from ..core.options import Summary
+
+    summary = Summary(f"simulated {', '.join(algos)} for {args.rounds} round(s), {len(seeds)} seed(s)")
     for seed in seeds:
         sdir = out / f"seed{seed}" if args.seeds else out
         scfg = SimConfig(**{**cfg.to_dict(), "seed": seed})
@@ -194,27 +222,27 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         results = run_experiment(data, split, scfg, algos, central, checkpoint_dir=ckdir, resume=args.resume)
         paths = write_outputs(results, sdir)
         per_seed[seed] = results
+        summary.wrote(paths["json"], paths["html"])
         for row in results["summary"]:
             ci = row.get("tar@far=1e-3_ci95")
             ci_s = f" [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
-            print(f"{'seed ' + str(seed) + ' ' if args.seeds else ''}{row['method']:>10}: TAR@FAR=1e-3 "
-                  f"{row['tar@far=1e-3']:.4f}{ci_s}  EER {row['eer']:.4f}  ({row['gain_tar@1e-3_points']:+.2f} "
-                  f"points; n={row.get('n_identities', '?')} identities)")
-        print(f"wrote {paths['json']} and {paths['html']}")
+            summary.details.append(
+                f"{'seed ' + str(seed) + ' ' if args.seeds else ''}{row['method']:>10}: TAR@FAR=1e-3 "
+                f"{row['tar@far=1e-3']:.4f}{ci_s}  EER {row['eer']:.4f}  ({row['gain_tar@1e-3_points']:+.2f} "
+                f"points; n={row.get('n_identities', '?')} identities)")
     if args.seeds:
         from ..core.fileio import atomic_write_json
         from .experiment import seed_summary
 
         summ = seed_summary(per_seed)
-        atomic_write_json(out / "fed_seeds.json", summ)
+        summary.wrote(atomic_write_json(out / "fed_seeds.json", summ))
         for name, g in summ["gain_points"].items():
-            print(f"{name:>10}: gain {g['mean']:+.2f} ± {g['sd']:.2f} points over {len(seeds)} seeds")
+            summary.details.append(f"{name:>10}: gain {g['mean']:+.2f} ± {g['sd']:.2f} points over {len(seeds)} seeds")
         if summ.get("share_of_central_gain") is not None:
-            print(f"FedFace share of the centralised gain: {summ['share_of_central_gain']:.0%}; FedFace above "
-                  f"FedAvg at every evaluation round in {summ['fedface_above_fedavg_every_round']} of {len(seeds)} "
-                  "seeds")
-        print(f"wrote {out / 'fed_seeds.json'}")
-    return 0
+            summary.notes.append(
+                f"FedFace share of the centralised gain: {summ['share_of_central_gain']:.0%}; FedFace above "
+                f"FedAvg at every evaluation round in {summ['fedface_above_fedavg_every_round']} of {len(seeds)} seeds")
+    return summary.then(f"open {paths['html']}").print()
 
 
 def recipe_from_args(args: argparse.Namespace):
@@ -283,12 +311,14 @@ def _node_keys(args: argparse.Namespace, out: Path) -> list[str]:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """Handler of ``fed-server``: secure SuperLink + FedFace run, one line per round, result + model."""
-    import json
     import signal
 
+    from ..core.errors import InputError
     from .deploy import LocalFederation, RunTimeout
     from .security import check_tls_files
 
+    if not 0 <= args.port <= 65535:
+        raise InputError(f"--port {args.port} is not a TCP port (0-65535)")
     recipe = recipe_from_args(args)
     out = Path(args.out).resolve()  # the Flower processes run in other folders
     ssl = {} if args.insecure else check_tls_files({"ssl-certfile": args.ssl_certfile,
@@ -327,10 +357,15 @@ def cmd_server(args: argparse.Namespace) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, old)
+    from ..core.options import Summary
+
     priv = summary.get("privacy", {})
-    print(json.dumps({k: summary[k] for k in ("num_rounds", "model_change_l2")} | {"epsilon": priv.get("epsilon")}))
-    print(f"wrote {out / 'flower_result.json'}" + ("" if args.no_save_model else f" and {out / 'flower_head.npz'}"))
-    return 0
+    res = Summary(f"FedFace on Flower finished {summary['num_rounds']} round(s)",
+                  written=[str(out / "flower_result.json")] + ([] if args.no_save_model else [str(out / "flower_head.npz")]))
+    res.number("model change (L2 norm of the update, > 0 means it trained)", summary["model_change_l2"])
+    if priv.get("epsilon") is not None:
+        res.number(f"differential privacy epsilon (delta {args.dp_delta:g}; lower is more private)", priv["epsilon"])
+    return res.then(f"faceprivacy fed-simulate --rounds {args.rounds}   # in-process, with held-out evaluation").print()
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -341,6 +376,9 @@ def cmd_client(args: argparse.Namespace) -> int:
     from .deploy import flower_env, free_port, supernode_command
     from .security import APP_HASH_ENV, check_node_key, fedface_app_hash, write_guard_shims
 
+    host, sep, port = args.superlink.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise InputError(f"--superlink must be HOST:PORT, got {args.superlink!r}")
     if args.image_dir and not Path(args.image_dir).is_dir():
         raise InputError(f"image folder not found: {args.image_dir}")
     node_cfg = {"image-dir": str(Path(args.image_dir).resolve())} if args.image_dir else {

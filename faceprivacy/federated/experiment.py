@@ -188,6 +188,7 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
     png = figure_to_png_bytes(fig)
     paths["png"] = atomic_write_bytes(out / "fed_tar_vs_round.png", png)
     rep = HtmlReport("Federated face recognition (FedFace) — results")
+    _findings(rep, results)
     rep.paragraph(f"Data: {results['source']}; backbone {results['backbone']}; {results['num_clients']} clients "
                   f"(one identity each, {results['images_per_client_mean']:.1f} images on average); "
                   f"evaluation on {results['num_test_images']} images of {results['num_test_identities']} "
@@ -215,3 +216,15 @@ def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool,
     if test_root is not None and not Path(test_root).is_dir():
         raise InputError(f"test data folder not found: {test_root}")
     return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root)
+
+
+def _findings(rep, results: dict) -> None:
+    """The verdict box: TAR at FAR 1e-3 of each method against the pretrained start, on held-out people."""
+    rows = results["summary"]
+    items = [f"{r['method']}: TAR {r['tar@far=1e-3']:.3f} at FAR 1e-3 ({r['gain_tar@1e-3_points']:+.2f} points vs the "
+             "pretrained start)" for r in rows]
+    items.append(f"n = {results['num_test_identities']} held-out identities, {results['num_test_images']} images")
+    best = max(rows, key=lambda r: r["tar@far=1e-3"])
+    rep.findings(items, verdict=f"best: {best['method']} ({best['gain_tar@1e-3_points']:+.2f} points)",
+                 level="good" if best["gain_tar@1e-3_points"] >= 1 else "info")
+    rep.small_n(int(results["num_test_identities"]), "identities")

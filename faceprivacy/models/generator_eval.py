@@ -168,7 +168,7 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
     from ..core.embedders import embed_arcface_crops, get_embedder
     from ..core.fileio import atomic_path, atomic_write_json
     from ..core.metrics import format_ci, rate_with_ci
-    from ..core.report import HtmlReport, array_to_png_bytes, image_grid
+    from ..core.report import HtmlReport, array_to_png_bytes, image_grid, rounded
     from .generator_loader import load_generator
 
     data_root, out_dir = Path(data_root), Path(out_dir)
@@ -249,6 +249,7 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
         tmp.write_bytes(array_to_png_bytes(sheet))
     atomic_write_json(out_dir / "generator_eval.json", summary)
     rep = HtmlReport(f"Generator evaluation ({backend})")
+    _findings(rep, summary)
     rep.paragraph(f"Held-out CelebA test identities: {summary['n_test_images']} images of "
                   f"{summary['n_test_identities']} people; {n_samples} prior samples.")
     rep.paragraph("Brackets: 95 % bootstrap interval over test identities; n = test images (identities).")
@@ -256,8 +257,20 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
                for k, v in {**summary, **summary["intervals"]}.items() if not isinstance(v, dict) or k in
                summary["intervals"]])
     rep.paragraph("Latent probes (dlib distances; A, B = different test identities): "
-                  + json.dumps(probes))
+                  + json.dumps(rounded(probes)))
     rep.image(sheet, "rows: real test faces; their reconstructions; 2 rows of random samples; "
                      "latent interpolation between two test identities")
     rep.write(out_dir / "generator_eval.html")
     return {"summary": summary}
+
+
+def _findings(rep, m: dict) -> None:
+    """The verdict box: each headline rate against its target."""
+    from ..core.report import label_for
+
+    checks = [(k, m[k], t) for k, t in m.get("targets", {}).items() if isinstance(m.get(k), float | int)]
+    met = [k for k, v, t in checks if v >= t]
+    rep.findings([f"{label_for(k).header()}: {v:.3f} (target {t:.2f}; {'met' if v >= t else f'short by {t - v:.3f}'})"
+                  for k, v, t in checks] + [f"n = {m['n_test_images']} test images of {m['n_test_identities']} people"],
+                 verdict=f"{len(met)} of {len(checks)} targets met", level="good" if len(met) == len(checks) else "warn")
+    rep.small_n(int(m["n_test_identities"]), "people")

