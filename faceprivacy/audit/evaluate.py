@@ -20,6 +20,7 @@ from ..core.data import FaceDataset, celeba_subset, identity_split
 from ..core.embedder import Embedder
 from ..core.errors import InputError
 from ..core.fileio import atomic_path, atomic_write_json
+from ..core.options import stage
 from .attributes import Attributes, compute_attributes
 from .probes import run_probes
 from .templates import BioHasher, protect_per_identity, template_similarity
@@ -299,6 +300,7 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
 
     # ---------------------------------------------------------------- probes
     if cfg.probes and attrs is not None:
+        stage(1, 3, "attribute probes (what the embedding leaks)")
         t0 = time.perf_counter()
         res["probes"] = run_probes(emb["train"], attrs["train"], emb["val"], attrs["val"], emb["test"],
                                    attrs["test"], cfg.attributes, mlp_epochs=cfg.mlp_epochs, seed=cfg.seed,
@@ -308,6 +310,7 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
     # ---------------------------------------------------------------- protected templates
     prot = None
     if cfg.templates:
+        stage(2, 3, "protected templates (per-user keys, one system key, linkage)")
         center = emb["train"].mean(0)
         prot = {k: protect_per_identity(master_key, emb[k], data.ids[k], cfg.n_bits, center) for k in emb}
         te_ids = data.ids["test"]
@@ -357,6 +360,7 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
 
     # ---------------------------------------------------------------- inversion
     if cfg.inversion and generator is not None:
+        stage(3, 3, "inversion attacks (white-box, black-box) on the held-out targets")
         res["inversion"], images = _run_inversion(embedder, other, data, emb, prot, cfg, generator,
                                                   diff_embed, torch)
         res["_images"] = images

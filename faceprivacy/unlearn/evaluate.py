@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.fileio import atomic_write_json
+from ..core.options import stage
 from ..core.report import HtmlReport
 from .data import ForgetRequest, TaskData, make_request
 from .metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs
@@ -135,6 +136,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                  "data": {"n_train_fit": int(len(td.train_fit)), "n_val": int(len(td.val)),
                           "n_test": int(len(td.test)), "n_train_ids": int(len(td.train_identities))}}
     res["log"] = dict(log or {})
+    stage(1, 3, "original model" + (" (training)" if original is None else " (given)"))
     if original is None:
         original, tlog = train_model(xt[td.train_fit], td.y[td.train_fit], cfg.train, cfg.model,
                                      desc="original", device=dev)
@@ -142,6 +144,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     original = original.to(dev).eval()
     res["original"] = memorisation_report(original, xt, yt, td)
     if meta is None and "metaunlearn" in cfg.methods:
+        stage(2, 3, "MetaLoss meta-training" + (" (out-of-fold targets first)" if cfg.meta.outer == "oof" else ""))
         oof = None
         if cfg.meta.outer == "oof":
             t0 = time.perf_counter()
@@ -157,6 +160,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         for m, t in res["tuning"].items():
             lrs[m] = t["best"]
     runs: list[dict] = []
+    stage(3, 3, f"{len(cfg.seeds) * len(cfg.ks)} request(s), each with its own retraining as the reference")
     for seed in cfg.seeds:
         for k in cfg.ks:
             req = make_request(td, k, seed)
