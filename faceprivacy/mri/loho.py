@@ -103,7 +103,8 @@ def summarise(per_person: dict[str, dict], people: list[str]) -> dict:
 def markdown(result: dict) -> str:
     """The summary tables as markdown."""
     lines = [f"Leave-one-head-out refacing attack ({result['steps']} U-Net steps per fold, "
-             f"batch {result['batch']}, {result['threads']} threads, seed {result['seed']}; "
+             f"batch {result['batch']}, {result['threads']} threads, "
+             f"{'template-face prior' if result.get('prior') else 'no prior'}, seed {result['seed']}; "
              f"wall {result['wall_s']:.0f} s). Face-region surface MSD (mm) to the original, "
              "mean ± sd over held-out people (lower = closer to the real face).", ""]
     for title, key in (("All people (the pydeface mean included)", "all"), ("Individuals only", "individuals")):
@@ -131,8 +132,10 @@ def markdown(result: dict) -> str:
 
 
 def run(data_root: str | Path, out_dir: str | Path, steps: int = 150, batch: int = 2, slices: int = 64,
-        threads: int = 2, seed: int = 0, ch: int = 16) -> dict:
-    """The whole leave-one-head-out run; writes ``loho.json`` and ``loho.md`` under ``out_dir``."""
+        threads: int = 2, seed: int = 0, ch: int = 16, prior: bool = False) -> dict:
+    """The whole leave-one-head-out run; writes ``loho.json`` and ``loho.md`` under ``out_dir``.
+    ``prior``: the U-Net predicts a residual on the template face box (as the committed weights do); the
+    template is the attacker's, so in the fold that holds out the pydeface mean the prior *is* that head."""
     from ..core.fileio import atomic_write_json, atomic_write_text
 
     t0 = time.perf_counter()
@@ -147,7 +150,7 @@ def run(data_root: str | Path, out_dir: str | Path, steps: int = 150, batch: int
     for person, scans in PEOPLE.items():
         names, heads, fovs = training_boxes(boxes, PEOPLE, person)
         net, log = train_reface(heads, cands, fovs, steps=steps, batch=batch, seed=seed, ch=ch, slices=slices,
-                                threads=threads, log_every=50)
+                                threads=threads, log_every=50, prior=boxes["TEMPLATE"][0] if prior else None)
         folds[person] = {"held_out_scans": list(scans), "train_scans": names, "steps": log["steps"],
                          "train_s": round(log["seconds"], 1),
                          "loss_last20": round(float(np.mean(log["loss"][-20:])), 4)}
@@ -158,7 +161,7 @@ def run(data_root: str | Path, out_dir: str | Path, steps: int = 150, batch: int
         folds[person]["eval_s"] = round(time.perf_counter() - te, 1)
     per_person = {p: {m: {st: round(float(np.mean([per_scan[s][m][st] for s in scans])), 4)
                           for st in per_scan[scans[0]][m]} for m in DEFACERS} for p, scans in PEOPLE.items()}
-    result = {"steps": steps, "batch": batch, "slices": slices, "threads": threads, "seed": seed, "ch": ch,
+    result = {"prior": prior, "steps": steps, "batch": batch, "slices": slices, "threads": threads, "seed": seed, "ch": ch,
               "people": {p: list(s) for p, s in PEOPLE.items()}, "folds": folds, "per_scan": per_scan,
               "per_person": per_person,
               "summary": {"all": summarise(per_person, list(PEOPLE)),
@@ -183,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prior", action="store_true", help="U-Net predicts a residual on the template face")
     a = ap.parse_args(argv)
     try:
         if a.steps < 1:
             raise InputError("--steps must be >= 1")
         if Path(a.out).exists() and not Path(a.out).is_dir():
             raise InputError(f"{a.out}: exists and is not a folder")
-        res = run(a.data, a.out, steps=a.steps, batch=a.batch, slices=a.slices, threads=a.threads, seed=a.seed)
+        res = run(a.data, a.out, steps=a.steps, batch=a.batch, slices=a.slices, threads=a.threads, seed=a.seed,
+                  prior=a.prior)
     except (InputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
