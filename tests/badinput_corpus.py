@@ -469,11 +469,11 @@ def cases() -> list[Case]:
     add(Case("unlearn-support-missing", ["unlearn", "--support", "{d}/nope.png", "--out", "{d}/m.pt"]))
     for f in ("empty.png", "bomb.gif", "truncated.jpg", "text.jpg"):
         add(Case(f"unlearn-support-{f}", ["unlearn", "--support", f"{{d}}/{f}", "--out", "{d}/m.pt"], _uses(f)))
-    row11 = "i17, issue 13 row 11: unlearn accepts face-less support images"
+    # issue 13 row 11 (fixed in i17): face-less support images are refused
     add(Case("unlearn-support-noface", ["unlearn", "--support", "{d}/noface.png", "--out", "{d}/m.pt"],
-             _uses("noface.png"), known=row11))
+             _uses("noface.png")))
     add(Case("unlearn-support-noise", ["unlearn", "--support", "{d}/noise.png", "--out", "{d}/m.pt"],
-             _uses("noise.png"), known=row11))
+             _uses("noise.png")))
     add(Case("unlearn-model-missing", ["unlearn", "--model", "{d}/nope.pt", "--support", "{d}/face.png", "--out",
                                        "{d}/m.pt"], _uses("face.png")))
     add(Case("unlearn-model-garbage", ["unlearn", "--model", "{d}/garbage.pt", "--support", "{d}/face.png",

@@ -96,3 +96,36 @@ def test_mapper_whitebox_and_blackbox_recover_the_embedding():
     assert bb.queries == 1 + 15 * 8
     assert (1 - s_bb).mean() < 0.6 * (1 - s_map).mean()  # NES removes most of the mapper's error
     assert np.allclose(s_bb, bb.best_score, atol=1e-5)  # the returned latent is the best one queried
+
+
+def test_blackbox_stops_accepted_targets_and_reports_queries_vs_success():
+    gen, _f, q, crops_tr, crops_te = _setup()
+    e_tr, e_te = q(crops_tr), q(crops_te)
+    z_tr = encode_latents(gen, crops_tr)
+    z0 = map_templates(train_mapper(e_tr, z_tr, epochs=40, hidden=128, depth=2), e_te)
+    basis, bstd = pca_basis(z_tr, 16)
+    s0 = cosine_rows(q(to_crops112(decode_latents(gen, z0))), e_te)
+    stop = float(np.median(s0)) + 0.02  # some targets start accepted, the others must earn it
+    bb = blackbox_refine(gen, q, e_te, z0, basis, bstd, iters=15, pop=8, stop_score=stop, patience=3)
+    done = np.isfinite(bb.first_success)
+    assert done.any()
+    assert np.all(bb.best_score[done] >= stop)
+    assert bb.queries_per_target.max() <= 1 + 15 * 8 and bb.queries < 1 + 15 * 8  # accepted targets stop early
+    curve = bb.success_curve()
+    assert [c["success"] for c in curve] == sorted(c["success"] for c in curve)
+    assert curve[-1]["success"] == done.mean()
+
+
+def test_on_manifold_whitebox_moves_only_in_the_principal_subspace():
+    gen, f, q, crops_tr, crops_te = _setup()
+    e_te = q(crops_te)
+    z_tr = encode_latents(gen, crops_tr)
+    basis, bstd = pca_basis(z_tr, 4)
+    z0 = z_tr.mean(0, keepdim=True).repeat(len(e_te), 1)
+    z = whitebox_refine(gen, f, torch.as_tensor(e_te), z0, steps=30, lr=0.1, basis=basis, basis_std=bstd, reg=1e-2)
+    d = z - z0
+    resid = d - (d @ basis.T) @ basis  # the part outside the 4 principal directions
+    assert float(resid.norm()) < 1e-4 * max(float(d.norm()), 1e-6) + 1e-5
+    s = cosine_rows(q(to_crops112(decode_latents(gen, z))), e_te)
+    s0 = cosine_rows(q(to_crops112(decode_latents(gen, z0))), e_te)
+    assert s.mean() > s0.mean()

@@ -78,3 +78,18 @@ def test_probes_find_encoded_attributes_and_not_independent_ones():
     for name in ("pitch", "background"):  # independent of the embedding: no lift beyond noise
         assert rows[name]["lift"] < 0.1, rows[name]
     assert rows["roll"]["trivial"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_expression_labels_from_landmarks():
+    from faceprivacy.audit.attributes import MOUTH_OPEN_GAP, SMILE_WIDTH, mouth_gap, mouth_width
+
+    lm = np.zeros((2, 68, 2))
+    lm[:, 36:42] = [30.0, 50.0]
+    lm[:, 42:48] = [70.0, 50.0]  # inter-ocular distance 40
+    lm[:, 48], lm[:, 54] = [40.0, 80.0], [72.0, 80.0]  # width 32 -> 0.8 (neutral)
+    lm[1, 48], lm[1, 54] = [34.0, 78.0], [78.0, 78.0]  # width 44 -> 1.1 (smile)
+    for a, b in ((61, 67), (62, 66), (63, 65)):
+        lm[:, a] = lm[:, b] = [56.0, 82.0]
+        lm[1, b] = [56.0, 90.0]  # 8 px inner-lip gap -> 0.2 (open)
+    assert mouth_gap(lm)[0] == 0 and mouth_gap(lm)[1] > MOUTH_OPEN_GAP
+    assert mouth_width(lm)[0] < SMILE_WIDTH < mouth_width(lm)[1]

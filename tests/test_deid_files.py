@@ -160,3 +160,12 @@ def test_sidecar_outputs_use_one_quality(tmp_path, astronaut, detector) -> None:
     img, rec = read_anonymized(tmp_path / "o.webp")
     assert np.array_equal(roundtrip(img, "WEBP", JPEG_QUALITY).shape, img.shape)
     assert recover_paths(tmp_path / "o.webp", tmp_path / "r.png", PW, make_method)["written"] == 1
+
+
+def test_plain_rewrite_removes_an_earlier_runs_sidecar(tmp_path, astronaut, detector) -> None:
+    """A plain output written over a recoverable one must not leave the old record beside it."""
+    Image.fromarray(astronaut).save(tmp_path / "a.jpg", quality=95)
+    _run(tmp_path / "a.jpg", tmp_path / "o.jpg", "correct horse battery", detector)
+    assert (tmp_path / "o.jpg.fpx").is_file()
+    _run(tmp_path / "a.jpg", tmp_path / "o.jpg", None, detector)
+    assert not (tmp_path / "o.jpg.fpx").exists()

@@ -28,6 +28,7 @@ from faceprivacy.unlearn.model import (
     TaskCNN,
     TrainConfig,
     load_model,
+    load_model_with_record,
     per_sample_loss_acc,
     save_model,
     to_float,
@@ -171,11 +172,11 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
 
     evaluate.train_model = small_train  # keep the synthetic run tiny (16x16 inputs, narrow CNN)
     try:
-        res = run_eval(td, cfg)
+        out = run_eval(td, cfg)
     finally:
         evaluate.train_model = orig_train
-    res.pop("_original")
-    res.pop("_meta")
+    res = out.report
+    assert out.original is not None and out.meta is not None
     rows = {(r["K"], r["method"]): r for r in res["summary"]}
     assert set(rows) == {(k, m) for k in (1, 2) for m in ("retrained", *cfg.methods)}
     assert rows[(2, "retrained")]["ToW"] == 1.0
@@ -186,14 +187,25 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     jp, hp = write_report(res, tmp_path / "rep")
     assert json.loads(jp.read_text())["summary"]
     assert "<table>" in hp.read_text() and "data:image/png;base64" in hp.read_text()
+    row = rows[(2, "metaunlearn")]
+    lo, hi = row["ToW_ci95"]
+    assert lo <= row["ToW"] <= hi and row["ToW_worst"] <= row["ToW_p10"] <= row["ToW"] + 1e-9
+    # an earlier JSON can be re-summarised with intervals, without running anything
+    from faceprivacy.cli import main
+
+    assert main(["eval-unlearning", "--from-json", str(jp), "--out", str(tmp_path / "re")]) == 0
+    again = json.loads((tmp_path / "re" / "unlearning.json").read_text())["summary"]
+    assert [r["ToW_ci95"] for r in again] == [r["ToW_ci95"] for r in res["summary"]]
 
 
-def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: TaskData) -> None:
+def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: TaskData, monkeypatch) -> None:
     from PIL import Image
 
     from faceprivacy.cli import main
+    from faceprivacy.unlearn import request
 
-    mp = save_model(trained, tmp_path / "m.pt")
+    monkeypatch.setattr(request, "faceless", lambda crops: [])  # synthetic 16x16 "faces": the check is tested below
+    mp = save_model(trained, tmp_path / "m.pt", {"trained": {"epochs": 8}, "task": "image"})
     imgs = []
     for i, j in enumerate(td.test[:2]):
         p = tmp_path / f"s{i}.png"
@@ -209,6 +221,47 @@ def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: Tas
     assert main(["unlearn", "--model", str(mp), "--support", str(tmp_path / "none.jpg"), "--out",
                  str(tmp_path / "x.pt"), "--labels", "model"]) == 2
     assert not (tmp_path / "x.pt").exists()
+    # the record is extended, not replaced: the training entry stays and each request is appended
+    _, rec = load_model_with_record(out)
+    assert rec["trained"] == {"epochs": 8} and [h["method"] for h in rec["unlearning_history"]] == ["neggrad"]
+    out2 = tmp_path / "m3.pt"
+    assert main(["unlearn", "--model", str(out), "--support", *imgs, "--out", str(out2), "--method", "neggrad",
+                 "--labels", "model"]) == 0
+    _, rec2 = load_model_with_record(out2)
+    assert rec2["trained"] == {"epochs": 8} and len(rec2["unlearning_history"]) == 2
+    # never onto its own input
+    before = out.read_bytes()
+    assert main(["unlearn", "--model", str(out), "--support", *imgs, "--out", str(out), "--method", "neggrad",
+                 "--labels", "model"]) == 2
+    assert out.read_bytes() == before
+
+
+def test_cli_unlearn_refuses_faceless_support(tmp_path: Path, trained: TaskCNN, capsys) -> None:
+    from PIL import Image
+
+    from faceprivacy.cli import main
+
+    mp = save_model(trained, tmp_path / "m.pt")
+    grey, noise = tmp_path / "grey.png", tmp_path / "noise.png"
+    Image.new("RGB", (112, 112), (128, 128, 128)).save(grey)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)).save(noise)
+    for bad in (grey, noise):
+        before = mp.read_bytes()
+        rc = main(["unlearn", "--model", str(mp), "--support", str(bad), "--out", str(tmp_path / "x.pt"),
+                   "--method", "neggrad", "--labels", "model"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "no face found" in err and "Traceback" not in err
+        assert not (tmp_path / "x.pt").exists() and mp.read_bytes() == before
+
+
+def test_support_face_check_accepts_real_crops(celeba_root: Path) -> None:
+    from faceprivacy.core.data import celeba_subset
+    from faceprivacy.core.imageio import load_image
+    from faceprivacy.unlearn.request import faceless
+
+    ds = celeba_subset(celeba_root)
+    rows = np.random.default_rng(1).choice(len(ds), 12, replace=False)
+    assert faceless([load_image(ds.paths[i]) for i in rows]) == []
 
 
 def test_teacher_labels_on_real_faces(celeba_root: Path) -> None:

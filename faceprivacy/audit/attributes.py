@@ -61,6 +61,29 @@ _POSE_3D = np.array([
 ])
 
 
+#: expression labels from the 68 landmarks (ID2image lists expression first among leaked attributes); ratios
+#: are in units of the inter-ocular distance, thresholds read off 300 training-identity crops (docs/audit.md)
+MOUTH_OPEN_GAP = 0.10
+SMILE_WIDTH = 0.95
+
+
+def _interocular(lm: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(lm[:, 36:42].mean(1) - lm[:, 42:48].mean(1), axis=1) + 1e-6
+
+
+def mouth_gap(landmarks: np.ndarray) -> np.ndarray:
+    """Inner-lip opening (mean of the 61-67, 62-66, 63-65 distances) / inter-ocular distance, per face."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    gap = sum(np.linalg.norm(lm[:, a] - lm[:, b], axis=1) for a, b in ((61, 67), (62, 66), (63, 65))) / 3
+    return gap / _interocular(lm)
+
+
+def mouth_width(landmarks: np.ndarray) -> np.ndarray:
+    """Mouth-corner distance (48-54) / inter-ocular distance: wide when smiling."""
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    return np.linalg.norm(lm[:, 54] - lm[:, 48], axis=1) / _interocular(lm)
+
+
 @dataclass
 class Attributes:
     """Per-image attribute arrays (row i belongs to image i)."""

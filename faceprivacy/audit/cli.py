@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "--save-embeddings is given.")
     p.add_argument("--embedder", default="dlib",
                    help="dlib | mobilefacenet | mobilefacenet-onnx | module:function returning an Embedder")
+    p.add_argument("--data", default=None, help="datakit folder (default: $FACEPRIVACY_DATA or ../shared/datakit)")
+    p.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="test people = every identity of this separate folder (datakit, images/<id>/ or <id>/ "
+                        "folders of aligned 112x112 crops); probes, mappers and thresholds stay on --data")
     add_out(p, lambda a: run_dir("audit-embeddings"), "eval_audit_embeddings_DATE_TIME/ in the current folder",
             help="report folder (audit.json, audit.html)")
     p.add_argument("--generator", default="lite", help="generator backend for inversion ('none' to skip)")
@@ -31,10 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small CI-sized run (capped splits, few steps)")
     p.add_argument("--max-per-split", type=int, default=None, help="cap images per split (default: the recipe's)")
     p.add_argument("--n-invert", type=int, default=None, help="number of inversion targets (default: the recipe's)")
-    p.add_argument("--wb-steps", type=int, default=None, help="white-box Adam steps (default: the recipe's)")
+    p.add_argument("--wb-steps", type=int, default=None,
+                   help="white-box Adam steps, 0 = no white-box attack (default: the recipe's)")
     p.add_argument("--bb-iters", type=int, default=None, help="black-box NES iterations (default: the recipe's)")
     p.add_argument("--bb-pop", type=int, default=None,
                    help="black-box queries per NES iteration (default: the recipe's)")
+    p.add_argument("--bb-patience", type=int, default=None,
+                   help="black-box iterations without gain before a restart, 0 = never (default: the recipe's)")
     p.add_argument("--mapper-epochs", type=int, default=None,
                    help="epochs of the embedding->latent mapper (default: the recipe's)")
     p.add_argument("--mapper-hidden", type=int, default=None,
@@ -101,9 +108,9 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     cfg = AuditConfig(seed=args.seed)
     if args.quick:
         cfg.max_per_split, cfg.n_invert, cfg.mlp_epochs, cfg.mapper_epochs = 150, 8, 20, 30
-        cfg.wb_steps, cfg.bb_iters, cfg.bb_pop = 20, 5, 8
-    for name in ("max_per_split", "n_invert", "wb_steps", "bb_iters", "bb_pop", "mapper_epochs", "mapper_hidden",
-                 "n_bits"):
+        cfg.wb_steps, cfg.bb_iters, cfg.bb_pop, cfg.wb_manifold = 20, 5, 8, False
+    for name in ("max_per_split", "n_invert", "wb_steps", "bb_iters", "bb_pop", "bb_patience", "mapper_epochs",
+                 "mapper_hidden", "n_bits"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     cfg.probes, cfg.inversion, cfg.templates = not args.no_probes, not args.no_inversion, not args.no_templates
@@ -125,7 +132,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
         generator.eval()
         for prm in generator.parameters():
             prm.requires_grad_(False)
-    data = load_celeba_splits(celeba, cfg.max_per_split, cfg.seed)
+    data = load_celeba_splits(celeba, cfg.max_per_split, cfg.seed, test_root=args.test_data)
     attrs = attributes_for(data, args.attr_cache) if cfg.probes else None
     master = None
     if args.passphrase_file:
@@ -149,18 +156,24 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
 
 
 def _summary(res: dict) -> str:
-    """A few lines for the terminal."""
-    lines = [f"embedder {res['embedder']}: TAR@FAR={res['config']['far']:g} {res['verification_raw']['tar']:.3f}"]
+    """A few lines for the terminal (each number with its 95 % interval and n)."""
+    from ..core.metrics import format_ci
+
+    v = res["verification_raw"]
+    lines = [f"embedder {res['embedder']}: TAR@FAR={res['config']['far']:g} {format_ci(v['tar'], v.get('tar_ci95'))}"
+             f" ({v.get('n_identities', '?')} ids, all {v['n_impostor']} impostor pairs)"]
     for r in res.get("probes", []):
         if "lift" in r:
             lines.append(f"  probe {r['attribute']:<13} probe {r['probe']:.3f} trivial {r['trivial']:.3f} "
-                         f"lift {r['lift']:+.3f}")
+                         f"lift {format_ci(r['lift'], r.get('lift_ci95'))} (n={r['n_test']})")
     t = res.get("templates")
     if t:
+        un = t["unlinkability"]
         lines.append(f"  protected {t['n_bits']} bits: TAR {t['verification_per_user_keys']['tar']:.3f} "
                      f"(stolen key {t['verification_stolen_key']['tar']:.3f}), "
-                     f"linkage AUC {t['unlinkability']['linkage_auc']:.3f}")
+                     f"linkage AUC {format_ci(un['linkage_auc'], un.get('linkage_auc_ci95'))}")
     for k, r in res.get("inversion", {}).get("attacks", {}).items():
-        if "type1_rate" in r:
-            lines.append(f"  inversion {k:<32} type I {r['type1_rate']:.3f} type II {r.get('type2_rate', float('nan')):.3f}")
+        if "type1" in r:
+            lines.append(f"  inversion {k:<32} type I {format_ci(r['type1'])}"
+                         + (f"  type II {format_ci(r['type2'])}" if "type2" in r else ""))
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from ..core.data import FaceDataset, celeba_subset, identity_split
 from ..core.embedder import Embedder
 from ..core.errors import InputError
 from ..core.fileio import atomic_path, atomic_write_json
+from ..core.options import stage
 from .attributes import Attributes, compute_attributes
 from .probes import run_probes
 from .templates import BioHasher, protect_per_identity, template_similarity
@@ -39,17 +40,21 @@ class AuditConfig:
     templates: bool = True
     n_bits: int = 64
     inversion: bool = True
-    n_invert: int = 50                      # test targets (one per held-out identity)
+    n_invert: int = 60                      # targets, one per held-out identity (val + test, or --test-data)
     mapper_epochs: int = 150
     mapper_hidden: int = 1024
     mapper_train_max: int | None = None
-    wb_steps: int = 100
+    wb_steps: int = 100                     # 0 = no white-box attack
     wb_lr: float = 0.05
-    bb_iters: int = 40
+    bb_iters: int = 100                     # NES iterations at most; a target stops once accepted
     bb_pop: int = 16
     bb_dims: int = 64
     bb_sigma: float = 0.5
     bb_lr: float = 0.3
+    bb_patience: int = 8                    # iterations without gain before a restart with a wider radius
+    wb_manifold: bool = True                # also run the on-manifold white-box attack (PCA-subspace latent)
+    wb_manifold_dims: int = 128
+    wb_manifold_reg: float = 1e-2
     n_grid: int = 8
     seed: int = 0
     other_embedder: str | None = "auto"     # recognizer for type-II checks; "auto": the other of dlib/mobilefacenet
@@ -57,12 +62,14 @@ class AuditConfig:
 
 @dataclass
 class AuditData:
-    """Crops, labels and identity names of the train/val/test splits."""
+    """Crops, labels and identity names of the train/val/test splits (``test_root``: the test split is
+    every identity of that separate folder)."""
 
     crops: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     ids: dict[str, np.ndarray]
     paths: dict[str, list[str]] = field(default_factory=dict)
+    test_root: str | None = None
 
 
 def _load_crops(ds: FaceDataset) -> np.ndarray:
@@ -77,25 +84,43 @@ def _load_crops(ds: FaceDataset) -> np.ndarray:
     return np.stack(crops) if crops else np.zeros((0, 112, 112, 3), np.uint8)
 
 
-def load_celeba_splits(root: str | os.PathLike, max_per_split: int | None = None, seed: int = 0) -> AuditData:
-    """Load the CelebA subset's identity-disjoint train/val/test splits (optionally capped, whole identities)."""
+def _cap(ds: FaceDataset, max_per_split: int | None) -> FaceDataset:
+    """Keep whole identities (deterministic order) until ``max_per_split`` images are reached."""
+    if max_per_split is None or len(ds) <= max_per_split:
+        return ds
+    keep, n = [], 0
+    for ident in ds.identities:
+        cnt = sum(1 for lab in ds.labels if ds.names[lab] == ident)
+        if n + cnt > max_per_split and keep:
+            break
+        keep.append(ident)
+        n += cnt
+    return ds.select_identities(keep)
+
+
+def load_celeba_splits(root: str | os.PathLike, max_per_split: int | None = None, seed: int = 0,
+                       test_root: str | os.PathLike | None = None) -> AuditData:
+    """Load the CelebA subset's identity-disjoint train/val/test splits (optionally capped, whole identities).
+
+    With ``test_root`` the test split is every identity of that folder (``core.testset``), which must share
+    no person with the training or validation identities."""
     splits = identity_split(celeba_subset(root))
-    data = AuditData({}, {}, {}, {})
+    if test_root is not None:
+        from ..core.testset import load_test_root, require_disjoint
+
+        tds = load_test_root(test_root)
+        require_disjoint(splits["train"].identities + splits["val"].identities, tds, "training and validation")
+        splits["test"] = tds
+    data = AuditData({}, {}, {}, {}, str(test_root) if test_root is not None else None)
     for name, ds in splits.items():
-        if max_per_split is not None and len(ds) > max_per_split:
-            # keep whole identities (deterministic order) until the cap is reached
-            keep, n = [], 0
-            for ident in ds.identities:
-                cnt = sum(1 for lab in ds.labels if ds.names[lab] == ident)
-                if n + cnt > max_per_split and keep:
-                    break
-                keep.append(ident)
-                n += cnt
-            ds = ds.select_identities(keep)
+        ds = _cap(ds, max_per_split)
         data.crops[name] = _load_crops(ds)
-        data.labels[name] = ds.labels.copy()
+        data.labels[name] = ds.labels.copy() + (100_000 if name == "test" and test_root is not None else 0)
         data.ids[name] = np.array([ds.names[i] for i in ds.labels])
-        data.paths[name] = [str(p.relative_to(ds.root)) if ds.root else str(p) for p in ds.paths]
+        if name == "test" and test_root is not None:  # cache keys must not collide with the training root's
+            data.paths[name] = [str(Path(p).resolve()) for p in ds.paths]
+        else:
+            data.paths[name] = [str(p.relative_to(ds.root)) if ds.root else str(p) for p in ds.paths]
     return data
 
 
@@ -143,16 +168,37 @@ def pair_sets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def verification_at_far(sim: Callable[[np.ndarray, np.ndarray], np.ndarray], labels: np.ndarray,
-                        far: float) -> dict[str, float]:
-    """TAR and threshold at ``far`` over all genuine/impostor pairs; ``sim(i_idx, j_idx)`` scores pairs."""
-    from ..core.metrics import eer, threshold_at_far
+                        far: float, ids: np.ndarray | None = None) -> dict[str, Any]:
+    """TAR and threshold at ``far`` over all genuine/impostor pairs; ``sim(i_idx, j_idx)`` scores pairs.
+    With ``ids`` (identity per row) also 95 % identity-bootstrap intervals of TAR and AUC."""
+    from ..core.metrics import auc, eer, threshold_at_far, verification_ci
 
     gen, imp = pair_sets(labels)
     gs, is_ = sim(gen[:, 0], gen[:, 1]), sim(imp[:, 0], imp[:, 1])
     thr = threshold_at_far(is_, far)
-    e, _ = eer(np.r_[gs, is_], np.r_[np.ones(len(gs), bool), np.zeros(len(is_), bool)])
-    return {"tar": float(np.mean(gs > thr)), "threshold": float(thr), "eer": float(e),
-            "n_genuine": int(len(gs)), "n_impostor": int(len(is_))}
+    same = np.r_[np.ones(len(gs), bool), np.zeros(len(is_), bool)]
+    e, _ = eer(np.r_[gs, is_], same)
+    out: dict[str, Any] = {"tar": float(np.mean(gs > thr)), "threshold": float(thr), "eer": float(e),
+                           "n_genuine": int(len(gs)), "n_impostor": int(len(is_)), "impostor_pairs": "all"}
+    if ids is not None:
+        pairs = np.vstack([gen, imp])
+        lab = np.asarray(labels)
+        ci = verification_ci(np.r_[gs, is_], same, lab[pairs[:, 0]], lab[pairs[:, 1]], fars=(far,), n_boot=300)
+        out.update({"tar_ci95": ci[f"tar@far={far:g}"], "auc": auc(np.r_[gs, is_], same), "auc_ci95": ci["auc"],
+                    "n_identities": int(len(np.unique(lab)))})
+    return out
+
+
+def impostor_threshold(feats: np.ndarray, labels: np.ndarray, far: float) -> tuple[float, int]:
+    """Threshold at ``far`` from *all* impostor pairs of ``feats`` (cosine of unit rows), and their number."""
+    from ..core.metrics import threshold_at_far
+
+    f = np.asarray(feats, np.float32)
+    lab = np.asarray(labels)
+    sims = f @ f.T
+    iu = np.triu_indices(len(f), 1)
+    imp = sims[iu][lab[iu[0]] != lab[iu[1]]]
+    return threshold_at_far(imp, far), int(len(imp))
 
 
 # --------------------------------------------------------------------------------------------- white-box
@@ -205,7 +251,7 @@ def _other_name(embedder: Embedder, cfg: AuditConfig) -> str | None:
 
 
 def _targets(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """One target image and one *different* photo per test identity (identities with >= 2 images)."""
+    """One target image and one *different* photo per identity (identities with >= 2 images), n at most."""
     rng = np.random.default_rng(seed)
     tgt, other = [], []
     for lab in np.unique(labels):
@@ -215,7 +261,18 @@ def _targets(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndar
             tgt.append(a)
             other.append(b)
     order = rng.permutation(len(tgt))[:n]
-    return np.array(tgt)[order], np.array(other)[order]
+    return np.array(tgt, int)[order], np.array(other, int)[order]
+
+
+def target_pool(data: AuditData) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """(crops, labels, identity names, description) of the people inversions may target: every identity of
+    ``--test-data``, else the training root's held-out val + test identities (the mapper never saw them;
+    val only picks probe settings), so that 60 or more people can be targets."""
+    if data.test_root:
+        return data.crops["test"], data.labels["test"], data.ids["test"], f"all identities of {data.test_root}"
+    parts = [k for k in ("test", "val") if k in data.crops]
+    return (np.concatenate([data.crops[k] for k in parts]), np.concatenate([data.labels[k] for k in parts]),
+            np.concatenate([data.ids[k] for k in parts]), "held-out identities of the training root (test + val)")
 
 
 def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] | None, cfg: AuditConfig,
@@ -234,38 +291,47 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
                                       for k, v in data.crops.items()}}
     emb = {k: embed_crops(embedder, v) for k, v in data.crops.items()}
     te_lab = data.labels["test"]
-    raw_ver = verification_at_far(lambda i, j: np.sum(emb["test"][i] * emb["test"][j], 1), te_lab, cfg.far)
+    raw_ver = verification_at_far(lambda i, j: np.sum(emb["test"][i] * emb["test"][j], 1), te_lab, cfg.far,
+                                  ids=data.ids["test"])
+    if data.test_root:
+        res["test_root"] = data.test_root
     res["verification_raw"] = raw_ver
     master_key = master_key or os.urandom(32)
 
     # ---------------------------------------------------------------- probes
     if cfg.probes and attrs is not None:
+        stage(1, 3, "attribute probes (what the embedding leaks)")
         t0 = time.perf_counter()
         res["probes"] = run_probes(emb["train"], attrs["train"], emb["val"], attrs["val"], emb["test"],
-                                   attrs["test"], cfg.attributes, mlp_epochs=cfg.mlp_epochs, seed=cfg.seed)
+                                   attrs["test"], cfg.attributes, mlp_epochs=cfg.mlp_epochs, seed=cfg.seed,
+                                   test_groups=data.ids["test"])
         res["probes_seconds"] = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- protected templates
     prot = None
     if cfg.templates:
+        stage(2, 3, "protected templates (per-user keys, one system key, linkage)")
         center = emb["train"].mean(0)
         prot = {k: protect_per_identity(master_key, emb[k], data.ids[k], cfg.n_bits, center) for k in emb}
         te_ids = data.ids["test"]
         ver_user = verification_at_far(lambda i, j: template_similarity(prot["test"][i], prot["test"][j]),
-                                       te_lab, cfg.far)
+                                       te_lab, cfg.far, ids=te_ids)
         sys_h = BioHasher.from_master(master_key, "system", emb["test"].shape[1], cfg.n_bits, center)
         sys_t = {k: sys_h.protect(emb[k]) for k in emb}
         ver_sys = verification_at_far(lambda i, j: template_similarity(sys_t["test"][i], sys_t["test"][j]),
-                                      te_lab, cfg.far)
+                                      te_lab, cfg.far, ids=te_ids)
         # unlinkability: the same faces re-enrolled under fresh keys vs the first enrolment
         re_t = protect_per_identity(master_key + b"/reissue", emb["test"], te_ids, cfg.n_bits, center)
         gen, imp = pair_sets(te_lab)
         cross_gen = template_similarity(prot["test"][gen[:, 0]], re_t[gen[:, 1]])
         cross_imp = template_similarity(prot["test"][imp[:, 0]], re_t[imp[:, 1]])
-        from ..core.metrics import auc
+        from ..core.metrics import auc, verification_ci
 
-        link_auc = auc(np.r_[cross_gen, cross_imp], np.r_[np.ones(len(cross_gen), bool),
-                                                         np.zeros(len(cross_imp), bool)])
+        link_same = np.r_[np.ones(len(cross_gen), bool), np.zeros(len(cross_imp), bool)]
+        link_auc = auc(np.r_[cross_gen, cross_imp], link_same)
+        lp = np.vstack([gen, imp])
+        link_ci = verification_ci(np.r_[cross_gen, cross_imp], link_same, te_lab[lp[:, 0]], te_lab[lp[:, 1]],
+                                  fars=(cfg.far,), n_boot=300)["auc"]
         res["templates"] = {
             "n_bits": cfg.n_bits,
             "verification_per_user_keys": ver_user,
@@ -276,6 +342,9 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
                 "cross_key_genuine_accept_rate": float(np.mean(cross_gen > ver_user["threshold"])),
                 "cross_key_impostor_accept_rate": float(np.mean(cross_imp > ver_user["threshold"])),
                 "linkage_auc": float(link_auc),
+                "linkage_auc_ci95": link_ci,
+                "n_identities": int(len(np.unique(te_lab))),
+                "n_pairs_genuine_impostor": [int(len(cross_gen)), int(len(cross_imp))],
                 "mean_similarity_cross_key_genuine": float(cross_gen.mean()),
                 "mean_similarity_cross_key_impostor": float(cross_imp.mean())},
         }
@@ -284,13 +353,14 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
             st = {k: v.astype(np.float32) * 2 - 1 for k, v in sys_t.items()}
             res["templates"]["probes_per_user_keys"] = run_probes(
                 pt["train"], attrs["train"], pt["val"], attrs["val"], pt["test"], attrs["test"], cfg.attributes,
-                mlp_epochs=cfg.mlp_epochs, seed=cfg.seed)
+                mlp_epochs=cfg.mlp_epochs, seed=cfg.seed, test_groups=te_ids)
             res["templates"]["probes_system_key"] = run_probes(
                 st["train"], attrs["train"], st["val"], attrs["val"], st["test"], attrs["test"], cfg.attributes,
-                mlp_epochs=cfg.mlp_epochs, seed=cfg.seed)
+                mlp_epochs=cfg.mlp_epochs, seed=cfg.seed, test_groups=te_ids)
 
     # ---------------------------------------------------------------- inversion
     if cfg.inversion and generator is not None:
+        stage(3, 3, "inversion attacks (white-box, black-box) on the held-out targets")
         res["inversion"], images = _run_inversion(embedder, other, data, emb, prot, cfg, generator,
                                                   diff_embed, torch)
         res["_images"] = images
@@ -305,7 +375,10 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
 def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, emb: dict[str, np.ndarray],
                    prot: dict[str, np.ndarray] | None, cfg: AuditConfig, generator: Any,
                    diff_embed: Callable | None, torch: Any) -> tuple[dict, dict]:
-    from ..core.metrics import threshold_at_far
+    """Inversion attacks on held-out targets. Thresholds (type I: attacked recognizer; type II: the other
+    one) come from *all* impostor pairs of the training identities, i.e. from the training root, never from
+    the targets; rates carry 95 % bootstrap intervals over target identities (one target per person)."""
+    from ..core.metrics import rate_with_ci
     from .inversion import (
         blackbox_refine,
         cosine_rows,
@@ -319,27 +392,26 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     )
 
     out: dict[str, Any] = {}
-    te_lab = data.labels["test"]
-    _, imp = pair_sets(te_lab)
-    s_imp = np.sum(emb["test"][imp[:, 0]] * emb["test"][imp[:, 1]], 1)
-    thr1 = threshold_at_far(s_imp, cfg.far)
-    out["threshold_type1"] = thr1
-    other_emb_test = None
+    pool_crops, pool_lab, pool_ids, pool_what = target_pool(data)
+    thr1, n_imp1 = impostor_threshold(emb["train"], data.labels["train"], cfg.far)
+    out.update({"threshold_type1": thr1, "threshold_source": f"all {n_imp1} impostor pairs of the training "
+                "identities", "targets_from": pool_what})
+    tgt, oth = _targets(pool_lab, cfg.n_invert, cfg.seed)
+    t_ids = pool_ids[tgt]
+    out["n_targets"] = int(len(tgt))
+    pool_emb = embed_crops(embedder, pool_crops[np.r_[tgt, oth]])
+    target_emb, other_photo_emb = pool_emb[:len(tgt)], pool_emb[len(tgt):]
     thr2 = None
     if other is not None:
-        other_emb_test = embed_crops(other, data.crops["test"])
-        s2 = np.sum(other_emb_test[imp[:, 0]] * other_emb_test[imp[:, 1]], 1)
-        thr2 = threshold_at_far(s2, cfg.far)
-        out["other_embedder"] = other.name
-        out["threshold_type2"] = thr2
-    tgt, oth = _targets(te_lab, cfg.n_invert, cfg.seed)
-    out["n_targets"] = int(len(tgt))
-    if other_emb_test is not None:
-        # reference: how often a REAL different photo is accepted by the second recognizer (upper bound-ish)
-        out["type2_reference_real_photo"] = float(np.mean(
-            np.sum(other_emb_test[tgt] * other_emb_test[oth], 1) > thr2))
+        thr2, n_imp2 = impostor_threshold(embed_crops(other, data.crops["train"]), data.labels["train"], cfg.far)
+        e2 = embed_crops(other, pool_crops[oth])
+        out.update({"other_embedder": other.name, "threshold_type2": thr2})
+        # how often a REAL different photo of the person passes the same type-II check
+        ref2 = np.sum(embed_crops(other, pool_crops[tgt]) * e2, 1) > thr2
+        out["type2_reference_real_photo"] = rate_with_ci(ref2, t_ids)
+        ref1 = np.sum(target_emb * other_photo_emb, 1) > thr1
+        out["type1_reference_real_photo"] = rate_with_ci(ref1, t_ids)
 
-    # training latents from the generator's encoder (training identities only)
     tr_idx = np.arange(len(data.crops["train"]))
     if cfg.mapper_train_max and len(tr_idx) > cfg.mapper_train_max:
         tr_idx = np.random.default_rng(cfg.seed).choice(tr_idx, cfg.mapper_train_max, replace=False)
@@ -353,20 +425,18 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     z_std = mapper.z_std.clone()
 
     def evaluate(crops: np.ndarray) -> dict:
-        e1 = embed_crops(embedder, crops)
-        s1 = cosine_rows(e1, emb["test"][tgt])
-        r = {"type1_rate": float(np.mean(s1 > thr1)), "type1_mean_cos": float(s1.mean())}
+        s1 = cosine_rows(embed_crops(embedder, crops), target_emb)
+        r = {"type1": rate_with_ci(s1 > thr1, t_ids), "type1_mean_cos": float(s1.mean())}
+        r["type1_rate"] = r["type1"]["value"]
         if other is not None:
-            e2 = embed_crops(other, crops)
-            s2 = cosine_rows(e2, other_emb_test[oth])
-            r.update({"type2_rate": float(np.mean(s2 > thr2)), "type2_mean_cos": float(s2.mean())})
+            s2 = cosine_rows(embed_crops(other, crops), e2)
+            r.update({"type2": rate_with_ci(s2 > thr2, t_ids), "type2_mean_cos": float(s2.mean())})
+            r["type2_rate"] = r["type2"]["value"]
         return r
 
-    target_emb = emb["test"][tgt]
     results: dict[str, Any] = {}
-    images: dict[str, np.ndarray] = {"original": data.crops["test"][tgt], "other_photo": data.crops["test"][oth]}
-    # generator ceiling: reconstruct the target image itself with the encoder
-    rec = to_crops112(decode_latents(generator, encode_latents(generator, data.crops["test"][tgt])))
+    images: dict[str, np.ndarray] = {"original": pool_crops[tgt], "other_photo": pool_crops[oth]}
+    rec = to_crops112(decode_latents(generator, encode_latents(generator, pool_crops[tgt])))
     results["encoder_reconstruction_ceiling"] = evaluate(rec)
     images["encoder"] = rec
 
@@ -377,35 +447,50 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     results["mapper"] = {**evaluate(rec), "seconds_per_inversion": t_map}
     images["mapper"] = rec
 
-    if diff_embed is not None:
-        t0 = time.perf_counter()
-        zs = []
-        for i in range(0, len(z0), 16):
-            zs.append(whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
-                                      steps=cfg.wb_steps, lr=cfg.wb_lr, z_std=z_std))
-        z_wb = torch.cat(zs)
-        t_wb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
-        rec = to_crops112(decode_latents(generator, z_wb))
-        results["whitebox"] = {**evaluate(rec), "seconds_per_inversion": t_wb, "steps": cfg.wb_steps}
-        images["whitebox"] = rec
-    else:
+    if diff_embed is not None and cfg.wb_steps > 0:
+        variants = [("whitebox", {"z_std": z_std, "lr": cfg.wb_lr})]
+        if cfg.wb_manifold:
+            mb, ms = pca_basis(z_train, cfg.wb_manifold_dims)
+            variants.append(("whitebox_manifold", {"basis": mb, "basis_std": ms, "reg": cfg.wb_manifold_reg,
+                                                   "lr": cfg.wb_lr}))
+        for name, kw in variants:
+            t0 = time.perf_counter()
+            zs = [whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
+                                  steps=cfg.wb_steps, **kw) for i in range(0, len(z0), 16)]
+            t_wb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
+            rec = to_crops112(decode_latents(generator, torch.cat(zs)))
+            results[name] = {**evaluate(rec), "seconds_per_inversion": t_wb, "steps": cfg.wb_steps,
+                             "gradient_steps_per_inversion": cfg.wb_steps}
+            images[name] = rec
+    elif cfg.wb_steps > 0:
         results["whitebox"] = {"skipped": f"no differentiable copy of {embedder.name}"}
 
     basis, bstd = pca_basis(z_train, cfg.bb_dims)
     t0 = time.perf_counter()
     bb = blackbox_refine(generator, lambda c: embed_crops(embedder, c), target_emb, z0, basis, bstd,
-                         iters=cfg.bb_iters, pop=cfg.bb_pop, sigma=cfg.bb_sigma, lr=cfg.bb_lr, seed=cfg.seed)
+                         iters=cfg.bb_iters, pop=cfg.bb_pop, sigma=cfg.bb_sigma, lr=cfg.bb_lr, seed=cfg.seed,
+                         stop_score=thr1 + 1e-6, patience=cfg.bb_patience)
     t_bb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
     rec = to_crops112(decode_latents(generator, bb.z))
-    results["blackbox"] = {**evaluate(rec), "seconds_per_inversion": t_bb, "queries_per_inversion": bb.queries}
+    results["blackbox"] = {**evaluate(rec), "seconds_per_inversion": t_bb, "queries_per_inversion": bb.queries,
+                           "queries_max": int(bb.queries_per_target.max()),
+                           "queries_median": float(np.median(bb.queries_per_target)),
+                           "budget": f"at most 1 + {cfg.bb_iters} x {cfg.bb_pop} queries per target; a target "
+                                     "stops when accepted at the attacker's threshold (training identities)",
+                           "success_vs_queries": bb.success_curve()}
     images["blackbox"] = rec
 
     # mitigation: the attacker holds protected templates (per-user secret keys), trains its mapper on
     # protected templates of training identities, and inverts the victims' protected templates
     if prot is not None:
+        centre = emb["train"].mean(0)
+        from .templates import protect_per_identity
+
+        # protected templates of the targets under their own (fresh) per-user keys
+        pt_t = protect_per_identity(os.urandom(32), target_emb, t_ids, cfg.n_bits, centre)
         pt_train = prot["train"][tr_idx].astype(np.float32) * 2 - 1
         m2 = train_mapper(pt_train, z_train, epochs=cfg.mapper_epochs, hidden=cfg.mapper_hidden, seed=cfg.seed)
-        rec = to_crops112(decode_latents(generator, map_templates(m2, prot["test"][tgt].astype(np.float32) * 2 - 1)))
+        rec = to_crops112(decode_latents(generator, map_templates(m2, pt_t.astype(np.float32) * 2 - 1)))
         results["protected_mapper"] = evaluate(rec)
         images["protected_mapper"] = rec
     out["attacks"] = results
@@ -413,6 +498,12 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
 
 
 # --------------------------------------------------------------------------------------------- report
+
+def _ci(d: dict | float, ci: list | None = None, n: int | None = None, digits: int = 3) -> str:
+    from ..core.metrics import format_ci
+
+    return format_ci(d, ci, n, digits)
+
 
 def write_report(res: dict, out_dir: str | os.PathLike, n_grid: int = 8) -> dict[str, Path]:
     """Write ``audit.json`` and ``audit.html`` (leakage bar chart, original/reconstruction grid)."""
@@ -429,54 +520,97 @@ def write_report(res: dict, out_dir: str | os.PathLike, n_grid: int = 8) -> dict
     paths = {"json": atomic_write_json(out_dir / "audit.json", res)}
     rep = HtmlReport(f"Embedding leakage audit — {res['embedder']}")
     _findings(rep, res)
-    rep.paragraph(f"Splits (identity-disjoint): {res['splits']}. Probes/mappers train on train identities; "
-                  "all numbers are on held-out test identities.")
+    rep.paragraph(f"Splits (identity-disjoint): {res['splits']}"
+                  + (f"; test = every identity of {res['test_root']}" if res.get("test_root") else "")
+                  + ". Probes/mappers train on train identities; all numbers are on held-out identities. "
+                  "Brackets: 95 % bootstrap intervals over identities; n = images, pairs or targets as stated.")
     v = res["verification_raw"]
     rep.heading("Verification with raw embeddings")
-    rep.table([{"TAR@FAR": v["tar"], "FAR": res["config"]["far"], "threshold": v["threshold"], "EER": v["eer"]}])
+    rep.table([{"TAR@FAR": _ci(v["tar"], v.get("tar_ci95")), "FAR": res["config"]["far"],
+                "threshold": v["threshold"], "EER": v["eer"], "AUC": _ci(v.get("auc", float("nan")), v.get("auc_ci95")),
+                "n genuine / impostor pairs (all)": f"{v['n_genuine']} / {v['n_impostor']}",
+                "identities": v.get("n_identities", "")}])
     if "probes" in res:
         rep.heading("Attribute leakage (probe lift over trivial predictor)")
         rows = [r for r in res["probes"] if "lift" in r]
-        fig, ax = plt.subplots(figsize=(8, 3.2))
+        t = res.get("templates", {})
+        series = [("raw embedding", {r["attribute"]: r for r in rows})]
+        for key, label in (("probes_per_user_keys", "protected template, per-user keys"),
+                           ("probes_system_key", "protected template, one system key")):
+            if t.get(key):
+                series.append((label, {r["attribute"]: r for r in t[key] if "lift" in r}))
+        fig, ax = plt.subplots(figsize=(9, 3.4))
         x = np.arange(len(rows))
-        ax.bar(x - 0.2, [r["lift"] for r in rows], 0.4, label="raw embedding")
-        tp = res.get("templates", {}).get("probes_per_user_keys")
-        if tp:
-            lk = {r["attribute"]: r.get("lift", 0) for r in tp}
-            ax.bar(x + 0.2, [lk.get(r["attribute"], 0) for r in rows], 0.4, label="protected template")
+        w = 0.8 / len(series)
+        for k, (label, by) in enumerate(series):
+            vals = [by.get(r["attribute"], {}).get("lift", 0.0) for r in rows]
+            err = np.array([[max(0.0, vals[i] - by.get(r["attribute"], {}).get("lift_ci95", [vals[i]] * 2)[0]),
+                             max(0.0, by.get(r["attribute"], {}).get("lift_ci95", [vals[i]] * 2)[1] - vals[i])]
+                            for i, r in enumerate(rows)]).T
+            ax.bar(x + (k - (len(series) - 1) / 2) * w, vals, w, yerr=err, capsize=2, label=label)
         ax.set_xticks(x, [r["attribute"] for r in rows], rotation=30)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel("lift = 1 - err/err_trivial")
-        ax.legend()
-        rep.figure(fig, "Fraction of the trivial predictor's error removed by a probe on the embedding")
-        rep.table(rows, ["attribute", "unit", "probe", "trivial", "lift", "selected", "n_train", "n_test"])
+        ax.legend(fontsize=7)
+        rep.figure(fig, "Fraction of the trivial predictor's error removed by a probe (bars: 95 % interval over "
+                        "test identities)")
+        rep.table([{"attribute": r["attribute"], "unit": r["unit"],
+                    "probe": _ci(r["probe"], r.get("probe_ci95")), "trivial": f"{r['trivial']:.3f}",
+                    "lift": _ci(r["lift"], r.get("lift_ci95")), "selected": r["selected"],
+                    "n train / test images": f"{r['n_train']} / {r['n_test']}",
+                    "test ids": r.get("n_test_ids", "")} for r in rows])
     if "templates" in res:
         t = res["templates"]
         rep.heading(f"Protected templates ({t['n_bits']}-bit keyed projection + binarisation)")
+        u, sk = t["verification_per_user_keys"], t["verification_stolen_key"]
         rep.table([
-            {"setting": "raw embedding", "TAR@FAR": v["tar"], "EER": v["eer"]},
-            {"setting": "per-user keys", "TAR@FAR": t["verification_per_user_keys"]["tar"],
-             "EER": t["verification_per_user_keys"]["eer"]},
-            {"setting": "stolen key (one key for all)", "TAR@FAR": t["verification_stolen_key"]["tar"],
-             "EER": t["verification_stolen_key"]["eer"]}])
-        rep.table([t["unlinkability"]])
+            {"setting": "raw embedding", "TAR@FAR": _ci(v["tar"], v.get("tar_ci95")), "EER": v["eer"]},
+            {"setting": "per-user keys", "TAR@FAR": _ci(u["tar"], u.get("tar_ci95")), "EER": u["eer"]},
+            {"setting": "one system key (stolen key)", "TAR@FAR": _ci(sk["tar"], sk.get("tar_ci95")),
+             "EER": sk["eer"]}])
+        un = t["unlinkability"]
+        rep.table([{"linkage AUC": _ci(un["linkage_auc"], un.get("linkage_auc_ci95")),
+                    "identities": un.get("n_identities", ""),
+                    "pairs genuine / impostor": str(un.get("n_pairs_genuine_impostor", "")),
+                    "cross-key genuine accept": un["cross_key_genuine_accept_rate"],
+                    "cross-key impostor accept": un["cross_key_impostor_accept_rate"]}])
         for key, title in (("probes_per_user_keys", "Probes on protected templates (per-user keys)"),
                            ("probes_system_key", "Probes on protected templates (one system key)")):
             if key in t:
                 rep.paragraph(title)
-                rep.table([r for r in t[key] if "lift" in r], ["attribute", "probe", "trivial", "lift"])
+                rep.table([{"attribute": r["attribute"], "probe": r["probe"], "trivial": r["trivial"],
+                            "lift": _ci(r["lift"], r.get("lift_ci95"))} for r in t[key] if "lift" in r])
     inv = res.get("inversion")
     if inv and "attacks" in inv:
         rep.heading("Inversion attacks")
-        rep.paragraph(f"Success at FAR {res['config']['far']}: type I = accepted by the attacked recognizer "
-                      f"against the target embedding (threshold {inv['threshold_type1']:.3f}); type II = accepted "
-                      f"by {inv.get('other_embedder')} against a different photo of the person. "
-                      f"Real different photo accepted by that recognizer: {inv.get('type2_reference_real_photo')}.")
-        rep.table([{"attack": k, **{kk: vv for kk, vv in r.items() if not isinstance(vv, dict)}}
-                   for k, r in inv["attacks"].items()])
+        r1, r2 = inv.get("type1_reference_real_photo"), inv.get("type2_reference_real_photo")
+        rep.paragraph(f"{inv['n_targets']} targets, one per person ({inv.get('targets_from', '')}). Success at FAR "
+                      f"{res['config']['far']}: type I = accepted by the attacked recognizer against the target "
+                      f"embedding (threshold {inv['threshold_type1']:.4f}, {inv.get('threshold_source', '')}); "
+                      f"type II = accepted by {inv.get('other_embedder')} against a different photo of the person "
+                      f"(threshold {inv.get('threshold_type2', float('nan')):.4f}). A real different photo passes "
+                      f"type I {_ci(r1) if isinstance(r1, dict) else r1} and type II "
+                      f"{_ci(r2) if isinstance(r2, dict) else r2}.")
+        rows = []
+        for k, r in inv["attacks"].items():
+            if "type1" not in r:
+                rows.append({"attack": k, "type I": r.get("skipped", "")})
+                continue
+            rows.append({"attack": k, "type I": _ci(r["type1"]),
+                         "type II": _ci(r["type2"]) if "type2" in r else "",
+                         "mean cos I / II": f"{r['type1_mean_cos']:.3f} / {r.get('type2_mean_cos', float('nan')):.3f}",
+                         "budget": (f"{r['queries_per_inversion']:.0f} queries (mean), {r['queries_max']} max"
+                                    if "queries_per_inversion" in r else
+                                    f"{r['steps']} gradient steps" if "steps" in r else ""),
+                         "s / inversion": r.get("seconds_per_inversion", "")})
+        rep.table(rows)
+        bb = inv["attacks"].get("blackbox", {})
+        if bb.get("success_vs_queries"):
+            rep.paragraph("Black-box: share of targets accepted (type I) within a query budget. " + bb["budget"])
+            rep.table(bb["success_vs_queries"])
     if images:
-        order = [k for k in ("original", "other_photo", "encoder", "mapper", "whitebox", "blackbox",
-                             "protected_mapper") if k in images]
+        order = [k for k in ("original", "other_photo", "encoder", "mapper", "whitebox", "whitebox_manifold",
+                             "blackbox", "protected_mapper") if k in images]
         n = min(n_grid, len(images["original"]))
         grid = image_grid([[images[k][i] for k in order] for i in range(n)])
         rep.image(grid, "columns: " + ", ".join(order))

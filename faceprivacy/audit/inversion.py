@@ -160,18 +160,32 @@ def map_templates(mapper: LatentMapper, templates: np.ndarray) -> torch.Tensor:
 
 def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.Tensor, z0: torch.Tensor,
                     steps: int = 100, lr: float = 0.05, reg: float = 1e-3, z_std: torch.Tensor | None = None,
-                    ste: bool = True) -> torch.Tensor:
+                    ste: bool = True, basis: torch.Tensor | None = None,
+                    basis_std: torch.Tensor | None = None) -> torch.Tensor:
     """Refine latents ``z0`` (N, L) so that ``diff_embed(decode(z))`` matches unit-norm ``target`` (N, D).
 
     Adam on a whitened offset ``z = z0 + z_std * d``; loss = 1 - cos + ``reg`` * mean(d^2). ``ste``
-    rounds decoded images to uint8 in the forward pass so the result survives saving.
+    rounds decoded images to uint8 in the forward pass so the result survives saving. With ``basis``
+    (k, L) and ``basis_std`` (k,) the offset lives in the span of the training latents' top principal
+    directions, ``z = z0 + d @ (basis_std * basis)``, so the image stays near the generator's face manifold
+    (the *on-manifold* attack: fewer adversarial textures, more recognisable to another recognizer).
     """
     target = torch.as_tensor(target, dtype=torch.float32).to(z0.device)
-    scale = (z_std if z_std is not None else torch.ones(z0.shape[1])).float().to(z0.device)
-    d = torch.zeros_like(z0, requires_grad=True)
+    if basis is not None:
+        dirs = (basis * (basis_std if basis_std is not None else 1.0)[:, None]).float().to(z0.device)
+        d = torch.zeros(len(z0), dirs.shape[0], device=z0.device, requires_grad=True)
+
+        def offset() -> torch.Tensor:
+            return d @ dirs
+    else:
+        scale = (z_std if z_std is not None else torch.ones(z0.shape[1])).float().to(z0.device)
+        d = torch.zeros_like(z0, requires_grad=True)
+
+        def offset() -> torch.Tensor:
+            return scale * d
     opt = torch.optim.Adam([d], lr=lr)
     for _ in range(steps):
-        img = generator.decode((z0 + scale * d).reshape(-1, *generator.latent_shape))
+        img = generator.decode((z0 + offset()).reshape(-1, *generator.latent_shape))
         if ste:
             img = quantize_ste(img)
         e = diff_embed(img)
@@ -179,7 +193,7 @@ def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.T
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return (z0 + scale * d).detach()
+    return (z0 + offset()).detach()
 
 
 def pca_basis(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,22 +206,38 @@ def pca_basis(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
 
 @dataclass
 class BlackBoxResult:
-    """Refined latents, best cosine reached per target, queries used per target."""
+    """Refined latents, best score reached per target, queries (mean per target, and each target's own), and
+    the query count at which each target first reached ``stop_score`` (inf: never)."""
 
     z: torch.Tensor
     best_score: np.ndarray
-    queries: int
+    queries: float
+    queries_per_target: np.ndarray
+    first_success: np.ndarray
+
+    def success_curve(self, budgets: tuple[int, ...] | None = None) -> list[dict]:
+        """Fraction of targets that reached the stop score within each query budget."""
+        if budgets is None:
+            top = int(self.queries_per_target.max()) if len(self.queries_per_target) else 1
+            budgets = tuple(sorted({b for b in (1, 17, 33, 65, 129, 257, 513, 1025, 2049) if b < top} | {top}))
+        return [{"queries": int(b), "success": float(np.mean(self.first_success <= b))} for b in budgets]
 
 
 @torch.no_grad()
 def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray, z0: torch.Tensor,
                     basis: torch.Tensor, basis_std: torch.Tensor, iters: int = 40, pop: int = 16,
                     sigma: float = 0.5, lr: float = 0.3, seed: int = 0,
-                    score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> BlackBoxResult:
+                    score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+                    stop_score: float | None = None, patience: int = 0,
+                    restart_sigma: float = 1.5) -> BlackBoxResult:
     """NES (antithetic, rank-shaped, Adam step) on subspace coefficients; only queries ``query``.
 
-    Each iteration queries ``pop`` images per target (``pop/2`` antithetic pairs); the best candidate seen
-    is kept (elitism). ``score_fn(emb, target)`` defaults to the cosine of row pairs.
+    Each iteration queries ``pop`` images per *active* target (``pop/2`` antithetic pairs); the best
+    candidate seen is kept (elitism). A target stops once its best score reaches ``stop_score`` (the
+    attacker's acceptance threshold, calibrated on its own training people), so the budget goes to the hard
+    targets. With ``patience`` > 0, a target whose best has not improved for that many iterations restarts
+    from its best point with fresh Adam moments and a search radius ``restart_sigma`` times larger.
+    ``score_fn(emb, target)`` defaults to the cosine of row pairs.
     """
     score_fn = score_fn or (lambda e, t: np.sum(e * t, axis=1))
     g = torch.Generator().manual_seed(seed)
@@ -218,36 +248,62 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     c = torch.zeros(n, k, device=dev)
     m_t = torch.zeros(n, k, device=dev)
     v_t = torch.zeros(n, k, device=dev)
+    t_i = np.zeros(n, int)
+    sig = np.full(n, float(sigma))
+    stale = np.zeros(n, int)
     target = np.asarray(target, np.float32)
 
-    def evaluate(coefs: torch.Tensor) -> np.ndarray:  # coefs (n, P, k) -> scores (n, P)
-        p = coefs.shape[1]
-        z = (z0[:, None, :] + coefs @ dirs).reshape(n * p, -1)
+    def evaluate(rows: np.ndarray, coefs: torch.Tensor) -> np.ndarray:  # coefs (r, P, k) -> scores (r, P)
+        r, p = coefs.shape[:2]
+        z = (z0[rows][:, None, :] + coefs @ dirs).reshape(r * p, -1)
         crops = to_crops112(decode_latents(generator, z))
         emb = query(crops)
-        return score_fn(emb, np.repeat(target, p, axis=0)).reshape(n, p)
+        return score_fn(emb, np.repeat(target[rows], p, axis=0)).reshape(r, p)
 
     best_c = c.clone()
-    best = evaluate(c[:, None, :])[:, 0]
-    queries = 1
-    for t in range(1, iters + 1):
-        eps = torch.randn(n, half, k, generator=g).to(dev)
-        cand = torch.cat([c[:, None] + sigma * eps, c[:, None] - sigma * eps], 1)
-        s = evaluate(cand)
-        queries += 2 * half
-        imp = s.max(1) > best
+    everyone = np.arange(n)
+    best = evaluate(everyone, c[:, None, :])[:, 0]
+    used = np.ones(n)
+    first = np.full(n, np.inf)
+    if stop_score is not None:
+        first[best >= stop_score] = 1
+    for _ in range(iters):
+        active = everyone if stop_score is None else everyone[~np.isfinite(first)]
+        if len(active) == 0:
+            break
+        ta = torch.as_tensor(active, device=dev)
+        eps = torch.randn(len(active), half, k, generator=g).to(dev)
+        sg = torch.as_tensor(sig[active], dtype=torch.float32, device=dev)[:, None, None]
+        cand = torch.cat([c[ta][:, None] + sg * eps, c[ta][:, None] - sg * eps], 1)
+        s = evaluate(active, cand)
+        used[active] += 2 * half
+        smax = s.max(1)
+        imp = smax > best[active]
         if imp.any():
-            idx = torch.as_tensor(s.argmax(1), device=dev)
-            sel = torch.as_tensor(imp, device=dev)
-            best_c[sel] = cand[torch.arange(n, device=dev), idx][sel]
-            best = np.maximum(best, s.max(1))
+            rows = active[imp]
+            best_c[torch.as_tensor(rows, device=dev)] = cand[torch.as_tensor(np.flatnonzero(imp), device=dev),
+                                                              torch.as_tensor(s.argmax(1)[imp], device=dev)]
+            best[rows] = smax[imp]
+        stale[active] = np.where(imp, 0, stale[active] + 1)
+        if stop_score is not None:
+            hit = active[(best[active] >= stop_score) & ~np.isfinite(first[active])]
+            first[hit] = used[hit]
         ranks = s.argsort(1).argsort(1).astype(np.float32)
         w = torch.as_tensor(ranks / (s.shape[1] - 1) - 0.5, device=dev)  # centred ranks in [-0.5, 0.5]
-        grad = ((w[:, :half] - w[:, half:])[:, :, None] * eps).sum(1) / (half * sigma)
-        m_t = 0.9 * m_t + 0.1 * grad
-        v_t = 0.999 * v_t + 0.001 * grad ** 2
-        c = c + lr * (m_t / (1 - 0.9 ** t)) / ((v_t / (1 - 0.999 ** t)).sqrt() + 1e-8)
-    return BlackBoxResult(z0 + best_c @ dirs, best, queries)
+        grad = ((w[:, :half] - w[:, half:])[:, :, None] * eps).sum(1) / (half * sg[:, :, 0])
+        t_i[active] += 1
+        tt = torch.as_tensor(t_i[active], dtype=torch.float32, device=dev)[:, None]
+        m_t[ta] = 0.9 * m_t[ta] + 0.1 * grad
+        v_t[ta] = 0.999 * v_t[ta] + 0.001 * grad ** 2
+        c[ta] = c[ta] + lr * (m_t[ta] / (1 - 0.9 ** tt)) / ((v_t[ta] / (1 - 0.999 ** tt)).sqrt() + 1e-8)
+        if patience > 0:
+            restart = active[stale[active] >= patience]
+            if len(restart):
+                tr = torch.as_tensor(restart, device=dev)
+                c[tr], m_t[tr], v_t[tr] = best_c[tr], 0.0, 0.0
+                t_i[restart], stale[restart] = 0, 0
+                sig[restart] = np.minimum(sig[restart] * restart_sigma, 4 * sigma)
+    return BlackBoxResult(z0 + best_c @ dirs, best, float(used.mean()), used, first)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:

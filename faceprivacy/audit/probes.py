@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attributes import HIST_BINS, Attributes, emd_hist
+from .attributes import (
+    HIST_BINS,
+    MOUTH_OPEN_GAP,
+    SMILE_WIDTH,
+    Attributes,
+    emd_hist,
+    mouth_gap,
+    mouth_width,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,10 @@ ATTRIBUTES: dict[str, AttributeSpec] = {
                          valid=lambda a: np.isfinite(a.age)),
     "gender": AttributeSpec("gender", "classification", "error rate", lambda a: a.gender, _cls_err,
                             valid=lambda a: a.gender >= 0),
+    "mouth_open": AttributeSpec("mouth_open", "classification", "error rate",
+                                lambda a: (mouth_gap(a.landmarks) > MOUTH_OPEN_GAP).astype(int), _cls_err),
+    "smile": AttributeSpec("smile", "classification", "error rate",
+                           lambda a: (mouth_width(a.landmarks) > SMILE_WIDTH).astype(int), _cls_err),
 }
 
 
@@ -138,14 +150,34 @@ def _fit_mlp_1t(torch, kind: str, x: np.ndarray, y: np.ndarray, hidden: int, epo
     return predict
 
 
+def _lift_ci(spec: AttributeSpec, pred: np.ndarray, triv: np.ndarray, truth: np.ndarray, groups: np.ndarray,
+             seed: int, n_boot: int = 500) -> tuple[list[float], list[float]]:
+    """95 % identity-bootstrap intervals of (lift, probe error): test rows of one person move together."""
+    from ..core.metrics import bootstrap_ci
+
+    def err(p: np.ndarray, rows: np.ndarray) -> float:
+        return spec.error(p[rows], truth[rows])
+
+    def lift(rows: np.ndarray) -> float:
+        r = rows.astype(int)
+        t = err(triv, r)
+        return 1.0 - err(pred, r) / t if t > 0 else 0.0
+
+    rows = np.arange(len(truth), dtype=np.float64)
+    _, lo, hi = bootstrap_ci(rows, groups, stat=lift, n_boot=n_boot, seed=seed)
+    _, elo, ehi = bootstrap_ci(rows, groups, stat=lambda r: err(pred, r.astype(int)), n_boot=n_boot, seed=seed)
+    return [lo, hi], [elo, ehi]
+
+
 def run_probes(emb_train: np.ndarray, attr_train: Attributes, emb_val: np.ndarray, attr_val: Attributes,
                emb_test: np.ndarray, attr_test: Attributes, attributes: list[str] | None = None,
                mlp_hidden: int = 256, mlp_epochs: int = 60, alphas: tuple[float, ...] = (1.0, 10.0, 100.0, 1e3, 1e4, 1e5),
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, test_groups: np.ndarray | None = None) -> list[dict]:
     """Train probes on train identities, select on val identities, score on test identities.
 
     Returns one dict per attribute: ``probe`` (test error of the selected probe), ``trivial``,
-    ``lift``, ``ridge``/``mlp`` test errors, ``selected``, ``unit``, sample counts.
+    ``lift``, ``ridge``/``mlp`` test errors, ``selected``, ``unit``, sample counts; with ``test_groups``
+    (the identity of each test row) also ``lift_ci95`` / ``probe_ci95``, bootstrapped over test identities.
     """
     names = attributes or list(ATTRIBUTES)
     xtr, xva, xte = _standardize(np.asarray(emb_train, np.float64), np.asarray(emb_val, np.float64),
@@ -159,8 +191,12 @@ def run_probes(emb_train: np.ndarray, attr_train: Attributes, emb_val: np.ndarra
             keep = spec.valid(a) if spec.valid else np.ones(len(y), bool)
             parts.append((x[keep], y[keep]))
         (xa, ya), (xv, yv), (xt, yt) = parts
+        keep_t = spec.valid(attr_test) if spec.valid else np.ones(len(xte), bool)
         if len(ya) < 10 or len(yt) < 2:
             rows.append({"attribute": name, "error": "too few labelled samples"})
+            continue
+        if spec.kind == "classification" and len(np.unique(ya)) < 2:
+            rows.append({"attribute": name, "error": "one class only among the training labels"})
             continue
         post = spec.postprocess or (lambda p: p)
         if spec.kind == "classification":
@@ -184,7 +220,16 @@ def run_probes(emb_train: np.ndarray, attr_train: Attributes, emb_val: np.ndarra
         test_err = {k: spec.error(post(f(xt)), yt) for k, (_, f) in candidates.items()}
         probe = test_err[selected]
         lift = 1.0 - probe / trivial if trivial > 0 else 0.0
-        rows.append({"attribute": name, "unit": spec.unit, "probe": probe, "trivial": trivial, "lift": lift,
-                     "selected": selected, **{f"{k}_test": v for k, v in test_err.items()},
-                     "n_train": int(len(ya)), "n_test": int(len(yt))})
+        row = {"attribute": name, "unit": spec.unit, "probe": probe, "trivial": trivial, "lift": lift,
+               "selected": selected, **{f"{k}_test": v for k, v in test_err.items()},
+               "n_train": int(len(ya)), "n_test": int(len(yt))}
+        if spec.kind == "classification":
+            row["positive_rate_test"] = float(np.mean(np.asarray(yt) == np.max(ya)))
+        if test_groups is not None:
+            g = np.asarray(test_groups)[keep_t]
+            pred = post(candidates[selected][1](xt))
+            triv = post(trivial_pred) if spec.kind == "regression" else trivial_pred
+            row["lift_ci95"], row["probe_ci95"] = _lift_ci(spec, pred, triv, yt, g, seed)
+            row["n_test_ids"] = int(len(np.unique(g)))
+        rows.append(row)
     return rows

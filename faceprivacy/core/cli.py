@@ -130,16 +130,39 @@ def cmd_eval_verification(args: argparse.Namespace) -> int:
     if root is None and not args.dataset.startswith(("folder:", "lfw:")):
         raise InputError("no datakit found: pass --data")
     res = evaluate_verification(args.dataset, root, args.embedders, Path(args.out), split=args.split,
-                                n_impostor=args.impostors, seed=args.seed)
+                                n_impostor=args.impostors, seed=args.seed,
+                                test_root=Path(args.test_data) if args.test_data else None)
+    from .metrics import format_ci
     from .options import Summary
 
-    s = Summary(f"evaluated {len(res['embedders'])} recognizer(s) on {args.dataset} ({args.split})")
+    s = Summary(f"evaluated {len(res['embedders'])} recognizer(s) on {args.dataset} ({res['split']})")
     s.wrote(Path(args.out) / "verification.json", Path(args.out) / "report.html")
     for name, r in res["embedders"].items():
-        s.number(f"{name} TAR at FAR=1e-3 (higher is better)", r["tar@far=0.001"])
+        s.number(f"{name} TAR at FAR=1e-3 (higher is better; 95 % CI over {r.get('n_identities', '?')} ids, "
+                 f"{r['n_impostor']} impostor pairs)", format_ci(r["tar@far=0.001"], r.get("tar@far=0.001_ci95")))
         s.number(f"{name} EER (lower is better)", r["eer"])
+        for proto in ("pairs10fold", "balanced10fold"):
+            if proto in r:
+                s.number(f"{name} {proto} accuracy (always-same baseline {r[proto]['always_same_baseline']:.3f})",
+                         format_ci(r[proto]))
+        c = r.get("calibrated@far=0.001")
+        if c:
+            s.number(f"{name} at the training root's FAR=1e-3 threshold {c['threshold']:.4f}: TAR / FAR",
+                     f"{format_ci(c['tar'], c['tar_ci95'])} / {format_ci(c['far'], c['far_ci95'], digits=5)}")
     s.then(f"open {Path(args.out) / 'report.html'}")
     return s.print()
+
+
+def _impostors(v: str) -> int | None:
+    if v == "all":
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected 'all' or a number of pairs") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -186,7 +209,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--embedders", nargs="+", default=["dlib", "mobilefacenet"], metavar="NAME",
                    help="recognizers to evaluate")
     _deprecated(p, "--embedder", "embedders", nargs="+")
-    p.add_argument("--impostors", type=int, default=200_000, help="impostor pairs (>= 10/FAR for honest TAR)")
+    p.add_argument("--impostors", type=_impostors, default=None,
+                   help="impostor pairs: all (default: every impostor pair) or a random sample of N (>= 10/FAR)")
+    p.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="evaluate on every identity of this separate folder (datakit, images/<id>/ or <id>/ "
+                        "folders of aligned crops); thresholds are calibrated on the training root's identities")
     p.add_argument("--seed", type=int, default=0, help="seed of the impostor-pair sampling")
     add_out(p, default_run_dir("eval-verification"), RUN_DIR_SHOWN.format(cmd="verification"),
             help="report folder (verification.json, report.html)")

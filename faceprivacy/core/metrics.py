@@ -240,3 +240,116 @@ def rate_with_ci(hits: np.ndarray, groups: np.ndarray, **kw) -> dict:
     hits = np.asarray(hits, dtype=np.float64)
     v, lo, hi = bootstrap_ci(hits, groups, **kw)
     return {"value": v, "ci95": [lo, hi], "n": int(hits.size), "n_ids": int(np.unique(groups).size)}
+
+
+def format_ci(value: float | dict, ci95: list | tuple | None = None, n: int | None = None,
+              digits: int = 3) -> str:
+    """``"0.915 [0.880, 0.941] n=10"``: a number with its 95 % interval and n, as every report prints it.
+
+    Takes either the three parts or a :func:`rate_with_ci` dict (``n_ids`` is printed when it differs from
+    ``n``, so a reader sees how many people stand behind the interval)."""
+    if isinstance(value, dict):
+        d = value
+        value, ci95, n = d["value"], d.get("ci95"), d.get("n")
+        ids = d.get("n_ids")
+        tail = f" n={n}" + (f" ({ids} ids)" if ids is not None and ids != n else "")
+    else:
+        tail = f" n={n}" if n is not None else ""
+    s = f"{float(value):.{digits}f}"
+    if ci95 is not None and len(ci95) == 2 and all(np.isfinite(np.asarray(ci95, float))):
+        s += f" [{float(ci95[0]):.{digits}f}, {float(ci95[1]):.{digits}f}]"
+    return s + tail
+
+
+def all_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every index pair (i < j) and its same-identity flag: all genuine and *all* impostor pairs, so a
+    threshold at FAR rests on every impostor score the data holds."""
+    labels = np.asarray(labels)
+    i, j = np.triu_indices(len(labels), 1)
+    return np.stack([i, j], 1), labels[i] == labels[j]
+
+
+def verification_ci(scores: np.ndarray, same: np.ndarray, id_a: np.ndarray, id_b: np.ndarray,
+                    fars: tuple[float, ...] = FARS, thresholds: dict[float, float] | None = None,
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """95 % identity-bootstrap intervals of TAR@FAR (threshold re-estimated in every resample), AUC, and, for
+    fixed ``thresholds`` (e.g. calibrated on another root), TAR and FAR at those thresholds.
+
+    One resample draws identities with replacement; a genuine pair of identity a counts ``c_a`` times and an
+    impostor pair (a, b) ``c_a * c_b`` times, where ``c`` are the draw counts. Pairs therefore move with
+    their people, and the interval reflects how many people were measured (not how many pairs)."""
+    scores, same = np.asarray(scores, np.float64), np.asarray(same, bool)
+    ua, inv = np.unique(np.r_[np.asarray(id_a), np.asarray(id_b)], return_inverse=True)
+    a, b = inv[:len(scores)], inv[len(scores):]
+    order = np.argsort(-scores, kind="mergesort")
+    s, y, a, b = scores[order], same[order], a[order], b[order]
+    rng = np.random.default_rng(seed)
+    out: dict = {"n_identities": int(ua.size), "n_boot": n_boot}
+    keys = [f"tar@far={f:g}" for f in fars] + ["auc"]
+    fixed = sorted((thresholds or {}).items())
+    keys += [f"tar@thr_far={f:g}" for f, _ in fixed] + [f"far@thr_far={f:g}" for f, _ in fixed]
+    boots = {k: np.empty(n_boot) for k in keys}
+    pos = {f: int(np.searchsorted(-s, -t, side="left")) for f, t in fixed}  # rows with score > t come first
+    for r in range(n_boot):
+        c = np.bincount(rng.integers(0, ua.size, ua.size), minlength=ua.size).astype(np.float64)
+        w = np.where(y, c[a], c[a] * c[b])
+        wg, wi = np.where(y, w, 0.0), np.where(y, 0.0, w)
+        cg, ci = np.cumsum(wg), np.cumsum(wi)
+        tg, ti = max(cg[-1], 1e-12), max(ci[-1], 1e-12)
+        for f in fars:
+            k = int(np.searchsorted(ci, f * ti, side="right"))  # rows before the first impostor beyond FAR
+            boots[f"tar@far={f:g}"][r] = (cg[k - 1] if k > 0 else 0.0) / tg
+        boots["auc"][r] = float(np.sum(wi * (cg - wg))) / (tg * ti)
+        for f, p in pos.items():
+            boots[f"tar@thr_far={f:g}"][r] = (cg[p - 1] if p > 0 else 0.0) / tg
+            boots[f"far@thr_far={f:g}"][r] = (ci[p - 1] if p > 0 else 0.0) / ti
+    for k, v in boots.items():
+        out[k] = [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))]
+    return out
+
+
+def balanced_pairs(labels: np.ndarray, n_folds: int = 10, per_fold: int = 300,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """An LFW-style balanced protocol: identities dealt into ``n_folds`` disjoint folds; each fold gets up to
+    ``per_fold`` genuine and the same number of impostor pairs from its own identities (so the always-same
+    answer scores 0.5, and no person appears in two folds). Returns (pairs, same, fold)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(np.unique(labels))
+    pairs, same, fold = [], [], []
+    for f in range(n_folds):
+        fid = ids[f::n_folds]
+        rows = np.flatnonzero(np.isin(labels, fid))
+        if len(fid) < 2:
+            continue
+        p, s = all_pairs(labels[rows])
+        gen, imp = p[s], p[~s]
+        n = min(per_fold, len(gen), len(imp))
+        if n == 0:
+            continue
+        g = gen[rng.choice(len(gen), n, replace=False)]
+        i = imp[rng.choice(len(imp), n, replace=False)]
+        pairs.append(rows[np.vstack([g, i])])
+        same.append(np.r_[np.ones(n, bool), np.zeros(n, bool)])
+        fold.append(np.full(2 * n, f))
+    if not pairs:
+        return np.zeros((0, 2), int), np.zeros(0, bool), np.zeros(0, int)
+    return np.vstack(pairs), np.concatenate(same), np.concatenate(fold)
+
+
+def accuracy_10fold_with_ci(scores: np.ndarray, same: np.ndarray, folds: np.ndarray,
+                            groups: np.ndarray, seed: int = 0) -> dict:
+    """10-fold pair accuracy (threshold from the other folds) with an identity-bootstrap interval over the
+    per-pair correctness, and the always-same baseline (the share of same-person pairs)."""
+    scores, same, folds = np.asarray(scores, np.float64), np.asarray(same, bool), np.asarray(folds)
+    correct = np.zeros(len(scores))
+    accs = []
+    for f in np.unique(folds):
+        test = folds == f
+        t = best_threshold(scores[~test], same[~test])
+        correct[test] = (scores[test] > t) == same[test]
+        accs.append(correct[test].mean())
+    r = rate_with_ci(correct, groups, seed=seed)
+    r.update({"fold_std": float(np.std(accs)), "always_same_baseline": float(same.mean()),
+              "n_same": int(same.sum()), "n_different": int((~same).sum())})
+    return r

@@ -14,7 +14,15 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the de-identification sub-commands."""
-    from ..core.options import RUN_DIR_SHOWN, add_common, add_out, command, default_run_dir, derived_path
+    from ..core.options import (
+        RUN_DIR_SHOWN,
+        add_common,
+        add_deprecated,
+        add_out,
+        command,
+        default_run_dir,
+        derived_path,
+    )
 
     p = command(sub, "anonymize", "anonymize every face of an image or a folder (keyed, reversible)",
                 examples=["faceprivacy anonymize photos/ --passphrase-file key.txt   # -> photos_anonymized/",
@@ -74,9 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = command(sub, "eval-deid", "end-to-end evaluation of de-identification on held-out people "
                                   "(full frames + aligned crops, every method side by side)",
                 examples=["faceprivacy eval-deid --quick",
-                          "faceprivacy eval-deid --identities val --recognizers dlib mobilefacenet",
+                          "faceprivacy eval-deid --identities val --embedders dlib mobilefacenet",
                           "faceprivacy eval-deid --per-id 2 --methods donor blur stranger -o eval_mine/"])
-    e.add_argument("--data", type=Path, default=None,
+    e.add_argument("--data", default=None,
                    help="training datakit (thresholds, stranger bank; default ../shared/datakit)")
     e.add_argument("--test-data", type=Path, default=None,
                    help="evaluate the people of this root instead (thresholds still from --data)")
@@ -88,15 +96,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--methods", nargs="+", default=None,
                    help="methods to compare (default: the default method, riddle, blur, pixelate, mask and "
                         "the real-stranger swap 'stranger')")
-    e.add_argument("--recognizers", nargs="+", default=None,
+    e.add_argument("--embedders", dest="recognizers", nargs="+", default=None,
                    choices=("mobilefacenet-onnx", "dlib", "mobilefacenet"),
                    help="default all three; to select a method use only dlib and mobilefacenet (CASIA): the "
                         "ONNX MobileFaceNet is the independent judge")
-    e.add_argument("--protocols", nargs="+", default=None, choices=("frames", "aligned"))
+    e.add_argument("--protocols", nargs="+", default=None, choices=("frames", "aligned"),
+                   help="full frames through the anonymize pipeline, aligned crops, or both (default both)")
     e.add_argument("--max-ids", type=int, default=None, help="at most this many people (0 = all; default all)")
     e.add_argument("--per-id", type=int, default=None, help="probe photos per person (default 4)")
     e.add_argument("--max-distractors", type=int, default=None, help="distractor people in the gallery")
-    e.add_argument("--faces-per-frame", type=int, default=None)
+    e.add_argument("--faces-per-frame", type=int, default=None,
+                   help="faces pasted into each full frame (default: the evaluation's preset)")
     e.add_argument("--face-px", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                    help="face widths in the full frames (default 80 300)")
     e.add_argument("--detectors", nargs="*", default=None, choices=("hog", "cnn"),
@@ -105,10 +115,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MMOD detection runs on a seeded subset of this many probes (default 48; ~1-5 s a crop)")
     e.add_argument("--no-attributes", action="store_true", help="skip the age/gender model")
     e.add_argument("--no-two-sample", action="store_true", help="skip the real-vs-anonymized classifier")
-    e.add_argument("--seed", type=int, default=None)
+    e.add_argument("--seed", type=int, default=None, help="seed of the frame layout and sampling (not of keys)")
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     e.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, minutes on a CPU)")
     e.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
+    add_deprecated(e, "--recognizers", "recognizers", nargs="+", choices=("mobilefacenet-onnx", "dlib", "mobilefacenet"))
     _model_args(e)
     add_common(e)
     e.set_defaults(func=_cmd_eval)

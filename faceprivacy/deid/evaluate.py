@@ -33,6 +33,7 @@ import numpy as np
 
 from ..core.errors import InputError
 from ..core.fileio import atomic_write_json
+from ..core.options import stage
 from ..core.progress import progress
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
             objs[name] = build_stranger(data) if name == "stranger" else factory(name)
 
     # ----- run every method through both protocols -----
+    stage(1, 3, f"anonymizing {n} probe face(s) with {len(cfg.methods)} method(s): {', '.join(cfg.protocols)}")
     runs: dict[str, dict[str, SetCrops]] = {p: {} for p in cfg.protocols}
     originals: dict[str, np.ndarray] = {}
     frames = make_frames(data.x, cfg.faces_per_frame, cfg.face_px, seed=cfg.seed) if "frames" in cfg.protocols else []
@@ -186,6 +188,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
                                          po.wrong, po.anonymized, po.recovered_exact, po.notes)
 
     # ----- identity -----
+    stage(2, 3, f"identity, attributes and detection with {', '.join(cfg.recognizers)}")
     y = data.y
     res: dict = {"config": asdict(cfg), "data_root": data.train_root, "eval_root": data.eval_root,
                  "n_probes": n, "n_identities": data.n_eval_ids, "n_gallery": len(data.yg),
@@ -271,6 +274,8 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "eval_deid.json", res)
     from .evaluation.report import write_report
+
+    stage(3, 3, f"writing the report to {out_dir}")
 
     write_report(res, runs, originals, frames, objs, out_dir / "eval_deid.html", cfg)
     return res

@@ -378,6 +378,9 @@ def write_anonymized(out_path: str | os.PathLike, img: np.ndarray, record: bytes
         data = encode_image(img, fmt, icc_profile=icc_profile, png_text=text if fmt == "PNG" else None,
                             description=None if fmt == "PNG" else MARKER)
         atomic_write_bytes(out_path, data)
+        # a sidecar left by an earlier run into the same name belongs to another image: remove it (were this
+        # step interrupted, the reader would still refuse it, since the new image names no record id)
+        sidecar_path(out_path).unlink(missing_ok=True)
         return [out_path]
     mark = _marker(record)
     data = encode_image(img, fmt, icc_profile=icc_profile, png_text={MARKER_KEY: mark} if fmt == "PNG" else None,

@@ -127,29 +127,47 @@ def kid_reference(data_root: Path, mfn, f_test: np.ndarray, n: int = 500, seed: 
     return metrics.kid(f_tr, f_test, subset_size=min(500, len(f_tr), len(f_test)), seed=seed)[0]
 
 
-def load_test_faces(data_root: Path, max_test: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 crops + labels of the CelebA subset's held-out test identities (``identity_split`` seed 0)."""
+def load_test_faces(data_root: Path, max_test: int | None = None, seed: int = 0,
+                    test_root: Path | None = None, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 crops + labels of the CelebA subset's held-out ``split`` identities (``identity_split`` seed 0),
+    or of every identity of a separate ``test_root`` (``core.testset``; it must not hold training people)."""
     from ..core.data import celeba_subset, identity_split
     from ..core.imageio import load_image
-    test = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    splits = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))
+    if test_root is not None:
+        from ..core.testset import load_test_root, require_disjoint
+        test = load_test_root(test_root)
+        require_disjoint(splits["train"].identities + splits["val"].identities, test, "training and validation")
+    else:
+        test = splits[split]
     idx = np.arange(len(test))
     if max_test is not None and max_test < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_test, replace=False))
     imgs = np.stack([load_image(test.paths[i]) for i in idx])
     if imgs.shape[1:3] != (112, 112):
-        raise InputError(f"CelebA subset crops must be 112x112, got {imgs.shape[1:3]}")
+        raise InputError(f"test crops must be 112x112 ArcFace-aligned, got {imgs.shape[1:3]}")
     return imgs, test.labels[idx]
+
+
+def _mean_ci(values: np.ndarray, groups: np.ndarray) -> dict:
+    from ..core.metrics import bootstrap_ci
+    v, lo, hi = bootstrap_ci(np.asarray(values, float), groups)
+    return {"value": v, "ci95": [lo, hi], "n": int(len(values)), "n_ids": int(len(np.unique(groups)))}
 
 
 def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike, weights: str | None = None,
                        backend: str = "lite", n_samples: int = 500, max_test: int | None = None,
-                       device: str = "cpu", seed: int = 0) -> dict:
-    """Full held-out evaluation; writes ``generator_eval.json``, ``generator_eval.html``, ``contact_sheet.png``."""
+                       device: str = "cpu", seed: int = 0, test_root: Path | None = None) -> dict:
+    """Full held-out evaluation; writes ``generator_eval.json``, ``generator_eval.html``, ``contact_sheet.png``.
+
+    Rates and means carry 95 % bootstrap intervals over test identities. The MobileFaceNet threshold at FAR
+    1e-3 comes from all impostor pairs of the training root's validation identities (never the test set)."""
     import torch
 
     from ..core import metrics
     from ..core.embedders import embed_arcface_crops, get_embedder
     from ..core.fileio import atomic_path, atomic_write_json
+    from ..core.metrics import format_ci, rate_with_ci
     from ..core.report import HtmlReport, array_to_png_bytes, image_grid, rounded
     from .generator_loader import load_generator
 
@@ -159,7 +177,7 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
     if gen.alignment != "arcface112" or gen.resolution != 112:
         raise InputError(f"eval-generator needs a 112x112 ArcFace-layout generator, got {gen.alignment} "
                          f"{gen.resolution}")
-    imgs, labels = load_test_faces(data_root, max_test, seed)
+    imgs, labels = load_test_faces(data_root, max_test, seed, test_root=test_root)
     t0 = time.time()
     rec = reconstruct(gen, imgs)
     t_rec = time.time() - t0
@@ -169,11 +187,14 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
     f_real = embed_arcface_crops(mfn, imgs)
     f_rec = embed_arcface_crops(mfn, rec)
     f_samp = embed_arcface_crops(mfn, samples)
-    pairs, same = metrics.genuine_impostor_pairs(labels, n_impostor=20000, seed=seed)
+    val_imgs, val_labels = load_test_faces(data_root, None, seed, split="val")
+    vp, vs = metrics.all_pairs(val_labels)
+    thr = metrics.threshold_at_far(metrics.pair_scores(embed_arcface_crops(mfn, val_imgs), vp)[~vs], 1e-3)
+    pairs, same = metrics.all_pairs(labels)
     scores = metrics.pair_scores(f_real, pairs)
-    thr = metrics.threshold_at_far(scores[~same], 1e-3)
     rec_scores = np.sum(f_real * f_rec, axis=1)
     real_tar = float(np.mean(scores[same] > thr))
+    real_far = float(np.mean(scores[~same] > thr))
 
     d_real = dlib_raw_arcface(imgs)
     d_rec = dlib_raw_arcface(rec)
@@ -206,6 +227,14 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
         "kid_samples_vs_real_mfn": kid_s[0], "kid_samples_vs_real_mfn_std": kid_s[1],
         "kid_recon_vs_real_mfn": kid_r[0],
         "recon_s_per_face": t_rec / max(len(imgs), 1), "device": device, "latent_probes": probes,
+        "threshold_source": f"all {int((~vs).sum())} impostor pairs of the training root's validation identities",
+        "mobilefacenet_real_pair_far_at_thr": real_far,
+        "test_data": str(test_root) if test_root is not None else "held-out test identities of the training root",
+        "intervals": {"recon_mobilefacenet_pass@far1e-3": rate_with_ci(rec_scores > thr, labels),
+                      "recon_dlib_pass@0.6": rate_with_ci(d_dist < 0.6, labels),
+                      "ssim_mean": _mean_ci(np.asarray(ssims), labels),
+                      "psnr_mean": _mean_ci(np.asarray(psnrs), labels),
+                      "recon_mobilefacenet_cos_mean": _mean_ci(rec_scores, labels)},
         "targets": {"recon_mobilefacenet_pass@far1e-3": 0.70, "recon_dlib_pass@0.6": 0.80,
                     "samples_hog_detect_rate": 0.90},
     }
@@ -223,7 +252,10 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
     _findings(rep, summary)
     rep.paragraph(f"Held-out CelebA test identities: {summary['n_test_images']} images of "
                   f"{summary['n_test_identities']} people; {n_samples} prior samples.")
-    rep.table([{"metric": k, "value": v} for k, v in summary.items() if not isinstance(v, dict)])
+    rep.paragraph("Brackets: 95 % bootstrap interval over test identities; n = test images (identities).")
+    rep.table([{"metric": k, "value": format_ci(v) if k in summary["intervals"] else v}
+               for k, v in {**summary, **summary["intervals"]}.items() if not isinstance(v, dict) or k in
+               summary["intervals"]])
     rep.paragraph("Latent probes (dlib distances; A, B = different test identities): "
                   + json.dumps(rounded(probes)))
     rep.image(sheet, "rows: real test faces; their reconstructions; 2 rows of random samples; "

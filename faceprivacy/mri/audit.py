@@ -78,6 +78,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
     defaced and probed)."""
     from ..core.errors import InputError
     from ..core.imageio import save_image
+    from ..core.options import stage
     from .bids import select_participants
 
     methods = methods or ["mask", "shear", "reface"]
@@ -89,6 +90,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
     if participant_labels:
         chosen = {s.stem for s in select_participants(scans, participant_labels)}
         probe_subjects = [s for s in (probe_subjects or chosen) if s in chosen]
+    stage(1, 4, f"loading {len(scans)} scan(s), the template and the refacing model")
     vols = [load_volume(s.path) for s in scans]  # validate all inputs before any work
     tpl = load_template(data_root)
     model = load_reface_model(weights)
@@ -99,6 +101,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
     for scan, vol in progress(list(zip(scans, vols, strict=True)), desc="subjects"):
         key = scan.stem
         t0 = time.perf_counter()
+        stage(2, 4, f"{key}: registration to the template")
         reg = register_affine(vol, tpl.head, "fast", seed=seed)
         omask = head_mask(vol.data)
         sub: dict = {"registration_s": reg.seconds, "defacers": {}}
@@ -109,6 +112,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
         region = None
         probe = probe_subjects is None or key in probe_subjects
         for m in methods if probe else []:
+            stage(2, 4, f"{key}: deface with {m}, refacing attack, utility")
             r = deface(vol, tpl, method=m, registration=reg, check_brain=False)  # measured, not refused
             if region is None:
                 region = face_region_for_msd(r.face_region, vol) & (vol.data >= 0)
@@ -143,6 +147,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
         else:
             res.setdefault("gallery_only", []).append(key)
     # re-identification
+    stage(3, 4, f"re-identification: {len(faces_all)} rendered faces against a gallery of {len(gallery)}")
     states = sorted({f.state for f in faces_all})
     glabels = [f.label for f in gallery]
     res["reid"]["gallery_size"] = len(gallery)
@@ -159,6 +164,7 @@ def run_audit(bids_dir: str | Path, out_dir: str | Path, methods: list[str] | No
             pf = [f for f in faces_all if f.state == st]
             per[st] = rank1(embed_faces(emb, pf), [f.label for f in pf], g, glabels)
         res["reid"][rec] = per
+    stage(4, 4, f"writing the report to {out}")
     res["renders"] = {}
     for key, rows in renders_html.items():
         for state, imgs in rows.items():

@@ -4,6 +4,7 @@ eval-unlearning`` (the 1-SHUI benchmark -> JSON + HTML)."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -18,13 +19,6 @@ WEIGHTS_ID_META = "unlearn_idhead_metaloss.pt"
 SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
 ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
 ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
-#: defaults of the second task (``--task identity``); explicit flags override them (see docs/unlearn.md)
-IDENTITY_PRESET = {"embedder": "dlib", "epochs": 100, "label_smoothing": 0.1, "meta_iters": 20000, "eta": 10.0,
-                   "meta_dropout": 0.0, "outer": "oof", "val_kl": 1.0, "meta_update": "weights", "proj_rank": 1,
-                   "k_power": 0.5, "request_k_power": 1.0, "oof_folds": 40, "tune_ks": [5, 10],
-                   "tune_seeds": [1000, 1001, 1002, 1003, 1004, 1005]}
-
-
 def _weights(name: str) -> Path:
     from ..core.paths import weights_dir
 
@@ -63,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "faceprivacy eval-unlearning --k 5 10 --seeds 0 1 2 3 4 --methods metaunlearn neggrad",
                           "faceprivacy eval-unlearning --task identity -o eval_identity/"])
     e.add_argument("--data", default=None, help="datakit root or celeba_subset_aligned112 folder")
+    e.add_argument("--test-data", default=None, metavar="ROOT",
+                   help="test people (test accuracy, MIA non-members) = every identity of this separate folder "
+                        "(datakit, images/<id>/ or <id>/ folders of aligned crops) instead of the split's test ids")
     add_out(e, default_run_dir("eval-unlearning"), RUN_DIR_SHOWN.format(cmd="unlearning"),
             help="output folder (unlearning.json / .html)")
     e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
@@ -100,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
                         "person (majority vote of the teacher over the person's photos; second task, implies "
-                        f"the defaults {IDENTITY_PRESET})")
+                        "the identity preset of unlearn.evaluate.identity_preset; explicit flags override it)")
     e.add_argument("--embedder", default=None, choices=["dlib", "mobilefacenet", "mobilefacenet-onnx"],
                    help="train an MLP head (LayerNorm-ed features) on this frozen face embedder's descriptors "
                         "instead of a CNN on pixels (default dlib with --task identity)")
@@ -114,70 +111,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
     e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
     e.add_argument("--save-models", default=None, help="folder to save the original model and MetaLoss")
+    e.add_argument("--from-json", default=None, metavar="UNLEARNING_JSON",
+                   help="re-summarise the requests of an earlier unlearning.json (intervals, worst request) into "
+                        "--out without running anything")
     add_common(e)
     e.set_defaults(func=cmd_eval)
 
 
-def _load_support(paths: list[str], size: int) -> tuple[object, list]:
-    """Support images resized to the model's input (and the 112x112 crops for the teacher/embedder)."""
-    import numpy as np
-    from PIL import Image
-
-    from ..core.imageio import load_image
-
-    crops, small = [], []
-    for s in paths:
-        rgb = Image.fromarray(load_image(s))  # EXIF, mode conversion, bomb/corrupt-file checks -> InputError
-        crops.append(np.asarray(rgb.resize((112, 112), Image.BILINEAR)))
-        small.append(np.asarray(rgb.resize((size, size), Image.BILINEAR)))
-    return np.stack(small), crops
-
-
 def cmd_unlearn(args: argparse.Namespace) -> int:
-    """Load model (+ MetaLoss), apply one support-only unlearning method, save the new model."""
-    import torch
+    """Check the support images, apply one support-only unlearning method, save the new model."""
+    from .request import forget
 
-    from ..core.fileio import check_output
-    from .metaloss import load_metaloss
-    from .methods import UnlearnContext, get_method
-    from .model import load_model, predict, save_model, to_float
-
-    # never overwrite an input (the model, the MetaLoss or a support image), before any work
-    check_output(args.out, [*args.support, *(p for p in (args.model, args.metaloss) if p)])
-    torch.set_num_threads(max(1, args.threads))
     ident = args.task == "identity"
-    model = load_model(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL))
-    x, crops = _load_support(args.support, model.cfg.size)
-    if model.cfg.kind == "mlp":
-        import numpy as np
-
-        from ..core.embedders import embed_arcface_crops, get_embedder
-        from ..core.paths import default_data_root
-
-        root = Path(args.data) if args.data else default_data_root()
-        x = np.asarray(embed_arcface_crops(get_embedder(model.cfg.embedder or "dlib", root), np.stack(crops)),
-                       np.float32)
-    labels = args.labels if args.labels != "auto" else ("model" if model.cfg.kind == "mlp" else "teacher")
-    if labels == "teacher":
-        from .teacher import AgeGenderTeacher
-
-        y = torch.as_tensor(AgeGenderTeacher().predict(crops)["label"], dtype=torch.long)
-    else:
-        y = predict(model, x).argmax(1)
-    ctx = UnlearnContext()
-    extra = {}
-    if args.method == "metaunlearn":
-        ctx.meta, extra = load_metaloss(args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META))
-        ctx.eta = float(extra.get("eta", ctx.eta))
-    fn, _full = get_method(args.method)
-    t0 = time.perf_counter()
-    new = fn(model, to_float(x), y, ctx)
-    dt = time.perf_counter() - t0
-    save_model(new, args.out, {"unlearned_with": args.method, "n_support": len(args.support)})
+    r = forget(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL), args.support, args.out,
+               method=args.method, metaloss_path=args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META),
+               labels=args.labels, threads=args.threads, data_root=Path(args.data) if args.data else None)
     from ..core.options import Summary
 
-    return (Summary(f"unlearned {len(args.support)} person(s) with {args.method} in {dt:.2f} s", written=[str(args.out)])
-            .then(f"faceprivacy eval-unlearning --methods {args.method}   # how well this method forgets, on "
+    return (Summary(f"unlearned {r.n_support} person(s) with {r.method} in {r.seconds:.2f} s", written=[str(r.out)])
+            .then(f"faceprivacy eval-unlearning --methods {r.method}   # how well this method forgets, on "
                   "held-out people").print())
 
 
@@ -188,35 +140,23 @@ _META_OVERRIDES = (("meta_dropout", "dropout"), ("outer", "outer"), ("val_kl", "
                    ("oof_folds", "oof_folds"))
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Run the 1-SHUI evaluation and write JSON + HTML."""
-    import torch
+def _eval_config(args: argparse.Namespace):
+    """The EvalConfig of a command line: the task's preset, then every flag the user gave."""
+    from dataclasses import replace
 
-    from ..core.paths import default_data_root
-    from .data import load_task_data
-    from .evaluate import EvalConfig, run_eval, write_report
-    from .metaloss import load_metaloss, save_metaloss
-    from .model import load_model, save_model
-
-    torch.set_num_threads(max(1, args.threads))
-    root = Path(args.data) if args.data else default_data_root()
-    if root is None or not Path(root).exists():
-        raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda requested but CUDA is not available")
-    cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
-                     tune=not args.no_tune)
+    from .evaluate import EvalConfig, identity_preset
     from .model import MLP_WIDTHS, ModelConfig
 
+    cfg = EvalConfig(ks=tuple(args.k), seeds=tuple(args.seeds), methods=tuple(args.methods), device=args.device,
+                     tune=not args.no_tune)
     if args.task == "identity":
-        for k, v in IDENTITY_PRESET.items():
-            if getattr(args, k) is None:
-                setattr(args, k, v)
+        cfg = identity_preset(cfg)
     if args.embedder:
         cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=tuple(args.widths or MLP_WIDTHS),
                                 embedder=args.embedder, norm=True)
     elif args.widths:
-        cfg.model = ModelConfig(size=args.size, widths=tuple(args.widths))
+        cfg.model = (replace(cfg.model, widths=tuple(args.widths)) if cfg.model is not None
+                     else ModelConfig(size=args.size, widths=tuple(args.widths)))
     if args.tune_ks:
         cfg.tune_ks = tuple(args.tune_ks)
     if args.tune_seeds:
@@ -227,17 +167,73 @@ def cmd_eval(args: argparse.Namespace) -> int:
         cfg.train.epochs = args.epochs
     if args.label_smoothing is not None:
         cfg.train.label_smoothing = args.label_smoothing
-    for arg, field in _META_OVERRIDES:
+    for arg, fld in _META_OVERRIDES:
         if getattr(args, arg) is not None:
-            setattr(cfg.meta, field, getattr(args, arg))
+            setattr(cfg.meta, fld, getattr(args, arg))
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:
         cfg.meta.lr = args.meta_lr
+    return cfg
+
+
+def _summary_line(s: dict) -> str:
+    from ..core.metrics import format_ci
+
+    n = s["n_seeds"]
+    return (f"K={s['K']:>2} {s['method']:<20} ToW {format_ci(s['ToW'], s.get('ToW_ci95'), n)} "
+            f"(worst {s.get('ToW_worst', float('nan')):.3f}, p10 {s.get('ToW_p10', float('nan')):.3f})  "
+            f"MIA AUC {format_ci(s['MIA_AUC'], s.get('MIA_AUC_ci95'))}  test drop "
+            f"{100 * s.get('test_drop', float('nan')):.1f} pt  {s['seconds']:.3f}s")
+
+
+def _print_summary(summary: list[dict]) -> None:
+    for s in summary:
+        print(_summary_line(s))
+
+
+def _resummarise(src: Path, out: Path) -> int:
+    """Summary with intervals of an earlier run's requests (the runs themselves are not changed)."""
+    from .evaluate import summarise, write_report
+
+    try:
+        res = json.loads(src.read_text())
+        runs = res["runs"]
+        methods = list(res["config"]["methods"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{src} is not an unlearning.json with runs: {e}") from None
+    res["summary"] = summarise(runs, methods)
+    res["resummarised_from"] = str(src)
+    jp, hp = write_report(res, out)
+    _print_summary(res["summary"])
+    print(f"wrote {jp} and {hp}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run the 1-SHUI evaluation and write JSON + HTML."""
+    import torch
+
+    from ..core.paths import default_data_root
+    from .data import load_task_data
+    from .evaluate import run_eval, write_report
+    from .metaloss import load_metaloss, save_metaloss
+    from .model import load_model, save_model
+
+    if args.from_json:
+        return _resummarise(Path(args.from_json), Path(args.out))
+    torch.set_num_threads(max(1, args.threads))
+    root = Path(args.data) if args.data else default_data_root()
+    if root is None or not Path(root).exists():
+        raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda requested but CUDA is not available")
+    cfg = _eval_config(args)
+    embedder = cfg.model.embedder if cfg.model is not None and cfg.model.kind == "mlp" else None
     t0 = time.perf_counter()
-    td = load_task_data(root, size=args.size, task=args.task, embedder=args.embedder)
+    td = load_task_data(root, size=args.size, task=args.task, embedder=embedder, test_root=args.test_data)
     log = {"load_s": time.perf_counter() - t0}
     original = load_model(args.model) if args.model else None
     meta = None
@@ -245,25 +241,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
         meta, extra = load_metaloss(args.metaloss)
         if not args.eta and "eta" in extra:
             cfg.meta.eta = float(extra["eta"])
-    res = run_eval(td, cfg, original=original, meta=meta, log=log)
+    from ..core.fileio import atomic_write_json
+
+    partial = Path(args.out) / "unlearning.partial.json"
+    r = run_eval(td, cfg, original=original, meta=meta, log=log,
+                 on_request=lambda rep: atomic_write_json(partial, rep))
+    res = r.report
+    if args.test_data:
+        res["config"]["test_data"] = str(args.test_data)
     if args.save_models:
         d = Path(args.save_models)
         mname, xname = (WEIGHTS_ID_MODEL, WEIGHTS_ID_META) if args.task == "identity" else (WEIGHTS_MODEL,
                                                                                              WEIGHTS_META)
-        save_model(res["_original"].cpu(), d / mname, {"trained": res["log"].get("original_train"),
-                                                        "task": args.task})
-        if res["_meta"] is not None:
+        save_model(r.original.cpu(), d / mname, {"trained": res["log"].get("original_train"), "task": args.task})
+        if r.meta is not None:
             eta = (res.get("tuning", {}).get("metaunlearn") or {}).get("best") or cfg.meta.eta
-            save_metaloss(res.pop("_meta"), d / xname, {"eta": eta,
-                                                               "trained": res["log"].get("meta_train")})
-    res.pop("_original", None)
-    res.pop("_meta", None)
+            save_metaloss(r.meta, d / xname, {"eta": eta, "trained": res["log"].get("meta_train")})
     jp, hp = write_report(res, args.out)
+    partial.unlink(missing_ok=True)
     from ..core.options import Summary
 
     s = Summary(f"evaluated {len(args.methods)} unlearning method(s), K={' '.join(map(str, args.k))}, "
                 f"{len(args.seeds)} seed(s)").wrote(jp, hp)
-    s.details = [f"K={r['K']:>2} {r['method']:<20} ToW {r['ToW']:.3f}  MIA AUC {r['MIA_AUC']:.3f}  "
-                 f"test {r['test_acc']:.3f}  forget {r['forget_acc']:.3f}  {r['seconds']:.3f}s" for r in res["summary"]]
-    s.notes.append("ToW: higher is better (1 = same as retraining); MIA AUC: 0.5 is the goal")
+    s.details = [_summary_line(r) for r in res["summary"]]
+    s.notes.append("ToW: higher is better (1 = same as retraining); MIA AUC: 0.5 is the goal; brackets: 95 % "
+                   "interval over requests")
     return s.then(f"open {hp}").print()

@@ -143,10 +143,12 @@ def embed_images(paths: list[Path], embedder: str, data_root: Path | None = None
 
 
 def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, task: str = "image",
-                   embedder: str | None = None) -> TaskData:
+                   embedder: str | None = None, test_root: str | Path | None = None) -> TaskData:
     """The CelebA subset as a 1-SHUI task: project identity split (seed 0), train/val/test indices,
     teacher labels (per image, or per identity for ``task="identity"``), supports held out of training.
-    With ``embedder`` the inputs ``x`` are that frozen embedder's descriptors instead of resized images."""
+    With ``embedder`` the inputs ``x`` are that frozen embedder's descriptors instead of resized images.
+    With ``test_root`` the test rows are every image of that separate folder (``core.testset``) instead of
+    the split's test identities; it must not share people with the training or validation identities."""
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
     root = Path(root)
@@ -157,6 +159,12 @@ def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, 
         kit = root.parent
     ds = celeba_subset(root)
     split = identity_split(ds)
+    tds = None
+    if test_root is not None:  # checked before any image is embedded or labelled
+        from ..core.testset import load_test_root, require_disjoint
+
+        tds = load_test_root(test_root)
+        require_disjoint(split["train"].identities + split["val"].identities, tds, "training and validation")
     index = {p: i for i, p in enumerate(ds.paths)}
     parts = {k: np.asarray(sorted(index[p] for p in v.paths), dtype=np.int64) for k, v in split.items()}
     from .teacher import combined_label
@@ -165,8 +173,17 @@ def load_task_data(root: str | Path, size: int = 64, cache: Path | None = None, 
     ident = ds.labels.astype(np.int64)
     y = combined_label(p_female, age) if task == "image" else identity_labels(p_female, age, ident)
     x = load_images(ds.paths, size) if not embedder else embed_images(ds.paths, embedder, kit)
-    td = TaskData(x=x, y=np.asarray(y, np.int64), ident=ident, names=ds.names,
-                  train=parts["train"], val=parts["val"], test=parts["test"], task=task)
+    names, test = list(ds.names), parts["test"]
+    if tds is not None:
+        tpf, tage = teacher_outputs(tds, cache)
+        tident = tds.labels.astype(np.int64) + len(names)
+        ty = combined_label(tpf, tage) if task == "image" else identity_labels(tpf, tage, tident)
+        tx = load_images(tds.paths, size) if not embedder else embed_images(tds.paths, embedder, kit)
+        test = np.arange(len(x), len(x) + len(tx), dtype=np.int64)
+        x, y, ident = np.concatenate([x, tx]), np.concatenate([y, ty]), np.concatenate([ident, tident])
+        names += list(tds.names)
+    td = TaskData(x=x, y=np.asarray(y, np.int64), ident=ident, names=names,
+                  train=parts["train"], val=parts["val"], test=test, task=task)
     td.support = hold_out_supports(td.ident, td.train)
     return td
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.fileio import atomic_write_json
+from ..core.options import stage
 from ..core.report import HtmlReport
 from .data import ForgetRequest, TaskData, make_request
 from .metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs
@@ -38,6 +40,30 @@ class EvalConfig:
     tune: bool = True
     tune_ks: tuple[int, ...] = (5,)
     tune_seeds: tuple[int, ...] = (1000,)
+
+
+def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
+    """The second task's recipe (``--task identity``): an MLP head on LayerNorm-ed dlib descriptors, one label
+    per person, the 40-group out-of-fold MetaLoss; see docs/unlearn.md. Explicit CLI flags are applied on top
+    of the returned config, so a preset value and a flag never fight over an argparse namespace."""
+    from .model import MLP_WIDTHS
+
+    cfg = cfg or EvalConfig()
+    cfg.train = replace(cfg.train, epochs=100, label_smoothing=0.1)
+    cfg.meta = replace(cfg.meta, iters=20000, eta=10.0, dropout=0.0, outer="oof", val_kl=1.0, update="weights",
+                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40)
+    cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=MLP_WIDTHS, embedder="dlib", norm=True)
+    cfg.tune_ks, cfg.tune_seeds = (5, 10), (1000, 1001, 1002, 1003, 1004, 1005)
+    return cfg
+
+
+@dataclass
+class EvalResult:
+    """What :func:`run_eval` returns: the JSON-able numbers, and the two models (never written to the JSON)."""
+
+    report: dict
+    original: TaskCNN
+    meta: MetaLoss | None
 
 
 def _sync(device: str) -> None:
@@ -96,8 +122,10 @@ def memorisation_report(model: TaskCNN, xt: torch.Tensor, yt: torch.Tensor, td: 
 
 
 def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, meta: MetaLoss | None = None,
-             log: dict | None = None) -> dict:
-    """Run the protocol; trains the original model and the MetaLoss unless given. Returns the result dict."""
+             log: dict | None = None, on_request: Callable[[dict], None] | None = None) -> EvalResult:
+    """Run the protocol; trains the original model and the MetaLoss unless given. Requests run seed by seed
+    (every K of one seed, then the next seed), and ``on_request(report_so_far)`` is called after each one, so
+    a long run can save partial results that cover every K evenly."""
     dev = cfg.device
     xt = to_float(td.x).to(dev)
     yt = torch.as_tensor(td.y, dtype=torch.long, device=dev)
@@ -108,6 +136,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                  "data": {"n_train_fit": int(len(td.train_fit)), "n_val": int(len(td.val)),
                           "n_test": int(len(td.test)), "n_train_ids": int(len(td.train_identities))}}
     res["log"] = dict(log or {})
+    stage(1, 3, "original model" + (" (training)" if original is None else " (given)"))
     if original is None:
         original, tlog = train_model(xt[td.train_fit], td.y[td.train_fit], cfg.train, cfg.model,
                                      desc="original", device=dev)
@@ -115,6 +144,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     original = original.to(dev).eval()
     res["original"] = memorisation_report(original, xt, yt, td)
     if meta is None and "metaunlearn" in cfg.methods:
+        stage(2, 3, "MetaLoss meta-training" + (" (out-of-fold targets first)" if cfg.meta.outer == "oof" else ""))
         oof = None
         if cfg.meta.outer == "oof":
             t0 = time.perf_counter()
@@ -129,9 +159,10 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         res["tuning"] = tune_lrs(td, cfg, original, meta, xt, yt)
         for m, t in res["tuning"].items():
             lrs[m] = t["best"]
-    runs = []
-    for k in cfg.ks:
-        for seed in cfg.seeds:
+    runs: list[dict] = []
+    stage(3, 3, f"{len(cfg.seeds) * len(cfg.ks)} request(s), each with its own retraining as the reference")
+    for seed in cfg.seeds:
+        for k in cfg.ks:
             req = make_request(td, k, seed)
             t0 = time.perf_counter()
             retrained, rlog = train_model(xt[req.retain], td.y[req.retain],
@@ -160,10 +191,11 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                 run["methods"][name] = sc
             ref["tow"] = 1.0
             runs.append(run)
+            if on_request is not None:
+                on_request({**res, "runs": runs, "summary": summarise(runs, cfg.methods), "partial": True})
     res["runs"] = runs
     res["summary"] = summarise(runs, cfg.methods)
-    res["_original"], res["_meta"] = original, meta  # popped by callers that save/discard them
-    return res
+    return EvalResult(res, original, meta)
 
 
 def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | None, xt: torch.Tensor,
@@ -204,10 +236,17 @@ def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | 
 
 
 def summarise(runs: list[dict], methods: tuple[str, ...] | list[str]) -> list[dict]:
-    """Mean and std over forget-set seeds, one row per (K, method), plus the retrained reference."""
+    """Mean, std, 95 % interval, worst and 10th percentile over forget-set requests, one row per
+    (K, method), plus the retrained reference.
+
+    Requests are the resampled unit of the interval (each is its own draw of K people), so ``n_seeds`` is
+    the n behind every number of a row."""
+    from ..core.metrics import bootstrap_ci
+
     rows = []
     for k in sorted({r["k"] for r in runs}):
         rk = [r for r in runs if r["k"] == k]
+        seeds = np.asarray([r["seed"] for r in rk])
         for name in ["retrained", *methods]:
             scs = [r["retrained"] if name == "retrained" else r["methods"][name] for r in rk]
             row: dict = {"K": k, "method": name, "n_seeds": len(scs)}
@@ -215,10 +254,19 @@ def summarise(runs: list[dict], methods: tuple[str, ...] | list[str]) -> list[di
                              ("forget_acc", lambda s: s["acc"]["forget"]),
                              ("test_acc", lambda s: s["acc"]["test"]), ("ToW", lambda s: s["tow"]),
                              ("MIA_AUC", lambda s: s["mia_auc"]), ("MIA_acc", lambda s: s["mia_acc"]),
-                             ("NoMUS", lambda s: s["nomus"])]:
+                             ("NoMUS", lambda s: s["nomus"]),
+                             ("test_drop", lambda s: s.get("test_acc_drop", 0.0))]:
                 v = np.asarray([get(s) for s in scs], float)
                 row[key] = float(v.mean())
                 row[key + "_std"] = float(v.std())
+                if key in ("ToW", "MIA_AUC", "test_acc", "test_drop", "forget_acc"):
+                    _, lo, hi = bootstrap_ci(v, seeds)
+                    row[key + "_ci95"] = [lo, hi]
+                if key in ("ToW", "MIA_AUC"):
+                    worst = v.min() if key == "ToW" else v.max()
+                    row[key + "_worst"] = float(worst)
+                    row[key + "_p10" if key == "ToW" else key + "_p90"] = float(
+                        np.quantile(v, 0.1 if key == "ToW" else 0.9))
             if name == "retrained":
                 row["seconds"] = float(np.mean([r["retrain_s"] for r in rk]))
             else:
@@ -245,9 +293,22 @@ def write_report(res: dict, out: str | Path) -> tuple[Path, Path]:
         "the model retrained without the forget identities (1 = identical). MIA: random forest on losses, "
         "fitted retain-vs-val, scored forget-vs-test (0.5 = forget set looks unseen). Device: "
         f"{res['config']['device']}.")
-    cols = ["K", "method", "n_seeds", "retain_acc", "forget_acc", "test_acc", "ToW", "ToW_std", "MIA_AUC",
-            "MIA_AUC_std", "MIA_acc", "NoMUS", "seconds"]
-    rep.table(res["summary"], cols)
+    from ..core.metrics import format_ci
+
+    rep.paragraph("Brackets: 95 % bootstrap interval over the forget requests (one request = one forget-set "
+                  "seed, K people); n = number of requests. Worst and 10th percentile are over requests.")
+    rows = []
+    for r in res["summary"]:
+        n = r["n_seeds"]
+        rows.append({"K": r["K"], "method": r["method"], "n": n, "retain_acc": r["retain_acc"],
+                     "forget_acc": format_ci(r["forget_acc"], r.get("forget_acc_ci95"), n),
+                     "test_acc": format_ci(r["test_acc"], r.get("test_acc_ci95"), n),
+                     "ToW": format_ci(r["ToW"], r.get("ToW_ci95"), n),
+                     "ToW worst / p10": f"{r.get('ToW_worst', float('nan')):.3f} / {r.get('ToW_p10', float('nan')):.3f}",
+                     "MIA_AUC": format_ci(r["MIA_AUC"], r.get("MIA_AUC_ci95"), n),
+                     "MIA worst": r.get("MIA_AUC_worst", float("nan")), "NoMUS": r["NoMUS"],
+                     "seconds": r["seconds"]})
+    rep.table(rows)
     try:
         import matplotlib
 

@@ -191,6 +191,11 @@ def save_model(model: TaskCNN, path: str | Path, extra: dict | None = None) -> P
 
 def load_model(path: str | Path) -> TaskCNN:
     """Load a model saved by :func:`save_model`; raises ModelLoadError on a wrong or corrupt file."""
+    return load_model_with_record(path)[0]
+
+
+def load_model_with_record(path: str | Path) -> tuple[TaskCNN, dict]:
+    """(model, record): the model and the ``extra`` record saved with it (how it was trained, requests)."""
     p = Path(path)
     if not p.is_file():
         raise ModelLoadError(f"model file not found: {p}")
@@ -202,9 +207,10 @@ def load_model(path: str | Path) -> TaskCNN:
                                     in_dim=int(cfg.get("in_dim", 0)), embedder=str(cfg.get("embedder", "")),
                                     norm=bool(cfg.get("norm", False))))
         model.load_state_dict(blob["state_dict"])
+        record = dict(blob.get("extra") or {})
     except ModelLoadError:
         raise
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy unlearning task model: {e}") from e
     model.eval()
-    return model
+    return model, record
