@@ -262,8 +262,9 @@ def unlearn_demo(data_root: Path | None, out: Path) -> dict:
 
     from .core.data import celeba_subset, identity_split, load_images
     from .core.report import HtmlReport
-    from .unlearn.cli import WEIGHTS_MODEL, _load_support, _weights
+    from .unlearn.cli import WEIGHTS_MODEL, _weights
     from .unlearn.model import load_model, predict, to_float
+    from .unlearn.request import load_support
 
     ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
     support = ds.select_identities([ds.identities[0]]).paths[0]
@@ -271,9 +272,9 @@ def unlearn_demo(data_root: Path | None, out: Path) -> dict:
           "--labels", "model"])
     before, after = load_model(_weights(WEIGHTS_MODEL)), load_model(out / "unlearned.pt")
     size = before.cfg.size
-    x, _ = _load_support([str(support)], size)
+    x, _ = load_support([str(support)], size)
     others = [ds.select_identities([i]).paths[0] for i in ds.identities[1:41]]
-    xo, _ = _load_support([str(p) for p in others], size)
+    xo, _ = load_support([str(p) for p in others], size)
     with torch.no_grad():
         pb, pa = (torch.softmax(predict(m, to_float(x)), 1)[0] for m in (before, after))
         ob, oa = (predict(m, to_float(xo)).argmax(1) for m in (before, after))
