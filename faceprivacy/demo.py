@@ -190,7 +190,8 @@ def audit_demo(data_root: Path | None, out: Path) -> dict:
     top = max(lifts, key=lambda p: p["lift"]) if lifts else None
     head = f"verification TAR {res['verification_raw']['tar']:.2f}"
     if top:
-        head = f"{top['attribute']} readable from the embedding: {top['probe']:.2f} vs chance {top['trivial']:.2f}"
+        head = (f"{top['attribute']} readable from the embedding: lift {top['lift']:+.2f} over the trivial guess "
+                f"(probe {top['probe']:.2f}, trivial {top['trivial']:.2f})")
     return {"report": str(out / "audit.html"), "headline": head}
 
 
