@@ -204,24 +204,22 @@ class DonorMorph(Method):
         d = (np.abs(self._pose[:, 0] - pose[0]) / 0.12) ** 2 + (np.abs(self._pose[:, 1] - pose[1]) / 0.10) ** 2
         if mouth is not None:
             d = d + ((self._mouth[:, 0] - mouth[0]) / 0.08) ** 2 + ((self._mouth[:, 1] - mouth[1]) / 0.12) ** 2
+        return np.argsort(self._plus_attribute_terms(d, gender, age, lab), kind="stable")
+
+    def _plus_attribute_terms(self, d: np.ndarray, gender: int, age: float, lab: np.ndarray) -> np.ndarray:
+        """``d`` plus the age, skin-tone, gender and usability terms both rankings share (added in this
+        order, so a ranking is the same whichever way it is reached)."""
         if np.isfinite(age):
             d = d + (np.abs(self._age - age) / 8.0) ** 2
         d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
         if gender >= 0:
             d = d + 100.0 * (self._gender != gender)
-        d = d + 1000.0 * ~self._usable
-        return np.argsort(d, kind="stable")
+        return d + 1000.0 * ~self._usable
 
     def rank_identities(self, gender: int, age: float, lab: np.ndarray) -> list[int]:
         """Donor identities ordered by gender, age and skin tone only (not pose), so that one person seen
         in several poses draws from the same pool: with one key, one stranger."""
-        d = np.zeros(len(self._ident))
-        if np.isfinite(age):
-            d = d + (np.abs(self._age - age) / 8.0) ** 2
-        d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
-        if gender >= 0:
-            d = d + 100.0 * (self._gender != gender)
-        d = d + 1000.0 * ~self._usable
+        d = self._plus_attribute_terms(np.zeros(len(self._ident)), gender, age, lab)
         best: dict[int, float] = {}
         for j in np.argsort(d, kind="stable"):
             best.setdefault(int(self._ident[j]), float(d[j]))
