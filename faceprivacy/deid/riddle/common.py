@@ -119,6 +119,30 @@ def cosine_hinge(a: torch.Tensor, b: torch.Tensor, margin: float) -> torch.Tenso
     return F.relu((a * b).sum(1) - margin).mean()
 
 
+def keyed_losses(e0: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor, fw: torch.Tensor, w: torch.Tensor,
+                 y1: torch.Tensor, y2: torch.Tensor, yw: torch.Tensor, v: torch.Tensor, margin: float,
+                 p_dim: int) -> dict[str, torch.Tensor]:
+    """The loss terms both encryptor trainers share, from identity features of key 1, key 2 and the wrong-key
+    decryption (``f1``, ``f2``, ``fw``; ``e0`` the source's) and the whitened latents (``w`` source, ``y1``,
+    ``y2``, ``yw``): ``id`` (away from the source), ``wrong`` (a wrong key is another stranger), ``div`` (two
+    keys differ), ``attr`` (the part outside the identity basis ``v`` is kept), ``prior`` (codes stay
+    latent-shaped)."""
+    def hinge(a, b):
+        return cosine_hinge(a, b, margin)
+
+    def comp(a):
+        return a - (a @ v) @ v.T
+
+    allc = torch.cat([y1, y2, yw])
+    n0 = (w ** 2).sum(1) / p_dim
+    return {"id": hinge(f1, e0) + 0.5 * hinge(f2, e0),
+            "wrong": hinge(fw, e0) + hinge(fw, f1),
+            "div": hinge(f1, f2),
+            "attr": ((comp(y1) - comp(w)) ** 2).mean() + ((comp(y2) - comp(w)) ** 2).mean(),
+            "prior": sum((((y ** 2).sum(1) / p_dim - n0) ** 2).mean() for y in (y1, y2, yw))
+            + (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()}
+
+
 @torch.no_grad()
 def decode_blend_embed(gen, dlib, z: torch.Tensor, x_src: np.ndarray, bs: int = 64,
                        device: str = "cpu") -> torch.Tensor:

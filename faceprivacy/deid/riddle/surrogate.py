@@ -34,10 +34,10 @@ from ...core.progress import progress
 from ..crops import far_threshold, load_crops
 from .common import (
     DlibArc,
-    cosine_hinge,
     decode_blend_embed,
     encode_all,
     encrypt_outputs,
+    keyed_losses,
     load_generator,
     val_measure,
     val_score,
@@ -218,12 +218,6 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
     t0 = time.time()
     enc.train()
 
-    def hinge(a, b):
-        return cosine_hinge(a, b, margin)
-
-    def comp(a):
-        return a - (a @ v) @ v.T
-
     for step in range(steps):
         idx = torch.randint(len(w_tr), (batch,), generator=g)
         w, e0 = w_tr[idx], e_tr[idx]
@@ -233,14 +227,8 @@ def train_couplings(enc: LatentEncryptor, sur: Surrogate, w_tr: torch.Tensor, e_
         y2 = enc.encrypt_white(w, r2, c2)
         yw = enc.decrypt_white(y1, r2, c2)
         p1, p2, pw = sur(y1, w, e0), sur(y2, w, e0), sur(yw, w, e0)
-        l_id = hinge(p1, e0) + 0.5 * hinge(p2, e0)
-        l_wrong = hinge(pw, e0) + hinge(pw, p1)
-        l_div = hinge(p1, p2)
-        allc = torch.cat([y1, y2, yw])
-        n0 = (w ** 2).sum(1) / p_dim
-        l_prior = sum((((y ** 2).sum(1) / p_dim - n0) ** 2).mean() for y in (y1, y2, yw)) \
-            + (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()
-        l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(y2) - comp(w)) ** 2).mean()
+        t = keyed_losses(e0, p1, p2, pw, w, y1, y2, yw, v, margin, p_dim)
+        l_id, l_wrong, l_div, l_prior, l_attr = t["id"], t["wrong"], t["div"], t["prior"], t["attr"]
         loss = l_id + w_wrong * l_wrong + w_div * l_div + w_prior * l_prior + w_attr * l_attr
         opt.zero_grad()
         loss.backward()

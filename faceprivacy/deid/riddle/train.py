@@ -28,9 +28,9 @@ from ...core.progress import progress
 from ..crops import far_threshold, load_crops
 from .common import (
     DlibArc,
-    cosine_hinge,
     decode_all,
     encode_all,
+    keyed_losses,
     load_generator,
     to_tensor,
     val_score,
@@ -246,12 +246,6 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
     t0 = time.time()
     enc.train()
 
-    def hinge(a, b):
-        return cosine_hinge(a, b, margin)
-
-    def comp(a):
-        return a - (a @ v) @ v.T
-
     for step in progress(range(steps), desc="train encryptor"):
         idx = torch.randint(len(w_tr), (batch,), generator=g)
         w, e0 = w_tr[idx.to(w_tr.device)], e_tr[idx.to(e_tr.device)]
@@ -274,14 +268,8 @@ def _train_couplings(enc, proxy, w_tr, e_tr, steps, true_every, gen, dlib, r_tr,
         else:
             f1, f2, fw = proxy(y1), proxy(y2), proxy(yw)
             l_img = torch.zeros((), device=w.device)
-        l_id = hinge(f1, e0) + 0.5 * hinge(f2, e0)
-        l_wrong = hinge(fw, e0) + hinge(fw, f1)
-        l_div = hinge(f1, f2)
-        l_attr = ((comp(y1) - comp(w)) ** 2).mean() + ((comp(y2) - comp(w)) ** 2).mean()
-        allc = torch.cat([y1, y2, yw])
-        n0 = (w ** 2).sum(1) / p_dim
-        l_prior = sum((((y ** 2).sum(1) / p_dim - n0) ** 2).mean() for y in (y1, y2, yw)) \
-            + (allc.mean(0) ** 2).mean() + ((allc.var(0) - 1) ** 2).mean()
+        t = keyed_losses(e0, f1, f2, fw, w, y1, y2, yw, v, margin, p_dim)
+        l_id, l_wrong, l_div, l_attr, l_prior = t["id"], t["wrong"], t["div"], t["attr"], t["prior"]
         loss = l_id + w_wrong * l_wrong + w_div * l_div + w_attr * l_attr + w_prior * l_prior + w_img * l_img
         opt.zero_grad()
         loss.backward()
