@@ -12,6 +12,7 @@ from faceprivacy.audit.inversion import (
     cosine_rows,
     decode_latents,
     encode_latents,
+    fast_decoder,
     map_templates,
     pca_basis,
     to_crops112,
@@ -129,3 +130,18 @@ def test_on_manifold_whitebox_moves_only_in_the_principal_subspace():
     s = cosine_rows(q(to_crops112(decode_latents(gen, z))), e_te)
     s0 = cosine_rows(q(to_crops112(decode_latents(gen, z0))), e_te)
     assert s.mean() > s0.mean()
+
+
+def test_blackbox_returns_the_queried_crops_and_fast_decoder_matches():
+    gen, _f, q, crops_tr, crops_te = _setup()
+    e_te = q(crops_te)
+    z_tr = encode_latents(gen, crops_tr)
+    basis, bstd = pca_basis(z_tr, 8)
+    z0 = z_tr.mean(0, keepdim=True).repeat(len(e_te), 1)
+    exact = fast_decoder(gen, bf16=False)
+    assert torch.equal(exact(z0), decode_latents(gen, z0))
+    approx = fast_decoder(gen, bf16=True)
+    assert float((approx(z0) - exact(z0)).abs().mean()) < 0.02  # bf16 rounding only
+    bb = blackbox_refine(gen, q, e_te, z0, basis, bstd, iters=4, pop=4, decode=approx)
+    assert bb.crops.shape == (len(e_te), 112, 112, 3) and bb.crops.dtype == np.uint8
+    assert np.allclose(cosine_rows(q(bb.crops), e_te), bb.best_score, atol=1e-5)  # the image that scored best

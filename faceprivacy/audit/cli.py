@@ -94,6 +94,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
         attributes_for,
         differentiable_embed,
         load_celeba_splits,
+        other_name,
         run_audit,
         write_report,
     )
@@ -118,7 +119,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     embedder = _resolve_embedder(args.embedder, data_root)
     other = None
     if cfg.inversion:
-        oname = "mobilefacenet" if embedder.name.startswith("dlib") else "dlib"
+        oname = other_name(embedder, cfg)
         try:
             other = _resolve_embedder(oname, data_root)
         except Exception as e:  # the type-II check is optional; say so in the report

@@ -57,7 +57,7 @@ class AuditConfig:
     wb_manifold_reg: float = 1e-2
     n_grid: int = 8
     seed: int = 0
-    other_embedder: str | None = "auto"     # recognizer for type-II checks; "auto": the other of dlib/mobilefacenet
+    other_embedder: str | None = "auto"     # type-II judge; "auto": the independent ONNX MobileFaceNet (dlib for it)
 
 
 @dataclass
@@ -244,10 +244,12 @@ def differentiable_embed(embedder: Embedder) -> Callable | None:
 
 # --------------------------------------------------------------------------------------------- main run
 
-def _other_name(embedder: Embedder, cfg: AuditConfig) -> str | None:
+def other_name(embedder: Embedder, cfg: AuditConfig) -> str | None:
+    """The type-II judge: the project's independent recognizer (the ONNX MobileFaceNet, which no attack or
+    model here is trained or tuned against), or dlib when the ONNX MobileFaceNet is the one audited."""
     if cfg.other_embedder != "auto":
         return cfg.other_embedder
-    return "mobilefacenet" if embedder.name.startswith("dlib") else "dlib"
+    return "dlib" if embedder.name == "mobilefacenet-onnx" else "mobilefacenet-onnx"
 
 
 def _targets(labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -384,7 +386,9 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
         cosine_rows,
         decode_latents,
         encode_latents,
+        fast_decoder,
         map_templates,
+        native_bf16,
         pca_basis,
         to_crops112,
         train_mapper,
@@ -395,7 +399,8 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     pool_crops, pool_lab, pool_ids, pool_what = target_pool(data)
     thr1, n_imp1 = impostor_threshold(emb["train"], data.labels["train"], cfg.far)
     out.update({"threshold_type1": thr1, "threshold_source": f"all {n_imp1} impostor pairs of the training "
-                "identities", "targets_from": pool_what})
+                "identities", "targets_from": pool_what,
+                "attacker_bf16": native_bf16(next(generator.parameters()).device)})
     tgt, oth = _targets(pool_lab, cfg.n_invert, cfg.seed)
     t_ids = pool_ids[tgt]
     out["n_targets"] = int(len(tgt))
@@ -469,9 +474,9 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     t0 = time.perf_counter()
     bb = blackbox_refine(generator, lambda c: embed_crops(embedder, c), target_emb, z0, basis, bstd,
                          iters=cfg.bb_iters, pop=cfg.bb_pop, sigma=cfg.bb_sigma, lr=cfg.bb_lr, seed=cfg.seed,
-                         stop_score=thr1 + 1e-6, patience=cfg.bb_patience)
+                         stop_score=thr1 + 1e-6, patience=cfg.bb_patience, decode=fast_decoder(generator))
     t_bb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
-    rec = to_crops112(decode_latents(generator, bb.z))
+    rec = bb.crops  # the queried images themselves (what the recognizer scored)
     results["blackbox"] = {**evaluate(rec), "seconds_per_inversion": t_bb, "queries_per_inversion": bb.queries,
                            "queries_max": int(bb.queries_per_target.max()),
                            "queries_median": float(np.median(bb.queries_per_target)),

@@ -161,7 +161,7 @@ def map_templates(mapper: LatentMapper, templates: np.ndarray) -> torch.Tensor:
 def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.Tensor, z0: torch.Tensor,
                     steps: int = 100, lr: float = 0.05, reg: float = 1e-3, z_std: torch.Tensor | None = None,
                     ste: bool = True, basis: torch.Tensor | None = None,
-                    basis_std: torch.Tensor | None = None) -> torch.Tensor:
+                    basis_std: torch.Tensor | None = None, bf16: bool | None = None) -> torch.Tensor:
     """Refine latents ``z0`` (N, L) so that ``diff_embed(decode(z))`` matches unit-norm ``target`` (N, D).
 
     Adam on a whitened offset ``z = z0 + z_std * d``; loss = 1 - cos + ``reg`` * mean(d^2). ``ste``
@@ -169,8 +169,19 @@ def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.T
     (k, L) and ``basis_std`` (k,) the offset lives in the span of the training latents' top principal
     directions, ``z = z0 + d @ (basis_std * basis)``, so the image stays near the generator's face manifold
     (the *on-manifold* attack: fewer adversarial textures, more recognisable to another recognizer).
+    ``bf16`` (default: where the CPU has native bfloat16) runs the forward/backward passes under bfloat16
+    autocast with the latent and Adam in float32: on one core of the project's CPU ~4x faster per step, and on
+    16 held-out training-root targets after 10 steps the same mean cosine (0.982 vs 0.982, float32 re-decode).
     """
+    import contextlib
+    import copy
+
     target = torch.as_tensor(target, dtype=torch.float32).to(z0.device)
+    if bf16 is None:
+        bf16 = native_bf16(z0.device)
+    if bf16:
+        generator = copy.deepcopy(generator).to(memory_format=torch.channels_last)
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     if basis is not None:
         dirs = (basis * (basis_std if basis_std is not None else 1.0)[:, None]).float().to(z0.device)
         d = torch.zeros(len(z0), dirs.shape[0], device=z0.device, requires_grad=True)
@@ -185,10 +196,11 @@ def whitebox_refine(generator: Generator, diff_embed: DiffEmbed, target: torch.T
             return scale * d
     opt = torch.optim.Adam([d], lr=lr)
     for _ in range(steps):
-        img = generator.decode((z0 + offset()).reshape(-1, *generator.latent_shape))
-        if ste:
-            img = quantize_ste(img)
-        e = diff_embed(img)
+        with cast():
+            img = generator.decode((z0 + offset()).reshape(-1, *generator.latent_shape))
+            if ste:
+                img = quantize_ste(img.float())
+            e = diff_embed(img).float()
         loss = (1 - (e * target).sum(1)).sum() + reg * (d ** 2).mean(1).sum()
         opt.zero_grad()
         loss.backward()
@@ -204,16 +216,53 @@ def pca_basis(latents: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor
     return vh[:k], s[:k] / max(1.0, (len(zc) - 1) ** 0.5)
 
 
+def native_bf16(dev: torch.device) -> bool:
+    """True on a CPU with native bfloat16 matrix units (AMX / AVX512-BF16), where bf16 convolutions are fast."""
+    try:
+        return dev.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_decoder(generator: Generator, bf16: bool | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The attacker's own decoding function for black-box queries: flattened latents (N, L) -> float32 images.
+
+    On a CPU with native bfloat16 (AMX / AVX512-BF16, ``bf16=None`` detects it) it decodes with a bfloat16,
+    channels-last copy of the generator (measured ~2x faster per image on one core for ``lite``; mean pixel
+    change 0.5 grey levels). The black-box attack keeps the uint8 crops it actually queried, so this rounding
+    never changes a reported result; elsewhere it is plain :func:`decode_latents`.
+    """
+    import copy
+
+    dev = module_device(generator)
+    if bf16 is None:
+        bf16 = native_bf16(dev)
+    if not bf16:
+        return lambda z: decode_latents(generator, z)
+    g16 = copy.deepcopy(generator).to(torch.bfloat16).to(memory_format=torch.channels_last).eval()
+
+    @torch.no_grad()
+    def dec(z: torch.Tensor) -> torch.Tensor:
+        out = []
+        z = z.to(dev)
+        for i in range(0, len(z), 32):  # 32 was the fastest batch per image on one core
+            out.append(g16.decode(z[i:i + 32].to(torch.bfloat16).reshape(-1, *generator.latent_shape)).float())
+        return torch.cat(out)
+    return dec
+
+
 @dataclass
 class BlackBoxResult:
-    """Refined latents, best score reached per target, queries (mean per target, and each target's own), and
-    the query count at which each target first reached ``stop_score`` (inf: never)."""
+    """Refined latents, best score reached per target, queries (mean per target, and each target's own), the
+    query count at which each target first reached ``stop_score`` (inf: never), and the best uint8 crop each
+    target queried (the attack's output image: exactly what the recognizer scored ``best_score`` on)."""
 
     z: torch.Tensor
     best_score: np.ndarray
     queries: float
     queries_per_target: np.ndarray
     first_success: np.ndarray
+    crops: np.ndarray | None = None
 
     def success_curve(self, budgets: tuple[int, ...] | None = None) -> list[dict]:
         """Fraction of targets that reached the stop score within each query budget."""
@@ -229,7 +278,8 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
                     sigma: float = 0.5, lr: float = 0.3, seed: int = 0,
                     score_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                     stop_score: float | None = None, patience: int = 0,
-                    restart_sigma: float = 1.5) -> BlackBoxResult:
+                    restart_sigma: float = 1.5,
+                    decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> BlackBoxResult:
     """NES (antithetic, rank-shaped, Adam step) on subspace coefficients; only queries ``query``.
 
     Each iteration queries ``pop`` images per *active* target (``pop/2`` antithetic pairs); the best
@@ -237,8 +287,10 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     attacker's acceptance threshold, calibrated on its own training people), so the budget goes to the hard
     targets. With ``patience`` > 0, a target whose best has not improved for that many iterations restarts
     from its best point with fresh Adam moments and a search radius ``restart_sigma`` times larger.
-    ``score_fn(emb, target)`` defaults to the cosine of row pairs.
+    ``score_fn(emb, target)`` defaults to the cosine of row pairs. ``decode`` (flattened latents -> images;
+    default :func:`decode_latents`) is the attacker's generator, e.g. :func:`fast_decoder`.
     """
+    decode = decode or (lambda zz: decode_latents(generator, zz))
     score_fn = score_fn or (lambda e, t: np.sum(e * t, axis=1))
     g = torch.Generator().manual_seed(seed)
     n, k = len(z0), basis.shape[0]
@@ -253,16 +305,18 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     stale = np.zeros(n, int)
     target = np.asarray(target, np.float32)
 
-    def evaluate(rows: np.ndarray, coefs: torch.Tensor) -> np.ndarray:  # coefs (r, P, k) -> scores (r, P)
+    def evaluate(rows: np.ndarray, coefs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """coefs (r, P, k) -> scores (r, P) and the queried crops (r, P, 112, 112, 3)."""
         r, p = coefs.shape[:2]
         z = (z0[rows][:, None, :] + coefs @ dirs).reshape(r * p, -1)
-        crops = to_crops112(decode_latents(generator, z))
+        crops = to_crops112(decode(z))
         emb = query(crops)
-        return score_fn(emb, np.repeat(target[rows], p, axis=0)).reshape(r, p)
+        return score_fn(emb, np.repeat(target[rows], p, axis=0)).reshape(r, p), crops.reshape(r, p, *crops.shape[1:])
 
     best_c = c.clone()
     everyone = np.arange(n)
-    best = evaluate(everyone, c[:, None, :])[:, 0]
+    s0, c0 = evaluate(everyone, c[:, None, :])
+    best, best_crops = s0[:, 0], c0[:, 0].copy()
     used = np.ones(n)
     first = np.full(n, np.inf)
     if stop_score is not None:
@@ -275,12 +329,13 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
         eps = torch.randn(len(active), half, k, generator=g).to(dev)
         sg = torch.as_tensor(sig[active], dtype=torch.float32, device=dev)[:, None, None]
         cand = torch.cat([c[ta][:, None] + sg * eps, c[ta][:, None] - sg * eps], 1)
-        s = evaluate(active, cand)
+        s, crops = evaluate(active, cand)
         used[active] += 2 * half
         smax = s.max(1)
         imp = smax > best[active]
         if imp.any():
             rows = active[imp]
+            best_crops[rows] = crops[np.flatnonzero(imp), s.argmax(1)[imp]]
             best_c[torch.as_tensor(rows, device=dev)] = cand[torch.as_tensor(np.flatnonzero(imp), device=dev),
                                                               torch.as_tensor(s.argmax(1)[imp], device=dev)]
             best[rows] = smax[imp]
@@ -303,7 +358,7 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
                 c[tr], m_t[tr], v_t[tr] = best_c[tr], 0.0, 0.0
                 t_i[restart], stale[restart] = 0, 0
                 sig[restart] = np.minimum(sig[restart] * restart_sigma, 4 * sigma)
-    return BlackBoxResult(z0 + best_c @ dirs, best, float(used.mean()), used, first)
+    return BlackBoxResult(z0 + best_c @ dirs, best, float(used.mean()), used, first, best_crops)
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
