@@ -381,6 +381,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     one) come from *all* impostor pairs of the training identities, i.e. from the training root, never from
     the targets; rates carry 95 % bootstrap intervals over target identities (one target per person)."""
     from ..core.metrics import rate_with_ci
+    from ..core.progress import progress
     from .inversion import (
         blackbox_refine,
         cosine_rows,
@@ -461,7 +462,8 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
         for name, kw in variants:
             t0 = time.perf_counter()
             zs = [whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
-                                  steps=cfg.wb_steps, **kw) for i in range(0, len(z0), 16)]
+                                  steps=cfg.wb_steps, **kw)
+                  for i in progress(range(0, len(z0), 16), desc=f"{name} (16 targets per batch)", unit="batch")]
             t_wb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
             rec = to_crops112(decode_latents(generator, torch.cat(zs)))
             results[name] = {**evaluate(rec), "seconds_per_inversion": t_wb, "steps": cfg.wb_steps,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.progress import progress
 from ..models.generator import Generator
 
 #: differentiable recognizer: images (N, 3, R, R) in [-1, 1] -> (N, D) unit-norm embeddings
@@ -126,7 +127,7 @@ def train_mapper(templates: np.ndarray, latents: torch.Tensor, epochs: int = 200
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     g = torch.Generator().manual_seed(seed)
     zn = (z - m.z_mean) / m.z_std
-    for _ in range(epochs):
+    for _ in progress(range(epochs), desc="mapper epochs", unit="epoch"):
         perm = torch.randperm(len(x), generator=g).to(dev)
         for i in range(0, len(x), batch):
             b = perm[i:i + batch]
@@ -321,7 +322,7 @@ def blackbox_refine(generator: Generator, query: QueryEmbed, target: np.ndarray,
     first = np.full(n, np.inf)
     if stop_score is not None:
         first[best >= stop_score] = 1
-    for _ in range(iters):
+    for _ in progress(range(iters), desc="black-box NES", unit="iter"):
         active = everyone if stop_score is None else everyone[~np.isfinite(first)]
         if len(active) == 0:
             break
