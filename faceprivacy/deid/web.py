@@ -165,7 +165,7 @@ class CliPipeline:
         from .cli import recover_parsed
 
         args = self._args(self.recover_parser, [str(inp), "-o", str(out), *self.extra])
-        return recover_parsed(args, passphrase, method_by_name=lambda n: self.method(n, args))
+        return recover_parsed(args, passphrase, method_by_name=self.method)
 
     def preload(self, method: str) -> None:
         """Load ``method`` now, so a bad ``--donor-bank`` fails before the server starts."""
