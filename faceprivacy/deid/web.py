@@ -262,7 +262,6 @@ class App:
                  keyed: Sequence[str] = ("donor", "riddle"), workdir: Path | None = None) -> None:
         self.pipeline = pipeline
         self.token = token or secrets.token_urlsafe(24)
-        self.nonce_seed = secrets.token_bytes(16)
         self.max_upload = max_upload
         self.methods = tuple(methods)
         self.default_method = default_method
@@ -270,6 +269,7 @@ class App:
         self.results = ResultStore()
         self.allowed_hosts: set[str] = set()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="faceprivacy-serve-"))
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.workdir, 0o700)
         #: one anonymize / recover at a time (the CPU is the limit; methods are shared objects)
         self.work_lock = threading.Lock()
@@ -917,6 +917,7 @@ $("results").addEventListener("click", async (e) => {
   const card = $("r-" + id); if (card) card.remove();
   say("forgotten");
 });
+document.documentElement.dataset.ready = "1";
 </script>
 </body></html>
 """
