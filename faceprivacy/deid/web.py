@@ -8,7 +8,7 @@ image with its sealed recovery record (one .zip), and recover with the passphras
 Secure by default, like a notebook server:
 
 * binds to a loopback address only (127.0.0.1 by default; any other ``--host`` is refused before binding);
-* a random per-launch token (``secrets``, 128 bits) that every request must carry (``?token=`` or the
+* a random per-launch token (``secrets``, 192 bits) that every request must carry (``?token=`` or the
   ``X-FacePrivacy-Token`` header; compared in constant time); the URL printed on start holds it;
 * the ``Host`` header must name the loopback address and port (defeats DNS rebinding); a POST with an
   ``Origin`` must come from the page itself;
