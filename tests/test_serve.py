@@ -140,6 +140,12 @@ def test_upload_limit_is_enforced_before_reading(srv) -> None:
                   f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {10**12}\r\n\r\n".encode())
         assert s.recv(200).startswith(b"HTTP/1.0 413")
         s.close()
+        for tok in (app.token, "wrong"):  # Expect: 100-continue gets the refusal instead of "100 Continue"
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(f"POST /api/anonymize HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{TOKEN_HEADER}: {tok}\r\n"
+                      f"Expect: 100-continue\r\nContent-Length: {10**9}\r\n\r\n".encode())
+            assert s.recv(200).startswith(b"HTTP/1.0 413" if tok == app.token else b"HTTP/1.0 403")
+            s.close()
         s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         s.sendall(f"POST /api/anonymize HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{TOKEN_HEADER}: {app.token}\r\n"
                   "Transfer-Encoding: chunked\r\n\r\n".encode())
@@ -318,6 +324,19 @@ def test_option_checks() -> None:
     for bad in (0, -3, float("nan"), 5000):
         with pytest.raises(InputError):
             check_max_upload(bad)
+
+
+def test_a_port_in_use_is_one_clear_error(srv, tmp_path) -> None:
+    from faceprivacy.deid.web import App, Server
+
+    app, server = srv
+    other = App(app.pipeline, workdir=tmp_path / "w")
+    try:
+        with pytest.raises(InputError, match=rf"cannot listen on 127.0.0.1:{server.port}: .*--port 0"):
+            Server(other, "127.0.0.1", server.port)
+    finally:
+        other.close()
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.network

@@ -669,6 +669,22 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: refuse a request without the token or over the limit before the client
+        sends its body (curl does this for large uploads)."""
+        if not self._guard():
+            return False
+        try:
+            n = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            n = 0
+        if n > self.app.max_upload:
+            self.close_connection = True
+            self._error(413, f"upload of {n / 2**20:.1f} MB is over the limit of {self.app.max_upload / 2**20:.0f} MB "
+                             "(faceprivacy serve --max-upload-mb)")
+            return False
+        return super().handle_expect_100()
+
     def _body(self) -> bytes | None:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
@@ -749,7 +765,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, result: Result | None) -> None:
         nonce = secrets.token_urlsafe(16)
         body = render_page(self.app, nonce, result).encode("utf-8")
-        csp = (f"default-src 'none'; img-src 'self' blob:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+        csp = (f"default-src 'none'; img-src 'self'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
         self._send(200, body, "text/html; charset=utf-8", [("Content-Security-Policy", csp)])
 
