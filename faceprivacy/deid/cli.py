@@ -51,8 +51,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
     _model_args(p)
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
+    _detector_choice(p)
+    p.add_argument("--upsample", type=int, default=1,
+                   help="detector upsampling (finds smaller faces; retinaface/rfb320: the finest tile level is "
+                        "2^(N-1) x the frame)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
     _detector_filters(p)
     add_common(p)
@@ -182,13 +184,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_cmd_train_surrogate)
 
 
-def _detector_filters(p: argparse.ArgumentParser) -> None:
-    from ..core.detect import MIN_SCORE, MIN_SIZE
+def _detector_choice(p: argparse.ArgumentParser) -> None:
+    from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
 
-    p.add_argument("--min-score", type=float, default=MIN_SCORE,
-                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
-    p.add_argument("--min-size", type=float, default=MIN_SIZE,
-                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+    p.add_argument("--detector", choices=DETECTORS, default=ANONYMIZE_DETECTOR,
+                   help="face detector: retinaface (CNN, turned and small faces; tiled on large frames), rfb320 "
+                        "(fast CNN), hog (fastest CPU, frontal only), cnn (dlib MMOD, slow); see docs/detection.md")
+
+
+def _detector_filters(p: argparse.ArgumentParser) -> None:
+    from ..core.detect import MIN_SCORES, MIN_SIZES
+
+    per = ", ".join(f"{k} {v}" for k, v in MIN_SCORES.items())
+    p.add_argument("--min-score", type=float, default=None,
+                   help=f"lowest detector score kept (default per detector: {per}; lower finds more, and more "
+                        "false faces)")
+    sizes = ", ".join(f"{k} {v:g}" for k, v in MIN_SIZES.items())
+    p.add_argument("--min-size", type=float, default=None,
+                   help=f"smallest face side kept, in pixels (default per detector: {sizes})")
 
 
 def _passphrase(args, new: bool) -> bytes | None:
@@ -231,13 +244,15 @@ def _method(args):
 
 def _cmd_anonymize(args) -> int:
 
+    from ..core.detect import FaceDetector
     from .batch import anonymize_paths
 
+    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                            data_root=args.data, threads=args.threads or 1)
     passphrase = _passphrase(args, new=True)
     summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
-                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
-                              upsample=args.upsample, min_face=args.min_face, fmt=args.format,
-                              min_score=args.min_score, min_size=args.min_size)
+                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
+                              min_face=args.min_face, fmt=args.format)
     from ..core.options import Summary
 
     out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
