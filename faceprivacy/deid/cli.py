@@ -183,6 +183,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
+    from .evaluation.detection_cli import register as register_eval_detection
+
+    register_eval_detection(sub)
+
 
 def _detector_choice(p: argparse.ArgumentParser) -> None:
     from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
