@@ -60,7 +60,10 @@ class VideoResult:
     lossless: bool = True
     recovery: dict = field(default_factory=dict)  # exact / PSNR of a recovery of the written file
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # process CPU time (the machine may be shared: wall time alone misleads)
     notes: list[str] = field(default_factory=list)
+    timings: dict = field(default_factory=dict)  # seconds per stage (track, render, verify)
+    track_list: list = field(default_factory=list, repr=False)  # the tracks (for evaluations)
 
     @property
     def fps(self) -> float:
@@ -295,7 +298,7 @@ def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: 
     given); see the module docstring."""
     from ...core.fileio import atomic_files, check_output
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     inp, out = Path(inp), Path(out)
     if method.keyed and passphrase is None:
         raise InputError(f"method {method.name} is keyed: it needs a passphrase (--passphrase-file FILE or -)")
@@ -313,7 +316,9 @@ def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: 
         raise InputError(f"{inp} is already anonymized by faceprivacy; anonymizing it again would seal the "
                          "stranger, not the original")
     det = _make_detector(detector, upsample, min_score, min_size)
+    t1 = time.perf_counter()
     tracks = track_clip(inp, info, det, detect_every=detect_every, embed=embed)
+    t2 = time.perf_counter()
     salt = new_salt()
     master = derive_master_key(passphrase, salt) if passphrase is not None else None
     renderer = _Renderer(method, master)
@@ -349,6 +354,8 @@ def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: 
                     blobs.append(b)
             writer.write_frame(new)
         writer.close()
+        t3 = time.perf_counter()
+        res.timings = {"probe": t1 - t0, "track": t2 - t1, "render": t3 - t2}
         if recoverable:
             digest, res.recovery = _verify(tmp_video, inp, entries, blobs, info)
             header = RecordHeader(method=method.name, salt=base64.b64encode(salt).decode("ascii"),
@@ -362,6 +369,9 @@ def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: 
             tmps[0].write_bytes(record)
     res.outputs = [str(out)] + ([str(sidecar_path(out))] if recoverable else [])
     res.seconds = time.perf_counter() - t0
+    res.cpu_seconds = time.process_time() - c0
+    res.timings["verify_and_write"] = time.perf_counter() - t3
+    res.track_list = tracks
     return res
 
 
