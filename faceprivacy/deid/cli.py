@@ -1,4 +1,5 @@
-"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy eval-deid``, ``faceprivacy train-deid``."""
+"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy serve``, ``faceprivacy eval-deid``,
+``faceprivacy train-deid``."""
 
 from __future__ import annotations
 
@@ -197,6 +198,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
+    from .web import add_serve_args
+
+    w = command(sub, "serve", "a local web page: drop photos, anonymize, download, recover (127.0.0.1 only)",
+                examples=["faceprivacy serve                    # prints http://127.0.0.1:8765/?token=...",
+                          "faceprivacy serve --port 0 --method blur   # any free port; blur preselected"])
+    add_serve_args(w, METHODS, DEFAULT_METHOD)
+    w.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
+    _model_args(w)
+    add_common(w)
+    # the page runs the anonymize / recover commands' own parsers and pipelines (same defaults, same code)
+    w.set_defaults(func=_cmd_serve, _anonymize_parser=p, _recover_parser=r)
+
     from .evaluation.detection_cli import register as register_eval_detection
 
     register_eval_detection(sub)
@@ -290,20 +303,26 @@ def _method(args):
     return _method_by_name(args.method, args)
 
 
-def _cmd_anonymize(args) -> int:
-
+def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
+    """The anonymize command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> the summary of ``batch.anonymize_paths``."""
     from ..core.detect import FaceDetector
     from .batch import anonymize_paths
+
+    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                            data_root=args.data, threads=args.threads or 1)
+    return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
+                           sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
+                           min_face=args.min_face, fmt=args.format)
+
+
+def _cmd_anonymize(args) -> int:
     from .video import is_video_path
 
     if is_video_path(args.input):
         return _cmd_anonymize_video(args)
-    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
-                            data_root=args.data, threads=args.threads or 1)
     passphrase = _passphrase(args, new=True)
-    summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
-                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
-                              min_face=args.min_face, fmt=args.format)
+    summary = anonymize_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
@@ -381,23 +400,29 @@ def _cmd_recover_video(args) -> int:
     return _video_summary(f"recovered {res.faces} face-frame(s) in {res.frames} frame(s)", res, args).print()
 
 
-def _cmd_recover(args) -> int:
+def recover_parsed(args, passphrase: bytes, method_by_name=None) -> dict:
+    """The recover command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cache of
+    methods) -> the summary of ``batch.recover_paths``."""
     from .batch import recover_paths
-    from .video import is_video_path
-
-    if is_video_path(args.input):
-        return _cmd_recover_video(args)
-    passphrase = _passphrase(args, new=False)
 
     def method_factory(name: str):
         if name not in METHODS:
             from ..core.errors import InputError
 
             raise InputError(f"the record names an unknown method {name!r}")
-        return _method_by_name(name, args)
+        return (method_by_name or _method_by_name)(name, args)
 
-    summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
-                            from_latent=args.from_latent, allow_modified=args.allow_modified)
+    return recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
+                         from_latent=args.from_latent, allow_modified=args.allow_modified)
+
+
+def _cmd_recover(args) -> int:
+    from .video import is_video_path
+
+    if is_video_path(args.input):
+        return _cmd_recover_video(args)
+    passphrase = _passphrase(args, new=False)
+    summary = recover_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
@@ -407,6 +432,12 @@ def _cmd_recover(args) -> int:
                          "JPEG/WebP and is not bit-identical to the input")
     rc = out.print()
     return rc if summary["written"] else 2
+
+
+def _cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(args)
 
 
 def _eval_config(args):
