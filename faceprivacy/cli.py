@@ -29,7 +29,7 @@ COMMAND_MODULES = (
 GROUPS = (
     ("protect", ("anonymize", "recover", "serve", "deface", "unlearn")),
     ("audit", ("audit-embeddings", "mri-audit", "verify", "detect", "embed")),
-    ("train & evaluate", ("eval-deid", "eval-verification", "eval-generator", "eval-unlearning", "eval-deface", "train-deid",
+    ("train & evaluate", ("eval-deid", "eval-detection", "eval-video", "eval-verification", "eval-generator", "eval-unlearning", "eval-deface", "train-deid",
                           "train-deid-surrogate", "train-generator")),
     ("federated", ("fed-simulate", "fed-server", "fed-client")),
 )
