@@ -355,19 +355,30 @@ def _video_summary(head: str, res, args):
     return out
 
 
-def _cmd_anonymize_video(args) -> int:
-    from .video import anonymize_video
+def _check_video_flags(args) -> None:
+    from ..core.errors import InputError
 
     for flag in ("consistent", "sidecar", "no_pixels", "format"):
         if getattr(args, flag, None):
-            from ..core.errors import InputError
-
             raise InputError(f"--{flag.replace('_', '-')} does not apply to a video (a video always keeps one "
                              "pseudonym per person and writes its record to OUT.fpx)")
+
+
+def anonymize_video_parsed(args, passphrase: bytes | None, method=None):
+    """The anonymize command's video pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> ``video.VideoResult``."""
+    from .video import anonymize_video
+
+    _check_video_flags(args)
+    return anonymize_video(args.input, args.output, passphrase, method or _method(args), detector=args.detector,
+                           upsample=args.upsample, min_score=args.min_score, min_size=args.min_size,
+                           detect_every=args.detect_every, max_seconds=args.max_seconds)
+
+
+def _cmd_anonymize_video(args) -> int:
+    _check_video_flags(args)
     passphrase = _passphrase(args, new=True)
-    res = anonymize_video(args.input, args.output, passphrase, _method(args), detector=args.detector,
-                          upsample=args.upsample, min_score=args.min_score, min_size=args.min_size,
-                          detect_every=args.detect_every, max_seconds=args.max_seconds)
+    res = anonymize_video_parsed(args, passphrase)
     out = _video_summary(f"anonymized {res.faces} face-frame(s) in {res.frames} frame(s), {res.people} "
                          f"person(s) in {res.tracks} track(s), with {args.method}", res, args)
     if res.fallback:
@@ -389,14 +400,26 @@ def _cmd_anonymize_video(args) -> int:
     return out.print()
 
 
-def _cmd_recover_video(args) -> int:
-    from ..core.errors import InputError
+def _check_recover_video_flags(args) -> None:
+    if args.plausible or args.from_latent:
+        from ..core.errors import InputError
+
+        raise InputError("--plausible and --from-latent apply to images only")
+
+
+def recover_video_parsed(args, passphrase: bytes):
+    """The recover command's video pipeline for its parsed ``args`` (``serve`` calls this too) ->
+    ``video.VideoResult``."""
     from .video import recover_video
 
-    if args.plausible or args.from_latent:
-        raise InputError("--plausible and --from-latent apply to images only")
+    _check_recover_video_flags(args)
+    return recover_video(args.input, args.output, passphrase, allow_modified=args.allow_modified)
+
+
+def _cmd_recover_video(args) -> int:
+    _check_recover_video_flags(args)
     passphrase = _passphrase(args, new=False)
-    res = recover_video(args.input, args.output, passphrase, allow_modified=args.allow_modified)
+    res = recover_video_parsed(args, passphrase)
     return _video_summary(f"recovered {res.faces} face-frame(s) in {res.frames} frame(s)", res, args).print()
 
 
