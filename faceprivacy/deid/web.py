@@ -944,7 +944,7 @@ ul.notes { margin: 8px 0 0; padding-left: 18px; font-size: 13px; color: var(--mu
 input[type=file] { display: none; }
 </style></head>
 <body>
-<header><h1>faceprivacy — de-identify photos on this machine</h1>
+<header><h1>faceprivacy — de-identify faces on this machine</h1>
 <p>Served on a loopback address only; every request carries this launch's token. Photos stay in the server's memory
 until you press Forget or stop it; nothing is written to disk but short-lived temp files. Passphrases are never
 stored.</p></header>
