@@ -326,6 +326,21 @@ def test_option_checks() -> None:
             check_max_upload(bad)
 
 
+def test_serve_options_reach_the_commands_it_runs(tmp_path) -> None:
+    """--threads, --data and the model options of serve are the options of every anonymize / recover it runs."""
+    from faceprivacy.cli import build_parser
+    from faceprivacy.core.options import resolve
+    from faceprivacy.deid.web import CliPipeline, passed_options
+
+    args = resolve(build_parser().parse_args(["serve", "--threads", "1", "--data", "DK", "--donor-bank", "b.npz"]))
+    pipe = CliPipeline(args._anonymize_parser, args._recover_parser, passed_options(args))
+    for parser, argv in ((pipe.anonymize_parser, ["x.png", "-o", "y.png"]), (pipe.recover_parser, ["y.png"])):
+        a = pipe._args(parser, argv + pipe.extra)
+        assert (a.threads, a.data, str(a.donor_bank)) == (1, "DK", "b.npz")
+    plain = resolve(build_parser().parse_args(["serve"]))
+    assert passed_options(plain) == ["--threads", str(plain.threads)]
+
+
 def test_a_port_in_use_is_one_clear_error(srv, tmp_path) -> None:
     from faceprivacy.deid.web import App, Server
 

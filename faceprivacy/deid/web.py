@@ -800,6 +800,17 @@ class Server(ThreadingHTTPServer):
 
 # ----- the command -------------------------------------------------------------------------------------------
 
+def passed_options(args: argparse.Namespace) -> list[str]:
+    """serve's own model options, threads and datakit, as options of every anonymize / recover command line."""
+    extra: list[str] = []
+    for flag, val in (("--donor-bank", args.donor_bank), ("--generator", args.generator),
+                      ("--generator-weights", args.generator_weights), ("--encryptor", args.encryptor),
+                      ("--threads", args.threads), ("--data", args.data)):
+        if val is not None and not (flag == "--generator" and val == "lite"):
+            extra += [flag, str(val)]
+    return extra
+
+
 def serve(args: argparse.Namespace) -> int:
     """``faceprivacy serve``: check the options, load the preselected method, listen, print the URL, serve
     until Ctrl-C or SIGTERM, then forget every result and remove the temp folder."""
@@ -808,12 +819,7 @@ def serve(args: argparse.Namespace) -> int:
     host = check_host(args.host)
     port = check_port(args.port)
     max_upload = check_max_upload(args.max_upload_mb)
-    extra: list[str] = []
-    for flag, val in (("--donor-bank", args.donor_bank), ("--generator", args.generator),
-                      ("--generator-weights", args.generator_weights), ("--encryptor", args.encryptor)):
-        if val is not None and not (flag == "--generator" and val == "lite"):
-            extra += [flag, str(val)]
-    pipeline = CliPipeline(args._anonymize_parser, args._recover_parser, extra)
+    pipeline = CliPipeline(args._anonymize_parser, args._recover_parser, passed_options(args))
     pipeline.preload(args.method)
     app = App(pipeline, max_upload=max_upload, methods=METHODS, default_method=args.method, keyed=KEYED_METHODS)
     try:
