@@ -130,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--width", type=int, default=1280, help="frame width (even)")
     v.add_argument("--height", type=int, default=720, help="frame height (even)")
     v.add_argument("--faces", type=int, default=3, help="CelebA test identities in the clip")
-    v.add_argument("--face-px", type=float, default=220.0, help="side of each pasted aligned photo (px)")
+    v.add_argument("--photo-px", dest="face_px", type=float, default=220.0, help="side of each pasted aligned photo (px)")
     v.add_argument("--methods", nargs="+", default=["donor", "blur"], choices=("donor", "blur", "pixelate", "mask"),
                    help="methods, each run on the same clip (blur is the speed reference)")
     v.add_argument("--detector", default="hog", help="face detector")
