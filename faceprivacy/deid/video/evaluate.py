@@ -180,6 +180,8 @@ def evaluate_video(data: Path, out: Path, cfg: VideoEvalConfig, progress_stage=N
     from .synth import make_frames, write_clip
 
     cfg.validate()
+    if not (data / "celeba_subset_aligned112").is_dir():
+        raise InputError(f"{data}: no celeba_subset_aligned112 (the datakit's CelebA subset) in it")
     out.mkdir(parents=True, exist_ok=True)
     stage = progress_stage or (lambda i, n, text: None)
     n_st = 3 + 2 * len(cfg.methods)
