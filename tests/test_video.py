@@ -186,3 +186,22 @@ def test_smoothing_removes_jitter_and_slots_never_share_a_frame():
         t.box = {f: np.zeros(4) for f in range(10)}
         t.desc = [np.zeros(128)]  # identical descriptors, but both on screen at once: two people
     assert assign_slots([a, b], 0.5) == 2 and a.slot != b.slot
+
+
+def test_a_face_that_cannot_be_aligned_is_blurred_never_left_untouched():
+    from faceprivacy.deid.methods import make_method
+    from faceprivacy.deid.video.anonymize import _Renderer
+    from faceprivacy.deid.video.track import Track
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    t = Track(0, 0, box={0: np.array([50.0, 30.0, 100.0, 80.0])}, slot=0)
+    r = _Renderer(make_method("blur"), None)
+    r.prepare([t])
+    out, faces, fallback = r.render(frame, [(t, None, t.box[0])])
+    assert fallback == 1 and len(faces) == 1
+    changed = np.any(out != frame, axis=2)
+    assert changed[45:65, 65:85].all()  # the middle of the face
+    assert not changed[:, :20].any() and not changed[:10].any()  # far from it
+    x1, y1, x2, y2 = faces[0][1]
+    assert np.array_equal(faces[0][2], frame[y1:y2, x1:x2])  # the sealed original

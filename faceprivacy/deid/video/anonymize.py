@@ -182,8 +182,9 @@ class _Renderer:
             purpose = f"deid/person/{slot}"
             key = subkey(self.master, purpose) if self.master is not None else None
             p = _Person(key, purpose)
-            if self.donor and key is not None:
-                best = max((t for t in ts if t.anchor is not None), key=lambda t: t.anchor[1])
+            anchored = [t for t in ts if t.anchor is not None]
+            if self.donor and key is not None and anchored:  # (never aligned: every frame is blurred)
+                best = max(anchored, key=lambda t: t.anchor[1])
                 _, wid, patch, _, lm = best.anchor
                 crop, _ = self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))
                 p.info, p.morph_key = self._pin(crop, key)
