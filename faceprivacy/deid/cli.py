@@ -127,7 +127,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--width", type=int, default=1280, help="frame width (even)")
     v.add_argument("--height", type=int, default=720, help="frame height (even)")
     v.add_argument("--faces", type=int, default=3, help="CelebA test identities in the clip")
-    v.add_argument("--face-px", type=float, default=220.0, help="side of each pasted aligned photo (px)")
+    v.add_argument("--face-side", type=float, default=220.0, help="side of each pasted aligned photo (px)")
     v.add_argument("--methods", nargs="+", default=["donor", "blur"], choices=("donor", "blur", "pixelate", "mask"),
                    help="methods, each run on the same clip (blur is the speed reference)")
     v.add_argument("--detector", default="hog", help="face detector")
@@ -445,7 +445,7 @@ def _cmd_eval_video(args) -> int:
     if data is None or not Path(data).is_dir():
         raise InputError(f"datakit not found: {data or 'pass --data'}")
     cfg = VideoEvalConfig(seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
-                          faces=args.faces, face_px=args.face_px, methods=tuple(args.methods),
+                          faces=args.faces, face_px=args.face_side, methods=tuple(args.methods),
                           detector=args.detector, detect_every=args.detect_every, lossy_seconds=args.lossy_seconds,
                           seed=args.seed)
     cfg.validate()

@@ -51,7 +51,7 @@ class VideoEvalConfig:
         if self.width % 2 or self.height % 2 or not (64 <= self.width <= 3840 and 64 <= self.height <= 2160):
             raise InputError("--width/--height must be even, 64..3840 x 64..2160")
         if self.face_px * self.faces * 1.3 > self.width or self.face_px * 1.5 > self.height:
-            raise InputError("--face-px too large for the frame and the number of faces")
+            raise InputError("--face-side too large for the frame and the number of faces")
 
 
 @dataclass
