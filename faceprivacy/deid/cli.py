@@ -1,4 +1,5 @@
-"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy eval-deid``, ``faceprivacy train-deid``."""
+"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy serve``, ``faceprivacy eval-deid``,
+``faceprivacy train-deid``."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
-    p.add_argument("--upsample", type=int, default=1, help="detector upsampling (finds smaller faces)")
+    _detector_choice(p)
+    p.add_argument("--upsample", type=int, default=1,
+                   help="detector upsampling (finds smaller faces; retinaface/rfb320: the finest tile level is "
+                        "2^(N-1) x the frame)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
     _detector_filters(p)
     _video_args(p)
@@ -195,6 +198,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
+    from .web import add_serve_args
+
+    w = command(sub, "serve", "a local web page: drop photos, anonymize, download, recover (127.0.0.1 only)",
+                examples=["faceprivacy serve                    # prints http://127.0.0.1:8765/?token=...",
+                          "faceprivacy serve --port 0 --method blur   # any free port; blur preselected"])
+    add_serve_args(w, METHODS, DEFAULT_METHOD)
+    w.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
+    _model_args(w)
+    add_common(w)
+    # the page runs the anonymize / recover commands' own parsers and pipelines (same defaults, same code)
+    w.set_defaults(func=_cmd_serve, _anonymize_parser=p, _recover_parser=r)
+
+    from .evaluation.detection_cli import register as register_eval_detection
+
+    register_eval_detection(sub)
+
+
+def _detector_choice(p: argparse.ArgumentParser) -> None:
+    from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
+
+    p.add_argument("--detector", choices=DETECTORS, default=ANONYMIZE_DETECTOR,
+                   help="face detector: retinaface (CNN, turned and small faces; tiled on large frames), rfb320 "
+                        "(fast CNN), hog (fastest CPU, frontal only), cnn (dlib MMOD, slow); see docs/detection.md")
+
 
 def _shared_args(p: argparse.ArgumentParser, tag: str, input_help: str, out_shown: str, pw_help: str) -> None:
     """The options ``anonymize`` and ``recover`` share: INPUT [OUTPUT] / -o (derived from the input), the
@@ -227,12 +254,15 @@ def _video_args(p: argparse.ArgumentParser) -> None:
 
 
 def _detector_filters(p: argparse.ArgumentParser) -> None:
-    from ..core.detect import MIN_SCORE, MIN_SIZE
+    from ..core.detect import MIN_SCORES, MIN_SIZES
 
-    p.add_argument("--min-score", type=float, default=MIN_SCORE,
-                   help=f"lowest detector score kept (default {MIN_SCORE}; lower finds more, and more false faces)")
-    p.add_argument("--min-size", type=float, default=MIN_SIZE,
-                   help=f"smallest face side kept, in pixels (default {MIN_SIZE})")
+    per = ", ".join(f"{k} {v}" for k, v in MIN_SCORES.items())
+    p.add_argument("--min-score", type=float, default=None,
+                   help=f"lowest detector score kept (default per detector: {per}; lower finds more, and more "
+                        "false faces)")
+    sizes = ", ".join(f"{k} {v:g}" for k, v in MIN_SIZES.items())
+    p.add_argument("--min-size", type=float, default=None,
+                   help=f"smallest face side kept, in pixels (default per detector: {sizes})")
 
 
 def _passphrase(args, new: bool) -> bytes | None:
@@ -273,18 +303,26 @@ def _method(args):
     return _method_by_name(args.method, args)
 
 
-def _cmd_anonymize(args) -> int:
-
+def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
+    """The anonymize command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> the summary of ``batch.anonymize_paths``."""
+    from ..core.detect import FaceDetector
     from .batch import anonymize_paths
+
+    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                            data_root=args.data, threads=args.threads or 1)
+    return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
+                           sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
+                           min_face=args.min_face, fmt=args.format)
+
+
+def _cmd_anonymize(args) -> int:
     from .video import is_video_path
 
     if is_video_path(args.input):
         return _cmd_anonymize_video(args)
     passphrase = _passphrase(args, new=True)
-    summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
-                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=args.detector,
-                              upsample=args.upsample, min_face=args.min_face, fmt=args.format,
-                              min_score=args.min_score, min_size=args.min_size)
+    summary = anonymize_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
@@ -362,23 +400,29 @@ def _cmd_recover_video(args) -> int:
     return _video_summary(f"recovered {res.faces} face-frame(s) in {res.frames} frame(s)", res, args).print()
 
 
-def _cmd_recover(args) -> int:
+def recover_parsed(args, passphrase: bytes, method_by_name=None) -> dict:
+    """The recover command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cache of
+    methods) -> the summary of ``batch.recover_paths``."""
     from .batch import recover_paths
-    from .video import is_video_path
-
-    if is_video_path(args.input):
-        return _cmd_recover_video(args)
-    passphrase = _passphrase(args, new=False)
 
     def method_factory(name: str):
         if name not in METHODS:
             from ..core.errors import InputError
 
             raise InputError(f"the record names an unknown method {name!r}")
-        return _method_by_name(name, args)
+        return (method_by_name or _method_by_name)(name, args)
 
-    summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
-                            from_latent=args.from_latent, allow_modified=args.allow_modified)
+    return recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
+                         from_latent=args.from_latent, allow_modified=args.allow_modified)
+
+
+def _cmd_recover(args) -> int:
+    from .video import is_video_path
+
+    if is_video_path(args.input):
+        return _cmd_recover_video(args)
+    passphrase = _passphrase(args, new=False)
+    summary = recover_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
@@ -388,6 +432,12 @@ def _cmd_recover(args) -> int:
                          "JPEG/WebP and is not bit-identical to the input")
     rc = out.print()
     return rc if summary["written"] else 2
+
+
+def _cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(args)
 
 
 def _eval_config(args):
