@@ -274,12 +274,7 @@ def _make_detector(detector, upsample: int, min_score: float | None, min_size: f
         return detector
     from ...core.detect import FaceDetector
 
-    kw = {}
-    if min_score is not None:
-        kw["min_score"] = min_score
-    if min_size is not None:
-        kw["min_size"] = min_size
-    return FaceDetector(detector, upsample=upsample, **kw)
+    return FaceDetector(detector, upsample=upsample, min_score=min_score, min_size=min_size)
 
 
 def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, embed=None) -> list[Track]:
@@ -292,7 +287,7 @@ def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, 
 
 
 def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: bytes | None, method: Method, *,
-                    detector: str | object = "hog", upsample: int = 1, min_score: float | None = None,
+                    detector: str | object = "retinaface", upsample: int = 1, min_score: float | None = None,
                     min_size: float | None = None, detect_every: int = 1, max_seconds: float | None = None,
                     embed=None) -> VideoResult:
     """Anonymize every face of a clip into ``out`` (with the sealed record ``out.fpx`` when a passphrase is

@@ -5,7 +5,8 @@ by refitting dlib's 68 landmarks in the box its last landmarks predict, and keep
   ``MIN_IOU``) unless their dlib descriptors disagree (distance >= ``SWITCH_DISTANCE``, dlib's same-person
   rule), so two people who cross do not swap tracks; a detection left over (a fast move) joins the nearest
   unmatched live track by descriptor (distance < ``deid.pipeline.PERSON_DISTANCE``); any other detection
-  starts a new track. A detection whose landmarks miss its box (extreme pose, occlusion) continues or
+  starts a new track. A detection whose landmarks miss its box or fail the detector's ``alignable`` check
+  (extreme pose, occlusion) continues or
   starts a track at the detector's box and is blurred on that frame. Descriptors are computed when a match could be wrong (a new or young track, two
   faces near each other, a fast move) and at least every ``EMBED_EVERY`` frames per track.
 * **Between detections** a track's landmarks are refit inside the box predicted from its last landmarks and
@@ -156,7 +157,8 @@ class Tracker:
         boxes = [lm_box(lm) for lm in lms]
         # landmarks that missed the detected face (extreme pose, occlusion): the face is kept at the
         # detector's box and blurred on this frame (see ``Track.lm``)
-        aligned = [iou(b, np.asarray(f.box, float)) >= MIN_ALIGN_IOU for b, f in zip(boxes, faces, strict=True)]
+        aligned = [bool(getattr(f, "alignable", True)) and iou(b, np.asarray(f.box, float)) >= MIN_ALIGN_IOU
+                   for b, f in zip(boxes, faces, strict=True)]
         boxes = [b if ok else np.asarray(f.box, float) for b, f, ok in zip(boxes, faces, aligned, strict=True)]
         cache: dict[int, np.ndarray | None] = {}
 
