@@ -205,3 +205,13 @@ def test_a_face_that_cannot_be_aligned_is_blurred_never_left_untouched():
     assert not changed[:, :20].any() and not changed[:10].any()  # far from it
     x1, y1, x2, y2 = faces[0][1]
     assert np.array_equal(faces[0][2], frame[y1:y2, x1:x2])  # the sealed original
+
+
+def test_a_phone_clip_with_display_rotation_is_processed_upright(tmp_path, clip):
+    _, frames, _ = clip
+    p = write_clip(tmp_path / "rot.mp4", frames[:4], 25, rotation=90, audio=False)
+    info = probe(p)
+    assert (info.width, info.height, info.rotation) == (160, 120, 90)
+    back = list(iter_frames(p))
+    assert back[0].shape == (120, 160, 3)
+    assert np.abs(back[0].astype(float) - frames[0]).mean() < 4  # upright again (H.264 loss only)
