@@ -39,7 +39,7 @@ class Row:
 class Source:
     system: str
     file: str  # relative to the repo root
-    command: str | None  # None: the JSON's own "command" key
+    command: str | None  # used when the JSON records no "command" of its own (a recorded one wins)
     doc: str  # where the numbers are quoted
     rows: tuple = field(default_factory=tuple)
     pending: bool = False  # added by a branch not merged yet: keys not enforced
@@ -452,7 +452,8 @@ def render(root: Path = ROOT) -> str:
                 lines += [f"- {r.headline}" for r in s.rows] + [""]
                 not_measured.append(s.file)
                 continue
-            command = s.command or data.get("command", "(no command recorded)")
+            command = data.get("command") if isinstance(data.get("command"), str) else s.command
+            command = command or "(no command recorded)"
             lines += [f"### `{s.file}` ({s.doc})", "", "```", command, "```", ""]
             if s.note:
                 lines += [s.note, ""]
