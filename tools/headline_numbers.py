@@ -196,15 +196,22 @@ SOURCES: tuple[Source, ...] = (
                 n=("templates", "unlinkability", "n_identities"), n_label="ids")),
            note="dlib embeddings; test 968 images / 48 identities; interval = identity bootstrap."),
     Source("Embedding audit (`audit-embeddings`)", "docs/audit_inversion_results.json",
-           "faceprivacy audit-embeddings --embedder dlib --attr-cache out/attr.npz --out out/audit",
-           "docs/audit.md (inversion, 60 held-out targets)",
-           (Row("white-box inversion type I (dlib) / type II (ONNX judge)", ()),
-            Row("black-box inversion type I (dlib) / type II (ONNX judge), queries", ()),
-            Row("generator ceiling type II; a real other photo type II", ())),
-           pending=True,
-           note="The 60-target inversion run of the default protocol has no committed JSON yet; the counts in "
-                "docs/audit.md (12-target tables, and the issue-17 reviewer's 60-target counts) come from no "
-                "command's committed output."),
+           "faceprivacy audit-embeddings --embedder dlib --no-probes --no-templates --mapper-epochs 20 "
+           "--mapper-hidden 512 --wb-steps 20 --out out/audit60b", "docs/audit.md (inversion, 60 held-out targets)",
+           tuple(Row(f"{label} type {t} ({judge})", ("inversion", "attacks", key, f"type{t.count('I')}"),
+                     n_label="targets")
+                 for key, label in (("blackbox", "black-box NES"), ("whitebox", "white-box"),
+                                    ("whitebox_manifold", "on-manifold white-box"),
+                                    ("encoder_reconstruction_ceiling", "generator ceiling"),
+                                    ("mapper", "mapper only"))
+                 for t, judge in (("I", "dlib"), ("II", "ONNX MobileFaceNet judge")))
+           + (Row("a real other photo, type I (dlib)", ("inversion", "type1_reference_real_photo"), n_label="targets"),
+              Row("a real other photo, type II (ONNX judge)", ("inversion", "type2_reference_real_photo"),
+                  n_label="targets"),
+              Row("black-box queries per target, mean", ("inversion", "attacks", "blackbox", "queries_per_inversion"),
+                  ci=None, n=("inversion", "n_targets"), n_label="targets", fmt="{:.0f}")),
+           note="60 targets, one photo each of 60 held-out people (test + val identities of the training root, never "
+                "seen by the mapper); thresholds at FAR 1e-3 from all impostor pairs of the training identities."),
     # ---- unlearning
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
            _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn"),
