@@ -309,9 +309,22 @@ SOURCES: tuple[Source, ...] = (
            _LOHO_CMD.format(steps=300, p=" --prior"), "docs/mri.md (leave-one-head-out)",
            _loho("template prior, 300 steps")[0::3]),
     # ---- video (issue 16, branch i16v)
-    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval.json", "faceprivacy eval-video",
-           "docs/video.md", (Row("video headline numbers", ()),), pending=True,
-           note="docs/video.md's 'Measured' section is a placeholder (RESULTS) on main."),
+    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval.json",
+           "faceprivacy eval-video -o out/eval_video_720p", "docs/video.md", (
+               Row("donor frames/s relative to blur, CPU time (10 s 720p, 3 faces)",
+                   ("cpu_fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
+               Row("donor frames/s relative to blur, wall time (loaded machine)",
+                   ("fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
+               Row("donor identity switches", ("methods", {"method": "donor"}, "id_switches"), ci=None,
+                   n=("config", "faces"), n_label="people", fmt="{}"),
+               Row("donor face-frames missed", ("methods", {"method": "donor"}, "missed_face_frames"), ci=None,
+                   n=("methods", {"method": "donor"}, "face_frames_gt"), n_label="face-frames", fmt="{}"),
+               Row("donor .mkv recovery: bit-identical frames", ("methods", {"method": "donor"},
+                                                                 "recovery_identical_frames"), ci=None,
+                   n=("methods", {"method": "donor"}, "frames"), n_label="frames", fmt="{}"),
+               Row("donor .mp4 (H.264) recovery PSNR, worst frame (dB)",
+                   ("lossy_mp4", "anonymize_time_check", "psnr_min"), ci=None,
+                   n=("lossy_mp4", "frames"), n_label="frames", fmt="{:.1f}"))),
 )
 
 
