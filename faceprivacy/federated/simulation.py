@@ -45,6 +45,7 @@ from .algorithm import (
     load_head_vector,
     validate_update,
 )
+from .losses import nearest_negatives
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +245,9 @@ class FederatedSimulator:
         losses: list[float] = []
         rejected = 0
         dim = self.state.W.shape[1]
+        neg_idx = None
+        if self.cfg.algorithm == "fedface" and self.cfg.client.negatives > 0:  # hard negatives from the bank
+            neg_idx = nearest_negatives(self.state.W, sampled, self.cfg.client.negatives, self.cfg.client.geometry)
         it = progress(range(len(sampled)), desc=f"round {rnd}", disable=not progress_bar, unit="client")
         for j in it:
             cid = int(sampled[j])
@@ -256,7 +260,8 @@ class FederatedSimulator:
             self.seen[cid] = True
             upd = client_update(self.scratch, self.state.vec, self.client_feats[cid], start,
                                 self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid),
-                                reference=self.state.W[cid])
+                                reference=self.state.W[cid],
+                                negatives=None if neg_idx is None else self.state.W[neg_idx[j]])
             if faulty[j]:  # a broken/malicious client: corrupt the update
                 upd.delta = upd.delta.clone()
                 upd.delta[:: max(1, upd.delta.numel() // 7)] = float("nan")
