@@ -301,3 +301,26 @@ def test_fedface_with_hard_negatives_runs_and_fedavg_ignores_them():
         sim.run(progress_bar=False)
         assert np.isfinite(sim.state.vec.numpy()).all()
         assert sim.history[-1]["accepted"] == 10
+
+
+def test_public_negatives_reach_the_head_and_are_fedface_only():
+    head = tiny_head()
+    feats, _ = synthetic_clients(3, 8, dim=64, seed=0)
+    w0 = init_class_embedding(head, feats[0], "euclidean")
+    pub = torch.cat(feats[1:])
+    cfg = ClientConfig(local_steps=3, lr=0.05, margin=0.0, geometry="euclidean", public_batch=4, neg_margin=100.0)
+    a = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1)
+    b = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1, public_feats=pub)
+    assert not torch.allclose(a.delta, b.delta)
+    sfeats, ev = _sim_setup()
+    with pytest.raises(InputError):
+        FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=1, client=ClientConfig(public_batch=4)))
+    # the FedAvg baseline neither needs nor uses them
+    sim = FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=2, clients_per_round=5, algorithm="fedavg",
+                                                            client=ClientConfig(public_batch=4)))
+    sim.run(progress_bar=False)
+    sim = FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=2, clients_per_round=5,
+                                                            client=ClientConfig(public_batch=4)),
+                             public_feats=torch.cat(sfeats[:3]))
+    sim.run(progress_bar=False)
+    assert np.isfinite(sim.state.vec.numpy()).all()

@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negatives", type=int, default=None,
                    help="hard negatives: the K class embeddings of other clients nearest to a client's are sent to it "
                         "and its features are pushed --neg-margin away from them (0 = off; default: the geometry's)")
+    p.add_argument("--public-negatives", type=int, default=None, metavar="N",
+                   help="FedFR-style public negatives: N UTKFace crops (datakit, no identities) held by every client; "
+                        "each local step keeps the client's features --neg-margin away from --public-batch of them "
+                        "(0 = off; default: the geometry's)")
+    p.add_argument("--public-batch", type=int, default=None,
+                   help="public negatives drawn per local step (default: the geometry's)")
     p.add_argument("--neg-margin", type=float, default=None,
                    help="hard negatives: min distance (euclidean) / max cosine (cosine) (default: the geometry's)")
     p.add_argument("--neg-weight", type=float, default=None,
@@ -210,13 +216,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
                           test_root=args.test_data, eval_split=args.eval_split, cache_dir=args.feature_cache)
     hp = resolve_hparams(args)
+    if int(hp["public_negatives"]) > 0 and not args.synthetic:
+        from .experiment import public_negative_features
+
+        data.public_feats = public_negative_features(split, _default_data(args.data), int(hp["public_negatives"]),
+                                                     args.feature_cache)
     elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
                     client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=float(hp["lr"]),
                                         embedding_lr=elr, margin=float(hp["margin"]), geometry=hp["geometry"],
                                         dp_clip=args.dp_clip, dp_noise=args.dp_noise,
                                         negatives=int(hp["negatives"]), neg_margin=float(hp["neg_margin"]),
-                                        neg_weight=float(hp["neg_weight"])),
+                                        neg_weight=float(hp["neg_weight"]),
+                                        public_batch=int(hp["public_batch"]) if int(hp["public_negatives"]) > 0
+                                        else 0),
                     server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
                                         spread_margin=float(hp["spread_margin"]), server_opt=str(hp["server_opt"]),
                                         server_lr=float(hp["server_lr"])),

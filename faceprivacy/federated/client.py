@@ -37,6 +37,10 @@ class ClientConfig:
     negatives: int = 0
     neg_margin: float = 0.7
     neg_weight: float = 1.0
+    #: public negatives (FedFR's idea): faces of a public set without identity labels that every client holds;
+    #: each step draws ``public_batch`` of them, runs them through the *current* head and keeps the client's
+    #: features ``neg_margin`` away (image-level negatives, as the centralised metric loss has). 0 = off
+    public_batch: int = 0
 
 
 @dataclass
@@ -81,7 +85,8 @@ def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: 
 
 def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor,
                   embedding: np.ndarray, cfg: ClientConfig, seed: int = 0,
-                  reference: np.ndarray | None = None, negatives: np.ndarray | None = None) -> ClientUpdate:
+                  reference: np.ndarray | None = None, negatives: np.ndarray | None = None,
+                  public_feats: torch.Tensor | None = None) -> ClientUpdate:
     """One FedFace client round: load the global head, train head + own class embedding for
     ``cfg.local_steps`` SGD steps on the positive-only squared-hinge cosine loss, return the update.
 
@@ -90,7 +95,8 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
     (``privacy.noise_generator``). ``reference`` is the embedding the server holds (default ``embedding``): the
     embedding update is taken against it, so a first upload from a server's random start is clipped and
     noised like any other update. ``negatives`` (K, D): other classes' embeddings from the server's bank (hard
-    negatives; used only when ``cfg.negatives > 0``).
+    negatives; used only when ``cfg.negatives > 0``). ``public_feats``: trunk features of the public negative
+    set (used only when ``cfg.public_batch > 0``).
     """
     n = len(feats)
     if n == 0:
@@ -120,6 +126,9 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
         loss = positive_loss(fb, w, cfg.margin, cfg.geometry)
         if negs is not None:
             loss = loss + cfg.neg_weight * geo.negative_loss(fb, negs, cfg.neg_margin)
+        if public_feats is not None and cfg.public_batch > 0 and len(public_feats):
+            pidx = torch.randperm(len(public_feats), generator=gen)[: cfg.public_batch]
+            loss = loss + cfg.neg_weight * geo.negative_loss(fb, head(public_feats[pidx]), cfg.neg_margin)
         loss.backward()
         opt.step()
         loss_v = float(loss.detach())

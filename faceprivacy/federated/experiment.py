@@ -34,6 +34,8 @@ class ClientData:
     test_feats: torch.Tensor
     test_labels: np.ndarray
     source: str
+    #: trunk features of the public negative set (FedFR-style; None unless asked for)
+    public_feats: torch.Tensor | None = None
 
 
 #: the validation protocol (``eval_split="val"``): the 24 validation identities of ``identity_split`` plus this
@@ -114,6 +116,35 @@ def _features(split: SplitModel, paths: list, cache_dir: str | os.PathLike | Non
     return t
 
 
+def public_negative_features(split: SplitModel, datakit: str | os.PathLike, n: int,
+                             cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Trunk features of the first ``n`` UTKFace crops of the datakit (a public face set without identities,
+    disjoint from CelebA; aligned to ArcFace 112 by ``models.lite_data.align_utkface_fast``): the public
+    negatives every client holds (FedFR's idea)."""
+    from ..models.lite_data import align_utkface_fast
+
+    root = Path(datakit)
+    utk = root / "utkface_crop_part1" if (root / "utkface_crop_part1").is_dir() else root.parent / "utkface_crop_part1"
+    if not (utk / "images").is_dir():
+        raise InputError(f"public negatives need the UTKFace crops: {utk / 'images'} not found")
+    f = Path(cache_dir) / f"public_utk{n}_{split.name}.pt" if cache_dir is not None else None
+    if f is not None and f.is_file():
+        t = torch.load(f, map_location="cpu", weights_only=True)
+        if isinstance(t, torch.Tensor) and len(t) == n:
+            return t
+    crops, _ = align_utkface_fast(utk, limit=n)
+    from .backbone import trunk_features
+
+    t = trunk_features(split, crops)
+    if f is not None:
+        from ..core.fileio import atomic_path
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            torch.save(t, tmp)
+    return t
+
+
 def _celeba_root(root: str | os.PathLike) -> Path:
     p = Path(root)
     return p / "celeba_subset_aligned112" if (p / "celeba_subset_aligned112").is_dir() else p
@@ -159,7 +190,8 @@ def run_experiment(data: ClientData, split: SplitModel, sim_cfg: SimConfig, algo
         else:
             cfg = SimConfig(**{**sim_cfg.to_dict(), "algorithm": algo})
             ck = Path(checkpoint_dir) / f"{algo}.pt" if checkpoint_dir else None
-            sim = FederatedSimulator(split.head, data.client_feats, cfg, eval_fn=ev, checkpoint_path=ck)
+            sim = FederatedSimulator(split.head, data.client_feats, cfg, eval_fn=ev, checkpoint_path=ck,
+                                     public_feats=data.public_feats)
             if resume and ck is not None and ck.exists():
                 sim.load_checkpoint(ck)
                 log.info("%s: resumed at round %d", algo, sim.round)
