@@ -13,7 +13,12 @@ $FP fed-server --port "$PORT" --rounds 6 --min-nodes 2 --create-node-keys 3 --ba
     --data "$DATA" --out "$OUT" --round-timeout 240 --run-timeout 2400 --dp-clip 1 --dp-noise 1 \
     > "$OUT/logs/server.txt" 2>&1 &
 SRV=$!
-for _ in $(seq 300); do [ -f "$OUT/flower/tls/ca.crt" ] && [ -f "$OUT/node_keys/node2" ] && break; sleep 1; done
+for _ in $(seq 600); do
+    # the nodes start once the SuperLink runs and their keys are registered (before that: "Failed to activate")
+    grep -q "^SuperLink on" "$OUT/logs/server.txt" 2>/dev/null && break
+    kill -0 "$SRV" 2>/dev/null || { echo "[script] fed-server ended early:"; cat "$OUT/logs/server.txt"; exit 1; }
+    sleep 1
+done
 PIDS=()
 for i in 0 1 2; do
     $FP fed-client --superlink "127.0.0.1:$PORT" --partition-id "$i" --data "$DATA" \
@@ -22,7 +27,11 @@ for i in 0 1 2; do
     PIDS+=($!)
 done
 # kill node 2 once round 2 is reported
-for _ in $(seq 2400); do grep -q "^round 2/" "$OUT/logs/server.txt" 2>/dev/null && break; sleep 1; done
+for _ in $(seq 2400); do
+    grep -q "^round 2/" "$OUT/logs/server.txt" 2>/dev/null && break
+    kill -0 "$SRV" 2>/dev/null || break
+    sleep 1
+done
 kill -TERM "${PIDS[2]}" && echo "[script] node 2 (fed-client pid ${PIDS[2]}) killed with SIGTERM after round 2"
 wait "$SRV"; echo "[script] fed-server exit code $?"
 for i in 0 1; do
