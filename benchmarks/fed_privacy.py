@@ -238,8 +238,9 @@ def main() -> int:
                   f"{inversion['match_own_photos']['value']:.3f} {inversion['match_own_photos']['ci95']} (other "
                   f"person {inversion['match_other_person']['value']:.3f}), rank-1 {inversion['rank1']['value']:.3f}"),
               flush=True)
+    opts = {k: v for k, v in vars(args).items() if k != "inversion" and v is not None}
     res = {"command": "python -m benchmarks.fed_privacy " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion"),
         "accountant": accountant_name(), "clients": n, "test_identities": len(test_ids),
         "backbone": args.backbone, "rounds": args.rounds, "clients_per_round": args.clients_per_round,
         "rows": rows,
