@@ -240,8 +240,8 @@ SOURCES: tuple[Source, ...] = (
     # ---- federated
     Source("Federated (`fed-simulate`)", "docs/fed_seeds.json",
            "faceprivacy fed-simulate --data ../shared/datakit --backbone dlib-level0 --rounds 60 --clients-per-round "
-           "50 --eval-every 10 --algorithms fedface,fedavg,central --seeds 0,1,2 --out runs/fed_seeds   "
-           "(options as in docs/federated.md)", "docs/federated.md (three seeds)",
+           "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 --server-lr 2e-5 "
+           "--feature-cache runs/featcache --out runs/fed_seeds_s2e5", "docs/federated.md (three seeds)",
            tuple(Row(f"{m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
                      ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
                  for m in ("fedface", "fedavg", "central"))
@@ -249,14 +249,19 @@ SOURCES: tuple[Source, ...] = (
                   n=len_path("seeds"), n_label="seeds", fmt="{:.2f}"),),
            note="Seeds share the 48 test identities; a single TAR@1e-3 has an identity-bootstrap interval of about "
                 "+-5 points (docs/federated.md), wider than every gain here."),
-    Source("Federated (`fed-simulate`)", "docs/fed_privacy.json", None, "docs/federated.md (uploads and DP)",
-           tuple(r for noise in (0.0, 1.0, 4.0) for r in (
+    Source("Federated (`fed-simulate`)", "docs/fed_privacy.json",
+           "PYTHONPATH=. python -m benchmarks.fed_privacy --data ../shared/datakit --out runs/fed_privacy "
+           "--noise 0,0.5,2 --clip 0.05 --rounds 30 --clients-per-round 50 --feature-cache runs/featcache",
+           "docs/federated.md (uploads and DP)",
+           tuple(r for noise in (0.0, 0.5, 2.0) for r in (
                Row(f"noise {noise:g}: epsilon (delta 1e-5)", ("rows", {"noise": noise}, "epsilon"), ci=None, n=None,
                    fmt="{:.1f}"),
                Row(f"noise {noise:g}: upload linkage rank-1 (chance 0.006)", ("rows", {"noise": noise},
                                                                                 "linkage_rank1"), n_label="clients"),
                Row(f"noise {noise:g}: gender probe on uploads (majority 0.611)",
                    ("rows", {"noise": noise}, "gender_probe_accuracy"), n_label="clients"),
+               Row(f"noise {noise:g}: inversion of uploads nearest to own template (rank-1, chance 0.006)",
+                   ("rows", {"noise": noise}, "inversion", "rank1"), n_label="clients"),
                Row(f"noise {noise:g}: TAR@1e-3 after 30 rounds", ("rows", {"noise": noise}, "tar@far=1e-3"),
                    ci=None, n=("test_identities",), n_label="test ids", fmt="{:.4f}")))),
     # ---- generator
@@ -316,9 +321,22 @@ SOURCES: tuple[Source, ...] = (
            _LOHO_CMD.format(steps=300, p=" --prior"), "docs/mri.md (leave-one-head-out)",
            _loho("template prior, 300 steps")[0::3]),
     # ---- video (issue 16, branch i16v)
-    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval.json", "faceprivacy eval-video",
-           "docs/video.md", (Row("video headline numbers", ()),), pending=True,
-           note="docs/video.md's 'Measured' section is a placeholder (RESULTS) on main."),
+    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval.json",
+           "faceprivacy eval-video -o out/eval_video_720p", "docs/video.md", (
+               Row("donor frames/s relative to blur, CPU time (10 s 720p, 3 faces)",
+                   ("cpu_fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
+               Row("donor frames/s relative to blur, wall time (loaded machine)",
+                   ("fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
+               Row("donor identity switches", ("methods", {"method": "donor"}, "id_switches"), ci=None,
+                   n=("config", "faces"), n_label="people", fmt="{}"),
+               Row("donor face-frames missed", ("methods", {"method": "donor"}, "missed_face_frames"), ci=None,
+                   n=("methods", {"method": "donor"}, "face_frames_gt"), n_label="face-frames", fmt="{}"),
+               Row("donor .mkv recovery: bit-identical frames", ("methods", {"method": "donor"},
+                                                                 "recovery_identical_frames"), ci=None,
+                   n=("methods", {"method": "donor"}, "frames"), n_label="frames", fmt="{}"),
+               Row("donor .mp4 (H.264) recovery PSNR, worst frame (dB)",
+                   ("lossy_mp4", "anonymize_time_check", "psnr_min"), ci=None,
+                   n=("lossy_mp4", "frames"), n_label="frames", fmt="{:.1f}"))),
 )
 
 
