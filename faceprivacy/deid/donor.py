@@ -144,19 +144,30 @@ class DonorMorph(Method):
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
                  jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
                  min_side: int = 112, max_side: int = 128, geometry: str = "donor", parts: bool = True,
-                 hairline_range: float = 0.25, donor_check: bool = True, max_redraws: int = 3):
+                 hairline_range: float = 0.25, donor_check: bool = True, max_redraws: int = 3,
+                 skin_shift: float = 0.0, push_steps: int = 0, push_eps: float = 8.0, push_grid: int = 28,
+                 push_nets: tuple[str, ...] = ("dlib", "mobilefacenet"), residual_gain: float = 1.0,
+                 age_scale: float = 8.0, part_poisson: bool = False, luma_ratio: bool = False,
+                 age_offset: float = 0.0, push_dir_weight: float = 1.0, push_flip: bool = False):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
         self.n_donors, self.pool, self.lift = n_donors, pool, lift
         self.jaw_range, self.tone_shift, self.keep_mouth = jaw_range, tone_shift, keep_mouth
         self.min_side, self.max_side = min_side, max_side
-        if geometry not in ("donor", "source"):
-            raise ValueError(f"geometry must be 'donor' or 'source', not {geometry!r}")
+        if geometry not in ("donor", "source", "residual"):
+            raise ValueError(f"geometry must be 'donor', 'source' or 'residual', not {geometry!r}")
         self.geometry = geometry
         self.parts = parts
         self.hairline_range = hairline_range
         self.donor_check, self.max_redraws = donor_check, max_redraws
+        self.skin_shift, self.residual_gain, self.age_scale = skin_shift, residual_gain, age_scale
+        self.part_poisson, self.luma_ratio, self.age_offset = part_poisson, luma_ratio, age_offset
+        self.push_steps, self.push_eps, self.push_grid = push_steps, push_eps, push_grid
+        self.push_nets = tuple(push_nets)
+        self.push_dir_weight, self.push_flip = push_dir_weight, push_flip
+        self._push = None  # (name, differentiable embedder) pairs, built on first use
+        self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
         self._donor_emb: dict[int, np.ndarray] = {}
         if parts and n_donors < 3:
@@ -177,6 +188,7 @@ class DonorMorph(Method):
         for c, q in enumerate(OCCLUSION_QUANTILES):
             ok &= occ[:, c] <= np.quantile(occ[:, c], q)
         self._usable = np.concatenate([ok, ok])
+        self._pose_model = self._fit_pose_model()
         self.generator_name = "donor_bank"
         self.encryptor_id = None
 
@@ -185,6 +197,22 @@ class DonorMorph(Method):
         m = np.asarray(lm, np.float64)[:, MIRROR68].copy()
         m[..., 0] = 111.0 - m[..., 0]
         return m
+
+    def _fit_pose_model(self) -> np.ndarray:
+        """Least-squares linear model of the bank's 68-point shapes (112 layout, mirrors included) on
+        (1, yaw, pitch, yaw^2): what a shape owes to pose. The rest (the residual) is identity."""
+        p = self._pose
+        a = np.stack([np.ones(len(p)), p[:, 0], p[:, 1], p[:, 0] ** 2], 1)
+        coef, *_ = np.linalg.lstsq(a, self._lm.reshape(len(p), -1), rcond=None)
+        return coef
+
+    def _pose_shape(self, pose: np.ndarray) -> np.ndarray:
+        a = np.array([1.0, pose[0], pose[1], pose[0] ** 2])
+        return (a @ self._pose_model).reshape(68, 2)
+
+    def residual_shape(self, j: int) -> np.ndarray:
+        """Donor ``j``'s identity residual: its shape minus the pose model's shape at its own pose."""
+        return self._lm[j] - self._pose_shape(self._pose[j])
 
     def _donor_image(self, j: int) -> np.ndarray:
         n = len(self.bank)
@@ -210,7 +238,7 @@ class DonorMorph(Method):
         """``d`` plus the age, skin-tone, gender and usability terms both rankings share (added in this
         order, so a ranking is the same whichever way it is reached)."""
         if np.isfinite(age):
-            d = d + (np.abs(self._age - age) / 8.0) ** 2
+            d = d + (np.abs(self._age - age) / self.age_scale) ** 2
         d = d + (np.abs(self._lab[:, 0] - lab[0]) / 8.0) ** 2 + (np.abs(self._lab[:, 1:] - lab[1:]) / 5.0).sum(1) ** 2
         if gender >= 0:
             d = d + 100.0 * (self._gender != gender)
@@ -250,8 +278,10 @@ class DonorMorph(Method):
 
     def choose(self, info: dict, key: bytes) -> tuple[list[int], np.ndarray]:
         """The donors (bank indices, mirrors included) and blend weights for one source and key."""
-        order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
-        return self.pick(order, key, self.rank_identities(info["gender"], info["age"], info["lab"]))
+        # composites read younger than their donors (smoother skin): aim ``age_offset`` years older
+        age = info["age"] + self.age_offset
+        order = self.rank_donors(info["gender"], age, info["lab"], info["pose"], info.get("mouth"))
+        return self.pick(order, key, self.rank_identities(info["gender"], age, info["lab"]))
 
     # ----- one face ----------------------------------------------------------------------------------
     def source_info(self, crop: np.ndarray) -> dict:
@@ -274,9 +304,17 @@ class DonorMorph(Method):
             mats.append(m)
             aligned.append(_apply(m, self._lm[j]))
         t = np.tensordot(w, np.stack(aligned), axes=1)
+        if self.geometry == "residual":
+            # keep the source's pose: the pose model's shape at the source's pose, plus the source's own
+            # non-identity part removed and the donors' identity residuals added (112 layout), mapped
+            # into the crop by the similarity that fits the pose shape to the source
+            pose_s = self._pose_shape(pose_features(src_lm))
+            m = _similarity(pose_s, src_lm)
+            res = np.tensordot(w, np.stack([self.residual_shape(j) for j in donors]), axes=1)
+            t = _apply(m, pose_s + self.residual_gain * res)
         if self.geometry == "source":  # the source's own shape (more natural, less private: a candidate)
             t = src_lm.copy()
-        elif self.keep_mouth:
+        if self.geometry != "source" and self.keep_mouth:
             # the source's mouth shape on the new face: anchored at the mean of the mouth corners and
             # the upper lip, scaled by the ratio of mouth widths
             anchor_t = t[[48, 54, 51]].mean(0)
@@ -296,6 +334,30 @@ class DonorMorph(Method):
 
     def morph_one(self, crop: np.ndarray, key: bytes, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Anonymize one working crop -> (uint8 crop, float paste mask)."""
+        out, mask, _ = self._morph(crop, key, info)
+        return out, mask
+
+    def _skin_shifted(self, base: np.ndarray, src_lm: np.ndarray, key: bytes, size: int) -> np.ndarray:
+        """The warped source with a keyed skin-tone shift (``skin_shift`` luma levels, a third of it in
+        chroma) on its skin-coloured pixels inside the anchor ellipse: face, ears and neck change tone
+        together, hair and background do not (their colour is far from the cheeks')."""
+        from ..core.warp import _YCC, _YCC_INV
+
+        u = keyed_uniforms(subkey(key, "deid/donor/skin"), 3)
+        shift = self.skin_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
+        ycc = base @ _YCC.T
+        skin = _polygon_mask(src_lm[SKIN], size)
+        if skin.sum() < 20:
+            return base
+        ref = ycc[skin]
+        mu, sd = ref.mean(0), ref.std(0) + 4.0
+        dist = (((ycc - mu) / (2.5 * sd)) ** 2)[..., 1:].sum(-1) + (((ycc[..., 0] - mu[0]) / (2.5 * sd[0])) ** 2)
+        a = np.clip(1.5 - dist, 0, 1) * ring_mask(size, 0.06)
+        return (ycc + a[..., None] * shift) @ _YCC_INV.T
+
+    def _morph(self, crop: np.ndarray, key: bytes, info: dict | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``morph_one`` plus the region the composite was blended into (bool, crop pixels)."""
         from scipy.ndimage import binary_erosion
 
         size = crop.shape[0]
@@ -312,6 +374,8 @@ class DonorMorph(Method):
         src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
         dst_pts = np.concatenate([t, forehead(t, lift * hair), ring])
         base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
+        if self.skin_shift > 0:
+            base = self._skin_shifted(np.asarray(base, np.float64), src_lm, key, size)
         # donors onto the new geometry (one triangulation shared by every donor)
         face_map = piecewise_map(np.concatenate([t, forehead(t, lift * hair)]), (size, size))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
@@ -329,12 +393,12 @@ class DonorMorph(Method):
             warped_all.append(warped.astype(np.float64))
         st = skin_t & valid
         if st.sum() >= 20 and skin_s.sum() >= 20:
-            warped_all = [match_color(x, crop, st, ref_mask=skin_s, shift=shift) for x in warped_all]
+            warped_all = [match_color(x, crop, st, ref_mask=skin_s, shift=shift, luma_ratio=self.luma_ratio) for x in warped_all]
         if self.parts:
             comp = self._compose_parts(warped_all, w, t, size)
         else:
             comp = np.tensordot(w, np.stack(warped_all), axes=1)
-        if self.keep_mouth and self.geometry == "donor":
+        if self.keep_mouth and self.geometry != "source":
             # the mouth's inside (teeth, tongue) stays the source's: open mouths and smiles stay right
             from scipy.ndimage import binary_dilation, gaussian_filter
 
@@ -346,7 +410,7 @@ class DonorMorph(Method):
         region = binary_erosion(region, iterations=max(1, size // 80))
         out = poisson_blend(comp, base, region, coarse=2)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-        return out, ring_mask(size)
+        return out, ring_mask(size), region
 
     def _compose_parts(self, warped: list[np.ndarray], w: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
         """Identikit composite: the first two donors blended as the base face, then the eyes with their
@@ -364,6 +428,11 @@ class DonorMorph(Method):
                 pts = t[idx]
                 m |= _polygon_mask(pts[ConvexHull(pts).vertices], size)
             m = binary_dilation(m, iterations=max(1, int(round(grow * f))))
+            if self.part_poisson:
+                # gradient-domain paste: the part keeps its own detail and takes the face's level and
+                # shading at its border (no dark eye patch, no bright nose)
+                out = poisson_blend(src, out, m)
+                continue
             # level the part to the face around it (a ring just outside the part): no dark or light patch
             ring = binary_dilation(m, iterations=max(1, int(round(0.04 * f)))) & ~m
             if ring.sum() >= 10:
@@ -371,6 +440,107 @@ class DonorMorph(Method):
             a = np.clip(gaussian_filter(m.astype(np.float64), 0.035 * f), 0, 1)[..., None]
             out = a * src + (1 - a) * out
         return out
+
+    # ----- test-time identity push --------------------------------------------------------------------
+    def _push_models(self):
+        """The differentiable recognizers of the push: dlib (torch port) and the CASIA MobileFaceNet
+        (never the ONNX MobileFaceNet, the evaluation's independent judge)."""
+        if self._push is None:
+            import torch
+            import torch.nn.functional as F
+
+            from ..core.embedders import get_embedder
+
+            models = []
+            for name in self.push_nets:
+                if name == "dlib":
+                    from .riddle.common import DlibArc
+
+                    net = DlibArc()
+                    models.append((name, lambda x, net=net: net(x / 127.5 - 1.0), 3.0, 0.82))
+                elif name == "mobilefacenet":
+                    net = get_embedder("mobilefacenet").net.eval()
+                    for q in net.parameters():
+                        q.requires_grad_(False)
+                    if self.push_flip:  # the checkpoint's own feature: image plus mirror image
+                        def fn(x, net=net):
+                            x = x[..., 8:104]
+                            return F.normalize(net(x) + net(torch.flip(x, dims=[3])), dim=1)
+                    else:
+                        def fn(x, net=net):
+                            return F.normalize(net(x[..., 8:104]), dim=1)
+                    models.append((name, fn, 1.0, 0.1))
+                else:
+                    raise ValueError(f"unknown push recognizer {name!r}")
+            self._push = (torch, F, models)
+        return self._push
+
+    def _push_embed_donors(self, donors: list[int]) -> list:
+        torch, _, models = self._push_models()
+        out = []
+        for name, f, *_ in models:
+            need = [j for j in donors if (name, j) not in self._push_donor]
+            if need:
+                x = torch.from_numpy(np.stack([self._donor_image(j) for j in need]).astype(np.float32))
+                with torch.no_grad():
+                    e = f(x.permute(0, 3, 1, 2))
+                for j, v in zip(need, e, strict=True):
+                    self._push_donor[(name, j)] = v
+            out.append(torch.stack([self._push_donor[(name, j)] for j in donors]))
+        return out
+
+    def identity_push(self, out: np.ndarray, crop: np.ndarray, key: bytes, region: np.ndarray,
+                      donors: list[int]) -> np.ndarray:
+        """A bounded test-time push of the output's identity, inside the blended region: a smooth
+        perturbation (``push_grid``² cells per colour over the face layout, at most ``push_eps`` levels)
+        found by ``push_steps`` signed-gradient steps that lower the cosine to the source and to the
+        donors and raise it towards a keyed random direction of each recognizer's space (so two keys
+        move apart). Deterministic for a given key and face (fixed steps, no randomness)."""
+        from scipy.ndimage import gaussian_filter
+
+        torch, F, models = self._push_models()
+        size = out.shape[0]
+        f = size / (1 + 2 * PAD)
+        o = int(round(PAD * f))
+        fs = int(round(f))
+        soft = gaussian_filter(region.astype(np.float32), max(1.0, 0.02 * size))
+        m112 = torch.from_numpy(self._layout112((soft * 255).astype(np.uint8)[..., None].repeat(3, 2))[..., :1]
+                                .astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+        x0 = torch.from_numpy(self._layout112(out).astype(np.float32)).permute(2, 0, 1)[None]
+        xs = torch.from_numpy(self._layout112(crop).astype(np.float32)).permute(2, 0, 1)[None]
+        don = self._push_embed_donors(donors)
+        targets = []
+        u = keyed_uniforms(subkey(key, "deid/donor/push"), 2 * 128 * len(models))
+        for k, (_name, fn, wgt, margin) in enumerate(models):
+            with torch.no_grad():
+                es = fn(xs)
+            dim = es.shape[1]
+            uu = u[2 * 128 * k: 2 * 128 * k + 2 * dim].reshape(2, dim)
+            r = np.sqrt(-2 * np.log(uu[0])) * np.cos(2 * np.pi * uu[1])  # Box-Muller: a keyed direction
+            targets.append((fn, wgt, margin, es, don[k], F.normalize(torch.from_numpy(r).float()[None], dim=1)))
+        g = self.push_grid
+        delta = torch.zeros(1, 3, g, g, requires_grad=True)
+        step = self.push_eps / max(1, self.push_steps) * 1.5
+        for _ in range(self.push_steps):
+            d = F.interpolate(delta, size=112, mode="bilinear", align_corners=False)
+            x = (x0 + d * m112).clamp(0, 255)
+            loss = 0.0
+            for fn, wgt, margin, es, ed, r in targets:
+                e = fn(x)
+                # away from the source and the donors down to a margin, then only towards the keyed
+                # direction (a shared "away from the source" move would keep two keys alike)
+                near = torch.relu((e * es).sum() - margin) + torch.relu((e @ ed.T).max() - margin)
+                loss = loss + wgt * (near - self.push_dir_weight * (e * r).sum())
+            (grad,) = torch.autograd.grad(loss, delta)
+            with torch.no_grad():
+                delta -= step * grad.sign()
+                delta.clamp_(-self.push_eps, self.push_eps)
+        with torch.no_grad():
+            d = F.interpolate(delta, size=fs, mode="bilinear", align_corners=False)[0].permute(1, 2, 0).numpy()
+        full = np.zeros((size, size, 3), np.float64)
+        hi = min(size, o + fs)
+        full[o:hi, o:hi] = d[: hi - o, : hi - o]
+        return np.clip(out + full * soft[..., None] + 0.5, 0, 255).astype(np.uint8)
 
     # ----- donor privacy check --------------------------------------------------------------------------
     def _layout112(self, crop: np.ndarray) -> np.ndarray:
@@ -410,8 +580,10 @@ class DonorMorph(Method):
         best = None
         for attempt in range(self.max_redraws + 1 if self.donor_check else 1):
             k = key if attempt == 0 else subkey(key, f"deid/donor/redraw/{attempt}")
-            out, mask = self.morph_one(crop, k, info)
+            out, mask, region = self._morph(crop, k, info)
             donors = self.choose(info, k)[0]
+            if self.push_steps > 0:
+                out = self.identity_push(out, crop, k, region, donors)
             if not self.donor_check:
                 return out, mask, donors
             score = self.donor_similarity(out, donors)
