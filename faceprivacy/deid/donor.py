@@ -134,6 +134,30 @@ def _polygon_mask(poly: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im, bool)
 
 
+#: a donor whose eye band (lids to brows' underside) is this much darker than its cheeks is wearing
+#: sunglasses (or is hidden in deep shadow) and is never used
+EYE_BAND_MIN_RATIO = 0.4
+
+
+@functools.lru_cache(maxsize=4)
+def eye_band_ratios(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: median grey level of the band across both eyes over that of the cheeks below them
+    (sunglasses: < 0.4; open eyes: 0.5-1)."""
+    out = np.ones(len(bank))
+    for j in range(len(bank)):
+        img = bank.image(j).astype(np.float64).mean(-1)
+        lm = bank.lm[j].astype(np.float64)
+        y0 = int(lm[[37, 38, 43, 44], 1].mean() - 2)
+        y1 = int(lm[[40, 41, 46, 47], 1].mean() + 4)
+        band = img[max(0, y0):max(0, y1) + 1, max(0, int(lm[36, 0] - 3)):max(0, int(lm[45, 0] + 3)) + 1]
+        c0, c1 = int(lm[[40, 41, 46, 47], 1].mean() + 8), int(lm[33, 1])
+        cheek = np.concatenate([img[c0:c1, int(lm[36, 0]):int(lm[39, 0])].ravel(),
+                                img[c0:c1, int(lm[42, 0]):int(lm[45, 0])].ravel()])
+        if band.size and cheek.size:
+            out[j] = float(np.median(band)) / max(float(np.median(cheek)), 1.0)
+    return out
+
+
 class DonorMorph(Method):
     """Keyed donor morphing (see the module docstring). ``n_donors`` >= 2 donors from the ``pool`` nearest."""
 
@@ -148,7 +172,8 @@ class DonorMorph(Method):
                  skin_shift: float = 0.0, push_steps: int = 0, push_eps: float = 8.0, push_grid: int = 28,
                  push_nets: tuple[str, ...] = ("dlib", "mobilefacenet"), residual_gain: float = 1.0,
                  age_scale: float = 8.0, part_poisson: bool = False, luma_ratio: bool = False,
-                 age_offset: float = 0.0, push_dir_weight: float = 1.0, push_flip: bool = False):
+                 age_offset: float = 0.0, push_dir_weight: float = 1.0, push_flip: bool = False,
+                 sunglasses_filter: bool = False):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -187,6 +212,8 @@ class DonorMorph(Method):
         ok = np.ones(len(b), bool)
         for c, q in enumerate(OCCLUSION_QUANTILES):
             ok &= occ[:, c] <= np.quantile(occ[:, c], q)
+        if sunglasses_filter:
+            ok &= eye_band_ratios(b) >= EYE_BAND_MIN_RATIO
         self._usable = np.concatenate([ok, ok])
         self._pose_model = self._fit_pose_model()
         self.generator_name = "donor_bank"
@@ -492,7 +519,7 @@ class DonorMorph(Method):
     def identity_push(self, out: np.ndarray, crop: np.ndarray, key: bytes, region: np.ndarray,
                       donors: list[int]) -> np.ndarray:
         """A bounded test-time push of the output's identity, inside the blended region: a smooth
-        perturbation (``push_grid``² cells per colour over the face layout, at most ``push_eps`` levels)
+        grey perturbation (``push_grid``² cells over the face layout, at most ``push_eps`` levels)
         found by ``push_steps`` signed-gradient steps that lower the cosine to the source and to the
         donors and raise it towards a keyed random direction of each recognizer's space (so two keys
         move apart). Deterministic for a given key and face (fixed steps, no randomness)."""
@@ -519,7 +546,8 @@ class DonorMorph(Method):
             r = np.sqrt(-2 * np.log(uu[0])) * np.cos(2 * np.pi * uu[1])  # Box-Muller: a keyed direction
             targets.append((fn, wgt, margin, es, don[k], F.normalize(torch.from_numpy(r).float()[None], dim=1)))
         g = self.push_grid
-        delta = torch.zeros(1, 3, g, g, requires_grad=True)
+        # one channel, added to R, G and B alike: the push reads as shading, never as colour blotches
+        delta = torch.zeros(1, 1, g, g, requires_grad=True)
         step = self.push_eps / max(1, self.push_steps) * 1.5
         for _ in range(self.push_steps):
             d = F.interpolate(delta, size=112, mode="bilinear", align_corners=False)
