@@ -371,6 +371,19 @@ def cases() -> list[Case]:
              makes=("r.png",)))
     add(Case("recover-ok-jpg", ["recover", "{d}/anon.jpg", "{d}/r.png", *PW], _uses("anon.jpg", "pw.txt"), rc=0,
              makes=("r.png",)))
+    # ---- serve: every refusal comes before the server binds a port
+    for cid, opts in (("port-too-big", ["--port", "99999"]), ("port-negative", ["--port", "-1"]),
+                      ("port-word", ["--port", "http"]), ("host-any", ["--host", "0.0.0.0"]),
+                      ("host-any6", ["--host", "::"]), ("host-lan", ["--host", "192.168.1.5"]),
+                      ("host-name", ["--host", "example.com"]), ("host-with-port", ["--host", "127.0.0.1:80"]),
+                      ("max-upload-zero", ["--max-upload-mb", "0"]), ("max-upload-nan", ["--max-upload-mb", "nan"]),
+                      ("max-upload-huge", ["--max-upload-mb", "1e9"]), ("method-bad", ["--method", "swirl"])):
+        add(Case(f"serve-{cid}", ["serve", *opts]))
+    add(Case("serve-donor-bank-missing", ["serve", "--port", "0", "--donor-bank", "{d}/nope.npz"]))
+    add(Case("serve-donor-bank-garbage", ["serve", "--port", "0", "--donor-bank", "{d}/garbage.pt"],
+             _uses("garbage.pt")))
+    add(Case("serve-encryptor-garbage", ["serve", "--port", "0", "--method", "riddle", "--encryptor",
+                                         "{d}/garbage.pt"], _uses("garbage.pt")))
     # ---- eval-deid / train-deid / train-deid-surrogate
     add(Case("evaldeid-data-missing", ["eval-deid", "--data", "{d}/nope", "--out", "{d}/o"]))
     add(Case("evaldeid-data-empty", ["eval-deid", "--data", "{d}/adir", "--out", "{d}/o"], _uses("adir")))

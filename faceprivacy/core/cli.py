@@ -16,21 +16,27 @@ def _data_root(args: argparse.Namespace) -> Path | None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from .detect import MIN_SCORE, MIN_SIZE
+    from .detect import DETECTORS, MIN_SCORES, MIN_SIZES
     from .options import add_common
 
     add_common(p)
-    p.add_argument("--detector", choices=("hog", "cnn"), default="hog", help="face detector (cnn: slower, more poses)")
+    p.add_argument("--detector", choices=DETECTORS, default="hog",
+                   help="face detector (cnn: dlib MMOD, slower, more poses; retinaface / rfb320: ONNX CNNs)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (finds smaller faces)")
-    p.add_argument("--min-score", type=float, default=MIN_SCORE,
-                   help="lowest detector score kept (lower finds more, and more false faces)")
-    p.add_argument("--min-size", type=float, default=MIN_SIZE, help="smallest face side kept, in pixels")
+    per = ", ".join(f"{k} {v}" for k, v in MIN_SCORES.items())
+    p.add_argument("--min-score", type=float, default=None,
+                   help=f"lowest detector score kept (default per detector: {per}; lower finds more, and more "
+                        "false faces)")
+    sizes = ", ".join(f"{k} {v:g}" for k, v in MIN_SIZES.items())
+    p.add_argument("--min-size", type=float, default=None,
+                   help=f"smallest face side kept, in pixels (default per detector: {sizes})")
 
 
 def _detector(args: argparse.Namespace):
     from .detect import FaceDetector
 
-    return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score)
+    return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                        data_root=_data_root(args))
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

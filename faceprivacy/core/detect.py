@@ -1,8 +1,16 @@
-"""Face detection (dlib HOG, or dlib's MMOD CNN as an option) and 5/68-point landmarks.
+"""Face detection and 5/68-point landmarks: dlib HOG and MMOD CNN, RetinaFace and RFB-320 (ONNX).
+
+``hog``: dlib's frontal HOG (fast; frontal faces >= ~40 px at upsample 1). ``cnn``: dlib's MMOD CNN (slow,
+more poses). ``retinaface``: RetinaFace mobilenet0.25 through onnxruntime with its own 5 landmarks (the
+default of ``anonymize``; see docs/detection.md for the benchmark that chose it). ``rfb320``: the Ultra-Light
+RFB-320 box detector (fastest CNN, no landmarks). The ONNX detectors search a pyramid of tiles
+(``core.detect_onnx``), so small faces in large frames are found.
 
 dlib's models come from pip ``face-recognition-models`` (located without importing it) and
-``dlib-bin``. Every face carries the dlib 5-point shape (for dlib's 150x150 chip) and the ArcFace
-5 points (eye centres, nose tip, mouth corners, derived from the 68-point shape) for 112x112 crops.
+``dlib-bin``; the ONNX models from the datakit (``onnx_face_models_photo_analyze``). Every face carries the
+dlib 5-point shape (for dlib's 150x150 chip, fitted inside the box), the ArcFace 5 points (RetinaFace's own,
+else derived from dlib's 68-point shape) for 112x112 crops, and ``alignable``: False when those 5 points fail
+the sanity check of :func:`landmarks_plausible` (extreme pose, occlusion): such a face is blurred, not aligned.
 """
 
 from __future__ import annotations
@@ -16,15 +24,27 @@ from .errors import InputError, NoFaceError
 from .imageio import check_rgb
 from .paths import dlib_model_path
 
+#: the detectors, and each one's default lowest score kept (scores are on different scales: dlib's are SVM /
+#: MMOD margins, the ONNX ones softmax probabilities). ``--min-score`` left out takes these.
+DETECTORS = ("hog", "cnn", "retinaface", "rfb320")
+#: the detector ``anonymize`` uses unless told otherwise (chosen by ``faceprivacy eval-detection``)
+ANONYMIZE_DETECTOR = "retinaface"
 #: default lowest detector score kept. dlib's HOG reports SVM margins >= 0 for every window it keeps; the
 #: 0.12 hit on skimage's astronaut's suit got a face painted on it. Measured (benchmarks/detect_scores.py):
 #: 0.2 drops that hit and 4 of 282 CelebA / 11 of 297 UTKFace faces HOG found at >= 0 (0.3 would drop 9 / 18).
 #: A missed face is a leak, so the bar stays low; the no-face hint names --min-score.
 MIN_SCORE = 0.2
-#: default smallest face side (px) kept
+#: per detector: HOG as above; MMOD keeps its own default margin 0 plus the same 0.2 cushion; RetinaFace 0.5 and
+#: RFB-320 0.7 (its authors' default): softmax probabilities, set low (a missed face is a leak) and checked for false positives per
+#: megapixel on face-free backgrounds by eval-detection
+MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0.7}
+#: default smallest face side (px) kept: dlib's boxes (HOG finds nothing below ~40 px at upsample 1); the CNN
+#: boxes are tighter (RetinaFace boxes a 24-px face as ~18 px), so they keep down to 10 px
 MIN_SIZE = 20
+MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0}
 #: what to try when no face is found (every command that detects says it)
-NO_FACE_HINT = "try --upsample 2 for small faces, --detector cnn for turned faces, or a lower --min-score"
+NO_FACE_HINT = ("try --upsample 2 for small faces, --detector retinaface for turned faces, or a lower "
+                "--min-score")
 
 
 @dataclass
@@ -36,6 +56,7 @@ class Face:
     shape5: np.ndarray  # (5, 2) dlib 5-point predictor landmarks
     landmarks68: np.ndarray | None  # (68, 2)
     arcface5: np.ndarray  # (5, 2) left eye, right eye, nose tip, left mouth, right mouth (image left/right)
+    alignable: bool = True  # False: the 5 points fail landmarks_plausible (blur it, do not align it)
 
     @property
     def width(self) -> float:
@@ -68,40 +89,64 @@ def _shape_to_np(shape) -> np.ndarray:
 
 
 class FaceDetector:
-    """Detect faces and landmarks. ``method``: "hog" (fast, frontal) or "cnn" (dlib MMOD, slower, more robust).
+    """Detect faces and landmarks with ``method`` (see ``DETECTORS`` and the module docstring).
 
-    Detections scoring below ``min_score`` (the detector's margin/confidence) or with a side shorter than
-    ``min_size`` pixels are dropped; ``upsample`` finds smaller faces at 4x the cost per step.
+    Detections scoring below ``min_score`` or with a side shorter than ``min_size`` pixels are dropped (None:
+    the detector's defaults in ``MIN_SCORES`` / ``MIN_SIZES``). ``upsample``: for dlib, its upsampling steps (4x the cost
+    each); for the ONNX detectors the finest pyramid level is ``2 ** (upsample - 1)`` x the frame (1: native
+    pixels, 2: upsampled once, 0: half size). ``data_root``: the datakit holding the ONNX models.
     """
 
-    def __init__(self, method: str = "hog", upsample: int = 1, min_size: float = MIN_SIZE,
-                 with_68: bool = True, min_score: float = MIN_SCORE) -> None:
-        if method not in ("hog", "cnn"):
-            raise InputError(f"unknown detector {method!r} (use 'hog' or 'cnn')")
+    def __init__(self, method: str = "hog", upsample: int = 1, min_size: float | None = None,
+                 with_68: bool = True, min_score: float | None = None, data_root=None, threads: int = 1) -> None:
+        if method not in DETECTORS:
+            raise InputError(f"unknown detector {method!r} (use {', '.join(DETECTORS)})")
+        min_size = MIN_SIZES[method] if min_size is None else min_size
         if not 0 <= int(upsample) <= 4:
             raise InputError(f"--upsample must be 0..4, got {upsample}")
         if not min_size >= 0:
             raise InputError(f"--min-size must be >= 0, got {min_size}")
+        min_score = MIN_SCORES[method] if min_score is None else min_score
         if not np.isfinite(min_score):
             raise InputError(f"--min-score must be a number, got {min_score}")
         self.method, self.upsample, self.min_size, self.with_68 = method, int(upsample), min_size, with_68
         self.min_score = float(min_score)
+        self.data_root, self.threads = data_root, threads
+        self._onnx = None
+
+    @property
+    def onnx(self):
+        """The ONNX detector (loaded on first use)."""
+        if self._onnx is None:
+            from .detect_onnx import RETINAFACE_FILE, RFB320_FILE, RetinaFaceOnnx, Rfb320Onnx, model_path
+
+            cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if self.method == "retinaface" else (Rfb320Onnx, RFB320_FILE)
+            self._onnx = cls(model_path(fname, self.data_root), threads=self.threads,
+                             finest=2.0 ** (self.upsample - 1), pre_score=min(self.min_score, 0.5))
+        return self._onnx
+
+    def _raw(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
+        """(box, score, 5 landmarks or None) of every detection, before the filters."""
+        if self.method == "hog":
+            rects, scores, _ = _dlib_models("hog").run(img, self.upsample, 0.0)
+            return [(np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s), None)
+                    for r, s in zip(rects, scores, strict=True)]
+        if self.method == "cnn":
+            return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float),
+                     float(d.confidence), None) for d in _dlib_models("cnn")(img, self.upsample)]
+        det = self.onnx.detect(img)
+        lms = det.landmarks if det.landmarks is not None else [None] * len(det)
+        return [(b, float(s), lm) for b, s, lm in zip(det.boxes, det.scores, lms, strict=True)]
+
+    def _filtered(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
+        img = check_rgb(img)
+        out = [b for b in self._raw(img) if min(b[0][2] - b[0][0], b[0][3] - b[0][1]) >= self.min_size
+               and b[1] >= self.min_score]
+        return sorted(out, key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
 
     def boxes(self, img: np.ndarray) -> list[tuple[np.ndarray, float]]:
         """Face boxes (x1, y1, x2, y2) with detector scores, largest first."""
-        img = check_rgb(img)
-        out = []
-        if self.method == "hog":
-            rects, scores, _ = _dlib_models("hog").run(img, self.upsample, 0.0)
-            out = [(np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s))
-                   for r, s in zip(rects, scores, strict=True)]
-        else:
-            for d in _dlib_models("cnn")(img, self.upsample):
-                r = d.rect
-                out.append((np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(d.confidence)))
-        out = [b for b in out if min(b[0][2] - b[0][0], b[0][3] - b[0][1]) >= self.min_size
-               and b[1] >= self.min_score]
-        return sorted(out, key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
+        return [(b, s) for b, s, _ in self._filtered(img)]
 
     def landmarks(self, img: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """dlib 5-point and (optionally) 68-point landmarks inside a given box."""
@@ -114,12 +159,16 @@ class FaceDetector:
         return s5, s68
 
     def detect(self, img: np.ndarray) -> list[Face]:
-        """All faces in an RGB uint8 image, largest first, each with landmarks."""
+        """All faces in an RGB uint8 image, largest first, each with landmarks and ``alignable`` set."""
+        img = check_rgb(img)
         faces = []
-        for box, score in self.boxes(img):
-            s5, s68 = self.landmarks(img, box)
-            arc = arcface5_from_68(s68) if s68 is not None else arcface5_from_dlib5(s5)
-            faces.append(Face(box, score, s5, s68, arc))
+        for box, score, five in self._filtered(img):
+            s5, s68 = self.landmarks(img, dlib_box(box, five))
+            if five is not None:
+                arc = np.asarray(five, np.float64)
+            else:
+                arc = arcface5_from_68(s68) if s68 is not None else arcface5_from_dlib5(s5)
+            faces.append(Face(box, score, s5, s68, arc, landmarks_plausible(box, arc)))
         return faces
 
     def detect_one(self, img: np.ndarray) -> Face:
@@ -128,6 +177,56 @@ class FaceDetector:
         if not faces:
             raise NoFaceError(f"no face found in the image ({NO_FACE_HINT})")
         return faces[0]
+
+
+def dlib_box(box: np.ndarray, five: np.ndarray | None = None) -> np.ndarray:
+    """The box dlib's shape predictors expect (its HOG detector's: brows to chin, ~1.0 x the eye-to-mouth
+    span wide). From a CNN box without landmarks: the box itself; with the 5 points: a square centred
+    between the eye centre and the mouth, side 2.2 x the eye-to-mouth distance (rotation ignored)."""
+    if five is None:
+        return np.asarray(box, float)
+    f = np.asarray(five, np.float64)
+    eye, mouth = f[:2].mean(0), f[3:].mean(0)
+    side = max(2.2 * float(np.linalg.norm(mouth - eye)), 1.1 * float(np.linalg.norm(f[1] - f[0])), 4.0)
+    c = (eye + mouth) / 2
+    return np.array([c[0] - side / 2, c[1] - side / 2, c[0] + side / 2, c[1] + side / 2])
+
+
+#: bounds of landmarks_plausible: eye distance / eye-to-mouth distance (ArcFace template: 0.87; ~0.25 at a
+#: ~75 deg profile, large when the head is tilted far down), the nose's offset from the eye-mouth midline in
+#: eye distances, and how far (in box sides) a point may lie outside the box
+ALIGN_RATIO = (0.25, 2.5)
+ALIGN_NOSE_OFFSET = 1.0
+ALIGN_OUTSIDE = 0.25
+
+
+def landmarks_plausible(box: np.ndarray, five: np.ndarray) -> bool:
+    """Whether 5 ArcFace points describe a face that a similarity alignment can crop: all finite and near the
+    box, eyes apart (not a profile), eyes above the mouth in the face's own frame (not mirrored), the nose
+    between the eyes' and mouth's midline. False: extreme pose, occlusion or failed landmarks."""
+    f = np.asarray(five, np.float64).reshape(-1, 2)
+    b = np.asarray(box, np.float64)
+    if f.shape != (5, 2) or not np.all(np.isfinite(f)) or not np.all(np.isfinite(b)):
+        return False
+    side = max(b[2] - b[0], b[3] - b[1], 1.0)
+    lo, hi = b[:2] - ALIGN_OUTSIDE * side, b[2:] + ALIGN_OUTSIDE * side
+    if np.any(f < lo) or np.any(f > hi):
+        return False
+    e = f[1] - f[0]
+    eye_mid, mouth_mid = f[:2].mean(0), f[3:].mean(0)
+    d = mouth_mid - eye_mid
+    ne, nd = float(np.linalg.norm(e)), float(np.linalg.norm(d))
+    if ne < 1e-6 or nd < 1e-6:
+        return False
+    ratio = ne / nd
+    if not ALIGN_RATIO[0] <= ratio <= ALIGN_RATIO[1]:
+        return False
+    if e[0] * d[1] - e[1] * d[0] <= 0:  # mouth not below the eyes in the face's frame (mirrored points)
+        return False
+    axis = d / nd  # the face's vertical axis; the nose's sideways offset from it, in eye distances
+    v = f[2] - eye_mid
+    offset = abs(v[0] * axis[1] - v[1] * axis[0]) / ne
+    return bool(offset <= ALIGN_NOSE_OFFSET)
 
 
 def arcface5_from_dlib5(s5: np.ndarray) -> np.ndarray:

@@ -89,7 +89,7 @@ def plan_folder(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[tupl
 
 
 def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Method, consistent: bool = False,
-                    sidecar: bool = False, keep_pixels: bool = True, detector: str | object = "hog",
+                    sidecar: bool = False, keep_pixels: bool = True, detector: str | object | None = None,
                     upsample: int = 1, min_face: float = 0.0, *, fmt: str | None = None,
                     min_score: float | None = None, min_size: float | None = None) -> dict:
     """Anonymize a file or every image in a folder.
@@ -97,7 +97,8 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
     ``passphrase`` given: each output carries a sealed recovery record (``recoverable`` in the summary);
     ``None``: plain images (only keyless methods). ``consistent``: one salt + key for the whole batch, so a
     person keeps one anonymous identity. ``fmt``: output format of a folder run (default: each input's).
-    The summary lists outputs, faces, skipped inputs (with the reason) and notes.
+    ``detector``: a name (default ``core.detect.ANONYMIZE_DETECTOR``) or a detector object. The summary lists
+    outputs, faces, faces blurred by the fallback (``blurred``), skipped inputs (with the reason) and notes.
     """
     inp, out = Path(inp), Path(out)
     if not inp.exists():
@@ -119,18 +120,18 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
             raise InputError(f"{inp} is already anonymized by faceprivacy (it carries the marker or a record); "
                              "anonymizing it again would seal the stranger, not the original")
         pairs = [(inp, out)]
-    if isinstance(detector, str):
-        from ..core.detect import MIN_SCORE, MIN_SIZE, FaceDetector
+    if detector is None or isinstance(detector, str):
+        from ..core.detect import ANONYMIZE_DETECTOR, FaceDetector
 
-        detector = FaceDetector(method=detector, upsample=upsample, min_size=MIN_SIZE if min_size is None
-                                else min_size, min_score=MIN_SCORE if min_score is None else min_score)
+        detector = FaceDetector(method=detector or ANONYMIZE_DETECTOR, upsample=upsample, min_size=min_size,
+                                min_score=min_score)
     deid = Deidentifier(method, detector=detector, min_face=min_face, keep_pixels=keep_pixels and recoverable)
     salt = master = None
     if consistent or not recoverable:
         salt = new_salt()
         # a plain run still builds a record internally (under a random key) and then drops it
         master = derive_master_key(passphrase, salt) if recoverable else os.urandom(32)
-    summary: dict = {"written": 0, "faces": 0, "skipped": [], "outputs": [], "notes": notes,
+    summary: dict = {"written": 0, "faces": 0, "blurred": 0, "skipped": [], "outputs": [], "notes": notes,
                      "recoverable": recoverable, "lossy": []}
     single = not inp.is_dir()
     for src, dst in progress(pairs, desc="anonymize", unit="img"):
@@ -160,6 +161,10 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
             summary["lossy"].append(str(dst))
         summary["written"] += 1
         summary["faces"] += res.n_faces
+        if res.blurred:
+            summary["blurred"] += res.blurred
+            notes.append(f"{src.name}: {res.blurred} face(s) could not be aligned (extreme pose or occlusion): "
+                         "blurred instead of anonymized")
         summary["outputs"].append(str(dst))
     return summary
 

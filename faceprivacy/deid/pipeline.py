@@ -9,6 +9,10 @@ Keys: ``scrypt(passphrase, salt)`` -> master -> one HKDF key per face (``deid/la
 into pseudonym slots, each with its own key (``deid/person/<slot>``): one person keeps one stranger across
 the batch, different people get different strangers, and a known (original, anonymized) pair reveals only
 that person's key, never the batch key. Every key label and face-derived value is sealed in the record.
+
+Fallback: a face the detector found but whose five points fail ``core.detect.landmarks_plausible`` (extreme
+pose, occlusion) cannot be aligned; it is blurred in its box (``FALLBACK_PURPOSE`` entry, original pixels
+sealed like any other face), logged on stderr and counted in ``AnonymizeOutput.blurred``: never left as is.
 """
 
 from __future__ import annotations
@@ -49,6 +53,10 @@ CropFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 PasteFn = Callable[..., np.ndarray]
 #: dlib descriptor distance under which two faces of a ``consistent`` batch count as one person
 PERSON_DISTANCE = 0.5
+#: key label of a record entry for a face that could not be aligned and was blurred instead (no key, no latent)
+FALLBACK_PURPOSE = "fallback/blur"
+#: the fallback blurs the face box grown by this fraction on each side, with sigma = this x the box side
+FALLBACK_GROW, FALLBACK_SIGMA = 0.2, 0.12
 
 
 def padded_crop(img: np.ndarray, five: np.ndarray, size: int, pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +89,7 @@ class DetectedFace:
 
     box: np.ndarray
     arcface5: np.ndarray
+    alignable: bool = True
 
 
 @dataclass
@@ -91,6 +100,7 @@ class AnonymizeOutput:
     record: bytes
     n_faces: int
     faces: list[dict] = field(default_factory=list)
+    blurred: int = 0  # faces that could not be aligned and were blurred (the fallback)
 
 
 class PseudonymBook:
@@ -143,14 +153,14 @@ class Deidentifier:
     @property
     def detector(self):
         if not self._detector:
-            from ..core.detect import FaceDetector
+            from ..core.detect import ANONYMIZE_DETECTOR, FaceDetector
 
-            self._detector = FaceDetector()
+            self._detector = FaceDetector(ANONYMIZE_DETECTOR)
         return self._detector
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         """All faces, in a deterministic order (left to right, then top to bottom)."""
-        faces = [DetectedFace(np.asarray(f.box, float), np.asarray(f.arcface5, float))
+        faces = [DetectedFace(np.asarray(f.box, float), np.asarray(f.arcface5, float), getattr(f, "alignable", True))
                  for f in self.detector.detect(img)]
         faces = [f for f in faces if (f.box[2] - f.box[0]) >= self.min_face]
         return sorted(faces, key=lambda f: (round(float(f.box[0])), round(float(f.box[1]))))
@@ -185,18 +195,25 @@ class Deidentifier:
             raise NoFaceError("no face found in the image (nothing to anonymize; output not written)")
         salt = salt or new_salt()
         master = master or derive_master_key(passphrase, salt)
-        purposes = (self.person_purposes(img, faces, master) if consistent and self.method.keyed
+        blurred = [f for f in faces if not f.alignable]
+        faces = [f for f in faces if f.alignable]
+        purposes = (self.person_purposes(img, faces, master) if consistent and self.method.keyed and faces
                     else [face_purpose(i, False) for i in range(len(faces))])
         keys = [subkey(master, p) for p in purposes]
         frame, entries, originals = self._apply(img, faces, keys, purposes, self.method.anonymize)
+        if blurred:
+            frame = _blur_fallback(frame, blurred, entries, originals)
+            log.warning("%d face(s) could not be aligned (extreme pose or occlusion): blurred instead",
+                        len(blurred))
         header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
                               image_shape=list(img.shape),
                               pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
                               generator=self.method.generator_name, encryptor=self.method.encryptor_id)
         body = RecordBody(faces=entries, consistent=consistent)
         record = build_record(master, header, body, originals if self.keep_pixels else None)
-        return AnonymizeOutput(frame, record, len(faces),
-                               [{"box": e.box, "region": e.region} for e in entries])
+        return AnonymizeOutput(frame, record, len(entries),
+                               [{"box": e.box, "region": e.region} | ({"fallback": "blur"} if
+                                e.key_purpose == FALLBACK_PURPOSE else {}) for e in entries], len(blurred))
 
     def _apply(self, img, faces, keys, purposes, fn):
         """Crop every face from ``img``, run ``fn`` per crop size, paste back in order -> (frame, entries,
@@ -275,7 +292,7 @@ class Deidentifier:
         if not self.method.keyed:
             raise WrongPassphraseError(f"wrong passphrase; method {header.method!r} is not keyed, so "
                                        "--plausible has no stranger to show")
-        faces = list(self.detect(img) if faces is None else faces)
+        faces = [f for f in (self.detect(img) if faces is None else faces) if getattr(f, "alignable", True)]
         if not faces:
             return img.copy()
         purposes = [face_purpose(i, False) for i in range(len(faces))]
@@ -284,6 +301,11 @@ class Deidentifier:
         return frame
 
     def _latent_paste(self, img: np.ndarray, header: RecordHeader, body: RecordBody, master: bytes) -> np.ndarray:
+        # blurred fallback faces have no latent: they stay blurred (their pixels come back only in exact mode)
+        body = RecordBody(faces=[f for f in body.faces if f.key_purpose != FALLBACK_PURPOSE],
+                          consistent=body.consistent)
+        if not body.faces:
+            return img.copy()
         if any(f.z_enc is None for f in body.faces):
             raise AuthenticationError(f"method {header.method!r} keeps no latent: recovery needs the sealed "
                                       "pixels (this record was made with --no-pixels or holds none)")
@@ -298,6 +320,37 @@ class Deidentifier:
         for face, crop in zip(body.faces, crops, strict=True):
             out = self.paste_fn(out, crop, np.asarray(face.affine))
         return out
+
+
+def _blur_fallback(frame: np.ndarray, faces: Sequence[DetectedFace], entries: list, originals: list) -> np.ndarray:
+    """Blur each face's grown box (Gaussian, sigma ``FALLBACK_SIGMA`` x its side); appends a record entry and
+    the original pixels per face, so exact recovery restores them like any other face."""
+    from scipy.ndimage import gaussian_filter
+
+    h, w = frame.shape[:2]
+    for f in faces:
+        x1, y1, x2, y2 = (float(v) for v in f.box)
+        side = max(x2 - x1, y2 - y1, 1.0)
+        g = FALLBACK_GROW * side
+        r = [int(np.clip(np.floor(x1 - g), 0, w)), int(np.clip(np.floor(y1 - g), 0, h)),
+             int(np.clip(np.ceil(x2 + g), 0, w)), int(np.clip(np.ceil(y2 + g), 0, h))]
+        if r[2] <= r[0] or r[3] <= r[1]:
+            continue
+        sigma = max(2.0, FALLBACK_SIGMA * side)
+        pad = int(np.ceil(2 * sigma))  # blur a larger window so the region's edge sees real neighbours
+        wx1, wy1, wx2, wy2 = max(0, r[0] - pad), max(0, r[1] - pad), min(w, r[2] + pad), min(h, r[3] + pad)
+        win = gaussian_filter(frame[wy1:wy2, wx1:wx2].astype(np.float64), (sigma, sigma, 0), mode="nearest")
+        before = frame
+        frame = frame.copy()
+        frame[r[1]:r[3], r[0]:r[2]] = np.clip(win[r[1] - wy1:r[3] - wy1, r[0] - wx1:r[2] - wx1] + 0.5, 0, 255
+                                              ).astype(np.uint8)
+        region = _changed_region(before, frame)
+        if region[2] <= region[0]:
+            region = r
+        originals.append(before[region[1]:region[3], region[0]:region[2]].copy())
+        entries.append(FaceEntry(box=[x1, y1, x2, y2], affine=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], crop_size=0,
+                                 key_purpose=FALLBACK_PURPOSE, region=region))
+    return frame
 
 
 def _changed_region(before: np.ndarray, after: np.ndarray) -> list[int]:

@@ -1,0 +1,99 @@
+"""CLI: ``faceprivacy eval-detection`` (registered by ``deid.cli.register``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``eval-detection``."""
+    from ...core.detect import ANONYMIZE_DETECTOR, DETECTORS
+    from ...core.options import RUN_DIR_SHOWN, add_common, add_out, command, default_run_dir
+    from ..base import DEFAULT_METHOD, METHODS
+
+    d = command(sub, "eval-detection", "missed-face benchmark: recall by face size and pose, false positives and "
+                                       "time per megapixel of every detector, and faces still recognizable after "
+                                       "the whole anonymize pipeline",
+                examples=["faceprivacy eval-detection --quick",
+                          "faceprivacy eval-detection --identities val --pipeline-detectors retinaface hog",
+                          "faceprivacy eval-detection --detectors hog retinaface --pipeline-detectors -o eval_det/"])
+    d.add_argument("--identities", choices=("test", "val"), default="test",
+                   help="CelebA identities and UTKFace half the faces come from (val: for choosing, test: claims)")
+    add_out(d, default_run_dir("eval-detection"), RUN_DIR_SHOWN.format(cmd="detection"), type=Path,
+            help="report folder (eval_detection.json, eval_detection.html)")
+    d.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS,
+                   help="detectors compared in the same run")
+    d.add_argument("--pipeline-detectors", nargs="*", default=[ANONYMIZE_DETECTOR], choices=DETECTORS,
+                   help="detectors run through the whole anonymize pipeline (none: skip that part)")
+    d.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help="anonymization method of the pipeline")
+    d.add_argument("--faces", type=int, default=None,
+                   help="faces per source set, CelebA and UTKFace each (default 150; --quick 6)")
+    d.add_argument("--empty", type=int, default=None, help="face-free scenes (default 8; --quick 1)")
+    d.add_argument("--face-px", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                   help="face sizes, ground-truth box side in px (default 16 400; --quick 24 120)")
+    d.add_argument("--cnn-max-mp", type=float, default=None,
+                   help="megapixels dlib's slow MMOD (cnn) runs on, smallest scenes first (default 2.0)")
+    d.add_argument("--far", type=float, default=1e-3, help="false accept rate of the judge's threshold")
+    d.add_argument("--seed", type=int, default=0, help="seed of the scene set")
+    d.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, blur method)")
+    d.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
+    add_common(d, threads=1)
+    d.set_defaults(func=_cmd)
+
+
+def _cmd(args) -> int:
+    from ...core.errors import InputError
+    from ...core.options import Summary
+    from ...core.paths import default_data_root
+    from .detection import DetectionConfig, evaluate_detection
+    from .detection_report import summary_rows
+
+    data = args.data or default_data_root()
+    if data is None:
+        raise InputError("datakit not found: pass --data")
+    if not Path(data).is_dir():
+        raise InputError(f"data root not found: {data}")
+    kw: dict = {"identities": args.identities, "detectors": tuple(args.detectors),
+                "pipeline": tuple(args.pipeline_detectors), "far": args.far, "seed": args.seed,
+                "threads": args.threads or 1}
+    if args.faces is not None:
+        kw["n_celeba"] = kw["n_utk"] = args.faces
+    for flag, key in (("empty", "n_empty"), ("cnn_max_mp", "cnn_max_mp")):
+        if getattr(args, flag) is not None:
+            kw[key] = getattr(args, flag)
+    if args.face_px is not None:
+        kw["face_px"] = tuple(args.face_px)
+    if args.quick:
+        if args.method != "donor":
+            kw["method"] = args.method
+        cfg = DetectionConfig.quick(**kw)
+    else:
+        cfg = DetectionConfig(method=args.method, **kw)
+
+    def factory(name: str):
+        if name == "donor":
+            from ..donor import DonorMorph
+            from ..donor_bank import DonorBank
+
+            return DonorMorph(DonorBank.load(args.donor_bank) if args.donor_bank else None)
+        if name == "riddle":
+            from ..riddle.loader import load_riddle
+
+            return load_riddle("lite", None, None)
+        from ..methods import make_method
+
+        return make_method(name)
+
+    res = evaluate_detection(Path(data), args.out, cfg, method_factory=factory)
+    out = Summary(f"missed-face benchmark: {res['scenes']['faces']} faces, {len(cfg.detectors)} detector(s)")
+    out.facts({r["detector"]: f"recall {r['recall']}, {r['s / MP']} s/MP, FP/MP {r['FP / MP (all scenes)']}"
+               for r in summary_rows(res)})
+    for name, r in res.get("pipeline", {}).get("detectors", {}).items():
+        m = r["miss_rate_from_24px"]
+        out.notes.append(f"after anonymize ({cfg.method}, {name}): {m['value']:.3f} of faces >= 24 px still "
+                         f"verifiable (n={m['n']}; goal <= 0.01: {'met' if r['goal_met'] else 'NOT met'})")
+    out.wrote(args.out / "eval_detection.json", args.out / "eval_detection.html")
+    out.then(f"open {args.out / 'eval_detection.html'}")
+    out.print()
+    return 0

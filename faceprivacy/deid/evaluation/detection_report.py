@@ -1,0 +1,193 @@
+"""The HTML page and the Markdown tables of ``faceprivacy eval-detection`` (numbers from its JSON)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...core.metrics import format_ci
+
+
+def _ci(d: dict | None, digits: int = 3) -> str:
+    if not d or d.get("value") is None:
+        return "-"
+    return format_ci(d, digits=digits)
+
+
+def _short(d: dict | None, digits: int = 2) -> str:
+    """``0.93 [0.88, 0.97]`` without n (tables whose caption gives it)."""
+    if not d or d.get("value") is None:
+        return "-"
+    lo, hi = d.get("ci95", [None, None])
+    s = f"{d['value']:.{digits}f}"
+    if lo is not None and hi is not None and np.isfinite(lo) and np.isfinite(hi):
+        s += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    return s
+
+
+def summary_rows(res: dict) -> list[dict]:
+    rows = []
+    for name, r in res["detectors"].items():
+        rows.append({"detector": name, "recall": _ci(r["recall"], 2), "recall >= 24 px": _ci(r["recall_from_24px"], 2),
+                     "FP / MP (all scenes)": _short(r["fp_per_mp"]),
+                     "FP / MP (face-free)": _short(r["fp_per_mp_face_free"]),
+                     "s / MP": f"{r['s_per_mp']:.2f}",
+                     "time x HOG": "-" if r.get("time_vs_hog") is None else f"{r['time_vs_hog']:.2f}",
+                     "scenes (MP)": f"{r['scenes_run']} ({r['megapixels_run']:.1f})"})
+    return rows
+
+
+def bins_rows(res: dict, key: str, section: str = "detectors") -> list[dict]:
+    dets = res[section]["detectors"] if section == "pipeline" else res[section]
+    names = list(dets)
+    if not names:
+        return []
+    rows = []
+    for k, b in enumerate(dets[names[0]][key]):
+        row = {"bin": b["bin"]}
+        for n in names:
+            cell = dets[n][key][k]
+            row[n] = f"{_short(cell)} (n={cell['n']})" if cell.get("n") else "-"
+        rows.append(row)
+    return rows
+
+
+def sweep_rows(res: dict) -> list[dict]:
+    rows = []
+    for name, r in res["detectors"].items():
+        for sw in r.get("score_sweep", []):
+            rows.append({"detector": name, "min score": f"{sw['min_score']:g}"
+                         + (" (default)" if sw["min_score"] == r.get("default_min_score") else ""),
+                         "recall": _short(sw["recall"]), "recall >= 24 px": _short(sw["recall_from_24px"]),
+                         "FP / MP": _short(sw["fp_per_mp"]), "FP / MP face-free": _short(sw["fp_per_mp_face_free"])})
+    return rows
+
+
+def markdown(res: dict) -> str:
+    """The detection table and the full-pipeline miss rate as Markdown (docs/detection.md copies it)."""
+    def table(rows: list[dict]) -> str:
+        if not rows:
+            return ""
+        cols = list(rows[0])
+        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        out += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+        return "\n".join(out)
+
+    sc = res["scenes"]
+    parts = [f"Scene set: {sc['faces']} faces of {sc['people']} people ({sc['by_dataset']}), {sc['n']} scenes "
+             f"({sc['n_empty']} face-free), {sc['megapixels']:.1f} MP; identities: {res['config']['identities']}.",
+             "", table(summary_rows(res)), "", "Recall by face size (ground-truth side):", "",
+             table(bins_rows(res, "recall_by_size")), "", "Recall by roll (rotation applied):", "",
+             table(bins_rows(res, "recall_by_roll")), "", "Recall by yaw index of the source face:", "",
+             table(bins_rows(res, "recall_by_yaw")), "", "Recall by occlusion:", "",
+             table(bins_rows(res, "recall_by_occlusion")), "", "Score thresholds (same detections):", "",
+             table(sweep_rows(res))]
+    p = res.get("pipeline")
+    if p:
+        parts += ["", f"Full `anonymize` pipeline ({p['method']}): faces the ONNX MobileFaceNet still verifies as "
+                      f"the original (cosine > {p['threshold']:.3f}, FAR {p['far']:g} on {p['n_impostor_pairs']} "
+                      f"training impostor pairs):", ""]
+        rows = []
+        for name, r in p["detectors"].items():
+            rows.append({"detector": name, "miss rate (all)": _ci(r["miss_rate"]),
+                         f"miss rate >= {p['goal']['from_px']} px": _ci(r["miss_rate_from_24px"]),
+                         "goal <= 1 %": "met" if r["goal_met"] else "NOT met",
+                         "blurred (fallback)": r["blurred_fallback"],
+                         "scenes with no face found": len(r["scenes_without_output"]),
+                         "s / MP": f"{r['s_per_mp']:.2f}"})
+        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline"))]
+    return "\n".join(parts) + "\n"
+
+
+def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
+    from ...core.report import HtmlReport
+
+    rep = HtmlReport("faceprivacy missed-face benchmark (eval-detection)",
+                     subtitle=f"{res['scenes']['faces']} faces, {res['scenes']['n']} scenes, "
+                              f"{res['config']['identities']} identities")
+    items = []
+    dets = res["detectors"]
+    for name, r in dets.items():
+        items.append(f"{name}: recall {_ci(r['recall'], 2)}, {r['s_per_mp']:.2f} s/MP, "
+                     f"{_short(r['fp_per_mp'])} false positives per megapixel")
+    verdict, level = "detection measured (no pipeline run)", "info"
+    p = res.get("pipeline")
+    if p:
+        for name, r in p["detectors"].items():
+            m = r["miss_rate_from_24px"]
+            items.insert(0, f"after anonymize with {name}: {_ci(m)} of faces >= {p['goal']['from_px']} px still "
+                            f"verifiable as the original (goal <= {p['goal']['miss_rate_max']:.0%})")
+        first = next(iter(p["detectors"].values()))
+        verdict = ("goal met: <= 1 % of faces >= 24 px still recognizable after anonymize" if first["goal_met"]
+                   else "goal missed: more than 1 % of faces >= 24 px are still recognizable after anonymize")
+        level = "good" if first["goal_met"] else "bad"
+    rep.findings(items[:5], verdict, level)
+    rep.small_n(res["scenes"]["people"], "people")
+    rep.heading("Detectors")
+    rep.paragraph("A face is found when a detection's centre lies inside its ground-truth box and the detection's "
+                  "side is 0.4-2.5 x the box side. Each detector runs as anonymize runs it (default upsampling, "
+                  "--min-score and --min-size). Intervals: 95 % bootstrap over people (rates) or scenes (per MP).")
+    rep.table(summary_rows(res), caption="recall with 95 % interval and n (people); FP per megapixel")
+    for key, title in (("recall_by_size", "Recall by face size (ground-truth side, px)"),
+                       ("recall_by_roll", "Recall by roll (rotation applied)"),
+                       ("recall_by_yaw", "Recall by yaw index of the source face (0 frontal, 1 profile)"),
+                       ("recall_by_occlusion", "Recall by occlusion"),
+                       ("recall_by_dataset", "Recall by source set")):
+        rep.heading(title, 3)
+        rep.table(bins_rows(res, key))
+    rep.heading("Score thresholds", 3)
+    rep.paragraph("Recall and false positives at other --min-score values, from the same detections (choose on "
+                  "--identities val).")
+    rep.table(sweep_rows(res))
+    fig = _size_figure(res)
+    if fig is not None:
+        rep.figure(fig, "recall by face size, per detector (points: bin centres; bars: 95 % intervals)")
+    if p:
+        rep.heading("After the whole anonymize pipeline")
+        rep.paragraph(f"Method {p['method']}; judge: the ONNX MobileFaceNet (never used for any choice), cosine "
+                      f"threshold {p['threshold']:.3f} at FAR {p['far']:g} ({p['n_impostor_pairs']} impostor pairs of "
+                      "training identities). A face is missed when its anonymized crop still verifies as the original.")
+        rows = []
+        for name, r in p["detectors"].items():
+            rows.append({"detector": name, "miss rate": _ci(r["miss_rate"]),
+                         "miss rate >= 24 px": _ci(r["miss_rate_from_24px"]), "goal met": r["goal_met"],
+                         "blurred (fallback)": r["blurred_fallback"],
+                         "scenes with no face found": len(r["scenes_without_output"]), "s / MP": r["s_per_mp"]})
+        rep.table(rows)
+        rep.heading("Miss rate by face size", 3)
+        rep.table(bins_rows(res, "miss_rate_by_size", "pipeline"))
+    if grid is not None:
+        rep.heading("Look at the data")
+        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple; right: after "
+                        "the pipeline's first detector")
+    return rep.write(path)
+
+
+def _size_figure(res: dict):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover - matplotlib is a dependency
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for name, r in res["detectors"].items():
+        xs, ys, lo, hi = [], [], [], []
+        for k, b in enumerate(r["recall_by_size"]):
+            if b.get("n"):
+                xs.append(k)
+                ys.append(b["value"])
+                lo.append(b["value"] - (b["ci95"][0] if b["ci95"][0] is not None else b["value"]))
+                hi.append((b["ci95"][1] if b["ci95"][1] is not None else b["value"]) - b["value"])
+        if xs:
+            ax.errorbar(xs, ys, yerr=[np.nan_to_num(lo), np.nan_to_num(hi)], marker="o", capsize=3, label=name)
+    labels = [b["bin"] for b in next(iter(res["detectors"].values()))["recall_by_size"]] if res["detectors"] else []
+    ax.set_xticks(range(len(labels)), labels, rotation=20)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("recall")
+    ax.set_xlabel("face size")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
