@@ -140,6 +140,12 @@ def test_upload_limit_is_enforced_before_reading(srv) -> None:
                   f"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {10**12}\r\n\r\n".encode())
         assert s.recv(200).startswith(b"HTTP/1.0 413")
         s.close()
+        for tok in (app.token, "wrong"):  # Expect: 100-continue gets the refusal instead of "100 Continue"
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            s.sendall(f"POST /api/anonymize HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{TOKEN_HEADER}: {tok}\r\n"
+                      f"Expect: 100-continue\r\nContent-Length: {10**9}\r\n\r\n".encode())
+            assert s.recv(200).startswith(b"HTTP/1.0 413" if tok == app.token else b"HTTP/1.0 403")
+            s.close()
         s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         s.sendall(f"POST /api/anonymize HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n{TOKEN_HEADER}: {app.token}\r\n"
                   "Transfer-Encoding: chunked\r\n\r\n".encode())
@@ -173,7 +179,7 @@ def test_bad_uploads_get_400_with_a_clear_message(srv, face_png) -> None:
     app, _ = srv
     noise = _png(np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8))
     cases = [
-        ({"method": "blur"}, [("notes.txt", b"hello")], "not a photo type"),
+        ({"method": "blur"}, [("notes.txt", b"hello")], "not a file type this page reads"),
         ({"method": "blur"}, [("text.jpg", b"this is not a jpeg")], "not an image file"),
         ({"method": "blur"}, [("empty.png", b"")], "empty"),
         ({"method": "blur"}, [("a.png", face_png), ("b.png", face_png)], "one photo per request"),
@@ -320,6 +326,34 @@ def test_option_checks() -> None:
             check_max_upload(bad)
 
 
+def test_serve_options_reach_the_commands_it_runs(tmp_path) -> None:
+    """--threads, --data and the model options of serve are the options of every anonymize / recover it runs."""
+    from faceprivacy.cli import build_parser
+    from faceprivacy.core.options import resolve
+    from faceprivacy.deid.web import CliPipeline, passed_options
+
+    args = resolve(build_parser().parse_args(["serve", "--threads", "1", "--data", "DK", "--donor-bank", "b.npz"]))
+    pipe = CliPipeline(args._anonymize_parser, args._recover_parser, passed_options(args))
+    for parser, argv in ((pipe.anonymize_parser, ["x.png", "-o", "y.png"]), (pipe.recover_parser, ["y.png"])):
+        a = pipe._args(parser, argv + pipe.extra)
+        assert (a.threads, a.data, str(a.donor_bank)) == (1, "DK", "b.npz")
+    plain = resolve(build_parser().parse_args(["serve"]))
+    assert passed_options(plain) == ["--threads", str(plain.threads)]
+
+
+def test_a_port_in_use_is_one_clear_error(srv, tmp_path) -> None:
+    from faceprivacy.deid.web import App, Server
+
+    app, server = srv
+    other = App(app.pipeline, workdir=tmp_path / "w")
+    try:
+        with pytest.raises(InputError, match=rf"cannot listen on 127.0.0.1:{server.port}: .*--port 0"):
+            Server(other, "127.0.0.1", server.port)
+    finally:
+        other.close()
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.network
 def test_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path) -> None:
     """The real command: prints the URL with the token, answers, and on SIGTERM exits 0 having removed its
@@ -347,3 +381,41 @@ def test_serve_prints_the_url_and_stops_cleanly_on_sigterm(tmp_path) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+@pytest.mark.slow
+def test_a_short_clip_round_trip(srv, tmp_path) -> None:
+    """With ``faceprivacy.deid.video`` present, a clip goes through the anonymize command's video pipeline:
+    a zip of the lossless .mkv and its record, one frame as the before/after pair, and recovery through the
+    page gives back every frame of the input bit for bit."""
+    video = pytest.importorskip("faceprivacy.deid.video", reason="no video pipeline in this build")
+    synth = pytest.importorskip("faceprivacy.deid.video.synth")
+    from skimage import data
+
+    face = np.ascontiguousarray(data.astronaut()[30:230, 110:310])
+    frames, _ = synth.make_frames([face], 10, 240, 320, 150, seed=0)
+    clip = synth.write_clip(tmp_path / "clip.mkv", frames, fps=10, codec="ffv1", audio=False)
+    st, _, data_ = _post(srv, "/api/anonymize", {"method": "blur", "passphrase": PASSPHRASE},
+                         [("clip.mkv", clip.read_bytes())])
+    assert st == 200, data_
+    j = json.loads(data_)
+    assert j["video"] and j["frames"] == 10 and j["faces"] >= 8 and j["recoverable"]
+    st, h, z = _req(srv, "GET", f"/r/{j['id']}/download")
+    with zipfile.ZipFile(io.BytesIO(z)) as zf:
+        assert sorted(zf.namelist()) == ["clip_anonymized.mkv", "clip_anonymized.mkv.fpx"]
+    for part in ("before", "after"):
+        st, h, img = _req(srv, "GET", f"/r/{j['id']}/{part}")
+        assert st == 200 and h["content-type"] == "image/jpeg" and Image.open(io.BytesIO(img)).size == (320, 240)
+    st, _, card = _req(srv, "GET", j["card"])
+    assert "face-frames anonymized with blur" in card.decode() and "Download clip + recovery record" in card.decode()
+    for name, blob in (("bad.mp4", b"not a video at all" * 10), ("cut.mkv", clip.read_bytes()[:2000])):
+        st, _, err = _post(srv, "/api/anonymize", {"method": "blur"}, [(name, blob)])
+        assert st == 400 and "\n" not in _error(err) and "/tmp" not in _error(err), (name, st, err)
+    st, _, data_ = _post(srv, "/api/recover", {"passphrase": PASSPHRASE}, [("clip_anonymized.zip", z)])
+    assert st == 200, data_
+    r = json.loads(data_)
+    st, h, rec = _req(srv, "GET", f"/r/{r['id']}/download")
+    assert st == 200 and h["content-type"] == "video/x-matroska"
+    (tmp_path / "rec.mkv").write_bytes(rec)
+    cmp = video.compare_videos(clip, tmp_path / "rec.mkv")
+    assert cmp["frames"] == 10 and cmp["identical_frames"] == 10, cmp

@@ -119,6 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(e)
     e.set_defaults(func=_cmd_eval)
 
+    from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
+
     v = command(sub, "eval-video", "video de-identification on a clip of held-out people: frames/s against "
                                    "blur, missed faces, identity switches, exact recovery",
                 examples=["faceprivacy eval-video                      # 10 s of 720p, 3 people, donor and blur",
@@ -130,10 +132,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--width", type=int, default=1280, help="frame width (even)")
     v.add_argument("--height", type=int, default=720, help="frame height (even)")
     v.add_argument("--faces", type=int, default=3, help="CelebA test identities in the clip")
-    v.add_argument("--photo-px", dest="face_px", type=float, default=220.0, help="side of each pasted aligned photo (px)")
+    v.add_argument("--face-side", type=float, default=220.0, help="side of each pasted aligned photo (px)")
     v.add_argument("--methods", nargs="+", default=["donor", "blur"], choices=("donor", "blur", "pixelate", "mask"),
                    help="methods, each run on the same clip (blur is the speed reference)")
-    v.add_argument("--detector", default="hog", help="face detector")
+    v.add_argument("--detector", default=ANONYMIZE_DETECTOR, choices=DETECTORS,
+                   help="face detector (default: anonymize's)")
     v.add_argument("--detect-every", type=int, default=1, help="detector every N frames, tracking in between")
     v.add_argument("--lossy-seconds", type=float, default=2.0,
                    help="seconds of the clip also written as H.264 .mp4 to state the loss (0 = skip)")
@@ -303,14 +306,20 @@ def _method(args):
     return _method_by_name(args.method, args)
 
 
+def _detector(args):
+    """The face detector of the anonymize options (photos and videos alike)."""
+    from ..core.detect import FaceDetector
+
+    return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                        data_root=args.data, threads=args.threads or 1)
+
+
 def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
     """The anonymize command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
     ``method``) -> the summary of ``batch.anonymize_paths``."""
-    from ..core.detect import FaceDetector
     from .batch import anonymize_paths
 
-    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
-                            data_root=args.data, threads=args.threads or 1)
+    detector = _detector(args)
     return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
                            sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
                            min_face=args.min_face, fmt=args.format)
@@ -355,19 +364,29 @@ def _video_summary(head: str, res, args):
     return out
 
 
-def _cmd_anonymize_video(args) -> int:
-    from .video import anonymize_video
+def _check_video_flags(args) -> None:
+    from ..core.errors import InputError
 
     for flag in ("consistent", "sidecar", "no_pixels", "format"):
         if getattr(args, flag, None):
-            from ..core.errors import InputError
-
             raise InputError(f"--{flag.replace('_', '-')} does not apply to a video (a video always keeps one "
                              "pseudonym per person and writes its record to OUT.fpx)")
+
+
+def anonymize_video_parsed(args, passphrase: bytes | None, method=None):
+    """The anonymize command's video pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> ``video.VideoResult``."""
+    from .video import anonymize_video
+
+    _check_video_flags(args)
+    return anonymize_video(args.input, args.output, passphrase, method or _method(args), detector=_detector(args),
+                           detect_every=args.detect_every, max_seconds=args.max_seconds)
+
+
+def _cmd_anonymize_video(args) -> int:
+    _check_video_flags(args)
     passphrase = _passphrase(args, new=True)
-    res = anonymize_video(args.input, args.output, passphrase, _method(args), detector=args.detector,
-                          upsample=args.upsample, min_score=args.min_score, min_size=args.min_size,
-                          detect_every=args.detect_every, max_seconds=args.max_seconds)
+    res = anonymize_video_parsed(args, passphrase)
     out = _video_summary(f"anonymized {res.faces} face-frame(s) in {res.frames} frame(s), {res.people} "
                          f"person(s) in {res.tracks} track(s), with {args.method}", res, args)
     if res.fallback:
@@ -389,14 +408,26 @@ def _cmd_anonymize_video(args) -> int:
     return out.print()
 
 
-def _cmd_recover_video(args) -> int:
-    from ..core.errors import InputError
+def _check_recover_video_flags(args) -> None:
+    if args.plausible or args.from_latent:
+        from ..core.errors import InputError
+
+        raise InputError("--plausible and --from-latent apply to images only")
+
+
+def recover_video_parsed(args, passphrase: bytes):
+    """The recover command's video pipeline for its parsed ``args`` (``serve`` calls this too) ->
+    ``video.VideoResult``."""
     from .video import recover_video
 
-    if args.plausible or args.from_latent:
-        raise InputError("--plausible and --from-latent apply to images only")
+    _check_recover_video_flags(args)
+    return recover_video(args.input, args.output, passphrase, allow_modified=args.allow_modified)
+
+
+def _cmd_recover_video(args) -> int:
+    _check_recover_video_flags(args)
     passphrase = _passphrase(args, new=False)
-    res = recover_video(args.input, args.output, passphrase, allow_modified=args.allow_modified)
+    res = recover_video_parsed(args, passphrase)
     return _video_summary(f"recovered {res.faces} face-frame(s) in {res.frames} frame(s)", res, args).print()
 
 
@@ -495,7 +526,7 @@ def _cmd_eval_video(args) -> int:
     if data is None or not Path(data).is_dir():
         raise InputError(f"datakit not found: {data or 'pass --data'}")
     cfg = VideoEvalConfig(seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
-                          faces=args.faces, face_px=args.face_px, methods=tuple(args.methods),
+                          faces=args.faces, face_px=args.face_side, methods=tuple(args.methods),
                           detector=args.detector, detect_every=args.detect_every, lossy_seconds=args.lossy_seconds,
                           seed=args.seed)
     cfg.validate()

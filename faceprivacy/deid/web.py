@@ -167,9 +167,31 @@ class CliPipeline:
         args = self._args(self.recover_parser, [str(inp), "-o", str(out), *self.extra])
         return recover_parsed(args, passphrase, method_by_name=self.method)
 
+    def anonymize_video(self, inp: Path, out: Path, method: str, passphrase: bytes | None):
+        from .cli import anonymize_video_parsed
+
+        args = self._args(self.anonymize_parser, [str(inp), "-o", str(out), "--method", method, *self.extra])
+        return anonymize_video_parsed(args, passphrase, method=self.method(method, args))
+
+    def recover_video(self, inp: Path, out: Path, passphrase: bytes):
+        from .cli import recover_video_parsed
+
+        args = self._args(self.recover_parser, [str(inp), "-o", str(out), *self.extra])
+        return recover_video_parsed(args, passphrase)
+
     def preload(self, method: str) -> None:
         """Load ``method`` now, so a bad ``--donor-bank`` fails before the server starts."""
         self.method(method, self._args(self.anonymize_parser, ["x.png", "--method", method, *self.extra]))
+
+
+def video_module():
+    """``faceprivacy.deid.video`` when this install has it (and PyAV), else None: the page then takes photos
+    only."""
+    try:
+        from . import video
+    except ImportError:
+        return None
+    return video
 
 
 # ----- results kept in memory --------------------------------------------------------------------------
@@ -266,6 +288,8 @@ class App:
         self.methods = tuple(methods)
         self.default_method = default_method
         self.keyed = tuple(keyed)
+        vid = video_module()
+        self.video_exts: tuple[str, ...] = tuple(vid.VIDEO_EXTS) if vid else ()
         self.results = ResultStore()
         self.allowed_hosts: set[str] = set()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="faceprivacy-serve-"))
@@ -301,8 +325,8 @@ class App:
         name, data = up.files[0]
         name = safe_name(name, "photo.png")
         ext = Path(name).suffix.lower()
-        if ext not in IMAGE_EXTS:
-            raise BadRequest(400, f"{name}: not a photo type this page reads ({', '.join(IMAGE_EXTS)})")
+        if ext not in IMAGE_EXTS + self.video_exts:
+            raise BadRequest(400, f"{name}: not a file type this page reads ({', '.join(IMAGE_EXTS + self.video_exts)})")
         if not data:
             raise BadRequest(400, f"{name}: the file is empty (0 bytes)")
         method = up.fields.get("method") or self.default_method
@@ -312,6 +336,8 @@ class App:
         if method in self.keyed and not pw:
             raise BadRequest(400, f"method {method} is keyed: it needs a passphrase")
         passphrase = pw.encode("utf-8") if pw else None
+        if ext in self.video_exts:
+            return self._anonymize_video(name, data, method, passphrase)
         from ..core.imageio import WRITABLE_FORMATS, image_format
 
         out_ext = ext if image_format(ext) in WRITABLE_FORMATS else ".png"
@@ -341,6 +367,37 @@ class App:
             {"faces": summary.get("faces", 0), "method": method, "recoverable": bool(passphrase), "notes": notes,
              "image": out.name}))
 
+    def _anonymize_video(self, name: str, data: bytes, method: str, passphrase: bytes | None) -> Result:
+        """A clip through the anonymize command's video pipeline: lossless .mkv (+ .fpx) in the zip; the
+        previews are one frame (the one with the most faces)."""
+        with self.work_lock, self._workspace() as ws:
+            inp = ws / "in" / name
+            out = ws / "out" / f"{Path(name).stem}_anonymized.mkv"
+            _write(inp, data)
+            res = self._run(ws, lambda: self.pipeline.anonymize_video(inp, out, method, passphrase))
+            files = [out] + ([out.with_name(out.name + SIDECAR_EXT)] if passphrase else [])
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+                for f in files:
+                    zf.writestr(f.name, f.read_bytes())
+            k = _busiest_frame(res)
+            before, after = _video_preview(inp, k), _video_preview(out, k)
+        notes = [f"{res.frames} frames, {res.people} person(s) in {res.tracks} track(s), {res.faces} face-frames "
+                 f"changed; the pictures show frame {k + 1}"]
+        if res.fallback:
+            notes.append(f"{res.fallback} face-frame(s) could not be aligned and were blurred instead")
+        if passphrase:
+            exact = (res.recovery or {}).get("exact")
+            notes.append("the .zip holds the anonymized clip (lossless .mkv) and its sealed recovery record (.fpx)"
+                         + ("; recovery is bit-exact (checked on every frame)" if exact else ""))
+        else:
+            notes.append("plain output: no copy of the original faces is kept (give a passphrase to keep one)")
+        notes += [_clean(n, ws) for n in res.notes]
+        return self.results.put(Result(
+            "anonymize", name, before, after, buf.getvalue(), f"{Path(out.name).stem}.zip", "application/zip",
+            {"faces": res.faces, "method": method, "recoverable": bool(passphrase), "notes": notes,
+             "image": out.name, "video": True, "frames": res.frames, "people": res.people}))
+
     def recover(self, up: Upload) -> Result:
         pw = up.fields.get("passphrase", "")
         if not pw:
@@ -351,7 +408,8 @@ class App:
                 entries += _unzip(data, self.max_upload)
             else:
                 entries.append((name, data))
-        images = [(safe_name(n, "image.png"), d) for n, d in entries if Path(n).suffix.lower() in IMAGE_EXTS]
+        media = IMAGE_EXTS + self.video_exts
+        images = [(safe_name(n, "image.png"), d) for n, d in entries if Path(n).suffix.lower() in media]
         records = [d for n, d in entries if n.lower().endswith(SIDECAR_EXT)]
         if len(images) != 1 or len(records) > 1:
             raise BadRequest(400, "send the .zip this page gave you, or one anonymized image with its .fpx record "
@@ -359,6 +417,8 @@ class App:
         name, data = images[0]
         if not data:
             raise BadRequest(400, f"{name}: the file is empty (0 bytes)")
+        if Path(name).suffix.lower() in self.video_exts:
+            return self._recover_video(name, data, records[0] if records else None, pw.encode("utf-8"))
         with self.work_lock, self._workspace() as ws:
             inp = ws / "in" / name
             out = ws / "out" / f"{Path(name).stem.removesuffix('_anonymized')}_recovered.png"
@@ -375,6 +435,22 @@ class App:
                  "latent": ["latent: the faces were decoded from the decrypted latent (no sealed pixels)"]}
         return self.results.put(Result("recover", name, before, after, download, out.name, "image/png",
                                        {"mode": mode, "notes": notes.get(mode, [])}))
+
+    def _recover_video(self, name: str, data: bytes, record: bytes | None, passphrase: bytes) -> Result:
+        with self.work_lock, self._workspace() as ws:
+            inp = ws / "in" / name
+            out = ws / "out" / f"{Path(name).stem.removesuffix('_anonymized')}_recovered.mkv"
+            if record is not None:
+                _write(inp.with_name(inp.name + SIDECAR_EXT), record)
+            _write(inp, data)
+            res = self._run(ws, lambda: self.pipeline.recover_video(inp, out, passphrase))
+            k = res.frames // 2
+            before, after = _video_preview(inp, k), _video_preview(out, k)
+            download = out.read_bytes()
+        notes = [f"{res.frames} frames, {res.faces} face-frames restored (lossless .mkv); the pictures show "
+                 f"frame {k + 1}"] + [_clean(n, ws) for n in res.notes]
+        return self.results.put(Result("recover", name, before, after, download, out.name, "video/x-matroska",
+                                       {"mode": "video", "notes": notes, "video": True}))
 
     def _workspace(self):
         return _Workspace(self.workdir)
@@ -458,6 +534,38 @@ def _preview(path: Path) -> bytes:
     from ..core.imageio import load_image
 
     im = Image.fromarray(load_image(path))
+    im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _busiest_frame(res) -> int:
+    """The frame with the most tracked faces (the middle one when none)."""
+    from collections import Counter
+
+    counts = Counter(i for t in getattr(res, "track_list", []) for i in getattr(t, "box", {}))
+    if not counts:
+        return max(0, res.frames // 2)
+    best = max(counts.values())
+    mid = res.frames / 2
+    return min((i for i, c in counts.items() if c == best), key=lambda i: abs(i - mid))
+
+
+def _video_preview(path: Path, k: int) -> bytes:
+    """A JPEG of frame ``k`` of a clip (longest side <= ``PREVIEW_SIDE``)."""
+    from PIL import Image
+
+    from .video.io import iter_frames
+
+    frame = None
+    for i, f in enumerate(iter_frames(path)):
+        frame = f
+        if i >= k:
+            break
+    if frame is None:
+        raise BadRequest(400, f"{path.name}: the clip has no frames")
+    im = Image.fromarray(frame)
     im.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=90)
@@ -561,6 +669,22 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def handle_expect_100(self) -> bool:
+        """``Expect: 100-continue``: refuse a request without the token or over the limit before the client
+        sends its body (curl does this for large uploads)."""
+        if not self._guard():
+            return False
+        try:
+            n = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            n = 0
+        if n > self.app.max_upload:
+            self.close_connection = True
+            self._error(413, f"upload of {n / 2**20:.1f} MB is over the limit of {self.app.max_upload / 2**20:.0f} MB "
+                             "(faceprivacy serve --max-upload-mb)")
+            return False
+        return super().handle_expect_100()
+
     def _body(self) -> bytes | None:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             self.close_connection = True
@@ -641,7 +765,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, result: Result | None) -> None:
         nonce = secrets.token_urlsafe(16)
         body = render_page(self.app, nonce, result).encode("utf-8")
-        csp = (f"default-src 'none'; img-src 'self' blob:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+        csp = (f"default-src 'none'; img-src 'self'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
                "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
         self._send(200, body, "text/html; charset=utf-8", [("Content-Security-Policy", csp)])
 
@@ -676,6 +800,17 @@ class Server(ThreadingHTTPServer):
 
 # ----- the command -------------------------------------------------------------------------------------------
 
+def passed_options(args: argparse.Namespace) -> list[str]:
+    """serve's own model options, threads and datakit, as options of every anonymize / recover command line."""
+    extra: list[str] = []
+    for flag, val in (("--donor-bank", args.donor_bank), ("--generator", args.generator),
+                      ("--generator-weights", args.generator_weights), ("--encryptor", args.encryptor),
+                      ("--threads", args.threads), ("--data", args.data)):
+        if val is not None and not (flag == "--generator" and val == "lite"):
+            extra += [flag, str(val)]
+    return extra
+
+
 def serve(args: argparse.Namespace) -> int:
     """``faceprivacy serve``: check the options, load the preselected method, listen, print the URL, serve
     until Ctrl-C or SIGTERM, then forget every result and remove the temp folder."""
@@ -684,12 +819,7 @@ def serve(args: argparse.Namespace) -> int:
     host = check_host(args.host)
     port = check_port(args.port)
     max_upload = check_max_upload(args.max_upload_mb)
-    extra: list[str] = []
-    for flag, val in (("--donor-bank", args.donor_bank), ("--generator", args.generator),
-                      ("--generator-weights", args.generator_weights), ("--encryptor", args.encryptor)):
-        if val is not None and not (flag == "--generator" and val == "lite"):
-            extra += [flag, str(val)]
-    pipeline = CliPipeline(args._anonymize_parser, args._recover_parser, extra)
+    pipeline = CliPipeline(args._anonymize_parser, args._recover_parser, passed_options(args))
     pipeline.preload(args.method)
     app = App(pipeline, max_upload=max_upload, methods=METHODS, default_method=args.method, keyed=KEYED_METHODS)
     try:
@@ -730,16 +860,18 @@ def render_card(r: Result, token: str) -> str:
     """One result: before and after side by side, what was done, the download and a forget button."""
     t = f"?token={_e(token)}"
     base = f"/r/{r.id}"
+    thing = "clip" if r.info.get("video") else "image"
     if r.kind == "anonymize":
         faces = r.info.get("faces", 0)
-        what = f"{faces} face{'s' if faces != 1 else ''} anonymized with {r.info.get('method')}"
+        unit = "face-frame" if r.info.get("video") else "face"
+        what = f"{faces} {unit}{'s' if faces != 1 else ''} anonymized with {r.info.get('method')}"
         labels = ("before: original", f"after: {r.info.get('method')}")
-        dl = ("Download image + recovery record (.zip)" if r.info.get("recoverable")
-              else "Download the anonymized image (.zip)")
+        dl = (f"Download {thing} + recovery record (.zip)" if r.info.get("recoverable")
+              else f"Download the anonymized {thing} (.zip)")
     else:
         what = f"recovered ({r.info.get('mode')})"
         labels = ("anonymized", "recovered")
-        dl = "Download the recovered image (.png)"
+        dl = f"Download the recovered {thing} ({Path(r.download_name).suffix})"
     notes = "".join(f"<li>{_e(n)}</li>" for n in r.info.get("notes", []))
     return (f'<article class="card" id="r-{r.id}">'
             f'<h3>{_e(r.name)} <span class="what">{_e(what)}</span></h3>'
@@ -763,7 +895,10 @@ def render_page(app: App, nonce: str, result: Result | None = None) -> str:
     cfg_json = json.dumps(cfg).replace("<", "\\u003c")
     return (PAGE.replace("{{NONCE}}", nonce).replace("{{OPTIONS}}", options).replace("{{CARDS}}", cards)
             .replace("{{CFG}}", cfg_json).replace("{{MAXMB}}", f"{app.max_upload / 2**20:.0f}")
-            .replace("{{EXTS}}", _e(" ".join(IMAGE_EXTS))))
+            .replace("{{EXTS}}", _e(" ".join(IMAGE_EXTS + app.video_exts)))
+            .replace("{{WHAT}}", "photos or short clips" if app.video_exts else "photos")
+            .replace("{{ACCEPT}}", _e(",".join(("image/*", ".pgm", ".tif", ".tiff") + (("video/*",) + app.video_exts
+                                                                                     if app.video_exts else ())))))
 
 
 def _min_chars() -> int:
@@ -815,16 +950,16 @@ ul.notes { margin: 8px 0 0; padding-left: 18px; font-size: 13px; color: var(--mu
 input[type=file] { display: none; }
 </style></head>
 <body>
-<header><h1>faceprivacy — de-identify photos on this machine</h1>
+<header><h1>faceprivacy — de-identify faces on this machine</h1>
 <p>Served on a loopback address only; every request carries this launch's token. Photos stay in the server's memory
 until you press Forget or stop it; nothing is written to disk but short-lived temp files. Passphrases are never
 stored.</p></header>
 <div class="panels">
 <section class="panel" id="anon">
 <h2>Anonymize</h2>
-<div class="drop" id="anon-drop" tabindex="0">Drop photos here or click to choose ({{EXTS}}; up to {{MAXMB}} MB each)
+<div class="drop" id="anon-drop" tabindex="0">Drop {{WHAT}} here or click to choose ({{EXTS}}; up to {{MAXMB}} MB each)
 <div class="files" id="anon-files"></div></div>
-<input type="file" id="anon-input" multiple accept="image/*,.pgm,.tif,.tiff">
+<input type="file" id="anon-input" multiple accept="{{ACCEPT}}">
 <label for="method">Method</label><select id="method">{{OPTIONS}}</select>
 <label for="anon-pw">Passphrase (keeps the originals sealed in the download; needed for donor and riddle)</label>
 <input type="password" id="anon-pw" autocomplete="new-password" spellcheck="false">
@@ -834,7 +969,7 @@ stored.</p></header>
 </section>
 <section class="panel" id="rec">
 <h2>Recover</h2>
-<div class="drop" id="rec-drop" tabindex="0">Drop the .zip from Anonymize (or the image and its .fpx record)
+<div class="drop" id="rec-drop" tabindex="0">Drop the .zip from Anonymize (or the anonymized file and its .fpx record)
 <div class="files" id="rec-files"></div></div>
 <input type="file" id="rec-input" multiple>
 <label for="rec-pw">Passphrase</label>

@@ -182,8 +182,9 @@ class _Renderer:
             purpose = f"deid/person/{slot}"
             key = subkey(self.master, purpose) if self.master is not None else None
             p = _Person(key, purpose)
-            if self.donor and key is not None:
-                best = max((t for t in ts if t.anchor is not None), key=lambda t: t.anchor[1])
+            anchored = [t for t in ts if t.anchor is not None]
+            if self.donor and key is not None and anchored:  # (never aligned: every frame is blurred)
+                best = max(anchored, key=lambda t: t.anchor[1])
                 _, wid, patch, _, lm = best.anchor
                 crop, _ = self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))
                 p.info, p.morph_key = self._pin(crop, key)
@@ -273,12 +274,7 @@ def _make_detector(detector, upsample: int, min_score: float | None, min_size: f
         return detector
     from ...core.detect import FaceDetector
 
-    kw = {}
-    if min_score is not None:
-        kw["min_score"] = min_score
-    if min_size is not None:
-        kw["min_size"] = min_size
-    return FaceDetector(detector, upsample=upsample, **kw)
+    return FaceDetector(detector, upsample=upsample, min_score=min_score, min_size=min_size)
 
 
 def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, embed=None) -> list[Track]:
@@ -291,7 +287,7 @@ def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, 
 
 
 def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: bytes | None, method: Method, *,
-                    detector: str | object = "hog", upsample: int = 1, min_score: float | None = None,
+                    detector: str | object = "retinaface", upsample: int = 1, min_score: float | None = None,
                     min_size: float | None = None, detect_every: int = 1, max_seconds: float | None = None,
                     embed=None) -> VideoResult:
     """Anonymize every face of a clip into ``out`` (with the sealed record ``out.fpx`` when a passphrase is

@@ -40,7 +40,7 @@ class VideoEvalConfig:
     faces: int = 3
     face_px: float = 220.0  # side of the pasted 112-px aligned photo (the face box is about 0.6 of it)
     methods: tuple[str, ...] = ("donor", "blur")
-    detector: str = "hog"
+    detector: str = "retinaface"
     detect_every: int = 1
     lossy_seconds: float = 2.0  # the .mp4 (H.264) run for the PSNR statement uses the first seconds only
     seed: int = 0
@@ -51,7 +51,7 @@ class VideoEvalConfig:
         if self.width % 2 or self.height % 2 or not (64 <= self.width <= 3840 and 64 <= self.height <= 2160):
             raise InputError("--width/--height must be even, 64..3840 x 64..2160")
         if self.face_px * self.faces * 1.3 > self.width or self.face_px * 1.5 > self.height:
-            raise InputError("--face-px too large for the frame and the number of faces")
+            raise InputError("--face-side too large for the frame and the number of faces")
 
 
 @dataclass
@@ -180,6 +180,8 @@ def evaluate_video(data: Path, out: Path, cfg: VideoEvalConfig, progress_stage=N
     from .synth import make_frames, write_clip
 
     cfg.validate()
+    if not (data / "celeba_subset_aligned112").is_dir():
+        raise InputError(f"{data}: no celeba_subset_aligned112 (the datakit's CelebA subset) in it")
     out.mkdir(parents=True, exist_ok=True)
     stage = progress_stage or (lambda i, n, text: None)
     n_st = 3 + 2 * len(cfg.methods)
@@ -188,16 +190,19 @@ def evaluate_video(data: Path, out: Path, cfg: VideoEvalConfig, progress_stage=N
     # warm-up: model loading is not what frames/s should measure
     warm = write_clip(out / "warmup.mp4", make_frames([np.asarray(_warm_face(data))], 6, 160, 160, 110)[0],
                       audio=False)
+    from ...core.detect import FaceDetector
+
+    det = FaceDetector(cfg.detector, data_root=data)
     rows: list[MethodRow] = []
     outputs: dict[str, Path] = {}
     st = 2
     for name in cfg.methods:
         m = _method(name)
-        anonymize_video(warm, out / f"warmup_{name}.mkv", PASSPHRASE, m, detector=cfg.detector)
+        anonymize_video(warm, out / f"warmup_{name}.mkv", PASSPHRASE, m, detector=det)
         stage(st, n_st, f"anonymizing with {name}")
         st += 1
         dest = out / f"anon_{name}.mkv"
-        res = anonymize_video(clip, dest, PASSPHRASE, m, detector=cfg.detector, detect_every=cfg.detect_every)
+        res = anonymize_video(clip, dest, PASSPHRASE, m, detector=det, detect_every=cfg.detect_every)
         outputs[name] = dest
         tm = track_metrics(res.track_list, gt)
         stage(st, n_st, f"recovering {name} and comparing with the input")
@@ -218,7 +223,7 @@ def evaluate_video(data: Path, out: Path, cfg: VideoEvalConfig, progress_stage=N
         n = int(round(cfg.lossy_seconds * cfg.fps))
         short = write_clip(out / "clip_short.mp4", list(_first_frames(clip, n)), cfg.fps)
         res = anonymize_video(short, out / "anon_donor_short.mp4", PASSPHRASE, _method("donor"),
-                              detector=cfg.detector, detect_every=cfg.detect_every)
+                              detector=det, detect_every=cfg.detect_every)
         recover_video(out / "anon_donor_short.mp4", out / "recovered_short.mp4", PASSPHRASE)
         lossy = {"frames": n, "anonymize_time_check": res.recovery,
                  "recovered_mp4_vs_input": compare_videos(out / "recovered_short.mp4", short)}

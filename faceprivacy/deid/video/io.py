@@ -1,6 +1,9 @@
 """Video files through PyAV: probe and refuse what cannot be processed, decode to RGB frames, encode with
 the audio stream copied.
 
+Frames carrying a display rotation (phone clips) are turned upright on decoding, so the detector sees upright
+faces; the output is written upright with no rotation tag (it displays the same).
+
 Refused (``InputError``, one line): a file FFmpeg cannot open or that breaks while demuxing or decoding, a
 file without a video stream or without frames, variable frame rate (frame intervals that differ by more than
 10 % and one tick), a frame size that changes mid-stream, frames smaller than ``MIN_SIDE`` or larger than
@@ -46,7 +49,8 @@ def is_video_path(path: str | os.PathLike) -> bool:
 
 @dataclass
 class VideoInfo:
-    """What a probe found (all checked)."""
+    """What a probe found (all checked). ``width`` / ``height`` are the upright frame's (after ``rotation``,
+    the display rotation a phone records, which the frames are turned by before anything else sees them)."""
 
     path: Path
     width: int
@@ -57,6 +61,7 @@ class VideoInfo:
     has_audio: bool
     audio_codec: str | None = None
     notes: list[str] = field(default_factory=list)
+    rotation: int = 0
 
     @property
     def seconds(self) -> float:
@@ -122,8 +127,35 @@ def probe(path: str | os.PathLike, *, max_seconds: float = MAX_SECONDS, max_pixe
         if n / float(fps) > max_seconds:
             raise InputError(f"{path}: the clip lasts {n / float(fps):.1f} s, over the limit of {max_seconds:g} s "
                              "(--max-seconds)")
-        return VideoInfo(path, w, h, fps, n, v.codec_context.name, bool(auds),
-                         auds[0].codec_context.name if auds else None)
+        codec, audio_codec = v.codec_context.name, auds[0].codec_context.name if auds else None
+    rot = _rotation(path)
+    if rot % 180:
+        w, h = h, w
+    info = VideoInfo(path, w, h, fps, n, codec, audio_codec is not None, audio_codec, rotation=rot)
+    if rot:
+        info.notes.append(f"the input is displayed turned by {rot} degrees: its frames are processed and written "
+                          "upright")
+    return info
+
+
+def _rotation(path: Path) -> int:
+    """The display rotation of the first decoded frame (0, 90, 180 or 270, counter-clockwise)."""
+    import av
+
+    with _open(path) as c:
+        try:
+            for fr in c.decode(c.streams.video[0]):
+                rot = int(round(float(getattr(fr, "rotation", 0) or 0))) % 360
+                if rot % 90:
+                    raise InputError(f"{path}: display rotation of {rot} degrees (only multiples of 90 are supported)")
+                return rot
+        except (av.error.FFmpegError, OSError) as e:
+            raise InputError(f"{path}: the video is corrupt ({_reason(e)} at frame 0)") from None
+    raise InputError(f"{path}: the video stream holds no decodable frame")
+
+
+def _upright(arr: np.ndarray, rot: int) -> np.ndarray:
+    return np.ascontiguousarray(np.rot90(arr, k=rot // 90)) if rot else arr
 
 
 def _check_constant_rate(path: Path, pts: np.ndarray, tb: Fraction, rate: Fraction | None) -> Fraction:
@@ -155,7 +187,7 @@ def iter_packets(path: Path) -> Iterator[tuple[str, object]]:
         v = c.streams.video[0]
         streams = [v] + ([c.streams.audio[0]] if c.streams.audio else [])
         w, h = v.codec_context.width, v.codec_context.height
-        k = 0
+        k = rot0 = 0
         try:
             for pkt in c.demux(*streams):
                 if pkt.stream.type == "audio":
@@ -166,7 +198,12 @@ def iter_packets(path: Path) -> Iterator[tuple[str, object]]:
                     if (fr.width, fr.height) != (w, h):
                         raise InputError(f"{path}: the frame size changes at frame {k} ({w}x{h} -> "
                                          f"{fr.width}x{fr.height})")
-                    yield "video", fr.to_ndarray(format="rgb24")
+                    rot = int(round(float(getattr(fr, "rotation", 0) or 0))) % 360
+                    if k == 0:
+                        rot0 = rot
+                    elif rot != rot0:
+                        raise InputError(f"{path}: the display rotation changes at frame {k}")
+                    yield "video", _upright(fr.to_ndarray(format="rgb24"), rot)
                     k += 1
         except (av.error.FFmpegError, OSError) as e:
             raise InputError(f"{path}: the video is corrupt ({_reason(e)} at frame {k})") from None

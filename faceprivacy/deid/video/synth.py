@@ -72,12 +72,15 @@ def make_frames(faces: list[np.ndarray], n_frames: int, h: int, w: int, side: fl
 
 
 def write_clip(path: str | Path, frames: list[np.ndarray], fps: int = 25, *, codec: str = "libx264",
-               audio: bool = True, crf: int = 16, pts: list[int] | None = None) -> Path:
+               audio: bool = True, crf: int = 16, pts: list[int] | None = None, rotation: int = 0) -> Path:
     """Encode frames (H.264 yuv420p in .mp4, or ``codec="ffv1"`` RGB) with a 440 Hz AAC tone; ``pts``
-    overrides the frame timestamps (in 1/fps units; a variable-rate clip for the tests)."""
+    overrides the frame timestamps (in 1/(4 fps) units; a variable-rate clip for the tests); ``rotation``
+    stores the frames turned and tags them to be displayed upright (a phone clip)."""
     import av
 
     path = Path(path)
+    if rotation:
+        frames = [np.ascontiguousarray(np.rot90(f, k=-(rotation // 90))) for f in frames]
     h, w = frames[0].shape[:2]
     with av.open(str(path), "w") as c:
         v = c.add_stream(codec, rate=fps)
@@ -85,6 +88,8 @@ def write_clip(path: str | Path, frames: list[np.ndarray], fps: int = 25, *, cod
         v.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
         if codec == "libx264":
             v.options = {"crf": str(crf), "threads": "1"}
+        if rotation:
+            v.set_display_rotation(rotation)
         if pts is not None:
             v.codec_context.time_base = Fraction(1, fps * 4)
         a = None

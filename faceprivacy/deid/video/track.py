@@ -5,7 +5,9 @@ by refitting dlib's 68 landmarks in the box its last landmarks predict, and keep
   ``MIN_IOU``) unless their dlib descriptors disagree (distance >= ``SWITCH_DISTANCE``, dlib's same-person
   rule), so two people who cross do not swap tracks; a detection left over (a fast move) joins the nearest
   unmatched live track by descriptor (distance < ``deid.pipeline.PERSON_DISTANCE``); any other detection
-  starts a new track. Descriptors are computed when a match could be wrong (a new or young track, two
+  starts a new track. A detection whose landmarks miss its box or fail the detector's ``alignable`` check
+  (extreme pose, occlusion) continues or
+  starts a track at the detector's box and is blurred on that frame. Descriptors are computed when a match could be wrong (a new or young track, two
   faces near each other, a fast move) and at least every ``EMBED_EVERY`` frames per track.
 * **Between detections** a track's landmarks are refit inside the box predicted from its last landmarks and
   speed; a refit whose size or position jumps is not trusted: that frame is a *fallback* (the face is blurred
@@ -30,6 +32,8 @@ SWITCH_DISTANCE = 0.6
 SMOOTH_SIGMA = 1.5
 #: an unambiguous overlap match re-checks the descriptor at least this often (frames)
 EMBED_EVERY = 12
+#: landmarks whose box overlaps the detector's box less than this did not find the face: blurred instead
+MIN_ALIGN_IOU = 0.25
 #: a refit landmark box may change its side by this factor and move by this fraction of its side per frame
 MAX_SCALE_STEP = 1.3
 MAX_SHIFT_STEP = 0.35
@@ -151,11 +155,16 @@ class Tracker:
         if not lms:
             return set()
         boxes = [lm_box(lm) for lm in lms]
-        cache: dict[int, np.ndarray] = {}
+        # landmarks that missed the detected face (extreme pose, occlusion): the face is kept at the
+        # detector's box and blurred on this frame (see ``Track.lm``)
+        aligned = [bool(getattr(f, "alignable", True)) and iou(b, np.asarray(f.box, float)) >= MIN_ALIGN_IOU
+                   for b, f in zip(boxes, faces, strict=True)]
+        boxes = [b if ok else np.asarray(f.box, float) for b, f, ok in zip(boxes, faces, aligned, strict=True)]
+        cache: dict[int, np.ndarray | None] = {}
 
-        def desc(d: int) -> np.ndarray:
+        def desc(d: int) -> np.ndarray | None:
             if d not in cache:
-                cache[d] = self.descriptor(frame, lms[d])
+                cache[d] = self.descriptor(frame, lms[d]) if aligned[d] else None
             return cache[d]
 
         ov = np.array([[iou(boxes[d], t.predicted_box(i)) for t in live] for d in range(len(lms))]).reshape(
@@ -171,16 +180,16 @@ class Tracker:
             # or not checked for EMBED_EVERY frames
             ambiguous = (np.sum(ov[d] > 0.05) > 1 or np.sum(ov[:, k] > 0.05) > 1 or len(t.desc) < 3
                          or i - t.last_desc >= EMBED_EVERY)
-            if ambiguous and t.desc:
+            if ambiguous and t.desc and desc(d) is not None:
                 if np.linalg.norm(desc(d) - t.mean_desc()) >= SWITCH_DISTANCE:
                     continue
             used_d.add(d)
             matched.add(t.id)
-            self._observe(t, i, frame, lms[d], boxes[d], cache.get(d))
+            self._observe(t, i, frame, lms[d] if aligned[d] else None, boxes[d], cache.get(d))
         # a face that moved too far for any overlap: the nearest live track by descriptor, same-person rule
         from ..pipeline import PERSON_DISTANCE
 
-        rest = [d for d in range(len(lms)) if d not in used_d]
+        rest = [d for d in range(len(lms)) if d not in used_d and aligned[d]]
         free = [k for k, t in enumerate(live) if t.id not in matched and t.desc]
         pairs2 = sorted((float(np.linalg.norm(desc(d) - live[k].mean_desc())), d, k) for d in rest for k in free)
         for dist, d, k in pairs2:
@@ -195,10 +204,10 @@ class Tracker:
                 t = Track(id=len(self.tracks), first=i)
                 self.tracks.append(t)
                 matched.add(t.id)
-                self._observe(t, i, frame, lms[d], boxes[d], desc(d))
+                self._observe(t, i, frame, lms[d] if aligned[d] else None, boxes[d], desc(d))
         return matched
 
-    def _observe(self, t: Track, i: int, frame: np.ndarray, lm: np.ndarray, box: np.ndarray,
+    def _observe(self, t: Track, i: int, frame: np.ndarray, lm: np.ndarray | None, box: np.ndarray,
                  desc: np.ndarray | None) -> None:
         t.lm[i], t.box[i] = lm, box
         t.detected.add(i)
@@ -207,7 +216,7 @@ class Tracker:
             t.desc.append(np.asarray(desc, np.float64))
             t.last_desc = i
         w = float(box[2] - box[0])
-        if t.anchor is None or w > t.anchor[1]:
+        if lm is not None and (t.anchor is None or w > t.anchor[1]):
             # a patch 3x the box around the face: enough for any working crop of this view
             h, wd = frame.shape[:2]
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
