@@ -159,7 +159,7 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
         rep.table(bins_rows(res, "miss_rate_by_size", "pipeline"))
     if grid is not None:
         rep.heading("Look at the data")
-        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple; right: after "
+        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple, retinaface+rfb320 white; right: after "
                         "the pipeline's first detector")
     return rep.write(path)
 
