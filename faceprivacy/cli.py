@@ -27,9 +27,9 @@ COMMAND_MODULES = (
 
 #: how ``faceprivacy --help`` groups the commands (a command not listed here lands in "other")
 GROUPS = (
-    ("protect", ("anonymize", "recover", "deface", "unlearn")),
+    ("protect", ("anonymize", "recover", "serve", "deface", "unlearn")),
     ("audit", ("audit-embeddings", "mri-audit", "verify", "detect", "embed")),
-    ("train & evaluate", ("eval-deid", "eval-detection", "eval-verification", "eval-generator", "eval-unlearning", "eval-deface", "train-deid",
+    ("train & evaluate", ("eval-deid", "eval-detection", "eval-video", "eval-verification", "eval-generator", "eval-unlearning", "eval-deface", "train-deid",
                           "train-deid-surrogate", "train-generator")),
     ("federated", ("fed-simulate", "fed-server", "fed-client")),
 )

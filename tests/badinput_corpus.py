@@ -148,7 +148,46 @@ def build_library(root: Path) -> Path:
     (bids / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.8.0"}))
     # a recoverable anonymized image (PNG with the record) and a JPEG + sidecar, then tampered copies
     _anonymized(root)
+    _videos(root)
     return root
+
+
+def _videos(root: Path) -> None:
+    """Tiny clips (8 frames, 160x120, the astronaut's face moving slowly, AAC tone) and broken ones, and a
+    recoverable anonymized clip (blur, FFV1 .mkv + .fpx) with a tampered record."""
+    import av
+
+    from faceprivacy.cli import main
+    from faceprivacy.deid.video.synth import make_frames, write_clip
+
+    frames, _ = make_frames([_astronaut()], 8, 120, 160, 100, cycles=0.1)
+    write_clip(root / "clip.mp4", frames, 25)
+    data = (root / "clip.mp4").read_bytes()
+    (root / "clip_truncated.mp4").write_bytes(data[: len(data) // 2])
+    (root / "clip_text.mp4").write_text("not a video\n")
+    (root / "clip_empty.mp4").write_bytes(b"")
+    write_clip(root / "clip_vfr.mp4", frames, 25, pts=[0, 4, 8, 20, 24, 28, 44, 48])
+    odd = [np.ascontiguousarray(np.pad(f, ((0, 1), (0, 1), (0, 0)), mode="edge")) for f in frames]
+    write_clip(root / "clip_odd.mkv", odd, 25, codec="ffv1", audio=False)
+    with av.open(str(root / "audio_only.mp4"), "w") as c:  # a .mp4 with sound and no picture
+        a = c.add_stream("aac", rate=44100)
+        a.layout = "mono"
+        af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+        af.sample_rate = 44100
+        af.pts = 0
+        for p in [*a.encode(af), *a.encode(None)]:
+            c.mux(p)
+    rc = main(["-q", "anonymize", str(root / "clip.mp4"), str(root / "anon_clip.mkv"), "--method", "blur",
+               "--passphrase-file", str(root / "pw.txt")])
+    assert rc == 0, "building the corpus: video anonymize failed"
+    rec = (root / "anon_clip.mkv.fpx").read_bytes()
+    shutil.copy(root / "anon_clip.mkv", root / "anon_clip_flip.mkv")
+    flipped = bytearray(rec)
+    flipped[-5] ^= 0x40
+    (root / "anon_clip_flip.mkv.fpx").write_bytes(bytes(flipped))
+    shutil.copy(root / "anon_clip.mkv", root / "anon_clip_nofpx.mkv")
+    shutil.copy(root / "anon_clip.mkv", root / "anon_clip_imgrec.mkv")
+    shutil.copy(root / "anon.jpg.fpx", root / "anon_clip_imgrec.mkv.fpx")  # an image's record beside a video
 
 
 def _anonymized(root: Path) -> None:
@@ -383,6 +422,64 @@ def cases() -> list[Case]:
     add(Case("evaldet-far-bad", ["eval-detection", "--far", "2", "--data", "{d}/adir", "--out", "{d}/o"],
              _uses("adir")))
     add(Case("evaldet-unknown-detector", ["eval-detection", "--detectors", "mtcnn", "--out", "{d}/o"]))
+    # ---- video (anonymize / recover / eval-video)
+    vpw = ("pw.txt",)
+    for f in ("clip_truncated.mp4", "clip_text.mp4", "clip_empty.mp4", "clip_vfr.mp4", "audio_only.mp4",
+              "missing.mp4"):
+        add(Case(f"anonymize-video-{f}", ["anonymize", f"{{d}}/{f}", "{d}/o.mkv", "--method", "blur", *PW],
+                 _uses(f, *vpw)))
+    add(Case("anonymize-video-odd-to-mp4", ["anonymize", "{d}/clip_odd.mkv", "{d}/o.mp4", "--method", "blur", *PW],
+             _uses("clip_odd.mkv", *vpw)))
+    add(Case("anonymize-video-too-long", ["anonymize", "{d}/clip.mp4", "{d}/o.mkv", "--method", "blur", *PW,
+                                          "--max-seconds", "0.1"], _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-out-ext", ["anonymize", "{d}/clip.mp4", "{d}/o.avi", "--method", "blur", *PW],
+             _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-out-png", ["anonymize", "{d}/clip.mp4", "{d}/o.png", "--method", "blur", *PW],
+             _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-out-is-in", ["anonymize", "{d}/clip.mp4", "{d}/clip.mp4", "--method", "blur", *PW],
+             _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-detect-every-0", ["anonymize", "{d}/clip.mp4", "{d}/o.mkv", "--method", "blur", *PW,
+                                                "--detect-every", "0"], _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-format-flag", ["anonymize", "{d}/clip.mp4", "{d}/o.mkv", "--method", "blur", *PW,
+                                             "--format", "png"], _uses("clip.mp4", *vpw)))
+    add(Case("anonymize-video-again", ["anonymize", "{d}/anon_clip.mkv", "{d}/o.mkv", "--method", "blur", *PW],
+             _uses("anon_clip.mkv", *vpw)))
+    add(Case("anonymize-video-ok", ["anonymize", "{d}/clip.mp4", "{d}/o.mkv", "--method", "blur", *PW],
+             _uses("clip.mp4", *vpw), rc=0, makes=("o.mkv",)))
+    add(Case("recover-video-wrong-pw", ["recover", "{d}/anon_clip.mkv", "{d}/r.mkv", "--passphrase-file",
+                                        "{d}/wrong_pw.txt"], ("anon_clip.mkv", "anon_clip.mkv.fpx", "wrong_pw.txt")))
+    add(Case("recover-video-tampered", ["recover", "{d}/anon_clip_flip.mkv", "{d}/r.mkv", *PW],
+             ("anon_clip_flip.mkv", "anon_clip_flip.mkv.fpx", *vpw)))
+    add(Case("recover-video-no-record", ["recover", "{d}/anon_clip_nofpx.mkv", "{d}/r.mkv", *PW],
+             ("anon_clip_nofpx.mkv", *vpw)))
+    add(Case("recover-video-image-record", ["recover", "{d}/anon_clip_imgrec.mkv", "{d}/r.mkv", *PW],
+             ("anon_clip_imgrec.mkv", "anon_clip_imgrec.mkv.fpx", *vpw)))
+    add(Case("recover-video-plain-input", ["recover", "{d}/clip.mp4", "{d}/r.mkv", *PW], ("clip.mp4", *vpw)))
+    add(Case("recover-video-corrupt", ["recover", "{d}/clip_truncated.mp4", "{d}/r.mkv", *PW],
+             ("clip_truncated.mp4", *vpw)))
+    add(Case("recover-video-out-is-sidecar", ["recover", "{d}/anon_clip.mkv", "{d}/anon_clip.mkv.fpx", *PW],
+             ("anon_clip.mkv", "anon_clip.mkv.fpx", *vpw)))
+    add(Case("recover-video-ok", ["recover", "{d}/anon_clip.mkv", "{d}/r.mkv", *PW],
+             ("anon_clip.mkv", "anon_clip.mkv.fpx", *vpw), rc=0, makes=("r.mkv",)))
+    add(Case("evalvideo-data-missing", ["eval-video", "--data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evalvideo-data-empty", ["eval-video", "--data", "{d}/adir", "--out", "{d}/o"], _uses("adir")))
+    add(Case("evalvideo-seconds-bad", ["eval-video", "--data", "{d}/adir", "--seconds", "0", "--out", "{d}/o"],
+             _uses("adir")))
+    add(Case("evalvideo-width-odd", ["eval-video", "--data", "{d}/adir", "--width", "641", "--out", "{d}/o"],
+             _uses("adir")))
+    # ---- serve: every refusal comes before the server binds a port
+    for cid, opts in (("port-too-big", ["--port", "99999"]), ("port-negative", ["--port", "-1"]),
+                      ("port-word", ["--port", "http"]), ("host-any", ["--host", "0.0.0.0"]),
+                      ("host-any6", ["--host", "::"]), ("host-lan", ["--host", "192.168.1.5"]),
+                      ("host-name", ["--host", "example.com"]), ("host-with-port", ["--host", "127.0.0.1:80"]),
+                      ("max-upload-zero", ["--max-upload-mb", "0"]), ("max-upload-nan", ["--max-upload-mb", "nan"]),
+                      ("max-upload-huge", ["--max-upload-mb", "1e9"]), ("method-bad", ["--method", "swirl"])):
+        add(Case(f"serve-{cid}", ["serve", *opts]))
+    add(Case("serve-donor-bank-missing", ["serve", "--port", "0", "--donor-bank", "{d}/nope.npz"]))
+    add(Case("serve-donor-bank-garbage", ["serve", "--port", "0", "--donor-bank", "{d}/garbage.pt"],
+             _uses("garbage.pt")))
+    add(Case("serve-encryptor-garbage", ["serve", "--port", "0", "--method", "riddle", "--encryptor",
+                                         "{d}/garbage.pt"], _uses("garbage.pt")))
     # ---- eval-deid / train-deid / train-deid-surrogate
     add(Case("evaldeid-data-missing", ["eval-deid", "--data", "{d}/nope", "--out", "{d}/o"]))
     add(Case("evaldeid-data-empty", ["eval-deid", "--data", "{d}/adir", "--out", "{d}/o"], _uses("adir")))

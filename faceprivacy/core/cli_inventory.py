@@ -22,7 +22,7 @@ NON_CANONICAL = {
 #: options every command accepts (before or after the command name)
 SHARED = ("--data", "--threads", "--quiet", "--verbose")
 #: commands that write no files need no --out
-NO_OUT = {"verify", "fed-client", "fed-server"}
+NO_OUT = {"verify", "fed-client", "fed-server", "serve"}
 
 
 def _is_list(a: argparse.Action) -> bool:

@@ -1,4 +1,5 @@
-"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy eval-deid``, ``faceprivacy train-deid``."""
+"""CLI: ``faceprivacy anonymize``, ``faceprivacy recover``, ``faceprivacy serve``, ``faceprivacy eval-deid``,
+``faceprivacy train-deid``."""
 
 from __future__ import annotations
 
@@ -27,15 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = command(sub, "anonymize", "anonymize every face of an image or a folder (keyed, reversible)",
                 examples=["faceprivacy anonymize photos/ --passphrase-file key.txt   # -> photos_anonymized/",
                           "faceprivacy anonymize group.jpg --passphrase-file key.txt --consistent -o out.png",
-                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --method blur"])
-    p.add_argument("input", type=Path, help="image file or folder")
-    p.add_argument("output", nargs="?", default=argparse.SUPPRESS,
-                   help="output file or folder, same as -o (never the input)")
-    add_out(p, lambda a: derived_path(a.input, "anonymized"), "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
-            type=Path, dest="output", help="output file or folder (never the input)")
-    p.add_argument("--passphrase-file", type=Path, default=None,
-                   help="file holding the passphrase, or - for standard input; with a passphrase the output "
-                        "is recoverable (donor and riddle are keyed: they always need one)")
+                          "faceprivacy anonymize group.jpg --passphrase-file key.txt --method blur",
+                          "faceprivacy anonymize clip.mp4 clip_anon.mkv --passphrase-file key.txt   # video, "
+                          "exact recovery"])
+    _shared_args(p, "anonymized", "image file, folder or video clip (.mp4 .mkv .mov .m4v .avi .webm)",
+                 "INPUT_anonymized.EXT, or the folder INPUT_anonymized/",
+                 "file holding the passphrase, or - for standard input; with a passphrase the output is "
+                 "recoverable (donor and riddle are keyed: they always need one)")
     p.add_argument("--recoverable", action="store_true",
                    help="seal the original faces into the output (asks for a passphrase without echo if no "
                         "--passphrase-file); blur/pixelate/mask write plain images otherwise")
@@ -44,40 +43,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help="donor: keyed morph of real training donors (default); riddle: keyed latent encryptor "
                         "(needs a generator); blur / pixelate / mask: classical baselines")
-    p.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
     p.add_argument("--consistent", action="store_true",
                    help="one pseudonym per person across the batch (faces grouped by dlib descriptor)")
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
-    _model_args(p)
     _detector_choice(p)
     p.add_argument("--upsample", type=int, default=1,
                    help="detector upsampling (finds smaller faces; retinaface/rfb320: the finest tile level is "
                         "2^(N-1) x the frame)")
     p.add_argument("--min-face", type=float, default=0.0, help="ignore faces narrower than this (px)")
     _detector_filters(p)
+    _video_args(p)
     add_common(p)
     p.set_defaults(func=_cmd_anonymize)
 
     r = command(sub, "recover", "restore the original faces of an anonymized image from its record",
                 examples=["faceprivacy recover photos_anonymized/ --passphrase-file key.txt   # -> photos_anonymized_recovered/",
-                          "faceprivacy recover out.png -o original.png          # asks for the passphrase"])
-    r.add_argument("input", type=Path, help="anonymized image file or folder")
-    r.add_argument("output", nargs="?", default=argparse.SUPPRESS,
-                   help="output file or folder, same as -o")
-    add_out(r, lambda a: derived_path(a.input, "recovered"), "INPUT_recovered.EXT, or the folder INPUT_recovered/",
-            type=Path, dest="output", help="output file or folder (never the input)")
-    r.add_argument("--passphrase-file", type=Path, default=None,
-                   help="file holding the passphrase, or - for standard input (default: ask without echo)")
+                          "faceprivacy recover out.png -o original.png          # asks for the passphrase",
+                          "faceprivacy recover clip_anon.mkv --passphrase-file key.txt   # -> clip_anon_recovered.mkv"])
+    _shared_args(r, "recovered", "anonymized image file, folder or video clip",
+                 "INPUT_recovered.EXT (a video: INPUT_recovered.mkv), or the folder INPUT_recovered/",
+                 "file holding the passphrase, or - for standard input (default: ask without echo)")
     r.add_argument("--plausible", action="store_true",
                    help="with a wrong passphrase, output other strangers (the faces anonymized again under it)")
-    r.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
     r.add_argument("--from-latent", action="store_true",
                    help="decode the exactly decrypted latent instead of pasting the sealed original pixels")
     r.add_argument("--allow-modified", action="store_true",
                    help="restore even if the anonymized pixels were changed after anonymization")
-    _model_args(r)
     add_common(r)
     r.set_defaults(func=_cmd_recover)
 
@@ -125,6 +118,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_args(e)
     add_common(e)
     e.set_defaults(func=_cmd_eval)
+
+    from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
+
+    v = command(sub, "eval-video", "video de-identification on a clip of held-out people: frames/s against "
+                                   "blur, missed faces, identity switches, exact recovery",
+                examples=["faceprivacy eval-video                      # 10 s of 720p, 3 people, donor and blur",
+                          "faceprivacy eval-video --seconds 2 --width 640 --height 360 --faces 2 -o eval_small/"])
+    add_out(v, default_run_dir("eval-video"), RUN_DIR_SHOWN.format(cmd="video"), type=Path,
+            help="report folder (eval_video.json, eval_video.html, eval_video_frames.png, the clips)")
+    v.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    v.add_argument("--fps", type=int, default=25, help="frame rate")
+    v.add_argument("--width", type=int, default=1280, help="frame width (even)")
+    v.add_argument("--height", type=int, default=720, help="frame height (even)")
+    v.add_argument("--faces", type=int, default=3, help="CelebA test identities in the clip")
+    v.add_argument("--face-side", type=float, default=220.0, help="side of each pasted aligned photo (px)")
+    v.add_argument("--methods", nargs="+", default=["donor", "blur"], choices=("donor", "blur", "pixelate", "mask"),
+                   help="methods, each run on the same clip (blur is the speed reference)")
+    v.add_argument("--detector", default=ANONYMIZE_DETECTOR, choices=DETECTORS,
+                   help="face detector (default: anonymize's)")
+    v.add_argument("--detect-every", type=int, default=1, help="detector every N frames, tracking in between")
+    v.add_argument("--lossy-seconds", type=float, default=2.0,
+                   help="seconds of the clip also written as H.264 .mp4 to state the loss (0 = skip)")
+    v.add_argument("--seed", type=int, default=0, help="seed of the identities and the motion")
+    add_common(v)
+    v.set_defaults(func=_cmd_eval_video)
 
     t = command(sub, "train-deid", "fit/train the latent encryptor on CelebA training identities",
                 examples=["faceprivacy train-deid -o encryptor.pt", "faceprivacy train-deid --steps 50 --max-train 500 -o /tmp/enc.pt",
@@ -183,6 +201,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(s, threads=1)
     s.set_defaults(func=_cmd_train_surrogate)
 
+    from .web import add_serve_args
+
+    w = command(sub, "serve", "a local web page: drop photos, anonymize, download, recover (127.0.0.1 only)",
+                examples=["faceprivacy serve                    # prints http://127.0.0.1:8765/?token=...",
+                          "faceprivacy serve --port 0 --method blur   # any free port; blur preselected"])
+    add_serve_args(w, METHODS, DEFAULT_METHOD)
+    w.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
+    _model_args(w)
+    add_common(w)
+    # the page runs the anonymize / recover commands' own parsers and pipelines (same defaults, same code)
+    w.set_defaults(func=_cmd_serve, _anonymize_parser=p, _recover_parser=r)
+
     from .evaluation.detection_cli import register as register_eval_detection
 
     register_eval_detection(sub)
@@ -195,6 +225,36 @@ def _detector_choice(p: argparse.ArgumentParser) -> None:
                    help="face detector: retinaface+rfb320 (RetinaFace, plus the small faces RFB-320 finds; tiled on "
                         "large frames), retinaface, rfb320 (CNNs, ONNX), hog (dlib, frontal faces >= ~40 px only), "
                         "cnn (dlib MMOD, ~100x slower); see docs/detection.md")
+
+
+def _shared_args(p: argparse.ArgumentParser, tag: str, input_help: str, out_shown: str, pw_help: str) -> None:
+    """The options ``anonymize`` and ``recover`` share: INPUT [OUTPUT] / -o (derived from the input), the
+    passphrase file, and the models a record may name (donor bank, generator, encryptor)."""
+    from ..core.options import add_out, derived_path
+
+    def default_out(a: argparse.Namespace) -> Path:
+        from .video import is_video_path
+
+        video_recovered = tag == "recovered" and is_video_path(a.input)
+        return derived_path(a.input, tag, ".mkv" if video_recovered else None)
+
+    p.add_argument("input", type=Path, help=input_help)
+    p.add_argument("output", nargs="?", default=argparse.SUPPRESS,
+                   help="output file or folder, same as -o (never the input)")
+    add_out(p, default_out, out_shown, type=Path, dest="output", help="output file or folder (never the input)")
+    p.add_argument("--passphrase-file", type=Path, default=None, help=pw_help)
+    p.add_argument("--donor-bank", type=Path, default=None, help="donor bank file (default: bundled)")
+    _model_args(p)
+
+
+def _video_args(p: argparse.ArgumentParser) -> None:
+    from .video.io import MAX_SECONDS
+
+    p.add_argument("--detect-every", type=int, default=1,
+                   help="video: run the detector every N frames and follow faces in between (faster; a face "
+                        "entering the frame can be missed for up to N-1 frames)")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                   help="video: refuse clips longer than this (seconds)")
 
 
 def _detector_filters(p: argparse.ArgumentParser) -> None:
@@ -247,17 +307,32 @@ def _method(args):
     return _method_by_name(args.method, args)
 
 
-def _cmd_anonymize(args) -> int:
-
+def _detector(args):
+    """The face detector of the anonymize options (photos and videos alike)."""
     from ..core.detect import FaceDetector
+
+    return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
+                        data_root=args.data, threads=args.threads or 1)
+
+
+def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
+    """The anonymize command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> the summary of ``batch.anonymize_paths``."""
     from .batch import anonymize_paths
 
-    detector = FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
-                            data_root=args.data, threads=args.threads or 1)
+    detector = _detector(args)
+    return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
+                           sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
+                           min_face=args.min_face, fmt=args.format)
+
+
+def _cmd_anonymize(args) -> int:
+    from .video import is_video_path
+
+    if is_video_path(args.input):
+        return _cmd_anonymize_video(args)
     passphrase = _passphrase(args, new=True)
-    summary = anonymize_paths(args.input, args.output, passphrase, _method(args), consistent=args.consistent,
-                              sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
-                              min_face=args.min_face, fmt=args.format)
+    summary = anonymize_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"anonymized {summary['faces']} face(s) in {summary['written']} file(s) with {args.method}",
@@ -281,20 +356,105 @@ def _cmd_anonymize(args) -> int:
     return rc if summary["written"] else 2
 
 
-def _cmd_recover(args) -> int:
-    from .batch import recover_paths
+def _video_summary(head: str, res, args):
+    from ..core.options import Summary
 
+    out = Summary(head, written=res.outputs)
+    out.number("frames", res.frames).number("speed", round(res.fps, 2), "frames/s")
+    out.notes += list(res.notes)
+    return out
+
+
+def _check_video_flags(args) -> None:
+    from ..core.errors import InputError
+
+    for flag in ("consistent", "sidecar", "no_pixels", "format"):
+        if getattr(args, flag, None):
+            raise InputError(f"--{flag.replace('_', '-')} does not apply to a video (a video always keeps one "
+                             "pseudonym per person and writes its record to OUT.fpx)")
+
+
+def anonymize_video_parsed(args, passphrase: bytes | None, method=None):
+    """The anonymize command's video pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
+    ``method``) -> ``video.VideoResult``."""
+    from .video import anonymize_video
+
+    _check_video_flags(args)
+    return anonymize_video(args.input, args.output, passphrase, method or _method(args), detector=_detector(args),
+                           detect_every=args.detect_every, max_seconds=args.max_seconds)
+
+
+def _cmd_anonymize_video(args) -> int:
+    _check_video_flags(args)
+    passphrase = _passphrase(args, new=True)
+    res = anonymize_video_parsed(args, passphrase)
+    out = _video_summary(f"anonymized {res.faces} face-frame(s) in {res.frames} frame(s), {res.people} "
+                         f"person(s) in {res.tracks} track(s), with {args.method}", res, args)
+    if res.fallback:
+        out.notes.append(f"{res.fallback} face-frame(s) could not be aligned and were blurred instead")
+    rec = res.recovery
+    if rec:
+        if rec["exact"]:
+            out.notes.append(f"lossless output: recovery is bit-exact (checked on all {rec['frames']} frames)")
+        else:
+            out.notes.append(f"lossy output: a recovery differs from the input by PSNR {rec['psnr_min']:.1f} dB "
+                             f"(worst frame; mean {rec['psnr_mean']:.1f} dB) outside the faces; write .mkv "
+                             "for bit-exact recovery")
+        pw = str(args.passphrase_file) if args.passphrase_file is not None else "FILE"
+        out.notes.append("OUT.fpx holds a sealed copy of the original faces; keep it with the video and keep "
+                         "the passphrase")
+        out.then(f"faceprivacy recover {args.output} --passphrase-file {pw}")
+    else:
+        out.notes.append("plain output: no copy of the original faces is kept")
+    return out.print()
+
+
+def _check_recover_video_flags(args) -> None:
+    if args.plausible or args.from_latent:
+        from ..core.errors import InputError
+
+        raise InputError("--plausible and --from-latent apply to images only")
+
+
+def recover_video_parsed(args, passphrase: bytes):
+    """The recover command's video pipeline for its parsed ``args`` (``serve`` calls this too) ->
+    ``video.VideoResult``."""
+    from .video import recover_video
+
+    _check_recover_video_flags(args)
+    return recover_video(args.input, args.output, passphrase, allow_modified=args.allow_modified)
+
+
+def _cmd_recover_video(args) -> int:
+    _check_recover_video_flags(args)
     passphrase = _passphrase(args, new=False)
+    res = recover_video_parsed(args, passphrase)
+    return _video_summary(f"recovered {res.faces} face-frame(s) in {res.frames} frame(s)", res, args).print()
+
+
+def recover_parsed(args, passphrase: bytes, method_by_name=None) -> dict:
+    """The recover command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cache of
+    methods) -> the summary of ``batch.recover_paths``."""
+    from .batch import recover_paths
 
     def method_factory(name: str):
         if name not in METHODS:
             from ..core.errors import InputError
 
             raise InputError(f"the record names an unknown method {name!r}")
-        return _method_by_name(name, args)
+        return (method_by_name or _method_by_name)(name, args)
 
-    summary = recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
-                            from_latent=args.from_latent, allow_modified=args.allow_modified)
+    return recover_paths(args.input, args.output, passphrase, method_factory, plausible=args.plausible,
+                         from_latent=args.from_latent, allow_modified=args.allow_modified)
+
+
+def _cmd_recover(args) -> int:
+    from .video import is_video_path
+
+    if is_video_path(args.input):
+        return _cmd_recover_video(args)
+    passphrase = _passphrase(args, new=False)
+    summary = recover_parsed(args, passphrase)
     from ..core.options import Summary
 
     out = Summary(f"recovered {summary['written']} file(s) ({', '.join(sorted(set(summary['modes']))) or '-'})",
@@ -304,6 +464,12 @@ def _cmd_recover(args) -> int:
                          "JPEG/WebP and is not bit-identical to the input")
     rc = out.print()
     return rc if summary["written"] else 2
+
+
+def _cmd_serve(args) -> int:
+    from .web import serve
+
+    return serve(args)
 
 
 def _eval_config(args):
@@ -349,6 +515,31 @@ def _cmd_eval(args) -> int:
     out.wrote(args.out / "eval_deid.json", args.out / "eval_deid.html").then(f"open {args.out / 'eval_deid.html'}")
     out.print()
     return 0
+
+
+def _cmd_eval_video(args) -> int:
+    from ..core.errors import InputError
+    from ..core.options import Summary, stage
+    from ..core.paths import default_data_root
+    from .video.evaluate import VideoEvalConfig, evaluate_video
+
+    data = args.data or default_data_root()
+    if data is None or not Path(data).is_dir():
+        raise InputError(f"datakit not found: {data or 'pass --data'}")
+    cfg = VideoEvalConfig(seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
+                          faces=args.faces, face_px=args.face_side, methods=tuple(args.methods),
+                          detector=args.detector, detect_every=args.detect_every, lossy_seconds=args.lossy_seconds,
+                          seed=args.seed)
+    cfg.validate()
+    res = evaluate_video(Path(data), args.out, cfg, progress_stage=stage)
+    out = Summary(f"evaluated video de-identification ({', '.join(cfg.methods)}) on a {cfg.seconds:g} s clip")
+    for r in res["methods"]:
+        out.number(f"{r['method']} frames/s", r["fps"])
+        out.number(f"{r['method']} missed face-frames", f"{r['missed_face_frames']} of {r['face_frames_gt']}")
+        out.number(f"{r['method']} identity switches", r["id_switches"])
+        out.number(f"{r['method']} recovery bit-exact", r["recovery_exact"])
+    out.wrote(args.out / "eval_video.json", args.out / "eval_video.html").then(f"open {args.out / 'eval_video.html'}")
+    return out.print()
 
 
 def _cmd_train(args) -> int:

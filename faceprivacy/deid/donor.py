@@ -249,7 +249,11 @@ class DonorMorph(Method):
         return chosen, w / w.sum()
 
     def choose(self, info: dict, key: bytes) -> tuple[list[int], np.ndarray]:
-        """The donors (bank indices, mirrors included) and blend weights for one source and key."""
+        """The donors (bank indices, mirrors included) and blend weights for one source and key; ``info``
+        may pin them (``info["donors"]``: a video keeps one choice per track, so the face does not change
+        donors as the head turns)."""
+        if "donors" in info:
+            return info["donors"]
         order = self.rank_donors(info["gender"], info["age"], info["lab"], info["pose"], info.get("mouth"))
         return self.pick(order, key, self.rank_identities(info["gender"], info["age"], info["lab"]))
 

@@ -245,15 +245,20 @@ def build_record(master: bytes, header: RecordHeader, body: RecordBody,
                  originals: list[np.ndarray] | None) -> bytes:
     """Serialise and seal: ``originals[i]`` are the frame pixels of ``body.faces[i].region`` before face i."""
     body.has_pixels = originals is not None
-    header.kcv = key_check_value(master)
-    header.version = RECORD_VERSION
-    hj = header.to_json()
     bj = body.to_json()
     parts = [struct.pack("<I", len(bj)) + bj, struct.pack("<I", len(originals or []))]
     for arr in originals or []:
         b = _png_bytes(arr)
         parts.append(struct.pack("<I", len(b)) + b)
-    payload = b"".join(parts)
+    return seal_payload(master, header, b"".join(parts))
+
+
+def seal_payload(master: bytes, header: RecordHeader, payload: bytes) -> bytes:
+    """The record bytes for any sealed ``payload`` (images: ``build_record``'s; videos: ``deid.video``'s):
+    sets the header's key-check value and version, seals under ``HKDF(master, "deid/seal")``."""
+    header.kcv = key_check_value(master)
+    header.version = RECORD_VERSION
+    hj = header.to_json()
     return MAGIC + struct.pack("<I", len(hj)) + hj + seal(subkey(master, "deid/seal"), payload, aad=_aad(header))
 
 
@@ -296,6 +301,27 @@ def open_record(blob: bytes, passphrase: bytes) -> OpenedRecord:
     kcv_ok = hmac.compare_digest(key_check_value(master), header.kcv)
     if header.version == 1:
         return _open_v1(header, hj, sealed, master, kcv_ok)
+    payload = _open_v2(header, sealed, master, kcv_ok)
+    blen, pos = _read_u32(payload, 0)
+    try:
+        body = RecordBody.from_dict(json.loads(payload[pos:pos + blen].decode("utf-8")))
+    except (ValueError, UnicodeDecodeError, AttributeError):
+        raise InputError("recovery record body is corrupt") from None
+    return OpenedRecord(header, master, body, _pixels(payload, pos + blen))
+
+
+def open_payload(blob: bytes, passphrase: bytes) -> tuple[RecordHeader, bytes, bytes]:
+    """(header, master key, decrypted payload) of a version-2 record, with ``open_record``'s errors
+    (``deid.video`` keeps its own payload layout inside the same envelope)."""
+    header, _, sealed = parse_record(blob)
+    if header.version != RECORD_VERSION:
+        raise InputError(f"unsupported recovery record version {header.version!r} here")
+    master = master_from_header(passphrase, header)
+    kcv_ok = hmac.compare_digest(key_check_value(master), header.kcv)
+    return header, master, _open_v2(header, sealed, master, kcv_ok)
+
+
+def _open_v2(header: RecordHeader, sealed: bytes, master: bytes, kcv_ok: bool) -> bytes:
     try:
         payload = open_sealed(subkey(master, "deid/seal"), sealed, aad=_aad(header))
     except AuthenticationError:
@@ -304,12 +330,7 @@ def open_record(blob: bytes, passphrase: bytes) -> OpenedRecord:
         raise WrongPassphraseError("wrong passphrase for this recovery record") from None
     if not kcv_ok:
         raise TamperedRecordError("recovery record's key-check value was tampered with")
-    blen, pos = _read_u32(payload, 0)
-    try:
-        body = RecordBody.from_dict(json.loads(payload[pos:pos + blen].decode("utf-8")))
-    except (ValueError, UnicodeDecodeError, AttributeError):
-        raise InputError("recovery record body is corrupt") from None
-    return OpenedRecord(header, master, body, _pixels(payload, pos + blen))
+    return payload
 
 
 def _open_v1(header: RecordHeader, hj: bytes, sealed: bytes, master: bytes, kcv_ok: bool) -> OpenedRecord:
