@@ -43,11 +43,12 @@ def bins_rows(res: dict, key: str, section: str = "detectors") -> list[dict]:
     names = list(dets)
     if not names:
         return []
+    bins = list(dict.fromkeys(b["bin"] for n in names for b in dets[n][key]))  # a subset may lack a bin
     rows = []
-    for k, b in enumerate(dets[names[0]][key]):
-        row = {"bin": b["bin"]}
+    for name in bins:
+        row = {"bin": name}
         for n in names:
-            cell = dets[n][key][k]
+            cell = next((b for b in dets[n][key] if b["bin"] == name), {})
             row[n] = f"{_short(cell)} (n={cell['n']})" if cell.get("n") else "-"
         rows.append(row)
     return rows
