@@ -97,7 +97,9 @@ def markdown(res: dict) -> str:
                          "blurred (fallback)": r["blurred_fallback"],
                          "scenes with no face found": len(r["scenes_without_output"]),
                          "s / MP": f"{r['s_per_mp']:.2f}"})
-        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline"))]
+        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline")),
+                  "", "Miss rate by occlusion (all sizes):", "",
+                  table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))]
     return "\n".join(parts) + "\n"
 
 
@@ -158,6 +160,8 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
         rep.table(rows)
         rep.heading("Miss rate by face size", 3)
         rep.table(bins_rows(res, "miss_rate_by_size", "pipeline"))
+        rep.heading("Miss rate by occlusion", 3)
+        rep.table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))
     if grid is not None:
         rep.heading("Look at the data")
         rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple, retinaface+rfb320 white; right: after "
