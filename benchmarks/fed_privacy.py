@@ -15,6 +15,13 @@ CelebA training identities (one client each, dlib-level0):
   (mean dlib descriptor of their photos) — can the server tell whose upload it is? chance = 1/167;
 * **attribute probe**: gender predicted from the upload by a linear probe trained on the raw templates of the
   48 held-out identities (labels from ``audit.attributes.AgeGenderLabeller``), vs the majority class;
+* **inversion** (``audit.inversion``, ID2image's mapper attack): the attacker trains a template -> latent mapper
+  for the bundled ``lite`` generator on the photos of the 48 held-out identities (its auxiliary data), turns
+  every upload into a face image and checks it with dlib (the attacked recognizer): does the image match the
+  person's own real photos at the FAR=1e-3 threshold of dlib (threshold from all impostor image pairs of the
+  auxiliary identities)? Rate per person = share of the person's photos matched; reference = the same images
+  against a different person's photos (what a random face gets); rank-1 = the image's dlib descriptor is
+  nearest to the person's own template among the 167;
 * **utility**: TAR@FAR=1e-3 on the held-out identities after ``--rounds`` FedFace rounds with that noise, and
   the accountant's epsilon per person (the most uploads any client made; delta 1e-5).
 
@@ -52,6 +59,59 @@ def _ridge_probe(x: np.ndarray, y: np.ndarray, alpha: float = 1.0):
     return lambda z: (np.c_[(z - mu) / sd, np.ones(len(z))] @ w > 0).astype(int)
 
 
+class _Inverter:
+    """ID2image's mapper attack on uploads (``audit.inversion``): upload -> latent -> face image."""
+
+    def __init__(self, split, aux_feats, aux_labels, aux_crops: np.ndarray, epochs: int, seed: int) -> None:
+        from faceprivacy.audit.inversion import encode_latents, train_mapper
+        from faceprivacy.core.metrics import threshold_at_far
+        from faceprivacy.federated.algorithm import embed_features
+        from faceprivacy.models.generator_loader import load_generator
+
+        self.split = split
+        self.gen = load_generator("lite").eval()
+        for prm in self.gen.parameters():
+            prm.requires_grad_(False)
+        aux_emb = embed_features(split.head, aux_feats).numpy()
+        self.mapper = train_mapper(aux_emb, encode_latents(self.gen, aux_crops), epochs=epochs, seed=seed)
+        lab = np.asarray(aux_labels)
+        iu = np.triu_indices(len(lab), 1)
+        imp = (aux_emb @ aux_emb.T)[iu][(lab[:, None] != lab[None, :])[iu]]
+        self.threshold = threshold_at_far(imp, 1e-3)
+
+    def images(self, uploads: np.ndarray) -> np.ndarray:
+        """uint8 (N, 112, 112, 3) face images the attacker makes from (N, D) uploads."""
+        import torch
+
+        from faceprivacy.audit.inversion import decode_latents, map_templates, to_crops112
+
+        u = uploads / np.linalg.norm(uploads, axis=1, keepdims=True)
+        with torch.no_grad():
+            return to_crops112(decode_latents(self.gen, map_templates(self.mapper, u.astype(np.float32))))
+
+    def embed(self, crops: np.ndarray) -> np.ndarray:
+        from faceprivacy.federated.algorithm import embed_features
+        from faceprivacy.federated.backbone import trunk_features
+
+        return embed_features(self.split.head, trunk_features(self.split, crops)).numpy()
+
+    def score(self, crops: np.ndarray, photos: list[np.ndarray], templates: np.ndarray) -> dict:
+        """Match rate against the person's own photos (and a derangement's photos), rank-1 among templates."""
+        from faceprivacy.core.metrics import rate_with_ci
+
+        e = self.embed(crops)
+        n = len(e)
+        ids = np.arange(n)
+        own = np.array([float(np.mean(photos[i] @ e[i] > self.threshold)) for i in ids])
+        other = np.array([float(np.mean(photos[(i + 1) % n] @ e[i] > self.threshold)) for i in ids])
+        tn = templates / np.linalg.norm(templates, axis=1, keepdims=True)
+        rank1 = ((e @ tn.T).argmax(1) == ids).astype(float)
+        cos_own = np.array([float(np.mean(photos[i] @ e[i])) for i in ids])
+        return {"match_own_photos": rate_with_ci(own, ids), "match_other_person": rate_with_ci(other, ids),
+                "rank1": rate_with_ci(rank1, ids), "mean_cos_own_photos": rate_with_ci(cos_own, ids),
+                "threshold": self.threshold}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/datakit")
@@ -61,6 +121,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--clients-per-round", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--backbone", default="dlib-level0", help="dlib-fc | dlib-level0 | dlib-level1 (trained head)")
+    ap.add_argument("--feature-cache", default=None, help="folder for the trunk features (as fed-simulate)")
+    ap.add_argument("--mapper-epochs", type=int, default=150, help="inversion: epochs of the latent mapper")
+    ap.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip the inversion attack")
+    ap.add_argument("--grid", type=int, default=8, help="people shown in the inversion grid")
     args = ap.parse_args()
 
     import torch
@@ -82,7 +147,7 @@ def main() -> int:
     from faceprivacy.federated.simulation import FederatedSimulator, SimConfig, random_start
 
     t0 = time.time()
-    split, data = prepare("dlib-level0", Path(args.data), False, None, args.seed)
+    split, data = prepare(args.backbone, Path(args.data), False, None, args.seed, cache_dir=args.feature_cache)
     root = Path(args.data)
     root = root / "celeba_subset_aligned112" if (root / "celeba_subset_aligned112").is_dir() else root
     parts = identity_split(celeba_subset(root))
@@ -108,6 +173,15 @@ def main() -> int:
     known = g_train >= 0
     majority = float(max(np.mean(g_train[known]), 1 - np.mean(g_train[known])))
 
+    inv = None
+    if args.inversion:
+        from faceprivacy.federated.algorithm import embed_features
+        from faceprivacy.federated.backbone import load_crops
+
+        inv = _Inverter(split, data.test_feats, data.test_labels, load_crops(test.paths), args.mapper_epochs,
+                        args.seed)
+        photos = [embed_features(head, f).numpy() for f in data.client_feats]
+        grid = {"original": load_crops([ps[0] for ps in train_paths[:args.grid]])}
     ev = head_evaluator(data.test_feats, data.test_labels)
     start = ev(head)
     rows = []
@@ -127,6 +201,11 @@ def main() -> int:
         hit = (sims.argmax(1) == ids).astype(float)
         own_cos = sims[ids, ids]
         gender_hit = (probe(uploads[known]) == g_train[known]).astype(float)
+        inversion = None
+        if inv is not None:
+            crops = inv.images(uploads)
+            inversion = inv.score(crops, photos, templates)
+            grid[f"noise {sigma:g}"] = crops[:args.grid]
         # utility: FedFace with this noise
         ccfg = ClientConfig(local_steps=2, lr=float(pre["lr"]), margin=float(pre["margin"]), geometry=geo,
                             embedding_lr=float(pre["embedding_lr"]), dp_clip=args.clip if sigma > 0 else 0.0,
@@ -147,62 +226,121 @@ def main() -> int:
                "linkage_rank1": rate_with_ci(hit, ids), "chance_rank1": 1.0 / n,
                "upload_template_cosine": rate_with_ci(own_cos, ids),
                "gender_probe_accuracy": rate_with_ci(gender_hit, ids[known]), "gender_majority": majority,
+               "inversion": inversion,
                "tar@far=1e-3": final[HEADLINE], "tar@far=1e-3_start": start[HEADLINE],
                "gain_points": 100 * (final[HEADLINE] - start[HEADLINE])}
         rows.append(row)
         print(f"noise {sigma}: eps {row['epsilon']}, rank-1 linkage {row['linkage_rank1']['value']:.3f} "
               f"{row['linkage_rank1']['ci95']}, cos {row['upload_template_cosine']['value']:.3f}, gender probe "
               f"{row['gender_probe_accuracy']['value']:.3f} (majority {majority:.3f}), TAR@1e-3 "
-              f"{final[HEADLINE]:.4f} ({row['gain_points']:+.2f} points)", flush=True)
+              f"{final[HEADLINE]:.4f} ({row['gain_points']:+.2f} points)" + (
+                  "" if inversion is None else f", inversion matches own photos "
+                  f"{inversion['match_own_photos']['value']:.3f} {inversion['match_own_photos']['ci95']} (other "
+                  f"person {inversion['match_other_person']['value']:.3f}), rank-1 {inversion['rank1']['value']:.3f}"),
+              flush=True)
+    opts = {k: v for k, v in vars(args).items() if k != "inversion" and v is not None}
     res = {"command": "python -m benchmarks.fed_privacy " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion"),
         "accountant": accountant_name(), "clients": n, "test_identities": len(test_ids),
-        "rounds": args.rounds, "clients_per_round": args.clients_per_round, "rows": rows,
+        "backbone": args.backbone, "rounds": args.rounds, "clients_per_round": args.clients_per_round,
+        "rows": rows,
+        "inversion_attack": None if inv is None else (
+            "audit.inversion mapper (ID2image) for the bundled lite generator, trained on the photos of the "
+            f"{len(test_ids)} held-out identities; check with dlib at FAR=1e-3 (threshold "
+            f"{inv.threshold:.4f} from their impostor image pairs); the lite generator was trained on the "
+            "training identities' photos (an advantage for the attacker)"),
         "wall_s": round(time.time() - t0, 1)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from faceprivacy.core.fileio import atomic_write_json
 
     atomic_write_json(out / "fed_privacy.json", res)
-    _report(res, out)
+    _report(res, out, grid if inv is not None else None)
     print(f"wrote {out / 'fed_privacy.json'} and {out / 'fed_privacy.html'}")
     return 0
 
 
-def _report(res: dict, out: Path) -> None:
+def _report(res: dict, out: Path, grid: dict[str, np.ndarray] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from faceprivacy.core.fileio import atomic_write_bytes
     from faceprivacy.core.report import HtmlReport, figure_to_png_bytes
 
     rows = res["rows"]
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
-    xs = [r["noise"] for r in rows]
-    ax[0].plot(xs, [r["tar@far=1e-3"] for r in rows], marker="o", label="FedFace")
+    fig, ax = plt.subplots(1, 3, figsize=(15, 3.8))
+    # privacy-utility: epsilon (log) vs TAR; no protection (epsilon infinite) drawn at the right edge
+    fin = [r for r in rows if r["epsilon"] != "inf"]
+    inf = [r for r in rows if r["epsilon"] == "inf"]
+    ax[0].plot([r["epsilon"] for r in fin], [r["tar@far=1e-3"] for r in fin], marker="o", label="FedFace + DP")
+    for r in fin:
+        ax[0].annotate(f"σ={r['noise']:g}", (r["epsilon"], r["tar@far=1e-3"]), fontsize=7)
+    if inf:
+        xr = 3 * max([r["epsilon"] for r in fin], default=10)
+        ax[0].plot([xr], [inf[0]["tar@far=1e-3"]], marker="*", ms=12, ls="", color="C3", label="no DP (ε = ∞)")
     ax[0].axhline(rows[0]["tar@far=1e-3_start"], ls=":", color="k", label="pretrained")
-    ax[0].set(xlabel="noise multiplier", ylabel="TAR@FAR=1e-3", title="utility")
+    ax[0].set(xscale="log", xlabel="ε per person (δ=1e-5)", ylabel="TAR@FAR=1e-3", title="privacy-utility")
+    xs = [r["noise"] for r in rows]
     ax[1].plot(xs, [r["linkage_rank1"]["value"] for r in rows], marker="o", label="linkage rank-1")
     ax[1].plot(xs, [r["gender_probe_accuracy"]["value"] for r in rows], marker="s", label="gender probe acc.")
+    if all(r.get("inversion") for r in rows):
+        ax[1].plot(xs, [r["inversion"]["match_own_photos"]["value"] for r in rows], marker="^",
+                   label="inversion matches own photos")
+        ax[1].plot(xs, [r["inversion"]["match_other_person"]["value"] for r in rows], ls="--", marker="v",
+                   label="inversion vs other person (ref.)")
     ax[1].axhline(rows[0]["chance_rank1"], ls=":", color="gray", label="linkage chance")
     ax[1].axhline(rows[0]["gender_majority"], ls="--", color="gray", label="gender majority")
-    ax[1].set(xlabel="noise multiplier", ylabel="rate", title="what the server learns from first uploads")
+    ax[1].set(xlabel="noise multiplier σ", ylabel="rate", title="what the server learns from first uploads")
+    ax[2].plot(xs, [r["tar@far=1e-3"] for r in rows], marker="o", label="FedFace")
+    ax[2].axhline(rows[0]["tar@far=1e-3_start"], ls=":", color="k", label="pretrained")
+    ax[2].set(xlabel="noise multiplier σ", ylabel="TAR@FAR=1e-3", title="utility")
     for a in ax:
         a.grid(alpha=0.3)
-        a.legend(fontsize=8)
+        a.legend(fontsize=7)
     png = figure_to_png_bytes(fig)
     rep = HtmlReport("FedFace uploads: privacy vs utility")
-    rep.paragraph(f"{res['clients']} clients (CelebA training identities), {res['rounds']} rounds x "
+    rep.paragraph(f"{res['clients']} clients (CelebA training identities), {res.get('backbone', 'dlib-level0')} "
+                  f"head, {res['rounds']} rounds x "
                   f"{res['clients_per_round']} clients; accountant: {res['accountant']}. Command: {res['command']}")
-    rep.table([{"noise": r["noise"], "epsilon": r["epsilon"], "uploads/person": r["max_uploads"],
-                "linkage rank-1 [95% CI]": f"{r['linkage_rank1']['value']:.3f} {r['linkage_rank1']['ci95']}",
-                "gender probe": f"{r['gender_probe_accuracy']['value']:.3f} {r['gender_probe_accuracy']['ci95']}",
-                "TAR@1e-3": round(r["tar@far=1e-3"], 4), "gain (points)": round(r["gain_points"], 2)}
-               for r in rows])
-    rep.png(png, "privacy-utility")
+    if res.get("inversion_attack"):
+        rep.paragraph("Inversion: " + res["inversion_attack"])
+
+    def ci(d: dict) -> str:
+        return f"{d['value']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
+
+    table = []
+    for r in rows:
+        t = {"noise": r["noise"], "epsilon": r["epsilon"], "uploads/person": r["max_uploads"],
+             "linkage rank-1 [95% CI]": ci(r["linkage_rank1"]), "gender probe": ci(r["gender_probe_accuracy"])}
+        if r.get("inversion"):
+            t["inversion: own photos matched"] = ci(r["inversion"]["match_own_photos"])
+            t["inversion: other person (ref.)"] = ci(r["inversion"]["match_other_person"])
+            t["inversion rank-1"] = ci(r["inversion"]["rank1"])
+        t.update({"TAR@1e-3": round(r["tar@far=1e-3"], 4), "gain (points)": round(r["gain_points"], 2)})
+        table.append(t)
+    rep.table(table)
+    rep.png(png, "privacy-utility (ε vs TAR@FAR=1e-3) and leakage vs noise")
+    atomic_write_bytes(out / "fed_privacy.png", png)
+    if grid:
+        names = list(grid)
+        k = len(grid[names[0]])
+        fig, axs = plt.subplots(len(names), k, figsize=(1.3 * k, 1.4 * len(names)), squeeze=False)
+        for r, name in enumerate(names):
+            for c in range(k):
+                a = axs[r][c]
+                if c < len(grid[name]):
+                    a.imshow(grid[name][c])
+                a.set_xticks([])
+                a.set_yticks([])
+                if c == 0:
+                    a.set_ylabel(name, fontsize=8)
+        gpng = figure_to_png_bytes(fig)
+        atomic_write_bytes(out / "fed_privacy_inversion.png", gpng)
+        rep.png(gpng, "a real photo of each person (top) and the attacker's inversion of their first upload "
+                      "at each noise level")
     rep.write(out / "fed_privacy.html")
-    (out / "fed_privacy.png").write_bytes(png)
 
 
 if __name__ == "__main__":

@@ -178,3 +178,29 @@ def test_fed_simulate_seeds_writes_mean_sd_and_share(tmp_path):
     assert (out / "seed1" / "fed_results.json").exists()
     res = json.loads((out / "seed0" / "fed_results.json").read_text())
     assert len(res["runs"]["fedface"]["final"]["tar@far=0.001_ci95"]) == 2
+
+
+def test_trunk_feature_cache_is_reused(celeba_root, tmp_path, monkeypatch):
+    from faceprivacy.core.data import celeba_subset
+    from faceprivacy.federated import experiment
+    from faceprivacy.federated.backbone import build_split
+
+    torch.set_num_threads(1)
+    paths = celeba_subset(celeba_root).paths[:3]
+    split = build_split("dlib-fc")
+    a = experiment._features(split, paths, tmp_path, None)
+    assert len(list(tmp_path.glob("trunk_dlib-fc_*.pt"))) == 1
+
+    def boom(*a, **k):
+        raise AssertionError("trunk recomputed although cached")
+
+    monkeypatch.setattr(experiment, "dataset_features", boom)
+    b = experiment._features(split, paths, tmp_path, None)
+    assert torch.equal(a, b)
+
+
+def test_fed_simulate_val_split_excludes_test_data(tmp_path, capsys):
+    rc = main(["fed-simulate", "--eval-split", "val", "--test-data", str(tmp_path), "--rounds", "1",
+               "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert "exclude each other" in capsys.readouterr().err

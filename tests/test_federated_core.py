@@ -253,3 +253,74 @@ def test_geometry_lookup_refuses_unknown_names():
     assert isinstance(get_geometry("cosine"), Cosine) and isinstance(get_geometry("euclidean"), Euclidean)
     with pytest.raises(ValueError, match="unknown geometry"):
         get_geometry("euclidian")
+
+
+def test_hard_negatives_from_the_bank():
+    from faceprivacy.federated.losses import (
+        get_geometry,
+        nearest_negatives,
+        negative_hinge_cosine_loss,
+        negative_hinge_radius_loss,
+    )
+
+    W = np.array([[0, 0], [0.1, 0], [1, 0], [5, 5]], np.float32)
+    idx = nearest_negatives(W, np.array([0, 3]), 2, "euclidean")
+    assert idx.tolist() == [[1, 2], [2, 1]]  # never itself, nearest first
+    assert nearest_negatives(W, np.array([0]), 10, "euclidean").shape == (1, 3)
+    assert nearest_negatives(W[:1], np.array([0]), 3, "euclidean").shape == (1, 0)
+    f = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    negs = torch.tensor([[0.5, 0.0], [2.0, 0.0]])
+    # only the negative within the margin counts: (0.7 - 0.5)^2 / 2 pairs
+    assert negative_hinge_radius_loss(f, negs, 0.7).item() == pytest.approx(0.02)
+    assert negative_hinge_cosine_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), 0.3).item() == \
+        pytest.approx(0.49)
+    assert get_geometry("euclidean").negative_loss(f, negs, 0.7).item() == pytest.approx(0.02)
+    # a client with negatives pushes its features away from them (the update differs from positive-only)
+    head = tiny_head()
+    feats, _ = synthetic_clients(2, 8, dim=64, seed=0)
+    w0 = init_class_embedding(head, feats[0], "euclidean")
+    other = init_class_embedding(head, feats[1], "euclidean")[None]
+    cfg = ClientConfig(local_steps=3, lr=0.05, margin=0.0, geometry="euclidean", negatives=1, neg_margin=100.0)
+    a = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1)
+    b = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1, negatives=other)
+    assert not torch.allclose(a.delta, b.delta)
+    with torch.no_grad():
+        from faceprivacy.federated.params import load_head_vector
+
+        load_head_vector(head, head_vector(head) + b.delta)
+        d_after = torch.cdist(head(feats[0]), torch.as_tensor(other)).mean()
+    assert d_after.item() > 0
+
+
+def test_fedface_with_hard_negatives_runs_and_fedavg_ignores_them():
+    feats, ev = _sim_setup()
+    for algo in ("fedface", "fedavg"):
+        cfg = SimConfig(rounds=3, clients_per_round=10, algorithm=algo, eval_every=3,
+                        client=ClientConfig(local_steps=2, lr=0.2, negatives=5, neg_margin=0.3))
+        sim = FederatedSimulator(tiny_head(), feats, cfg, eval_fn=ev)
+        sim.run(progress_bar=False)
+        assert np.isfinite(sim.state.vec.numpy()).all()
+        assert sim.history[-1]["accepted"] == 10
+
+
+def test_public_negatives_reach_the_head_and_are_fedface_only():
+    head = tiny_head()
+    feats, _ = synthetic_clients(3, 8, dim=64, seed=0)
+    w0 = init_class_embedding(head, feats[0], "euclidean")
+    pub = torch.cat(feats[1:])
+    cfg = ClientConfig(local_steps=3, lr=0.05, margin=0.0, geometry="euclidean", public_batch=4, neg_margin=100.0)
+    a = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1)
+    b = client_update(head, head_vector(head), feats[0], w0, cfg, seed=1, public_feats=pub)
+    assert not torch.allclose(a.delta, b.delta)
+    sfeats, ev = _sim_setup()
+    with pytest.raises(InputError):
+        FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=1, client=ClientConfig(public_batch=4)))
+    # the FedAvg baseline neither needs nor uses them
+    sim = FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=2, clients_per_round=5, algorithm="fedavg",
+                                                            client=ClientConfig(public_batch=4)))
+    sim.run(progress_bar=False)
+    sim = FederatedSimulator(tiny_head(), sfeats, SimConfig(rounds=2, clients_per_round=5,
+                                                            client=ClientConfig(public_batch=4)),
+                             public_feats=torch.cat(sfeats[:3]))
+    sim.run(progress_bar=False)
+    assert np.isfinite(sim.state.vec.numpy()).all()

@@ -306,3 +306,22 @@ def test_restricted_step_keeps_biases_projects_weights_and_scales_with_k(tmp_pat
     assert all(torch.equal(m2.proj[k], meta.proj[k]) for k in meta.proj)
     again = inner_step(head, m2, xs, ys, 1.0, create_graph=False)
     assert torch.allclose(again["head.weight"], new["head.weight"], atol=1e-6)
+
+
+def test_reference_cache_reuses_the_retrained_model(tmp_path: Path, td: TaskData) -> None:
+    from faceprivacy.unlearn.evaluate import retrain_reference
+
+    xt = to_float(td.x)
+    req = make_request(td, 2, 0)
+    tcfg = TrainConfig(epochs=3, batch=32, lr=1e-2, seed=1)
+    m1, s1, c1 = retrain_reference(td, xt, req, tcfg, MLP, "r", cache=tmp_path)
+    m2, s2, c2 = retrain_reference(td, xt, req, tcfg, MLP, "r", cache=tmp_path)
+    assert (c1, c2) == (False, True) and s1 == s2
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # another request, or another recipe, is another entry (never a stale reference)
+    _, _, c3 = retrain_reference(td, xt, make_request(td, 2, 1), tcfg, MLP, "r", cache=tmp_path)
+    _, _, c4 = retrain_reference(td, xt, req, TrainConfig(epochs=4, batch=32, lr=1e-2, seed=1), MLP, "r",
+                                 cache=tmp_path)
+    assert not c3 and not c4
+    assert len(list(tmp_path.glob("retrained_*.pt"))) == 3

@@ -339,3 +339,48 @@ def test_cli_eval_bad_data_root_exits_2(tmp_path: Path) -> None:
     from faceprivacy.cli import main
 
     assert main(["eval-unlearning", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_hog_detector_is_cached_on_disk_with_the_same_boxes(tmp_path: Path, monkeypatch, celeba_root: Path) -> None:
+    """The request's face check loads dlib's HOG detector from a saved copy (building it costs ~0.9 s CPU per
+    process): the saved copy finds the same boxes and scores, and a damaged cache file is rebuilt."""
+    from PIL import Image
+
+    from faceprivacy.core import detect
+    from faceprivacy.unlearn.request import DETECT_PAD
+
+    monkeypatch.setenv("FACEPRIVACY_CACHE", str(tmp_path))
+    f = next(iter(sorted((celeba_root / "images").glob("*/*.jpg"))))
+    im = np.pad(np.asarray(Image.open(f).convert("RGB")), ((DETECT_PAD,) * 2, (DETECT_PAD,) * 2, (0, 0)), mode="edge")
+    built = detect._hog_detector()
+    saved = list(tmp_path.glob("dlib_frontal_hog_*.svm"))
+    assert len(saved) == 1
+    loaded = detect._hog_detector()
+    ra, rb = built.run(im, 1, 0.0), loaded.run(im, 1, 0.0)
+    assert len(ra[0]) >= 1
+    assert [(r.left(), r.top(), r.right(), r.bottom()) for r in ra[0]] == \
+        [(r.left(), r.top(), r.right(), r.bottom()) for r in rb[0]] and list(ra[1]) == list(rb[1])
+    saved[0].write_bytes(b"not a detector")
+    assert len(detect._hog_detector().run(im, 1, 0.0)[0]) == len(ra[0])
+
+
+def test_dlib_resnet_conversion_is_cached_with_the_same_numbers(tmp_path: Path, monkeypatch) -> None:
+    """The request's descriptor model is loaded from a saved conversion (parsing dlib's .dat costs ~0.6 s CPU
+    per process): same descriptors as a fresh conversion; a damaged cache file is converted again."""
+    from faceprivacy.core.paths import dlib_model_path
+    from faceprivacy.models import dlib_resnet
+
+    try:
+        dlib_model_path("resnet")
+    except Exception:
+        pytest.skip("dlib ResNet model file not installed")
+    monkeypatch.setenv("FACEPRIVACY_CACHE", str(tmp_path))
+    x = torch.rand(2, 3, 150, 150, generator=torch.Generator().manual_seed(0)) * 255
+    with torch.no_grad():
+        a = dlib_resnet.load_dlib_resnet()(x)
+        saved = list(tmp_path.glob("dlib_resnet_torch_*.pt"))
+        assert len(saved) == 1
+        b = dlib_resnet.load_dlib_resnet()(x)
+        saved[0].write_bytes(b"junk")
+        c = dlib_resnet.load_dlib_resnet()(x)
+    assert torch.equal(a, b) and torch.equal(a, c)

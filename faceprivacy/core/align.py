@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 #: ArcFace 112x112 5-point template (x, y): left eye, right eye, nose tip, left mouth, right mouth
 ARCFACE_TEMPLATE = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
@@ -101,6 +100,8 @@ def soft_face_mask(size: int, feather: float = 0.08, layout: str = "arcface112")
         cx, cy, rx, ry = 0.5, 0.5, 0.46, 0.50
     r = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2
     mask = (r <= 1.0).astype(np.float64)
+    from scipy.ndimage import gaussian_filter  # lazy: scipy.ndimage costs ~0.3 s of every CLI start
+
     return np.clip(gaussian_filter(mask, sigma=max(feather * size, 0.5)), 0, 1)
 
 

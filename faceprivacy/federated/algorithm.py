@@ -67,9 +67,11 @@ __all__ = [
 #: spreadout (client embedding lr 0); server FedAdam 1e-5. Chosen on the validation identities (docs/federated.md).
 GEOMETRY_PRESETS: dict[str, dict[str, float | str]] = {
     "cosine": {"margin": 0.9, "spread_margin": 0.3, "lr": 0.005, "embedding_lr": -1.0, "spread_lr": 0.1,
-               "server_opt": "sgd", "server_lr": 1.0},
+               "server_opt": "sgd", "server_lr": 1.0, "negatives": 0, "neg_margin": 0.3, "neg_weight": 1.0,
+               "public_negatives": 0, "public_batch": 32},
     "euclidean": {"margin": 0.3, "spread_margin": 0.7, "lr": 0.001, "embedding_lr": 0.0, "spread_lr": 2.0,
-                  "server_opt": "adam", "server_lr": 1e-5},
+                  "server_opt": "adam", "server_lr": 1e-5, "negatives": 0, "neg_margin": 0.7, "neg_weight": 1.0,
+                  "public_negatives": 0, "public_batch": 32},
 }
 
 

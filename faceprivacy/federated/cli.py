@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-data", default=None,
                    help="evaluate on every identity of this CelebA-layout root instead of the held-out split "
                         "of --data (training and choices stay on --data)")
+    p.add_argument("--eval-split", choices=("test", "val"), default="test",
+                   help="test: the held-out test identities (claims); val: the validation protocol for choices "
+                        "(24 validation identities + 40 training identities held out of training; no test "
+                        "identity is used)")
+    p.add_argument("--feature-cache", default=None, metavar="DIR",
+                   help="keep the frozen trunk's features in DIR and reuse them (sweeps)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
     add_out(p, lambda a: run_dir("fed-simulate"), "eval_fed_simulate_DATE_TIME/ in the current folder",
             help="output folder (fed_results.json, fed_report.html)")
@@ -79,6 +85,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", nargs="+", action=CommaOrSpaceList, default=None, metavar="SEED",
                    help="one run per seed into OUT/seed<k> (features computed once) and OUT/fed_seeds.json with "
                         "mean ± sd and FedFace's share of the centralised gain (default: one run, --seed)")
+    p.add_argument("--negatives", type=int, default=None,
+                   help="hard negatives: the K class embeddings of other clients nearest to a client's are sent to it "
+                        "and its features are pushed --neg-margin away from them (0 = off; default: the geometry's)")
+    p.add_argument("--public-negatives", type=int, default=None, metavar="N",
+                   help="FedFR-style public negatives: N UTKFace crops (datakit, no identities) held by every client; "
+                        "each local step keeps the client's features --neg-margin away from --public-batch of them "
+                        "(0 = off; default: the geometry's)")
+    p.add_argument("--public-batch", type=int, default=None,
+                   help="public negatives drawn per local step (default: the geometry's)")
+    p.add_argument("--neg-margin", type=float, default=None,
+                   help="hard negatives: min distance (euclidean) / max cosine (cosine) (default: the geometry's)")
+    p.add_argument("--neg-weight", type=float, default=None,
+                   help="hard negatives: weight of their hinge in the client loss (default: the geometry's)")
     _add_hparams(p)
     add_common(p, threads=1)
     p.set_defaults(func=cmd_simulate)
@@ -191,15 +210,26 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise InputError(f"unknown algorithms {bad}; use fedface, fedavg, central")
     if args.rounds < 1 or (args.clients is not None and args.clients < 1):
         raise InputError("--rounds and --clients must be positive")
+    if args.eval_split == "val" and args.test_data:
+        raise InputError("--eval-split val and --test-data exclude each other")
     backbone = "tiny" if args.synthetic else args.backbone
     split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
-                          test_root=args.test_data)
+                          test_root=args.test_data, eval_split=args.eval_split, cache_dir=args.feature_cache)
     hp = resolve_hparams(args)
+    if int(hp["public_negatives"]) > 0 and not args.synthetic:
+        from .experiment import public_negative_features
+
+        data.public_feats = public_negative_features(split, _default_data(args.data), int(hp["public_negatives"]),
+                                                     args.feature_cache)
     elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
                     client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=float(hp["lr"]),
                                         embedding_lr=elr, margin=float(hp["margin"]), geometry=hp["geometry"],
-                                        dp_clip=args.dp_clip, dp_noise=args.dp_noise),
+                                        dp_clip=args.dp_clip, dp_noise=args.dp_noise,
+                                        negatives=int(hp["negatives"]), neg_margin=float(hp["neg_margin"]),
+                                        neg_weight=float(hp["neg_weight"]),
+                                        public_batch=int(hp["public_batch"]) if int(hp["public_negatives"]) > 0
+                                        else 0),
                     server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
                                         spread_margin=float(hp["spread_margin"]), server_opt=str(hp["server_opt"]),
                                         server_lr=float(hp["server_lr"])),

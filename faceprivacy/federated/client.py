@@ -31,6 +31,16 @@ class ClientConfig:
     dp_clip: float = 0.0
     #: DP: Gaussian noise multiplier sigma; the noise std is sigma * dp_clip (needs dp_clip > 0)
     dp_noise: float = 0.0
+    #: hard negatives (FedGC/FedFR idea): the server sends the ``negatives`` class embeddings of other clients
+    #: nearest to this client's; the client adds ``neg_weight`` x a hinge that keeps its features
+    #: ``neg_margin`` away from them (distance, euclidean) or below cosine ``neg_margin`` (cosine). 0 = off
+    negatives: int = 0
+    neg_margin: float = 0.7
+    neg_weight: float = 1.0
+    #: public negatives (FedFR's idea): faces of a public set without identity labels that every client holds;
+    #: each step draws ``public_batch`` of them, runs them through the *current* head and keeps the client's
+    #: features ``neg_margin`` away (image-level negatives, as the centralised metric loss has). 0 = off
+    public_batch: int = 0
 
 
 @dataclass
@@ -75,7 +85,8 @@ def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: 
 
 def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor,
                   embedding: np.ndarray, cfg: ClientConfig, seed: int = 0,
-                  reference: np.ndarray | None = None) -> ClientUpdate:
+                  reference: np.ndarray | None = None, negatives: np.ndarray | None = None,
+                  public_feats: torch.Tensor | None = None) -> ClientUpdate:
     """One FedFace client round: load the global head, train head + own class embedding for
     ``cfg.local_steps`` SGD steps on the positive-only squared-hinge cosine loss, return the update.
 
@@ -83,7 +94,9 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
     features (never leave the client). ``seed`` drives batch sampling only; DP noise comes from the OS CSPRNG
     (``privacy.noise_generator``). ``reference`` is the embedding the server holds (default ``embedding``): the
     embedding update is taken against it, so a first upload from a server's random start is clipped and
-    noised like any other update.
+    noised like any other update. ``negatives`` (K, D): other classes' embeddings from the server's bank (hard
+    negatives; used only when ``cfg.negatives > 0``). ``public_feats``: trunk features of the public negative
+    set (used only when ``cfg.public_batch > 0``).
     """
     n = len(feats)
     if n == 0:
@@ -98,6 +111,10 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
     opt = torch.optim.SGD([{"params": params, "lr": cfg.lr}, {"params": [w], "lr": e_lr}],
                           lr=cfg.lr, momentum=cfg.momentum)
     loss_v = math.nan
+    geo = get_geometry(cfg.geometry)
+    negs = None
+    if negatives is not None and cfg.negatives > 0 and len(negatives):
+        negs = torch.as_tensor(np.asarray(negatives, dtype=np.float32))
     for _ in range(max(1, int(cfg.local_steps))):
         if n > cfg.batch_size:
             idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
@@ -105,7 +122,13 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
         else:
             xb = feats
         opt.zero_grad(set_to_none=True)
-        loss = positive_loss(head(xb), w, cfg.margin, cfg.geometry)
+        fb = head(xb)
+        loss = positive_loss(fb, w, cfg.margin, cfg.geometry)
+        if negs is not None:
+            loss = loss + cfg.neg_weight * geo.negative_loss(fb, negs, cfg.neg_margin)
+        if public_feats is not None and cfg.public_batch > 0 and len(public_feats):
+            pidx = torch.randperm(len(public_feats), generator=gen)[: cfg.public_batch]
+            loss = loss + cfg.neg_weight * geo.negative_loss(fb, head(public_feats[pidx]), cfg.neg_margin)
         loss.backward()
         opt.step()
         loss_v = float(loss.detach())
@@ -116,7 +139,6 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
             k = p.numel()
             torch.sub(p.reshape(-1), global_vec[i:i + k], out=delta[i:i + k])
             i += k
-    geo = get_geometry(cfg.geometry)
     ref = w0 if reference is None else torch.as_tensor(np.asarray(reference, dtype=np.float32))
     emb_delta = geo.client_embedding(w.detach()) - ref
     delta, emb_delta, clipped = privatize(delta, emb_delta, cfg.dp_clip, cfg.dp_noise, noise_generator())

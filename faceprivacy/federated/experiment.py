@@ -34,16 +34,41 @@ class ClientData:
     test_feats: torch.Tensor
     test_labels: np.ndarray
     source: str
+    #: trunk features of the public negative set (FedFR-style; None unless asked for)
+    public_feats: torch.Tensor | None = None
+
+
+#: the validation protocol (``eval_split="val"``): the 24 validation identities of ``identity_split`` plus this
+#: many training identities held out of training (seeded), so that choices are made on 64 people, not 24
+VAL_HOLDOUT = 40
+VAL_HOLDOUT_SEED = 123
 
 
 def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: int | None = None,
-                       progress_bar: bool = True, test_root: str | os.PathLike | None = None) -> ClientData:
+                       progress_bar: bool = True, test_root: str | os.PathLike | None = None,
+                       eval_split: str = "test", cache_dir: str | os.PathLike | None = None) -> ClientData:
     """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split, or
-    every identity of ``test_root`` (a separate data set: nothing of it is used for training or choices)."""
+    every identity of ``test_root`` (a separate data set: nothing of it is used for training or choices).
+
+    ``eval_split="val"`` is the protocol for choices: evaluation on the validation identities plus
+    ``VAL_HOLDOUT`` training identities that are removed from the clients; no test identity is touched.
+    ``cache_dir`` keeps trunk features on disk (keyed by backbone and image list), so sweeps skip the trunk.
+    """
     from ..core.data import celeba_subset, identity_split
 
-    parts = identity_split(celeba_subset(root))
+    full = celeba_subset(root)
+    parts = identity_split(full)
     train, test = parts["train"], parts["test"]
+    if eval_split not in ("test", "val"):
+        raise InputError(f"unknown evaluation split {eval_split!r}; choose test or val")
+    if eval_split == "val":
+        if test_root is not None:
+            raise InputError("--eval-split val and --test-data exclude each other")
+        rng = np.random.default_rng(VAL_HOLDOUT_SEED)
+        ids = train.identities
+        hold = sorted(rng.choice(ids, size=min(VAL_HOLDOUT, len(ids) - 1), replace=False).tolist())
+        train = train.select_identities([n for n in ids if n not in set(hold)])
+        test = full.select_identities(parts["val"].identities + hold)
     if test_root is not None:
         test = celeba_subset(_celeba_root(test_root))
     names = train.identities
@@ -52,12 +77,72 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
             raise InputError(f"only {len(names)} training identities are available, asked for {max_clients}")
         names = names[:max_clients]
         train = train.select_identities(names)
-    ftr = dataset_features(split, train.paths, progress_desc="client images" if progress_bar else None)
-    fte = dataset_features(split, test.paths, progress_desc="test images" if progress_bar else None)
+    ftr = _features(split, train.paths, cache_dir, "client images" if progress_bar else None)
+    fte = _features(split, test.paths, cache_dir, "test images" if progress_bar else None)
     labels = np.asarray(train.labels)
     feats = [ftr[labels == lab] for lab in sorted(set(labels.tolist()), key=lambda i: train.names[i])]
     source = f"celeba:{root}" + (f"; test: every identity of {test_root}" if test_root is not None else "")
+    if eval_split == "val":
+        source += (f"; VALIDATION protocol: {len(parts['val'].identities)} validation identities + "
+                   f"{len(hold)} training identities held out (seed {VAL_HOLDOUT_SEED})")
     return ClientData(feats, names, fte, np.asarray(test.labels), source)
+
+
+def _features(split: SplitModel, paths: list, cache_dir: str | os.PathLike | None,
+              desc: str | None) -> torch.Tensor:
+    """Trunk features of ``paths``, read from / written to ``cache_dir`` when given (atomic, tensors only)."""
+    if cache_dir is None:
+        return dataset_features(split, paths, progress_desc=desc)
+    import hashlib
+
+    from ..core.fileio import atomic_path
+
+    h = hashlib.sha256(split.name.encode())
+    for q in paths:
+        st = Path(q).stat()
+        h.update(f"\n{Path(q).resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    f = Path(cache_dir) / f"trunk_{split.name}_{h.hexdigest()[:20]}.pt"
+    if f.is_file():
+        try:
+            t = torch.load(f, map_location="cpu", weights_only=True)
+            if isinstance(t, torch.Tensor) and len(t) == len(paths):
+                return t
+        except Exception as e:  # noqa: BLE001 - a broken cache entry is recomputed
+            log.warning("ignoring unreadable feature cache %s: %s", f, e)
+    t = dataset_features(split, paths, progress_desc=desc)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(f) as tmp:
+        torch.save(t, tmp)
+    return t
+
+
+def public_negative_features(split: SplitModel, datakit: str | os.PathLike, n: int,
+                             cache_dir: str | os.PathLike | None = None) -> torch.Tensor:
+    """Trunk features of the first ``n`` UTKFace crops of the datakit (a public face set without identities,
+    disjoint from CelebA; aligned to ArcFace 112 by ``models.lite_data.align_utkface_fast``): the public
+    negatives every client holds (FedFR's idea)."""
+    from ..models.lite_data import align_utkface_fast
+
+    root = Path(datakit)
+    utk = root / "utkface_crop_part1" if (root / "utkface_crop_part1").is_dir() else root.parent / "utkface_crop_part1"
+    if not (utk / "images").is_dir():
+        raise InputError(f"public negatives need the UTKFace crops: {utk / 'images'} not found")
+    f = Path(cache_dir) / f"public_utk{n}_{split.name}.pt" if cache_dir is not None else None
+    if f is not None and f.is_file():
+        t = torch.load(f, map_location="cpu", weights_only=True)
+        if isinstance(t, torch.Tensor) and len(t) == n:
+            return t
+    crops, _ = align_utkface_fast(utk, limit=n)
+    from .backbone import trunk_features
+
+    t = trunk_features(split, crops)
+    if f is not None:
+        from ..core.fileio import atomic_path
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            torch.save(t, tmp)
+    return t
 
 
 def _celeba_root(root: str | os.PathLike) -> Path:
@@ -105,7 +190,8 @@ def run_experiment(data: ClientData, split: SplitModel, sim_cfg: SimConfig, algo
         else:
             cfg = SimConfig(**{**sim_cfg.to_dict(), "algorithm": algo})
             ck = Path(checkpoint_dir) / f"{algo}.pt" if checkpoint_dir else None
-            sim = FederatedSimulator(split.head, data.client_feats, cfg, eval_fn=ev, checkpoint_path=ck)
+            sim = FederatedSimulator(split.head, data.client_feats, cfg, eval_fn=ev, checkpoint_path=ck,
+                                     public_feats=data.public_feats)
             if resume and ck is not None and ck.exists():
                 sim.load_checkpoint(ck)
                 log.info("%s: resumed at round %d", algo, sim.round)
@@ -205,8 +291,8 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool, clients: int | None,
-            seed: int = 0, progress_bar: bool = True,
-            test_root: str | os.PathLike | None = None) -> tuple[SplitModel, ClientData]:
+            seed: int = 0, progress_bar: bool = True, test_root: str | os.PathLike | None = None,
+            eval_split: str = "test", cache_dir: str | os.PathLike | None = None) -> tuple[SplitModel, ClientData]:
     """Build the backbone split and the client data for ``fed-simulate``."""
     split = build_split(backbone, seed=seed)
     if synthetic:
@@ -215,7 +301,8 @@ def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool,
         raise InputError("no data root: pass --data (the CelebA subset folder or the datakit)")
     if test_root is not None and not Path(test_root).is_dir():
         raise InputError(f"test data folder not found: {test_root}")
-    return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root)
+    return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root, eval_split,
+                                     cache_dir)
 
 
 def _findings(rep, results: dict) -> None:

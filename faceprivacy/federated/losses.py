@@ -34,6 +34,36 @@ def squared_hinge_radius_loss(feats: torch.Tensor, w: torch.Tensor, radius: floa
     return torch.clamp(d - radius, min=0.0).pow(2).mean()
 
 
+def negative_hinge_radius_loss(feats: torch.Tensor, negs: torch.Tensor, margin: float = 0.7) -> torch.Tensor:
+    """Hard negatives, Euclidean: ``mean_{j,k} max(0, margin - ||f_j - n_k||)^2`` for other classes' embeddings
+    ``negs`` (K, D) (FedGC/FedFR's idea: the class-embedding bank supplies the negatives a client lacks)."""
+    d = torch.cdist(feats, negs.to(feats.dtype))
+    return torch.clamp(margin - d, min=0.0).pow(2).mean()
+
+
+def negative_hinge_cosine_loss(feats: torch.Tensor, negs: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """Hard negatives, cosine: ``mean_{j,k} max(0, cos(f_j, n_k) - margin)^2``."""
+    c = F.normalize(feats, dim=-1) @ F.normalize(negs.to(feats.dtype), dim=-1).T
+    return torch.clamp(c - margin, min=0.0).pow(2).mean()
+
+
+def nearest_negatives(W: np.ndarray, rows: np.ndarray, k: int, geometry: str = "cosine") -> np.ndarray:
+    """For each of ``rows``, the indices of its ``k`` nearest *other* class embeddings in ``W`` (hardest
+    negatives: smallest distance, or largest cosine); shape (len(rows), k)."""
+    W = np.asarray(W, dtype=np.float32)
+    k = int(min(k, len(W) - 1))
+    if k <= 0:
+        return np.zeros((len(rows), 0), dtype=np.int64)
+    Q = W[rows]
+    if geometry == "cosine":
+        Wn = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+        d = -(Wn[rows] @ Wn.T)
+    else:
+        d = (Q * Q).sum(1)[:, None] - 2 * Q @ W.T + (W * W).sum(1)[None, :]
+    d[np.arange(len(rows)), rows] = np.inf
+    return np.argsort(d, axis=1)[:, :k]
+
+
 def positive_loss(feats: torch.Tensor, w: torch.Tensor, margin: float, geometry: str = "cosine") -> torch.Tensor:
     """The client loss of ``geometry``: cosine squared hinge (FedFace) or Euclidean radius hinge (FedAwS)."""
     return get_geometry(geometry).positive_loss(feats, w, margin)
@@ -115,6 +145,10 @@ class Geometry:
     def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
         raise NotImplementedError
 
+    def negative_loss(self, feats: torch.Tensor, negs: torch.Tensor, margin: float) -> torch.Tensor:
+        """Hinge pushing the client's features away from other classes' embeddings ``negs``."""
+        raise NotImplementedError
+
     def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
         raise NotImplementedError
 
@@ -142,6 +176,9 @@ class Cosine(Geometry):
     def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
         return squared_hinge_cosine_loss(feats, w, margin)
 
+    def negative_loss(self, feats: torch.Tensor, negs: torch.Tensor, margin: float) -> torch.Tensor:
+        return negative_hinge_cosine_loss(feats, negs, margin)
+
     def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
         return spreadout_step(W, steps, lr, margin)
 
@@ -166,6 +203,9 @@ class Euclidean(Geometry):
 
     def positive_loss(self, feats: torch.Tensor, w: torch.Tensor, margin: float) -> torch.Tensor:
         return squared_hinge_radius_loss(feats, w, margin)
+
+    def negative_loss(self, feats: torch.Tensor, negs: torch.Tensor, margin: float) -> torch.Tensor:
+        return negative_hinge_radius_loss(feats, negs, margin)
 
     def spreadout_step(self, W: np.ndarray, steps: int, lr: float, margin: float) -> np.ndarray:
         return spreadout_step_euclidean(W, steps, lr, margin)

@@ -45,6 +45,7 @@ from .algorithm import (
     load_head_vector,
     validate_update,
 )
+from .losses import nearest_negatives
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,8 @@ class FederatedSimulator:
 
     def __init__(self, head: nn.Module, client_feats: Sequence[torch.Tensor], cfg: SimConfig,
                  eval_fn: Callable[[nn.Module], dict] | None = None,
-                 checkpoint_path: str | os.PathLike | None = None) -> None:
+                 checkpoint_path: str | os.PathLike | None = None,
+                 public_feats: torch.Tensor | None = None) -> None:
         if len(client_feats) < 1:
             raise InputError("the simulation needs at least one client")
         empty = [i for i, f in enumerate(client_feats) if len(f) == 0]
@@ -133,6 +135,10 @@ class FederatedSimulator:
             p.requires_grad_(True)
         self.scratch = copy.deepcopy(self.head)
         self.client_feats = [f.float() for f in client_feats]
+        #: trunk features of a public face set every client holds (FedFR-style negatives; FedFace only)
+        self.public_feats = None if public_feats is None else public_feats.float()
+        if cfg.algorithm == "fedface" and cfg.client.public_batch > 0 and self.public_feats is None:
+            raise InputError("public negatives (public_batch > 0) need the public set's features")
         self.eval_fn = eval_fn
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.fingerprint = _fingerprint(self.client_feats)
@@ -244,6 +250,9 @@ class FederatedSimulator:
         losses: list[float] = []
         rejected = 0
         dim = self.state.W.shape[1]
+        neg_idx = None
+        if self.cfg.algorithm == "fedface" and self.cfg.client.negatives > 0:  # hard negatives from the bank
+            neg_idx = nearest_negatives(self.state.W, sampled, self.cfg.client.negatives, self.cfg.client.geometry)
         it = progress(range(len(sampled)), desc=f"round {rnd}", disable=not progress_bar, unit="client")
         for j in it:
             cid = int(sampled[j])
@@ -256,7 +265,9 @@ class FederatedSimulator:
             self.seen[cid] = True
             upd = client_update(self.scratch, self.state.vec, self.client_feats[cid], start,
                                 self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid),
-                                reference=self.state.W[cid])
+                                reference=self.state.W[cid],
+                                negatives=None if neg_idx is None else self.state.W[neg_idx[j]],
+                                public_feats=self.public_feats if self.cfg.algorithm == "fedface" else None)
             if faulty[j]:  # a broken/malicious client: corrupt the update
                 upd.delta = upd.delta.clone()
                 upd.delta[:: max(1, upd.delta.numel() // 7)] = float("nan")

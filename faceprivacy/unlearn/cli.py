@@ -111,6 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--model", default=None, help="reuse this original model instead of training one")
     e.add_argument("--metaloss", default=None, help="reuse this MetaLoss instead of meta-training one")
     e.add_argument("--save-models", default=None, help="folder to save the original model and MetaLoss")
+    e.add_argument("--reference-cache", default=None, metavar="DIR",
+                   help="keep each retrained reference (per request, data and recipe) in DIR and reuse it on a "
+                        "rerun of the same request instead of retraining (default: no cache)")
     e.add_argument("--from-json", default=None, metavar="UNLEARNING_JSON",
                    help="re-summarise the requests of an earlier unlearning.json (intervals, worst request) into "
                         "--out without running anything")
@@ -157,6 +160,7 @@ def _eval_config(args: argparse.Namespace):
     elif args.widths:
         cfg.model = (replace(cfg.model, widths=tuple(args.widths)) if cfg.model is not None
                      else ModelConfig(size=args.size, widths=tuple(args.widths)))
+    cfg.reference_cache = args.reference_cache
     if args.tune_ks:
         cfg.tune_ks = tuple(args.tune_ks)
     if args.tune_seeds:

@@ -40,6 +40,9 @@ class EvalConfig:
     tune: bool = True
     tune_ks: tuple[int, ...] = (5,)
     tune_seeds: tuple[int, ...] = (1000,)
+    #: folder of retrained references (state_dicts keyed by the data, the request and the recipe), so a rerun
+    #: on the same requests skips the retraining (None = no cache)
+    reference_cache: str | None = None
 
 
 def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
@@ -55,6 +58,42 @@ def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
     cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=MLP_WIDTHS, embedder="dlib", norm=True)
     cfg.tune_ks, cfg.tune_seeds = (5, 10), (1000, 1001, 1002, 1003, 1004, 1005)
     return cfg
+
+
+def retrain_reference(td: TaskData, xt: torch.Tensor, req: ForgetRequest, tcfg: TrainConfig,
+                      mcfg: ModelConfig | None, desc: str, device: str = "cpu",
+                      cache: str | Path | None = None) -> tuple[TaskCNN, float, bool]:
+    """The model retrained from scratch on ``req.retain`` -> (model, training seconds, came from the cache).
+    With ``cache``, the state_dict is stored under a key of the inputs, labels, retain rows, training recipe and
+    model config, and reused by a later run on the same request (the seconds are then the first run's)."""
+    import hashlib
+    import json
+
+    f = None
+    if cache is not None:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(xt.detach().cpu().numpy()).tobytes())
+        h.update(np.ascontiguousarray(td.y).tobytes())
+        h.update(np.ascontiguousarray(req.retain).tobytes())
+        h.update(json.dumps([asdict(tcfg), asdict(mcfg) if mcfg else None], sort_keys=True, default=str).encode())
+        f = Path(cache) / f"retrained_k{req.k}_s{req.seed}_{h.hexdigest()[:16]}.pt"
+        if f.is_file():
+            blob = torch.load(f, map_location=device, weights_only=True)
+            m = TaskCNN(mcfg or ModelConfig(**blob["model_cfg"])).to(device)
+            m.load_state_dict(blob["state_dict"])
+            return m.eval(), float(blob["wall_s"]), True
+    t0 = time.perf_counter()
+    m, _ = train_model(xt[req.retain], td.y[req.retain], tcfg, mcfg, desc=desc, device=device)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    if f is not None:
+        from ..core.fileio import atomic_path
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            torch.save({"state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+                        "model_cfg": asdict(m.cfg), "wall_s": dt}, tmp)
+    return m, dt, False
 
 
 @dataclass
@@ -164,15 +203,13 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     for seed in cfg.seeds:
         for k in cfg.ks:
             req = make_request(td, k, seed)
-            t0 = time.perf_counter()
-            retrained, rlog = train_model(xt[req.retain], td.y[req.retain],
-                                          TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 1 + seed}),
-                                          cfg.model, desc=f"retrain k={k} s={seed}", device=dev)
-            _sync(dev)
-            t_retrain = time.perf_counter() - t0
+            retrained, t_retrain, cached = retrain_reference(
+                td, xt, req, TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 1 + seed}), cfg.model,
+                f"retrain k={k} s={seed}", dev, cfg.reference_cache)
             ref = score_model(retrained, xt, yt, td, req, seed)
             run = {"k": k, "seed": seed, "identities": [td.names[i] for i in req.identities],
-                   "n_forget": int(len(req.forget)), "retrain_s": t_retrain, "retrained": ref, "methods": {}}
+                   "n_forget": int(len(req.forget)), "retrain_s": t_retrain, "retrain_cached": cached,
+                   "retrained": ref, "methods": {}}
             xs, ys = xt[req.support], yt[req.support]
             for name in cfg.methods:
                 fn, full = get_method(name)
@@ -205,9 +242,10 @@ def tune_lrs(td: TaskData, cfg: EvalConfig, original: TaskCNN, meta: MetaLoss | 
     reqs = []
     for i, (k, seed) in enumerate((k, s) for k in cfg.tune_ks for s in cfg.tune_seeds):
         req = make_request(td, k, seed)
-        retrained, _ = train_model(xt[req.retain], td.y[req.retain],
-                                   TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999 + i}),
-                                   cfg.model, desc=f"retrain (tuning k={k} s={seed})", device=cfg.device)
+        retrained, _, _ = retrain_reference(td, xt, req,
+                                            TrainConfig(**{**asdict(cfg.train), "seed": cfg.train.seed + 999 + i}),
+                                            cfg.model, f"retrain (tuning k={k} s={seed})", cfg.device,
+                                            cfg.reference_cache)
         reqs.append((req, score_model(retrained, xt, yt, td, req, seed)))
     out = {}
     grids = lr_grid(original)
