@@ -91,8 +91,9 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
     return res
 
 
-def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("blur", "donor")) -> dict:
-    """Faces/s of ``anonymize_paths`` on a folder of full frames (see module doc), per method, ratio to blur."""
+def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("blur", "donor", "donor+push")) -> dict:
+    """Faces/s of ``anonymize_paths`` on a folder of full frames (see module doc), per method, ratio to blur.
+    ``donor+push`` is the default method with the optional 3-step identity push (``DonorMorph(push_steps=3)``)."""
     import tempfile
 
     from PIL import Image
@@ -112,7 +113,12 @@ def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("
         for k, fr in enumerate(frames):
             Image.fromarray(fr.image).save(src / f"f{k}.png")
         for name in methods:
-            m = make_method(name)
+            if name == "donor+push":
+                from faceprivacy.deid.donor import DonorMorph
+
+                m = DonorMorph(push_steps=3)
+            else:
+                m = make_method(name)
             runs = []
             for r in range(repeats + 1):  # the first run warms the models up
                 t0 = time.perf_counter()

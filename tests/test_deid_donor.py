@@ -154,3 +154,50 @@ def test_outputs_verified_as_a_donor_are_redrawn(donor, crops):
         again, _, used2 = donor.morph_checked(crops[i], bytes([40 + i]) * 32)
         assert np.array_equal(out, again) and used == used2
         assert donor.donor_similarity(out, used) < DONOR_MAX_COSINE or donor.max_redraws == 0
+
+
+def test_match_color_luma_ratio_scales_shadows():
+    """Luma by ratio: a light patch with a shadow on a dark reference keeps the shadow proportionate
+    (never below zero), where the additive transfer would push it to black."""
+    img = np.full((10, 20, 3), 200.0)
+    img[:, 10:] = 100.0  # a shadow half as bright
+    ref = np.full((10, 20, 3), 60.0)
+    m = np.zeros((10, 20), bool)
+    m[:, :10] = True
+    out = match_color(img, ref, m, luma_ratio=True)
+    assert np.allclose(out[:, :10], 60, atol=1.5)
+    assert np.allclose(out[:, 10:], 30, atol=1.5)
+
+
+def test_residual_geometry_keeps_the_source_pose(donor, crops):
+    """geometry='residual': the pose model's shape at the source's pose plus the donors' identity
+    residuals, so the new shape's pose features stay near the source's whichever donors are drawn."""
+    from faceprivacy.deid.donor import DonorMorph
+    from faceprivacy.deid.donor_bank import pose_features
+
+    m = DonorMorph(donor.bank, geometry="residual", donor_check=False)
+    info = m.source_info(crops[0])
+    for k in range(4):
+        key = bytes([60 + k]) * 32
+        donors, w = m.choose(info, key)
+        t, _ = m.target_geometry(info["lm"], donors, w, key, crops.shape[1])
+        assert np.abs(pose_features(t) - info["pose"])[0] < 0.12
+        assert np.abs(t - info["lm"]).mean() > 0.5  # the shape did change
+
+
+def test_identity_push_is_bounded_local_and_deterministic(donor, crops):
+    from faceprivacy.deid.donor import DonorMorph
+
+    m = DonorMorph(donor.bank, push_steps=2, push_eps=6.0, donor_check=False)
+    info = m.source_info(crops[0])
+    key = b"\x11" * 32
+    out, _, region = m._morph(crops[0], key, info)
+    donors = m.choose(info, key)[0]
+    a = m.identity_push(out, crops[0], key, region, donors)
+    b = m.identity_push(out, crops[0], key, region, donors)
+    assert np.array_equal(a, b)
+    d = np.abs(a.astype(int) - out)
+    assert d.max() <= 7 and d[~np.pad(region, 0)].max() <= 7 and d.mean() > 0.05
+    far = np.ones_like(region)
+    far[crops.shape[1] // 8: -crops.shape[1] // 8, crops.shape[1] // 8: -crops.shape[1] // 8] = False
+    assert d[far].max() == 0

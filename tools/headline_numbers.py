@@ -159,7 +159,7 @@ SOURCES: tuple[Source, ...] = (
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_final.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_final --threads 1", "docs/deid.md (run 3, the shipped default)",
+           "-o out/eval_deid_final --threads 1", "docs/deid.md (run 4, the v2 default)",
            _deid("aligned", "donor") + _deid("frames", "donor")
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),

@@ -97,9 +97,13 @@ _YCC_INV = np.linalg.inv(_YCC)
 
 
 def match_color(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, ref_mask: np.ndarray | None = None,
-                shift: np.ndarray | None = None) -> np.ndarray:
+                shift: np.ndarray | None = None, luma_ratio: bool = False) -> np.ndarray:
     """Give ``img`` (float RGB 0..255) the per-channel mean/std of ``ref`` inside the masks, in the YCbCr
-    opponent space (Reinhard-style transfer), plus an optional (Y, Cb, Cr) ``shift``. Returns float RGB."""
+    opponent space (Reinhard-style transfer), plus an optional (Y, Cb, Cr) ``shift``. Returns float RGB.
+
+    With ``luma_ratio`` the luma is *scaled* by the ratio of the means instead (reflectance times light):
+    a light donor on a dark source keeps its shadows proportionate instead of turning eye sockets black
+    (darkening only; a darker donor on a lighter source is shifted as usual, so whites never glow)."""
     ref_mask = mask if ref_mask is None else ref_mask
     a = np.asarray(img, np.float64) @ _YCC.T
     ma = a[mask]
@@ -111,6 +115,11 @@ def match_color(img: np.ndarray, ref: np.ndarray, mask: np.ndarray, ref_mask: np
     # keep the donors' own contrast within a factor of 1.25 (shadows stay shadows)
     gain = np.clip(sd_r / sd_a, 0.8, 1.25)
     out = (a - mu_a) * gain + mu_r
+    ratio = mu_r[0] / max(mu_a[0], 1.0)
+    if luma_ratio and ratio < 1.0:  # darkening only: brightening by a ratio would make whites glow
+        out[..., 0] = a[..., 0] * ratio
+        # chroma deviations shrink with the light as well (a dark face is less saturated in absolute terms)
+        out[..., 1:] = (a[..., 1:] - mu_a[1:]) * gain[1:] * min(1.0, ratio) + mu_r[1:]
     return out @ _YCC_INV.T
 
 

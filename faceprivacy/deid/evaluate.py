@@ -168,10 +168,12 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
     runs: dict[str, dict[str, SetCrops]] = {p: {} for p in cfg.protocols}
     originals: dict[str, np.ndarray] = {}
     frames = make_frames(data.x, cfg.faces_per_frame, cfg.face_px, seed=cfg.seed) if "frames" in cfg.protocols else []
-    if frames:
-        from ..core.detect import FaceDetector
+    from ..core.detect import ANONYMIZE_DETECTOR, FaceDetector
 
-        detector = CachedDetector(FaceDetector(method="hog", upsample=1))
+    if frames:
+
+        # the detector `faceprivacy anonymize` uses by default: the full frames are measured as a user runs it
+        detector = CachedDetector(FaceDetector(ANONYMIZE_DETECTOR, 1, data_root=data_root, threads=max(1, cfg.threads)))
     for name in progress(cfg.methods, desc="methods"):
         m = objs[name]
         keyed = bool(getattr(m, "keyed", False))
@@ -190,7 +192,8 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
     # ----- identity -----
     stage(2, 3, f"identity, attributes and detection with {', '.join(cfg.recognizers)}")
     y = data.y
-    res: dict = {"config": asdict(cfg), "data_root": data.train_root, "eval_root": data.eval_root,
+    res: dict = {"config": asdict(cfg), "frame_detector": ANONYMIZE_DETECTOR if frames else None,
+                 "data_root": data.train_root, "eval_root": data.eval_root,
                  "n_probes": n, "n_identities": data.n_eval_ids, "n_gallery": len(data.yg),
                  "n_distractors": data.n_distractors, "chance_rank1": data.chance_rank1, "thresholds": {},
                  "n_threshold_photos": len(data.x_thr), "protocols": {p: {} for p in cfg.protocols},

@@ -68,11 +68,17 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         emb[name] = (f, thr, f(p), f(g))
     box = face_box(112, 0.0)
     ag_p = [age_gender(x, box) for x in p]
-    yaw_p = [pose_features(landmarks68(x, box))[0] for x in p]
+    from .evaluation.measures import head_pose
+
+    lm_p = [landmarks68(x, box) for x in p]
+    yaw_p = [pose_features(q)[0] for q in lm_p]
+    deg_p = [head_pose(q) for q in lm_p]
     bank = DonorBank.load()
     side, o = 168, 28
     results = []
     for cfg in configs:
+        cfg = dict(cfg)
+        name = cfg.pop("name", None)
         m = DonorMorph(bank, **cfg)
         donors: list[list[int]] = []
 
@@ -89,7 +95,7 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
 
         t0 = time.time()
         xa, xb = anon("A"), anon("B")
-        res: dict = {"config": cfg, "n_probes": len(p), "n_ids": len(ids), "chance_rank1": 1 / len(ids),
+        res: dict = {"name": name or json.dumps(cfg), "config": cfg, "n_probes": len(p), "n_ids": len(ids), "chance_rank1": 1 / len(ids),
                      "s_per_face": (time.time() - t0) / (2 * len(p))}
         same = pl[:, None] == gl[None]
         gi = [int(np.nonzero(gl == i)[0][0]) for i in ids]
@@ -108,8 +114,13 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         ok = [(u, v) for u, v in zip(ag_p, ag_a, strict=True) if u[1] >= 0 and v[1] >= 0]
         res["gender_agreement"] = float(np.mean([u[1] == v[1] for u, v in ok]))
         res["age_mae"] = float(np.nanmean([abs(u[0] - v[0]) for u, v in ok]))
-        res["yaw_feature_error"] = float(np.mean([abs(y - pose_features(landmarks68(x, box))[0])
-                                                  for y, x in zip(yaw_p, xa, strict=True)]))
+        res["age_bias"] = float(np.nanmean([v[0] - u[0] for u, v in ok]))
+        lm_a = [landmarks68(x, box) for x in xa]
+        res["yaw_feature_error"] = float(np.mean([abs(y - pose_features(q)[0])
+                                                  for y, q in zip(yaw_p, lm_a, strict=True)]))
+        deg_a = [head_pose(q) for q in lm_a]
+        res["yaw_err_deg"] = float(np.mean([abs(u[0] - v[0]) for u, v in zip(deg_p, deg_a, strict=True)]))
+        res["pitch_err_deg"] = float(np.mean([abs(u[1] - v[1]) for u, v in zip(deg_p, deg_a, strict=True)]))
         print(json.dumps(res), flush=True)
         results.append(res)
     if out is not None:
