@@ -410,6 +410,18 @@ def cases() -> list[Case]:
              makes=("r.png",)))
     add(Case("recover-ok-jpg", ["recover", "{d}/anon.jpg", "{d}/r.png", *PW], _uses("anon.jpg", "pw.txt"), rc=0,
              makes=("r.png",)))
+    # ---- eval-detection
+    add(Case("evaldet-data-missing", ["eval-detection", "--data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evaldet-data-empty", ["eval-detection", "--data", "{d}/adir", "--out", "{d}/o"], _uses("adir")))
+    add(Case("evaldet-out-parent-file", ["eval-detection", "--data", "{d}/adir", "--out", "{d}/afile/o"],
+             _uses("adir", "afile")))
+    add(Case("evaldet-faces-zero", ["eval-detection", "--faces", "0", "--data", "{d}/adir", "--out", "{d}/o"],
+             _uses("adir")))
+    add(Case("evaldet-face-px-bad", ["eval-detection", "--face-px", "300", "80", "--data", "{d}/adir",
+                                     "--out", "{d}/o"], _uses("adir")))
+    add(Case("evaldet-far-bad", ["eval-detection", "--far", "2", "--data", "{d}/adir", "--out", "{d}/o"],
+             _uses("adir")))
+    add(Case("evaldet-unknown-detector", ["eval-detection", "--detectors", "mtcnn", "--out", "{d}/o"]))
     # ---- video (anonymize / recover / eval-video)
     vpw = ("pw.txt",)
     for f in ("clip_truncated.mp4", "clip_text.mp4", "clip_empty.mp4", "clip_vfr.mp4", "audio_only.mp4",

@@ -259,3 +259,26 @@ def test_only_unalignable_faces_still_changes_the_image():
     d = Deidentifier(make_method("blur"), detector=OnlyBad())
     out = d.anonymize(img, b"correct horse battery staple")
     assert out.blurred == 1 and not np.array_equal(out.image[30:90, 150:210], img[30:90, 150:210])
+
+
+def test_union_keeps_retinaface_faces_and_adds_only_uncovered_rfb_faces():
+    """retinaface+rfb320: RetinaFace's faces with landmarks; an RFB-320 box covering one of them is dropped, a
+    new one is added if it clears min_score + UNION_RFB_OFFSET."""
+    from faceprivacy.core.detect import UNION_RFB_OFFSET
+
+    retina = Detections(np.array([[10, 10, 60, 60.0]]), np.array([0.9]), np.full((1, 5, 2), 30.0))
+    rfb = Detections(np.array([[12, 8, 62, 58], [100, 100, 120, 120], [200, 0, 220, 20.0]]),
+                     np.array([0.95, 0.5 + UNION_RFB_OFFSET + 0.01, 0.5 + UNION_RFB_OFFSET - 0.01]))
+
+    class Net:
+        def __init__(self, d):
+            self.d = d
+
+        def detect(self, img):
+            return self.d
+
+    det = FaceDetector("retinaface+rfb320")
+    det._onnx = {"retinaface": Net(retina), "rfb320": Net(rfb)}
+    got = det._raw(np.zeros((240, 240, 3), np.uint8))
+    assert [b.tolist() for b, _, _ in got] == [[10, 10, 60, 60], [100, 100, 120, 120]]
+    assert got[0][2] is not None and got[1][2] is None

@@ -1,10 +1,11 @@
 """Face detection and 5/68-point landmarks: dlib HOG and MMOD CNN, RetinaFace and RFB-320 (ONNX).
 
-``hog``: dlib's frontal HOG (fast; frontal faces >= ~40 px at upsample 1). ``cnn``: dlib's MMOD CNN (slow,
-more poses). ``retinaface``: RetinaFace mobilenet0.25 through onnxruntime with its own 5 landmarks (the
-default of ``anonymize``; see docs/detection.md for the benchmark that chose it). ``rfb320``: the Ultra-Light
-RFB-320 box detector (fastest CNN, no landmarks). The ONNX detectors search a pyramid of tiles
-(``core.detect_onnx``), so small faces in large frames are found.
+``hog``: dlib's frontal HOG (frontal faces >= ~40 px at upsample 1). ``cnn``: dlib's MMOD CNN (slow, more
+poses). ``retinaface``: RetinaFace mobilenet0.25 through onnxruntime with its own 5 landmarks. ``rfb320``: the
+Ultra-Light RFB-320 box detector (no landmarks; finds more of the smallest faces). ``retinaface+rfb320``:
+RetinaFace's faces plus the RFB-320 faces no RetinaFace face covers: the default of ``anonymize``, chosen by
+``faceprivacy eval-detection`` on validation identities (docs/detection.md). The ONNX detectors search a pyramid
+of tiles (``core.detect_onnx``), so small faces in large frames are found.
 
 dlib's models come from pip ``face-recognition-models`` (located without importing it) and
 ``dlib-bin``; the ONNX models from the datakit (``onnx_face_models_photo_analyze``). Every face carries the
@@ -26,9 +27,12 @@ from .paths import dlib_model_path
 
 #: the detectors, and each one's default lowest score kept (scores are on different scales: dlib's are SVM /
 #: MMOD margins, the ONNX ones softmax probabilities). ``--min-score`` left out takes these.
-DETECTORS = ("hog", "cnn", "retinaface", "rfb320")
+DETECTORS = ("hog", "cnn", "retinaface", "rfb320", "retinaface+rfb320")
+#: the union detector's RFB-320 part keeps boxes scoring this much above ``min_score`` (0.5 -> 0.7, each one's
+#: own default)
+UNION_RFB_OFFSET = 0.2
 #: the detector ``anonymize`` uses unless told otherwise (chosen by ``faceprivacy eval-detection``)
-ANONYMIZE_DETECTOR = "retinaface"
+ANONYMIZE_DETECTOR = "retinaface+rfb320"
 #: default lowest detector score kept. dlib's HOG reports SVM margins >= 0 for every window it keeps; the
 #: 0.12 hit on skimage's astronaut's suit got a face painted on it. Measured (benchmarks/detect_scores.py):
 #: 0.2 drops that hit and 4 of 282 CelebA / 11 of 297 UTKFace faces HOG found at >= 0 (0.3 would drop 9 / 18).
@@ -37,11 +41,11 @@ MIN_SCORE = 0.2
 #: per detector: HOG as above; MMOD keeps its own default margin 0 plus the same 0.2 cushion; RetinaFace 0.5 and
 #: RFB-320 0.7 (its authors' default): softmax probabilities, set low (a missed face is a leak) and checked for false positives per
 #: megapixel on face-free backgrounds by eval-detection
-MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0.7}
+MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0.7, "retinaface+rfb320": 0.5}
 #: default smallest face side (px) kept: dlib's boxes (HOG finds nothing below ~40 px at upsample 1); the CNN
 #: boxes are tighter (RetinaFace boxes a 24-px face as ~18 px), so they keep down to 10 px
 MIN_SIZE = 20
-MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0}
+MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0, "retinaface+rfb320": 10.0}
 #: what to try when no face is found (every command that detects says it)
 NO_FACE_HINT = ("try --upsample 2 for small faces, --detector retinaface for turned faces, or a lower "
                 "--min-score")
@@ -140,18 +144,43 @@ class FaceDetector:
         self.method, self.upsample, self.min_size, self.with_68 = method, int(upsample), min_size, with_68
         self.min_score = float(min_score)
         self.data_root, self.threads = data_root, threads
-        self._onnx = None
+        self._onnx: dict = {}
+
+    def _net(self, kind: str):
+        """The ONNX detector ``kind`` ("retinaface" or "rfb320"), loaded on first use."""
+        if kind not in self._onnx:
+            from .detect_onnx import RETINAFACE_FILE, RFB320_FILE, RetinaFaceOnnx, Rfb320Onnx, model_path
+
+            cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if kind == "retinaface" else (Rfb320Onnx, RFB320_FILE)
+            self._onnx[kind] = cls(model_path(fname, self.data_root), threads=self.threads,
+                                   finest=2.0 ** (self.upsample - 1), pre_score=min(self.min_score, 0.5))
+        return self._onnx[kind]
 
     @property
     def onnx(self):
-        """The ONNX detector (loaded on first use)."""
-        if self._onnx is None:
-            from .detect_onnx import RETINAFACE_FILE, RFB320_FILE, RetinaFaceOnnx, Rfb320Onnx, model_path
+        """The ONNX detector of a single-network method (loaded on first use)."""
+        return self._net(self.method)
 
-            cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if self.method == "retinaface" else (Rfb320Onnx, RFB320_FILE)
-            self._onnx = cls(model_path(fname, self.data_root), threads=self.threads,
-                             finest=2.0 ** (self.upsample - 1), pre_score=min(self.min_score, 0.5))
-        return self._onnx
+    def _union(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
+        """RetinaFace's faces (with their landmarks), plus RFB-320's faces (score >= min_score +
+        ``UNION_RFB_OFFSET``) that no RetinaFace face covers: RetinaFace keeps the large and turned faces,
+        RFB-320 adds the small ones it misses (docs/detection.md)."""
+        from .detect_onnx import box_iou
+
+        r = self._net("retinaface").detect(img)
+        keep = r.scores >= self.min_score
+        rb, rs, rl = r.boxes[keep], r.scores[keep], r.landmarks[keep]
+        out = [(b, float(s), lm) for b, s, lm in zip(rb, rs, rl, strict=True)]
+        f = self._net("rfb320").detect(img)
+        for b, s in zip(f.boxes, f.scores, strict=True):
+            if s < self.min_score + UNION_RFB_OFFSET:
+                continue
+            c = (b[:2] + b[2:]) / 2
+            inside = (rb[:, 0] <= c[0]) & (c[0] <= rb[:, 2]) & (rb[:, 1] <= c[1]) & (c[1] <= rb[:, 3])
+            if len(rb) and (inside.any() or box_iou(b, rb).max() > 0.3):
+                continue
+            out.append((b, float(s), None))
+        return out
 
     def _raw(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
         """(box, score, 5 landmarks or None) of every detection, before the filters."""
@@ -162,6 +191,8 @@ class FaceDetector:
         if self.method == "cnn":
             return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float),
                      float(d.confidence), None) for d in _dlib_models("cnn")(img, self.upsample)]
+        if self.method == "retinaface+rfb320":
+            return self._union(img)
         det = self.onnx.detect(img)
         lms = det.landmarks if det.landmarks is not None else [None] * len(det)
         return [(b, float(s), lm) for b, s, lm in zip(det.boxes, det.scores, lms, strict=True)]

@@ -222,8 +222,9 @@ def _detector_choice(p: argparse.ArgumentParser) -> None:
     from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
 
     p.add_argument("--detector", choices=DETECTORS, default=ANONYMIZE_DETECTOR,
-                   help="face detector: retinaface (CNN, turned and small faces; tiled on large frames), rfb320 "
-                        "(fast CNN), hog (fastest CPU, frontal only), cnn (dlib MMOD, slow); see docs/detection.md")
+                   help="face detector: retinaface+rfb320 (RetinaFace, plus the small faces RFB-320 finds; tiled on "
+                        "large frames), retinaface, rfb320 (CNNs, ONNX), hog (dlib, frontal faces >= ~40 px only), "
+                        "cnn (dlib MMOD, ~100x slower); see docs/detection.md")
 
 
 def _shared_args(p: argparse.ArgumentParser, tag: str, input_help: str, out_shown: str, pw_help: str) -> None:

@@ -43,7 +43,7 @@ SIZE_RATIO = (0.4, 2.5)
 #: score thresholds swept per detector (recall and false positives at each, from the same detections); the
 #: headline uses the detector's default (``core.detect.MIN_SCORES``)
 SWEEP = {"hog": (0.0, 0.2, 0.5), "cnn": (0.0, 0.2, 0.5), "retinaface": (0.2, 0.35, 0.5, 0.7, 0.9),
-         "rfb320": (0.5, 0.6, 0.7, 0.8, 0.9)}
+         "rfb320": (0.5, 0.6, 0.7, 0.8, 0.9), "retinaface+rfb320": ()}
 #: the size from which the full-pipeline goal applies, and the goal (miss rate)
 GOAL_FROM_PX, GOAL_MISS = 24, 0.01
 PASS = b"eval-detection benchmark passphrase (not a secret)"
@@ -60,7 +60,7 @@ class DetectionConfig:
     face_px: tuple[float, float] = (16.0, 400.0)
     max_roll: float = 30.0
     occluded: float = 0.3
-    detectors: tuple[str, ...] = ("hog", "cnn", "retinaface", "rfb320")
+    detectors: tuple[str, ...] = ("hog", "cnn", "retinaface", "rfb320", "retinaface+rfb320")
     pipeline: tuple[str, ...] = ("retinaface",)
     method: str = "donor"
     cnn_max_mp: float = 2.0
@@ -87,6 +87,8 @@ class DetectionConfig:
             raise InputError("--empty must be >= 0")
         if not 0 < self.far < 1:
             raise InputError(f"--far must be in (0, 1), got {self.far}")
+        if not 4 <= float(self.face_px[0]) <= float(self.face_px[1]):
+            raise InputError(f"--face-px must satisfy 4 <= MIN <= MAX, got {self.face_px[0]:g} {self.face_px[1]:g}")
         if self.cnn_max_mp < 0:
             raise InputError("--cnn-max-mp must be >= 0")
         for d in (*self.detectors, *self.pipeline):
@@ -305,9 +307,9 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
 
     cfg.check()
     data, out_dir = Path(data), Path(out_dir)
+    check_output(out_dir, folder=True)
     if not data.is_dir():
         raise InputError(f"data root not found: {data}")
-    check_output(out_dir, folder=True)
     n_st = 3 + bool(cfg.pipeline)
     t_all = time.perf_counter()
     stage(1, n_st, "scene set")
@@ -370,6 +372,8 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
             hog_s = hog_rate["secs"][ran].sum() / mp[ran].sum()
             row["time_vs_hog"] = float(row["s_per_mp"] / hog_s) if hog_s > 0 else None
         res["detectors"][name] = row
+    if cfg.pipeline:  # the detector part on disk already: a long pipeline run that is stopped keeps it
+        atomic_write_json(out_dir / "eval_detection.json", {**res, "pipeline": "not finished"})
     pipe = {}
     if cfg.pipeline:
         stage(4, n_st, f"anonymize pipeline ({cfg.method}) with {', '.join(cfg.pipeline)}; judge: ONNX MobileFaceNet")
@@ -430,7 +434,8 @@ def _grid(scenes, raw: dict, pipe: dict) -> np.ndarray | None:
 
     from ...core.imageio import load_image
 
-    colours = {"hog": (40, 90, 255), "cnn": (255, 160, 0), "retinaface": (255, 40, 40), "rfb320": (200, 0, 200)}
+    colours = {"hog": (40, 90, 255), "cnn": (255, 160, 0), "retinaface": (255, 40, 40), "rfb320": (200, 0, 200),
+               "retinaface+rfb320": (255, 255, 255)}
     picks = [i for i, s in enumerate(scenes) if s.faces and s.image.shape[1] <= 1920][:2]
     tiles = []
     for si in picks:

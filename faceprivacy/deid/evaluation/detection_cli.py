@@ -52,8 +52,6 @@ def _cmd(args) -> int:
     data = args.data or default_data_root()
     if data is None:
         raise InputError("datakit not found: pass --data")
-    if not Path(data).is_dir():
-        raise InputError(f"data root not found: {data}")
     kw: dict = {"identities": args.identities, "detectors": tuple(args.detectors),
                 "pipeline": tuple(args.pipeline_detectors), "far": args.far, "seed": args.seed,
                 "threads": args.threads or 1}

@@ -43,11 +43,12 @@ def bins_rows(res: dict, key: str, section: str = "detectors") -> list[dict]:
     names = list(dets)
     if not names:
         return []
+    bins = list(dict.fromkeys(b["bin"] for n in names for b in dets[n][key]))  # a subset may lack a bin
     rows = []
-    for k, b in enumerate(dets[names[0]][key]):
-        row = {"bin": b["bin"]}
+    for name in bins:
+        row = {"bin": name}
         for n in names:
-            cell = dets[n][key][k]
+            cell = next((b for b in dets[n][key] if b["bin"] == name), {})
             row[n] = f"{_short(cell)} (n={cell['n']})" if cell.get("n") else "-"
         rows.append(row)
     return rows
@@ -96,7 +97,9 @@ def markdown(res: dict) -> str:
                          "blurred (fallback)": r["blurred_fallback"],
                          "scenes with no face found": len(r["scenes_without_output"]),
                          "s / MP": f"{r['s_per_mp']:.2f}"})
-        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline"))]
+        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline")),
+                  "", "Miss rate by occlusion (all sizes):", "",
+                  table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))]
     return "\n".join(parts) + "\n"
 
 
@@ -157,9 +160,11 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
         rep.table(rows)
         rep.heading("Miss rate by face size", 3)
         rep.table(bins_rows(res, "miss_rate_by_size", "pipeline"))
+        rep.heading("Miss rate by occlusion", 3)
+        rep.table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))
     if grid is not None:
         rep.heading("Look at the data")
-        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple; right: after "
+        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple, retinaface+rfb320 white; right: after "
                         "the pipeline's first detector")
     return rep.write(path)
 
