@@ -520,6 +520,8 @@ def cases() -> list[Case]:
                                               "{d}/o", "--quick"]))
     add(Case("audit-out-parent-file", ["audit-embeddings", "--out", "{d}/afile/o", "--quick", "--data",
                                        "{d}/nope"], _uses("afile")))
+    add(Case("audit-cache-dir-file", ["audit-embeddings", "--cache-dir", "{d}/afile", "--out", "{d}/o", "--quick"],
+             _uses("afile")))
     # ---- deface
     for f in ("missing.nii.gz", "empty.nii.gz", "truncated.nii.gz", "notnifti.nii", "png_as.nii.gz",
               "vol4d.nii.gz", "nan.nii.gz", "face.png", "notes.txt"):

@@ -73,6 +73,8 @@ def test_run_audit_end_to_end_with_toy_models(tmp_path):
     for k in ("encoder_reconstruction_ceiling", "mapper", "whitebox", "blackbox", "protected_mapper"):
         assert 0.0 <= att[k]["type1_rate"] <= 1.0 and "type2_rate" in att[k]
     assert att["whitebox"]["type1_mean_cos"] > att["mapper"]["type1_mean_cos"]
+    curve = att["whitebox"]["success_vs_steps"]  # the budget curve ends at the full run's own numbers
+    assert [c["steps"] for c in curve] == [10, 15] and curve[-1]["type2"] == att["whitebox"]["type2"]
     paths = write_report(res, tmp_path)
     saved = json.loads(paths["json"].read_text())
     assert "_images" not in saved and "_embeddings" not in saved
@@ -108,3 +110,26 @@ def test_fixed_box_landmarks_match_arcface_layout(celeba_root):
     tmpl = np.array([[38.3, 51.7], [73.5, 51.5]])
     assert np.abs(np.median(eyes, 0) - tmpl).max() < 3, np.median(eyes, 0)
     assert (np.abs(eyes - tmpl).max(axis=(1, 2)) < 6).mean() >= 0.8
+
+
+def test_cache_dir_reuses_latents_and_mapper_and_rebuilds_a_damaged_entry(tmp_path):
+    gen = TinyGenerator()
+    emb = ToyEmbedder("toy-a", 1)
+    cfg = AuditConfig(far=1e-2, probes=False, templates=False, n_invert=4, mapper_epochs=10, wb_steps=0,
+                      bb_iters=1, bb_pop=4, bb_dims=4)
+    data = _toy_data(gen)
+    cache = tmp_path / "cache"
+    first = run_audit(emb, data, None, cfg, generator=gen, cache_dir=cache)["inversion"]
+    assert first["mapper_cached"] is False
+    entries = sorted(p.name for p in cache.iterdir())
+    assert [p[:7] for p in entries] == ["latents", "mapper_"]
+    second = run_audit(emb, data, None, cfg, generator=gen, cache_dir=cache)["inversion"]
+    assert second["mapper_cached"] is True
+    assert second["attacks"]["mapper"]["type1_mean_cos"] == first["attacks"]["mapper"]["type1_mean_cos"]
+    cfg.mapper_epochs = 11  # another mapper option: a new entry, the latents are shared
+    assert run_audit(emb, data, None, cfg, generator=gen, cache_dir=cache)["inversion"]["mapper_cached"] is False
+    assert len(list(cache.glob("latents_*"))) == 1 and len(list(cache.glob("mapper_*"))) == 2
+    for p in cache.iterdir():
+        p.write_bytes(b"garbage")
+    third = run_audit(emb, data, None, cfg, generator=gen, cache_dir=cache)["inversion"]
+    assert third["mapper_cached"] is False and "type1_rate" in third["attacks"]["mapper"]

@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mapper-hidden", type=int, default=None,
                    help="hidden units of the embedding->latent mapper (default: the recipe's)")
     p.add_argument("--n-bits", type=int, default=None, help="protected-template length in bits (default: the recipe's)")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="keep the encoded training latents and the trained mapper here and reuse them in later "
+                        "runs with the same generator, embedder, data and mapper options (holds generator "
+                        "latents of training faces; default: no cache)")
     p.add_argument("--no-probes", action="store_true", help="skip the attribute probes")
     p.add_argument("--no-inversion", action="store_true", help="skip the inversion attacks")
     p.add_argument("--no-templates", action="store_true", help="skip the protected templates")
@@ -100,6 +104,8 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     )
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    if args.cache_dir and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise InputError(f"--cache-dir {args.cache_dir}: exists and is not a folder")
     data_root = Path(args.data) if args.data else default_data_root()
     if data_root is None or not data_root.is_dir():
         raise InputError("datakit folder not found: pass --data PATH")
@@ -140,7 +146,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
         master = derive_master_key(read_passphrase_file(args.passphrase_file), b"faceprivacy-audit-v1")
     res = run_audit(embedder, data, attrs, cfg, generator=generator, other=other, master_key=master,
                     diff_embed=differentiable_embed(embedder) if generator is not None else None,
-                    keep_embeddings=args.save_embeddings)
+                    keep_embeddings=args.save_embeddings, cache_dir=args.cache_dir)
     out = Path(args.out)
     if args.save_embeddings:
         emb = res.pop("_embeddings")

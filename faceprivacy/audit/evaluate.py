@@ -52,6 +52,7 @@ class AuditConfig:
     bb_sigma: float = 0.5
     bb_lr: float = 0.3
     bb_patience: int = 8                    # iterations without gain before a restart with a wider radius
+    wb_budgets: tuple[int, ...] = (10, 20, 50)  # also report type I / II after these many white-box steps
     wb_manifold: bool = True                # also run the on-manifold white-box attack (PCA-subspace latent)
     wb_manifold_dims: int = 128
     wb_manifold_reg: float = 1e-2
@@ -279,11 +280,13 @@ def target_pool(data: AuditData) -> tuple[np.ndarray, np.ndarray, np.ndarray, st
 
 def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] | None, cfg: AuditConfig,
               generator: Any = None, other: Embedder | None = None, master_key: bytes | None = None,
-              diff_embed: Callable | None = None, keep_embeddings: bool = False) -> dict:
+              diff_embed: Callable | None = None, keep_embeddings: bool = False,
+              cache_dir: str | os.PathLike | None = None) -> dict:
     """Run the enabled parts of the audit and return the JSON-able results (and images under ``_images``).
 
     ``keep_embeddings`` also returns the raw embeddings under ``_embeddings`` (only for an explicit user request
     to save them; :func:`write_report` never writes them).
+    ``cache_dir`` keeps the encoded training latents and the trained mapper between runs (see :class:`_MapperCache`).
     """
     import torch
 
@@ -364,7 +367,7 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
     if cfg.inversion and generator is not None:
         stage(3, 3, "inversion attacks (white-box, black-box) on the held-out targets")
         res["inversion"], images = _run_inversion(embedder, other, data, emb, prot, cfg, generator,
-                                                  diff_embed, torch)
+                                                  diff_embed, torch, cache_dir)
         res["_images"] = images
     elif cfg.inversion:
         res["inversion"] = {"skipped": "no generator available"}
@@ -374,9 +377,86 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
     return res
 
 
+class _MapperCache:
+    """Optional on-disk cache (``cache_dir``) of the encoded training latents and the trained mapper, so that
+    repeated audits skip the two slowest fixed steps. Entries are keyed by a SHA-256 of everything they depend
+    on (generator weights, embedder, training image paths, mapper options, seed); a stale or unreadable entry
+    is ignored and rebuilt. The files hold generator latents of *training* faces (no raw embeddings)."""
+
+    VERSION = 1
+
+    def __init__(self, cache_dir: str | os.PathLike | None, generator: Any, embedder_name: str,
+                 train_paths: list[str], cfg: AuditConfig) -> None:
+        import hashlib
+
+        self.dir = Path(cache_dir) if cache_dir else None
+        if self.dir is None:
+            return
+        h = hashlib.sha256(f"v{self.VERSION}|{type(generator).__name__}|{embedder_name}".encode())
+        for k, t in sorted(generator.state_dict().items()):
+            h.update(k.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update("\n".join(train_paths).encode())
+        self.latent_key = h.hexdigest()[:24]
+        h.update(f"|{cfg.mapper_epochs}|{cfg.mapper_hidden}|{cfg.seed}".encode())
+        self.mapper_key = h.hexdigest()[:24]
+
+    def _load(self, name: str) -> Any:
+        import torch
+
+        p = self.dir / name if self.dir else None
+        if p is None or not p.is_file():
+            return None
+        try:
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # a damaged cache entry is rebuilt, never trusted
+            log.warning("ignoring unreadable cache entry %s (%s)", p, e)
+            return None
+
+    def _save(self, name: str, obj: Any) -> None:
+        import torch
+
+        if self.dir is None:
+            return
+        with atomic_path(self.dir / name, suffix=".pt") as tmp:
+            torch.save(obj, tmp)
+
+    def load_latents(self) -> Any:
+        """The cached training latents, or None."""
+        return self._load(f"latents_{self.latent_key}.pt") if self.dir else None
+
+    def save_latents(self, z: Any) -> None:
+        """Store the training latents."""
+        if self.dir:
+            self._save(f"latents_{self.latent_key}.pt", z.detach().cpu())
+
+    def load_mapper(self, in_dim: int, latent_dim: int) -> Any:
+        """The cached mapper (eval mode), or None."""
+        from .inversion import LatentMapper
+
+        state = self._load(f"mapper_{self.mapper_key}.pt") if self.dir else None
+        if state is None:
+            return None
+        m = LatentMapper(in_dim, latent_dim, int(state.pop("_hidden")), int(state.pop("_depth")))
+        try:
+            m.load_state_dict(state)
+        except RuntimeError as e:
+            log.warning("ignoring mismatched cached mapper (%s)", e)
+            return None
+        return m.eval()
+
+    def save_mapper(self, m: Any) -> None:
+        """Store the mapper's weights (with its width and depth)."""
+        if self.dir:
+            lin = [x for x in m.net if hasattr(x, "out_features")]
+            self._save(f"mapper_{self.mapper_key}.pt",
+                       {**m.state_dict(), "_hidden": lin[0].out_features, "_depth": len(lin)})
+
+
 def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, emb: dict[str, np.ndarray],
                    prot: dict[str, np.ndarray] | None, cfg: AuditConfig, generator: Any,
-                   diff_embed: Callable | None, torch: Any) -> tuple[dict, dict]:
+                   diff_embed: Callable | None, torch: Any,
+                   cache_dir: str | os.PathLike | None = None) -> tuple[dict, dict]:
     """Inversion attacks on held-out targets. Thresholds (type I: attacked recognizer; type II: the other
     one) come from *all* impostor pairs of the training identities, i.e. from the training root, never from
     the targets; rates carry 95 % bootstrap intervals over target identities (one target per person)."""
@@ -421,12 +501,20 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
     tr_idx = np.arange(len(data.crops["train"]))
     if cfg.mapper_train_max and len(tr_idx) > cfg.mapper_train_max:
         tr_idx = np.random.default_rng(cfg.seed).choice(tr_idx, cfg.mapper_train_max, replace=False)
+    cache = _MapperCache(cache_dir, generator, embedder.name, [data.paths["train"][i] for i in tr_idx], cfg)
     t0 = time.perf_counter()
-    z_train = encode_latents(generator, data.crops["train"][tr_idx])
+    z_train = cache.load_latents()
+    if z_train is None:
+        z_train = encode_latents(generator, data.crops["train"][tr_idx])
+        cache.save_latents(z_train)
     out["encode_seconds"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    mapper = train_mapper(emb["train"][tr_idx], z_train, epochs=cfg.mapper_epochs, hidden=cfg.mapper_hidden,
-                          seed=cfg.seed)
+    mapper = cache.load_mapper(emb["train"].shape[1], z_train.shape[1])
+    out["mapper_cached"] = mapper is not None
+    if mapper is None:
+        mapper = train_mapper(emb["train"][tr_idx], z_train, epochs=cfg.mapper_epochs, hidden=cfg.mapper_hidden,
+                              seed=cfg.seed)
+        cache.save_mapper(mapper)
     out["mapper_train_seconds"] = time.perf_counter() - t0
     z_std = mapper.z_std.clone()
 
@@ -459,15 +547,26 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
             mb, ms = pca_basis(z_train, cfg.wb_manifold_dims)
             variants.append(("whitebox_manifold", {"basis": mb, "basis_std": ms, "reg": cfg.wb_manifold_reg,
                                                    "lr": cfg.wb_lr}))
+        budgets = sorted({int(b) for b in cfg.wb_budgets if 0 < b < cfg.wb_steps} | {cfg.wb_steps})
         for name, kw in variants:
             t0 = time.perf_counter()
-            zs = [whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
-                                  steps=cfg.wb_steps, **kw)
-                  for i in progress(range(0, len(z0), 16), desc=f"{name} (16 targets per batch)", unit="batch")]
-            t_wb = (time.perf_counter() - t0) / max(1, len(tgt)) + t_map
-            rec = to_crops112(decode_latents(generator, torch.cat(zs)))
-            results[name] = {**evaluate(rec), "seconds_per_inversion": t_wb, "steps": cfg.wb_steps,
-                             "gradient_steps_per_inversion": cfg.wb_steps}
+            snaps: dict[int, list] = {b: [] for b in budgets}
+            for i in progress(range(0, len(z0), 16), desc=f"{name} (16 targets per batch)", unit="batch"):
+                kept: dict[int, Any] = {}
+                whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
+                                steps=cfg.wb_steps, callback=lambda s, z, k=kept: k.update({s: z} if s in snaps
+                                                                                      else {}), **kw)
+                for b in budgets:
+                    snaps[b].append(kept[b])
+            t_wb = (time.perf_counter() - t0) / max(1, len(tgt))
+            curve = []
+            for b in budgets:  # type I / II after b steps; time = the run's time per step x b (steps cost alike)
+                rec = to_crops112(decode_latents(generator, torch.cat(snaps[b])))
+                r = evaluate(rec)
+                curve.append({"steps": b, "type1": r["type1"], **({"type2": r["type2"]} if "type2" in r else {}),
+                              "seconds_per_inversion": t_wb * b / cfg.wb_steps + t_map})
+            results[name] = {**r, "seconds_per_inversion": t_wb + t_map, "steps": cfg.wb_steps,
+                             "gradient_steps_per_inversion": cfg.wb_steps, "success_vs_steps": curve}
             images[name] = rec
     elif cfg.wb_steps > 0:
         results["whitebox"] = {"skipped": f"no differentiable copy of {embedder.name}"}
@@ -611,6 +710,13 @@ def write_report(res: dict, out_dir: str | os.PathLike, n_grid: int = 8) -> dict
                                     f"{r['steps']} gradient steps" if "steps" in r else ""),
                          "s / inversion": r.get("seconds_per_inversion", "")})
         rep.table(rows)
+        curves = [(k, r["success_vs_steps"]) for k, r in inv["attacks"].items() if r.get("success_vs_steps")]
+        if curves:
+            rep.paragraph("White-box attacks: success after a number of gradient steps (the budget); seconds per "
+                          "target = the run's time per step times the steps, plus the mapper.")
+            rep.table([{"attack": k, "steps": c["steps"], "type I": _ci(c["type1"]),
+                        "type II": _ci(c["type2"]) if "type2" in c else "",
+                        "s / inversion": f"{c['seconds_per_inversion']:.2f}"} for k, cs in curves for c in cs])
         bb = inv["attacks"].get("blackbox", {})
         if bb.get("success_vs_queries"):
             rep.paragraph("Black-box: share of targets accepted (type I) within a query budget. " + bb["budget"])

@@ -196,6 +196,14 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
     real_tar = float(np.mean(scores[same] > thr))
     real_far = float(np.mean(scores[~same] > thr))
 
+    # the project's independent judge (ONNX MobileFaceNet; never trained or tuned against): the same check
+    judge = get_embedder("mobilefacenet-onnx", data_root)
+    j_real, j_rec = embed_arcface_crops(judge, imgs), embed_arcface_crops(judge, rec)
+    thr_j = metrics.threshold_at_far(metrics.pair_scores(embed_arcface_crops(judge, val_imgs), vp)[~vs], 1e-3)
+    j_scores = np.sum(j_real * j_rec, axis=1)
+    j_pairs = metrics.pair_scores(j_real, pairs)
+    judge_real_tar = float(np.mean(j_pairs[same] > thr_j))
+
     d_real = dlib_raw_arcface(imgs)
     d_rec = dlib_raw_arcface(rec)
     d_dist = np.linalg.norm(d_real - d_rec, axis=1)
@@ -218,6 +226,11 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
         "mobilefacenet_thr@far1e-3": float(thr),
         "mobilefacenet_real_pair_tar@far1e-3": real_tar,
         "recon_mobilefacenet_cos_mean": float(rec_scores.mean()),
+        "recon_onnx_judge_pass@far1e-3": float(np.mean(j_scores > thr_j)),
+        "onnx_judge_thr@far1e-3": float(thr_j),
+        "onnx_judge_real_pair_tar@far1e-3": judge_real_tar,
+        "onnx_judge_real_pair_far_at_thr": float(np.mean(j_pairs[~same] > thr_j)),
+        "recon_onnx_judge_cos_mean": float(j_scores.mean()),
         "recon_dlib_pass@0.6": float(np.mean(d_dist < 0.6)),
         "recon_dlib_dist_mean": float(d_dist.mean()),
         "ssim_mean": float(np.mean(ssims)), "psnr_mean": float(np.mean(psnrs)),
@@ -231,6 +244,10 @@ def evaluate_generator(data_root: str | os.PathLike, out_dir: str | os.PathLike,
         "mobilefacenet_real_pair_far_at_thr": real_far,
         "test_data": str(test_root) if test_root is not None else "held-out test identities of the training root",
         "intervals": {"recon_mobilefacenet_pass@far1e-3": rate_with_ci(rec_scores > thr, labels),
+                      "recon_onnx_judge_pass@far1e-3": rate_with_ci(j_scores > thr_j, labels),
+                      "onnx_judge_real_pair_tar@far1e-3": rate_with_ci(j_pairs[same] > thr_j,
+                                                                              labels[pairs[same][:, 0]]),
+                      "recon_onnx_judge_cos_mean": _mean_ci(j_scores, labels),
                       "recon_dlib_pass@0.6": rate_with_ci(d_dist < 0.6, labels),
                       "ssim_mean": _mean_ci(np.asarray(ssims), labels),
                       "psnr_mean": _mean_ci(np.asarray(psnrs), labels),
