@@ -520,6 +520,9 @@ def cases() -> list[Case]:
                                               "{d}/o", "--quick"]))
     add(Case("audit-out-parent-file", ["audit-embeddings", "--out", "{d}/afile/o", "--quick", "--data",
                                        "{d}/nope"], _uses("afile")))
+    add(Case("audit-ensemble-is-judge", ["audit-embeddings", "--wb-ensemble", "mobilefacenet-onnx", "--out", "{d}/o",
+                                         "--quick"]))
+    add(Case("audit-ensemble-bad", ["audit-embeddings", "--wb-ensemble", "nope", "--out", "{d}/o", "--quick"]))
     add(Case("audit-cache-dir-file", ["audit-embeddings", "--cache-dir", "{d}/afile", "--out", "{d}/o", "--quick"],
              _uses("afile")))
     # ---- deface

@@ -133,3 +133,23 @@ def test_cache_dir_reuses_latents_and_mapper_and_rebuilds_a_damaged_entry(tmp_pa
         p.write_bytes(b"garbage")
     third = run_audit(emb, data, None, cfg, generator=gen, cache_dir=cache)["inversion"]
     assert third["mapper_cached"] is False and "type1_rate" in third["attacks"]["mapper"]
+
+
+def test_whitebox_ensemble_attack_and_it_refuses_the_judge():
+    import pytest
+
+    from faceprivacy.core.errors import InputError
+
+    gen = TinyGenerator()
+    emb, other, third = ToyEmbedder("toy-a", 1), ToyEmbedder("toy-b", 2), ToyEmbedder("toy-c", 3)
+    cfg = AuditConfig(far=1e-2, probes=False, templates=False, n_invert=4, mapper_epochs=10, wb_steps=6,
+                      wb_manifold=False, bb_iters=1, bb_pop=4, bb_dims=4)
+    data = _toy_data(gen)
+    inv = run_audit(emb, data, None, cfg, generator=gen, other=other, diff_embed=differentiable_embed(emb),
+                    ensemble=third)["inversion"]
+    assert inv["ensemble"]["recognizer"] == "toy-c" and -1 <= inv["ensemble"]["holdout_cos"] <= 1
+    ens = inv["attacks"]["whitebox_ensemble"]
+    assert 0 <= ens["type1_rate"] <= 1 and "type2" in ens and ens["success_vs_steps"][-1]["steps"] == 6
+    with pytest.raises(InputError):
+        run_audit(emb, data, None, cfg, generator=gen, other=other, diff_embed=differentiable_embed(emb),
+                  ensemble=ToyEmbedder("toy-b", 2))

@@ -42,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="black-box queries per NES iteration (default: the recipe's)")
     p.add_argument("--bb-patience", type=int, default=None,
                    help="black-box iterations without gain before a restart, 0 = never (default: the recipe's)")
+    p.add_argument("--wb-ensemble", default=None, metavar="EMBEDDER",
+                   help="also run a white-box attack through this second recognizer as well (e.g. mobilefacenet "
+                        "when dlib is audited; its target is predicted from the template by a regression fitted "
+                        "on training identities); never the type-II judge (default: none)")
     p.add_argument("--mapper-epochs", type=int, default=None,
                    help="epochs of the embedding->latent mapper (default: the recipe's)")
     p.add_argument("--mapper-hidden", type=int, default=None,
@@ -130,6 +134,15 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
             other = _resolve_embedder(oname, data_root)
         except Exception as e:  # the type-II check is optional; say so in the report
             print(f"warning: second recognizer {oname} unavailable ({e}); type-II checks skipped")
+    ensemble = None
+    if cfg.inversion and args.wb_ensemble:
+        if other is not None and args.wb_ensemble == other.name or args.wb_ensemble == embedder.name:
+            raise InputError(f"--wb-ensemble {args.wb_ensemble}: must differ from the attacked recognizer and the "
+                             "independent type-II judge")
+        ensemble = _resolve_embedder(args.wb_ensemble, data_root)
+        if differentiable_embed(ensemble) is None:
+            raise InputError(f"--wb-ensemble {args.wb_ensemble}: no differentiable copy of this recognizer")
+        cfg.wb_ensemble = ensemble.name
     generator = None
     if cfg.inversion and args.generator != "none":
         from ..models.generator_loader import load_generator
@@ -146,7 +159,7 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
         master = derive_master_key(read_passphrase_file(args.passphrase_file), b"faceprivacy-audit-v1")
     res = run_audit(embedder, data, attrs, cfg, generator=generator, other=other, master_key=master,
                     diff_embed=differentiable_embed(embedder) if generator is not None else None,
-                    keep_embeddings=args.save_embeddings, cache_dir=args.cache_dir)
+                    keep_embeddings=args.save_embeddings, cache_dir=args.cache_dir, ensemble=ensemble)
     out = Path(args.out)
     if args.save_embeddings:
         emb = res.pop("_embeddings")

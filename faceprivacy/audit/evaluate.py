@@ -52,6 +52,8 @@ class AuditConfig:
     bb_sigma: float = 0.5
     bb_lr: float = 0.3
     bb_patience: int = 8                    # iterations without gain before a restart with a wider radius
+    wb_ensemble: str | None = None          # a second recognizer the attacker holds (white-box ensemble), or None
+    wb_ensemble_weight: float = 1.0
     wb_budgets: tuple[int, ...] = (10, 20, 50)  # also report type I / II after these many white-box steps
     wb_manifold: bool = True                # also run the on-manifold white-box attack (PCA-subspace latent)
     wb_manifold_dims: int = 128
@@ -281,12 +283,14 @@ def target_pool(data: AuditData) -> tuple[np.ndarray, np.ndarray, np.ndarray, st
 def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] | None, cfg: AuditConfig,
               generator: Any = None, other: Embedder | None = None, master_key: bytes | None = None,
               diff_embed: Callable | None = None, keep_embeddings: bool = False,
-              cache_dir: str | os.PathLike | None = None) -> dict:
+              cache_dir: str | os.PathLike | None = None, ensemble: Embedder | None = None) -> dict:
     """Run the enabled parts of the audit and return the JSON-able results (and images under ``_images``).
 
     ``keep_embeddings`` also returns the raw embeddings under ``_embeddings`` (only for an explicit user request
     to save them; :func:`write_report` never writes them).
     ``cache_dir`` keeps the encoded training latents and the trained mapper between runs (see :class:`_MapperCache`).
+    ``ensemble`` (a second, differentiable recognizer the attacker holds; never the type-II judge) adds the
+    ``whitebox_ensemble`` attack (see :func:`_ensemble_targets`).
     """
     import torch
 
@@ -367,7 +371,7 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
     if cfg.inversion and generator is not None:
         stage(3, 3, "inversion attacks (white-box, black-box) on the held-out targets")
         res["inversion"], images = _run_inversion(embedder, other, data, emb, prot, cfg, generator,
-                                                  diff_embed, torch, cache_dir)
+                                                  diff_embed, torch, cache_dir, ensemble)
         res["_images"] = images
     elif cfg.inversion:
         res["inversion"] = {"skipped": "no generator available"}
@@ -375,6 +379,33 @@ def run_audit(embedder: Embedder, data: AuditData, attrs: dict[str, Attributes] 
         res["_embeddings"] = emb
     res["wall_seconds"] = time.perf_counter() - t_start
     return res
+
+
+def _ensemble_targets(train_a: np.ndarray, train_b: np.ndarray, targets_a: np.ndarray,
+                      ridge: float = 1e-2) -> tuple[np.ndarray, dict]:
+    """Predict the second recognizer's embedding of each target from the attacked recognizer's template.
+
+    The attacker holds only the target's template of the attacked recognizer, so the ensemble's second term
+    needs a target in the other recognizer's space: a ridge regression fitted on the *training* identities'
+    images embedded by both (unit-normalised output). Returns the predictions and, as a fit check, the mean
+    cosine of prediction vs truth on a held-out fifth of the training images."""
+    a, b = np.asarray(train_a, np.float64), np.asarray(train_b, np.float64)
+
+    def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu = x.mean(0)
+        xc = x - mu
+        return mu, np.linalg.solve(xc.T @ xc + ridge * np.eye(x.shape[1]), xc.T @ y)
+
+    def predict(mu: np.ndarray, w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        p = (np.asarray(x, np.float64) - mu) @ w
+        return p / (np.linalg.norm(p, axis=1, keepdims=True) + 1e-12)
+
+    n_fit = len(a) - len(a) // 5
+    mu, w = fit(a[:n_fit], b[:n_fit])
+    check = float(np.mean(np.sum(predict(mu, w, a[n_fit:]) * b[n_fit:], 1) / np.linalg.norm(b[n_fit:], axis=1)))
+    mu, w = fit(a, b)
+    return predict(mu, w, targets_a).astype(np.float32), {"regressor": "ridge, training identities",
+                                                          "holdout_cos": check}
 
 
 class _MapperCache:
@@ -456,7 +487,8 @@ class _MapperCache:
 def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, emb: dict[str, np.ndarray],
                    prot: dict[str, np.ndarray] | None, cfg: AuditConfig, generator: Any,
                    diff_embed: Callable | None, torch: Any,
-                   cache_dir: str | os.PathLike | None = None) -> tuple[dict, dict]:
+                   cache_dir: str | os.PathLike | None = None,
+                   ensemble: Embedder | None = None) -> tuple[dict, dict]:
     """Inversion attacks on held-out targets. Thresholds (type I: attacked recognizer; type II: the other
     one) come from *all* impostor pairs of the training identities, i.e. from the training root, never from
     the targets; rates carry 95 % bootstrap intervals over target identities (one target per person)."""
@@ -547,15 +579,27 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
             mb, ms = pca_basis(z_train, cfg.wb_manifold_dims)
             variants.append(("whitebox_manifold", {"basis": mb, "basis_std": ms, "reg": cfg.wb_manifold_reg,
                                                    "lr": cfg.wb_lr}))
+        aux_diff = differentiable_embed(ensemble) if ensemble is not None else None
+        if aux_diff is not None:
+            if other is not None and ensemble.name == other.name:
+                raise InputError(f"the white-box ensemble may not use the type-II judge {other.name}")
+            aux_t, fit = _ensemble_targets(emb["train"][tr_idx], embed_crops(ensemble, data.crops["train"][tr_idx]),
+                                           target_emb)
+            out["ensemble"] = {"recognizer": ensemble.name, "weight": cfg.wb_ensemble_weight, **fit}
+            variants.append(("whitebox_ensemble", {
+                **variants[-1][1], "aux": None, "_aux_t": torch.as_tensor(aux_t, dtype=torch.float32)}))
         budgets = sorted({int(b) for b in cfg.wb_budgets if 0 < b < cfg.wb_steps} | {cfg.wb_steps})
         for name, kw in variants:
             t0 = time.perf_counter()
             snaps: dict[int, list] = {b: [] for b in budgets}
             for i in progress(range(0, len(z0), 16), desc=f"{name} (16 targets per batch)", unit="batch"):
                 kept: dict[int, Any] = {}
+                kwb = {k: v for k, v in kw.items() if not k.startswith("_")}
+                if "_aux_t" in kw:
+                    kwb["aux"] = [(aux_diff, kw["_aux_t"][i:i + 16], cfg.wb_ensemble_weight)]
                 whitebox_refine(generator, diff_embed, torch.as_tensor(target_emb[i:i + 16]), z0[i:i + 16],
-                                steps=cfg.wb_steps, callback=lambda s, z, k=kept: k.update({s: z} if s in snaps
-                                                                                      else {}), **kw)
+                                steps=cfg.wb_steps, callback=lambda s, z, k=kept, b=tuple(budgets): k.update(
+                                    {s: z} if s in b else {}), **kwb)
                 for b in budgets:
                     snaps[b].append(kept[b])
             t_wb = (time.perf_counter() - t0) / max(1, len(tgt))
