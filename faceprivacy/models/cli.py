@@ -52,6 +52,9 @@ def _eval(args: argparse.Namespace) -> int:
             .wrote(out / "generator_eval.json", out / "generator_eval.html", out / "contact_sheet.png")
             .number("reconstructions matched by MobileFaceNet at FAR 1e-3 (higher is better; target 0.70)",
                     format_ci(ci["recon_mobilefacenet_pass@far1e-3"]) if ci else m["recon_mobilefacenet_pass@far1e-3"])
+            .number("reconstructions matched by the independent ONNX MobileFaceNet judge at FAR 1e-3 (higher is "
+                    "better)", format_ci(ci["recon_onnx_judge_pass@far1e-3"]) if "recon_onnx_judge_pass@far1e-3" in ci
+                    else m.get("recon_onnx_judge_pass@far1e-3", "n/a"))
             .number("reconstructions within dlib distance 0.6 (higher is better; target 0.80)",
                     format_ci(ci["recon_dlib_pass@0.6"]) if ci else m["recon_dlib_pass@0.6"])
             .number("samples with a detected face (higher is better; target 0.90)", m["samples_hog_detect_rate"])
