@@ -56,8 +56,9 @@ class AuditConfig:
     wb_ensemble_weight: float = 1.0
     wb_budgets: tuple[int, ...] = (10, 20, 50)  # also report type I / II after these many white-box steps
     wb_manifold: bool = True                # also run the on-manifold white-box attack (PCA-subspace latent)
-    wb_manifold_dims: int = 128
-    wb_manifold_reg: float = 1e-2
+    wb_manifold_dims: int = 512             # chosen on validation identities (dlib + CASIA scoring, docs/audit.md)
+    wb_manifold_reg: float = 1e-3
+    wb_manifold_augment: float = 0.05       # random shift (fraction of the width) + mirror per step (EOT)
     n_grid: int = 8
     seed: int = 0
     other_embedder: str | None = "auto"     # type-II judge; "auto": the independent ONNX MobileFaceNet (dlib for it)
@@ -578,7 +579,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
         if cfg.wb_manifold:
             mb, ms = pca_basis(z_train, cfg.wb_manifold_dims)
             variants.append(("whitebox_manifold", {"basis": mb, "basis_std": ms, "reg": cfg.wb_manifold_reg,
-                                                   "lr": cfg.wb_lr}))
+                                                   "lr": cfg.wb_lr, "augment": cfg.wb_manifold_augment}))
         aux_diff = differentiable_embed(ensemble) if ensemble is not None else None
         if aux_diff is not None:
             if other is not None and ensemble.name == other.name:
@@ -587,7 +588,7 @@ def _run_inversion(embedder: Embedder, other: Embedder | None, data: AuditData, 
                                            target_emb)
             out["ensemble"] = {"recognizer": ensemble.name, "weight": cfg.wb_ensemble_weight, **fit}
             variants.append(("whitebox_ensemble", {
-                **variants[-1][1], "aux": None, "_aux_t": torch.as_tensor(aux_t, dtype=torch.float32)}))
+                **variants[0][1], "aux": None, "_aux_t": torch.as_tensor(aux_t, dtype=torch.float32)}))
         budgets = sorted({int(b) for b in cfg.wb_budgets if 0 < b < cfg.wb_steps} | {cfg.wb_steps})
         for name, kw in variants:
             t0 = time.perf_counter()
