@@ -160,6 +160,11 @@ def _audit_embeddings(args: argparse.Namespace) -> int:
     res = run_audit(embedder, data, attrs, cfg, generator=generator, other=other, master_key=master,
                     diff_embed=differentiable_embed(embedder) if generator is not None else None,
                     keep_embeddings=args.save_embeddings, cache_dir=args.cache_dir, ensemble=ensemble)
+    import shlex
+    import sys
+
+    if "audit-embeddings" in sys.argv[1:]:  # run from a shell: record what produced this JSON (docs/NUMBERS.md)
+        res["command"] = shlex.join(["faceprivacy", *sys.argv[1:]])
     out = Path(args.out)
     if args.save_embeddings:
         emb = res.pop("_embeddings")
