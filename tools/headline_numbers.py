@@ -203,15 +203,25 @@ SOURCES: tuple[Source, ...] = (
                 n=("templates", "unlinkability", "n_identities"), n_label="ids")),
            note="dlib embeddings; test 968 images / 48 identities; interval = identity bootstrap."),
     Source("Embedding audit (`audit-embeddings`)", "docs/audit_inversion_results.json",
-           "faceprivacy audit-embeddings --embedder dlib --no-probes --no-templates --mapper-epochs 20 "
-           "--mapper-hidden 512 --wb-steps 20 --out out/audit60b", "docs/audit.md (inversion, 60 held-out targets)",
+           "faceprivacy audit-embeddings --embedder dlib --no-probes --no-templates --cache-dir out/audit_cache "
+           "--threads 1 --out out/audit60c",
+           "docs/audit.md (inversion, 60 held-out targets)",
            tuple(Row(f"{label} type {t} ({judge})", ("inversion", "attacks", key, f"type{t.count('I')}"),
                      n_label="targets")
-                 for key, label in (("blackbox", "black-box NES"), ("whitebox", "white-box"),
-                                    ("whitebox_manifold", "on-manifold white-box"),
+                 for key, label in (("blackbox", "black-box NES"), ("whitebox", "white-box, 100 steps"),
+                                    ("whitebox_manifold", "on-manifold white-box, 100 steps"),
                                     ("encoder_reconstruction_ceiling", "generator ceiling"),
                                     ("mapper", "mapper only"))
                  for t, judge in (("I", "dlib"), ("II", "ONNX MobileFaceNet judge")))
+           + tuple(Row(f"{label} type II (ONNX judge) after {k} steps",
+                       ("inversion", "attacks", key, "success_vs_steps", {"steps": k}, "type2"), n_label="targets")
+                   for key, label in (("whitebox", "white-box"), ("whitebox_manifold", "on-manifold white-box"))
+                   for k in (20, 50))
+           + tuple(Row(f"{label}, seconds per target", ("inversion", "attacks", key, "seconds_per_inversion"),
+                       ci=None, n=("inversion", "n_targets"), n_label="targets", fmt="{:.1f}")
+                   for key, label in (("whitebox", "white-box (100 steps)"),
+                                      ("whitebox_manifold", "on-manifold white-box (100 steps)"),
+                                      ("blackbox", "black-box (early stop)")))
            + (Row("a real other photo, type I (dlib)", ("inversion", "type1_reference_real_photo"), n_label="targets"),
               Row("a real other photo, type II (ONNX judge)", ("inversion", "type2_reference_real_photo"),
                   n_label="targets"),
