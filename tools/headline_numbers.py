@@ -229,6 +229,16 @@ SOURCES: tuple[Source, ...] = (
                   ci=None, n=("inversion", "n_targets"), n_label="targets", fmt="{:.0f}")),
            note="60 targets, one photo each of 60 held-out people (test + val identities of the training root, never "
                 "seen by the mapper); thresholds at FAR 1e-3 from all impostor pairs of the training identities."),
+    Source("Embedding audit (`audit-embeddings`)", "docs/audit_inversion_ensemble_results.json",
+           "faceprivacy audit-embeddings --embedder dlib --no-probes --no-templates --wb-ensemble mobilefacenet "
+           "--wb-steps 50 --cache-dir out/audit_cache --threads 1 --out out/audit60e",
+           "docs/audit.md (ensemble white-box on the same 60 targets)",
+           tuple(Row(f"{label}, 50 steps, type II (ONNX judge)", ("inversion", "attacks", key, "type2"),
+                     n_label="targets")
+                 for key, label in (("whitebox_ensemble", "ensemble white-box (dlib + CASIA MFN)"),
+                                    ("whitebox", "white-box"), ("whitebox_manifold", "on-manifold white-box"))),
+           note="Same 60 targets and thresholds as above; the ensemble's CASIA target is predicted from the dlib "
+                "template (ridge on training identities)."),
     # ---- unlearning
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
            _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn"),
