@@ -125,11 +125,12 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
                              "anonymizing it again would seal the stranger, not the original")
         pairs = [(inp, out)]
     if detector is None or isinstance(detector, str):
-        from ..core.detect import ANONYMIZE_DETECTOR, WEAK_SCORES, FaceDetector
+        from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
         name = detector or ANONYMIZE_DETECTOR
         detector = FaceDetector(method=name, upsample=upsample, min_size=min_size, min_score=min_score,
-                                floor=WEAK_SCORES[name] if floor == "default" else floor)
+                                floor=WEAK_SCORES[name] if floor == "default" else floor,
+                                small_frame_mp=SMALL_FRAME_MP)
     deid = Deidentifier(method, detector=detector, min_face=min_face, keep_pixels=keep_pixels and recoverable,
                         safety=safety)
     salt = master = None

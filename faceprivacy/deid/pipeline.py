@@ -174,9 +174,10 @@ class Deidentifier:
     @property
     def detector(self):
         if not self._detector:
-            from ..core.detect import ANONYMIZE_DETECTOR, WEAK_SCORES, FaceDetector
+            from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
-            self._detector = FaceDetector(ANONYMIZE_DETECTOR, floor=WEAK_SCORES[ANONYMIZE_DETECTOR])
+            self._detector = FaceDetector(ANONYMIZE_DETECTOR, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
+                                          small_frame_mp=SMALL_FRAME_MP)
         return self._detector
 
     @property
@@ -238,12 +239,10 @@ class Deidentifier:
         if net is not None and faces:
             frame, entries, originals, faces, redrawn, escalated = self._safety_net(
                 net, master, img, frame, entries, originals, faces, results, keys, purposes)
-        if escalated:  # their landmarks are trusted: the net checks the obscured face too
-            frame = _obscure_fallback(frame, escalated, entries, originals, img, net)
         t_net = time.perf_counter() - t_net
         fallback = escalated + weak + unalignable
-        if weak or unalignable:
-            frame = _obscure_fallback(frame, weak + unalignable, entries, originals)
+        if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
+            frame = _obscure_fallback(frame, fallback, entries, originals, img, net)
         if unalignable:
             log.warning("%d face(s) could not be aligned (extreme pose or occlusion): obscured instead "
                         "(pixelated + blurred)", len(unalignable))

@@ -70,9 +70,11 @@ class DetectionConfig:
     threads: int = 1
     #: weak-tier floors swept per detector that has one (``core.detect.WEAK_SCORES``; its default is always run)
     floors: tuple[float, ...] = ()
-    #: the pipeline as ``anonymize`` runs it: weak tier obscured, safety net on (False: the earlier pipeline)
+    #: the pipeline as ``anonymize`` runs it: weak tier obscured, safety net on, small frames searched one level
+    #: finer (``core.detect.SMALL_FRAME_MP``; also for the detector table); False: the earlier behaviour
     weak: bool = True
     safety: bool = True
+    small_frames: bool = True
     scene_sizes: tuple = ((640, 480), (1280, 720), (1920, 1080), (3840, 2160))
     scene_weights: tuple = (0.3, 0.35, 0.25, 0.1)
 
@@ -211,14 +213,15 @@ def _cnn_subset(scenes, budget_mp: float, seed: int) -> list[int]:
 def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
     """Per detector: found flag per face (NaN where not run), FP and seconds per scene, scenes run, at the
     default score threshold and (``sweep``) at each threshold of ``SWEEP``."""
-    from ...core.detect import MIN_SCORES, FaceDetector
+    from ...core.detect import MIN_SCORES, SMALL_FRAME_MP, FaceDetector
 
     n_faces = sum(len(s.faces) for s in scenes)
     out = {}
     for name in cfg.detectors:
         default = MIN_SCORES[name]
         thresholds = sorted(set(SWEEP.get(name, ())) | {default})
-        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, min_score=thresholds[0])
+        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, min_score=thresholds[0],
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
         run = _cnn_subset(scenes, cfg.cnn_max_mp, cfg.seed) if name == "cnn" else list(range(len(scenes)))
         found = {t: np.full(n_faces, np.nan) for t in thresholds}
         fps = {t: np.zeros(len(scenes)) for t in thresholds}
@@ -251,7 +254,7 @@ def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: P
     """Per weak-tier floor (``cfg.floors`` plus the detector's default ``WEAK_SCORES``): found flag per face and
     false positives per scene counting strong *and* weak detections (what ``anonymize`` replaces or obscures),
     the weak detections per scene, and seconds per scene; one detector run per floor."""
-    from ...core.detect import WEAK_SCORES, FaceDetector
+    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
     if WEAK_SCORES.get(name) is None:
         return {}
@@ -259,7 +262,8 @@ def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: P
     starts = np.cumsum([0] + [len(s.faces) for s in scenes])
     out = {}
     for fl in sorted(set(cfg.floors) | {WEAK_SCORES[name]}):
-        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, floor=fl)
+        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, floor=fl,
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
         found, fps, weak, secs = np.full(n_faces, np.nan), np.zeros(len(scenes)), np.zeros(len(scenes)), \
             np.zeros(len(scenes))
         det.boxes(scenes[0].image[:64, :64])
@@ -315,13 +319,14 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         save_image(src / f"{sc.name}.png", sc.image)
     orig_crops = [arcface_crop(sc.image, f.five, 112)[0] for sc in scenes for f in sc.faces]
     f_orig = judge.embed(np.stack(orig_crops)) if orig_crops else np.zeros((0, 128))
-    from ...core.detect import WEAK_SCORES
+    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES
 
     out = {}
     for name in cfg.pipeline:
         dst = work / f"anon_{name}"
         det = FaceDetector(name, data_root=data, threads=cfg.threads,
-                           floor=WEAK_SCORES.get(name) if cfg.weak else None)
+                           floor=WEAK_SCORES.get(name) if cfg.weak else None,
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
         t0 = time.perf_counter()
         summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=cfg.safety)
         wall = time.perf_counter() - t0
