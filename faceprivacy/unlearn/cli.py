@@ -93,6 +93,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MetaUnlearn step = eta * (number of support photos / 5) ** k_power (default: the recipe's)")
     e.add_argument("--request-k-power", type=float, default=None,
                    help="k_power stored with the trained MetaLoss for request time (default: --k-power)")
+    e.add_argument("--meta-k", type=int, nargs=2, default=None, metavar=("KMIN", "KMAX"),
+                   help="sizes of the simulated forget requests in meta-training, drawn uniformly from KMIN..KMAX "
+                        "(default: the recipe's)")
+    e.add_argument("--meta-unroll", type=int, default=None,
+                   help="learned-loss steps unrolled in meta-training and applied at request time (default: the "
+                        "recipe's)")
     e.add_argument("--device", default="cpu", help="cpu | cuda")
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
@@ -176,6 +182,14 @@ def _eval_config(args: argparse.Namespace):
             setattr(cfg.meta, fld, getattr(args, arg))
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
+    if args.meta_k:
+        if not 1 <= args.meta_k[0] <= args.meta_k[1]:
+            raise InputError("--meta-k needs 1 <= KMIN <= KMAX")
+        cfg.meta.k_min, cfg.meta.k_max = args.meta_k
+    if args.meta_unroll is not None:
+        if args.meta_unroll < 1:
+            raise InputError("--meta-unroll must be >= 1")
+        cfg.meta.unroll = args.meta_unroll
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:

@@ -96,6 +96,34 @@ def retrain_reference(td: TaskData, xt: torch.Tensor, req: ForgetRequest, tcfg: 
     return m, dt, False
 
 
+def _cached_oof(td: TaskData, xt: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
+    """Out-of-fold probabilities for ``outer="oof"``; with ``cfg.reference_cache`` they are stored there (class
+    probabilities only, keyed by the inputs, labels, split, recipe, model config and number of groups) and
+    reused by a later meta-training on the same data."""
+    import hashlib
+    import json
+
+    f = None
+    if cfg.reference_cache is not None:
+        h = hashlib.sha256()
+        for a in (xt.detach().cpu().numpy(), td.y, td.ident, td.train_fit):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(json.dumps([asdict(cfg.train), asdict(cfg.model) if cfg.model else None, cfg.meta.oof_folds],
+                            sort_keys=True, default=str).encode())
+        f = Path(cfg.reference_cache) / f"oof_f{cfg.meta.oof_folds}_{h.hexdigest()[:16]}.pt"
+        if f.is_file():
+            return torch.load(f, map_location="cpu", weights_only=True)
+    oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model, folds=cfg.meta.oof_folds,
+                            device=cfg.device)
+    if f is not None:
+        from ..core.fileio import atomic_path
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            torch.save(oof, tmp)
+    return oof
+
+
 @dataclass
 class EvalResult:
     """What :func:`run_eval` returns: the JSON-able numbers, and the two models (never written to the JSON)."""
@@ -187,8 +215,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         oof = None
         if cfg.meta.outer == "oof":
             t0 = time.perf_counter()
-            oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model,
-                                    folds=cfg.meta.oof_folds, device=dev)
+            oof = _cached_oof(td, xt, cfg)
             res["log"]["out_of_fold_s"] = time.perf_counter() - t0
         meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
                                 device=dev, oof=oof)

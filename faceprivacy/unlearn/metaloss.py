@@ -51,6 +51,8 @@ class MetaLoss(nn.Module):
         #: request-time step = eta * (n_support / k_ref) ** k_power (0 = the same step whatever the number of
         #: people; with the mean over support photos each person's share of the step shrinks as 1/K)
         self.k_power, self.k_ref = 0.0, 5
+        #: learned-loss steps applied at request time (the number it was meta-trained with, unrolled)
+        self.steps = 1
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Learned loss over the batch (mean or sum of the per-sample scores)."""
@@ -99,6 +101,11 @@ class MetaConfig:
     #: identity groups for ``outer="oof"``: more groups = each out-of-fold model misses fewer people, closer to
     #: a retraining without K people
     oof_folds: int = 5
+    #: smallest simulated request (K drawn uniformly from k_min..k_max)
+    k_min: int = 1
+    #: inner steps of the learned loss, unrolled (differentiated through) in meta-training and applied at
+    #: request time (stored with the MetaLoss)
+    unroll: int = 1
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,9 +113,10 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def inner_step(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float,
-               create_graph: bool) -> dict[str, torch.Tensor]:
-    """Parameters after one step of the learned loss on the support batch (differentiable if asked)."""
-    params = _params(model)
+               create_graph: bool, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Parameters after one step of the learned loss on the support batch (differentiable if asked), from the
+    model's own parameters or from ``params`` (a previous, unrolled step)."""
+    params = _params(model) if params is None else params
     buffers = {k: v for k, v in model.named_buffers()}
     f = functional_call(_FeatureWrapper(model), {**{f"m.{k}": v for k, v in params.items()},
                                                  **{f"m.{k}": v for k, v in buffers.items()}}, (xs,))
@@ -210,7 +218,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
     meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout, reduction=cfg.reduction).to(device)
-    meta.update, meta.k_power, meta.k_ref = cfg.update, cfg.k_power, cfg.k_ref
+    meta.update, meta.k_power, meta.k_ref, meta.steps = cfg.update, cfg.k_power, cfg.k_ref, max(1, cfg.unroll)
     if cfg.proj_rank:
         meta.proj = input_projectors(model, xt[np.r_[train_fit, val]], cfg.proj_rank)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
@@ -222,7 +230,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
     hist = []
     meta.train()
     for _it in progress(range(cfg.iters), desc="meta-train"):
-        k = int(rng.integers(1, min(cfg.k_max, len(ids) - 1) + 1))
+        k = int(rng.integers(min(cfg.k_min, cfg.k_max), min(cfg.k_max, len(ids) - 1) + 1))
         fid = rng.choice(ids, size=k, replace=False)
         s_idx = np.asarray([supports[int(i)] for i in fid])
         in_f = np.isin(fit_ident, fid)
@@ -230,7 +238,10 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         f_idx = rng.choice(f_pool, size=min(cfg.batch, len(f_pool)), replace=False)
         r_idx = rng.choice(r_pool, size=min(cfg.batch, len(r_pool)), replace=False)
         v_idx = rng.choice(val, size=min(cfg.batch, len(val)), replace=False)
-        new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True)
+        new = None
+        for _s in range(max(1, cfg.unroll)):
+            new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True, params=new)
+        assert new is not None
         with torch.no_grad():
             v0_logits = _logits(model, params0, xt[v_idx])
             v0 = F.cross_entropy(v0_logits, yt[v_idx])
@@ -272,12 +283,13 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
 
 
 def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float = 0.1,
-                 steps: int = 1) -> TaskCNN:
+                 steps: int | None = None) -> TaskCNN:
     """Apply the learned loss to the support images: ``steps`` plain gradient steps of size ``eta``
-    (one by default, as in the paper); returns the updated model (in place, eval mode)."""
+    (default: the number the MetaLoss was meta-trained with, one as in the paper unless unrolled); returns the
+    updated model (in place, eval mode)."""
     model.eval()
     meta.eval()
-    for _ in range(steps):
+    for _ in range(meta.steps if steps is None else steps):
         new = inner_step(model, meta, xs, ys, eta, create_graph=False)
         with torch.no_grad():
             for k, p in model.named_parameters():
@@ -289,7 +301,7 @@ def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
             "width": meta.width, "reduction": meta.reduction, "update": meta.update, "k_power": meta.k_power,
-            "k_ref": meta.k_ref, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
+            "k_ref": meta.k_ref, "steps": meta.steps, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
             "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
     with atomic_path(path) as tmp:
@@ -309,6 +321,7 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         meta.load_state_dict(blob["state_dict"])
         meta.update = str(blob.get("update", "all"))
         meta.k_power, meta.k_ref = float(blob.get("k_power", 0.0)), int(blob.get("k_ref", 5))
+        meta.steps = int(blob.get("steps", 1))
         meta.proj = {str(k): v.float() for k, v in (blob.get("proj") or {}).items()}
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy MetaLoss file: {e}") from e
