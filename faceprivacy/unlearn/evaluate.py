@@ -47,14 +47,15 @@ class EvalConfig:
 
 def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
     """The second task's recipe (``--task identity``): an MLP head on LayerNorm-ed dlib descriptors, one label
-    per person, the 40-group out-of-fold MetaLoss; see docs/unlearn.md. Explicit CLI flags are applied on top
-    of the returned config, so a preset value and a flag never fight over an argparse namespace."""
+    per person, the 40-group out-of-fold MetaLoss with the whitened (preconditioned) step; see docs/unlearn.md.
+    Explicit CLI flags are applied on top of the returned config, so a preset value and a flag never fight over
+    an argparse namespace."""
     from .model import MLP_WIDTHS
 
     cfg = cfg or EvalConfig()
     cfg.train = replace(cfg.train, epochs=100, label_smoothing=0.1)
     cfg.meta = replace(cfg.meta, iters=20000, eta=10.0, dropout=0.0, outer="oof", val_kl=1.0, update="weights",
-                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40)
+                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40, precond=0.1)
     cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=MLP_WIDTHS, embedder="dlib", norm=True)
     cfg.tune_ks, cfg.tune_seeds = (5, 10), (1000, 1001, 1002, 1003, 1004, 1005)
     return cfg
