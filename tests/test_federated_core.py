@@ -324,3 +324,20 @@ def test_public_negatives_reach_the_head_and_are_fedface_only():
                              public_feats=torch.cat(sfeats[:3]))
     sim.run(progress_bar=False)
     assert np.isfinite(sim.state.vec.numpy()).all()
+
+
+def test_server_lr_schedule_and_spread_warmup():
+    import numpy as np
+
+    from faceprivacy.federated.server import ServerConfig, ServerState
+
+    st = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32),
+                     ServerConfig(server_opt="adam", server_lr=1e-4, server_lr_schedule="cosine", server_lr_min=0.1,
+                                  spread_lr=2.0, spread_warmup=4))
+    st.schedule(1, 10)
+    assert st.adam.lr == pytest.approx(1e-4) and st.spread_lr == pytest.approx(0.5)
+    st.schedule(10, 10)
+    assert st.adam.lr == pytest.approx(1e-5) and st.spread_lr == pytest.approx(2.0)
+    const = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32), ServerConfig(server_lr=0.5))
+    const.schedule(7, 10)
+    assert const.lr == 0.5 and const.spread_lr == 1.0

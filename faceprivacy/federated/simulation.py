@@ -283,6 +283,7 @@ class FederatedSimulator:
         mean_delta = acc.mean()
         if mean_delta is None:
             log.warning("round %d: no valid update (all %d sampled clients dropped or rejected)", rnd, len(sampled))
+        self.state.schedule(rnd, self._target)
         stats = self.state.apply(mean_delta, new_emb)
         self.round = rnd
         entry = {"round": rnd, "sampled": int(len(sampled)), "dropped": int(dropped.sum()),
