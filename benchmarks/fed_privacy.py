@@ -127,6 +127,9 @@ def main() -> int:
     ap.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip the inversion attack")
     ap.add_argument("--grid", type=int, default=8, help="people shown in the inversion grid")
     ap.add_argument("--server-lr", type=float, default=None, help="FedAdam server lr (default: the preset's)")
+    ap.add_argument("--private-target", action="store_true",
+                    help="utility runs with fed-simulate's --dp-private-target (clients train against their own "
+                         "class embedding and upload it once)")
     ap.add_argument("--compare", default=None, metavar="JSON",
                     help="an earlier fed_privacy.json whose epsilon-vs-TAR curve is drawn next to this run's "
                          "(e.g. another DP setting) and kept in the result as 'compare'")
@@ -219,7 +222,7 @@ def main() -> int:
                             server_lr=float(pre["server_lr"] if args.server_lr is None else args.server_lr))
         sim = FederatedSimulator(head, data.client_feats, SimConfig(
             rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed, client=ccfg,
-            server=scfg, eval_every=0))
+            server=scfg, eval_every=0, private_target=args.private_target))
         sim.run(progress_bar=False)
         final = ev(sim.global_head())
         counts = np.zeros(n, int)
@@ -243,9 +246,10 @@ def main() -> int:
                   f"{inversion['match_own_photos']['value']:.3f} {inversion['match_own_photos']['ci95']} (other "
                   f"person {inversion['match_other_person']['value']:.3f}), rank-1 {inversion['rank1']['value']:.3f}"),
               flush=True)
-    opts = {k: v for k, v in vars(args).items() if k != "inversion" and v is not None}
+    opts = {k: v for k, v in vars(args).items() if k not in ("inversion", "private_target") and v is not None}
     res = {"command": "python -m benchmarks.fed_privacy " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion"),
+        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion")
+        + (" --private-target" if args.private_target else ""), "private_target": args.private_target,
         "accountant": accountant_name(), "clients": n, "test_identities": len(test_ids),
         "backbone": args.backbone, "rounds": args.rounds, "clients_per_round": args.clients_per_round,
         "rows": rows,

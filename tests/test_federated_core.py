@@ -341,3 +341,22 @@ def test_server_lr_schedule_and_spread_warmup():
     const = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32), ServerConfig(server_lr=0.5))
     const.schedule(7, 10)
     assert const.lr == 0.5 and const.spread_lr == 1.0
+
+
+def test_dp_private_target_uploads_the_embedding_once():
+    from faceprivacy.federated.simulation import FederatedSimulator, SimConfig
+    from faceprivacy.federated.synthetic import synthetic_clients
+
+    feats, _ = synthetic_clients(5, 6, dim=8, seed=0)
+    W = {}
+    for private in (False, True):
+        cfg = SimConfig(rounds=1, clients_per_round=0, algorithm="fedavg", private_target=private,
+                        client=ClientConfig(local_steps=1, lr=0.05, dp_clip=0.1, dp_noise=1.0))
+        sim = FederatedSimulator(torch.nn.Linear(8, 4), feats, cfg)
+        sim.run(progress_bar=False)
+        after1 = sim.state.W.copy()
+        sim.run(rounds=3, progress_bar=False)
+        W[private] = (after1, sim.state.W.copy(), sim.own.copy())
+    assert not np.allclose(W[False][0], W[False][1])  # every upload re-noises the server's copy
+    assert np.array_equal(W[True][0], W[True][1])  # uploaded once; no spreadout in fedavg
+    assert np.abs(W[True][2]).sum() > 0  # the clients' own targets

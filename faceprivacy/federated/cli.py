@@ -103,6 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="server lr over the rounds: constant, or cosine from --server-lr down to "
                         "--server-lr-min x --server-lr at the last round")
     p.add_argument("--server-lr-min", type=float, default=0.1, help="cosine schedule: final fraction of the lr")
+    p.add_argument("--dp-private-target", action="store_true",
+                   help="DP: each client trains against its own class embedding (moved by the server's spreadout "
+                        "of its noised copy) and uploads the embedding only once, instead of training against the "
+                        "server's noised copy that every upload re-noises")
     p.add_argument("--spread-warmup", type=int, default=0,
                    help="rounds over which the spreadout step grows linearly to --spread-lr (0: off)")
     _add_hparams(p)
@@ -252,7 +256,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                         server_lr_schedule=args.server_lr_schedule,
                                         server_lr_min=args.server_lr_min, spread_warmup=args.spread_warmup),
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
-                    checkpoint_every=args.checkpoint_every)
+                    checkpoint_every=args.checkpoint_every, private_target=args.dp_private_target)
     metric = args.central_loss == "metric"
     seeds = [int(x) for x in args.seeds] if args.seeds else [args.seed]
     out = Path(args.out)
