@@ -360,3 +360,16 @@ def test_dp_private_target_uploads_the_embedding_once():
     assert not np.allclose(W[False][0], W[False][1])  # every upload re-noises the server's copy
     assert np.array_equal(W[True][0], W[True][1])  # uploaded once; no spreadout in fedavg
     assert np.abs(W[True][2]).sum() > 0  # the clients' own targets
+
+
+def test_proxy_softmax_negatives_prefer_the_own_class_and_penalise_contraction():
+    from faceprivacy.federated.losses import proxy_softmax_loss
+
+    w = torch.tensor([1.0, 0.0])
+    negs = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    near_own = torch.tensor([[0.9, 0.1]])
+    near_neg = torch.tensor([[0.1, 0.9]])
+    assert proxy_softmax_loss(near_own, w, negs, 5.0) < proxy_softmax_loss(near_neg, w, negs, 5.0)
+    # the same configuration shrunk by half (a contraction) costs more: the hinges cannot see this
+    assert proxy_softmax_loss(0.5 * near_own, 0.5 * w, 0.5 * negs, 5.0) > proxy_softmax_loss(near_own, w, negs, 5.0)
+    assert proxy_softmax_loss(near_own, w, negs, 5.0, "cosine") < proxy_softmax_loss(near_neg, w, negs, 5.0, "cosine")

@@ -97,6 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="public negatives drawn per local step (default: the geometry's)")
     p.add_argument("--neg-margin", type=float, default=None,
                    help="hard negatives: min distance (euclidean) / max cosine (cosine) (default: the geometry's)")
+    p.add_argument("--neg-loss", choices=("hinge", "softmax"), default="hinge",
+                   help="hard negatives: a hinge keeping features --neg-margin away, or a softmax over the own and "
+                        "the negatives' class embeddings (logits -neg-scale x squared distance)")
+    p.add_argument("--neg-scale", type=float, default=10.0, help="softmax negatives: logit scale")
     p.add_argument("--neg-weight", type=float, default=None,
                    help="hard negatives: weight of their hinge in the client loss (default: the geometry's)")
     p.add_argument("--server-lr-schedule", choices=("constant", "cosine"), default="constant",
@@ -247,7 +251,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                         embedding_lr=elr, margin=float(hp["margin"]), geometry=hp["geometry"],
                                         dp_clip=args.dp_clip, dp_noise=args.dp_noise,
                                         negatives=int(hp["negatives"]), neg_margin=float(hp["neg_margin"]),
-                                        neg_weight=float(hp["neg_weight"]),
+                                        neg_weight=float(hp["neg_weight"]), neg_loss=args.neg_loss,
+                                        neg_scale=args.neg_scale,
                                         public_batch=int(hp["public_batch"]) if int(hp["public_negatives"]) > 0
                                         else 0),
                     server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
