@@ -264,6 +264,7 @@ def main() -> int:
 
         prev = json.loads(Path(args.compare).read_text())
         res["compare"] = {"command": prev.get("command"), "backbone": prev.get("backbone"),
+                          "private_target": prev.get("private_target", False),
                           "rounds": prev.get("rounds"), "clients_per_round": prev.get("clients_per_round"),
                           "rows": [{k: r[k] for k in ("noise", "clip", "epsilon", "max_uploads", "tar@far=1e-3",
                                                       "tar@far=1e-3_start", "gain_points") if k in r}
@@ -295,7 +296,8 @@ def _report(res: dict, out: Path, grid: dict[str, np.ndarray] | None = None) -> 
     def setting(d: dict) -> str:
         cpr = d.get("clients_per_round")
         return (f"{d.get('backbone', 'dlib-level0')}, {d.get('rounds')} rounds x "
-                f"{'all' if cpr is not None and cpr <= 0 else cpr} clients")
+                f"{'all' if cpr is not None and cpr <= 0 else cpr} clients"
+                + (", private target" if d.get("private_target") else ""))
 
     ax[0].plot([r["epsilon"] for r in fin], [r["tar@far=1e-3"] for r in fin], marker="o",
                label=f"FedFace + DP ({setting(res)})")
