@@ -373,3 +373,20 @@ def test_proxy_softmax_negatives_prefer_the_own_class_and_penalise_contraction()
     # the same configuration shrunk by half (a contraction) costs more: the hinges cannot see this
     assert proxy_softmax_loss(0.5 * near_own, 0.5 * w, 0.5 * negs, 5.0) > proxy_softmax_loss(near_own, w, negs, 5.0)
     assert proxy_softmax_loss(near_own, w, negs, 5.0, "cosine") < proxy_softmax_loss(near_neg, w, negs, 5.0, "cosine")
+
+
+def test_cosine_negatives_sees_a_common_shift_the_euclidean_hinge_does_not():
+    from faceprivacy.federated.losses import negative_hinge_cosine_loss, negative_hinge_radius_loss
+
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    negs = torch.tensor([[0.0, 1.0]])
+    shift = torch.tensor([3.0, 3.0])  # the same translation of features and negatives
+    assert negative_hinge_radius_loss(f + shift, negs + shift, 2.0) == pytest.approx(
+        float(negative_hinge_radius_loss(f, negs, 2.0)))
+    assert negative_hinge_cosine_loss(f + shift, negs + shift, 0.5) > negative_hinge_cosine_loss(f, negs, 0.5)
+    feats = torch.randn(6, 8)
+    head = torch.nn.Linear(8, 4)
+    w = init_class_embedding(head, feats, "euclidean")
+    cfg = ClientConfig(local_steps=1, lr=0.01, geometry="euclidean", negatives=2, neg_loss="cosine", neg_margin=0.0)
+    upd = client_update(head, head_vector(head), feats, w, cfg, seed=0, negatives=np.ones((2, 4), np.float32))
+    assert np.isfinite(upd.loss) and upd.loss > 0

@@ -97,9 +97,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="public negatives drawn per local step (default: the geometry's)")
     p.add_argument("--neg-margin", type=float, default=None,
                    help="hard negatives: min distance (euclidean) / max cosine (cosine) (default: the geometry's)")
-    p.add_argument("--neg-loss", choices=("hinge", "softmax"), default="hinge",
-                   help="hard negatives: a hinge keeping features --neg-margin away, or a softmax over the own and "
-                        "the negatives' class embeddings (logits -neg-scale x squared distance)")
+    p.add_argument("--neg-loss", choices=("hinge", "cosine", "softmax"), default="hinge",
+                   help="hard negatives: a hinge keeping features --neg-margin away (in the geometry), a cosine "
+                        "hinge (cosine to the negatives below --neg-margin), or a softmax over the own and the "
+                        "negatives' class embeddings (logits -neg-scale x squared distance)")
     p.add_argument("--neg-scale", type=float, default=10.0, help="softmax negatives: logit scale")
     p.add_argument("--neg-weight", type=float, default=None,
                    help="hard negatives: weight of their hinge in the client loss (default: the geometry's)")
