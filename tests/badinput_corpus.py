@@ -599,6 +599,10 @@ def cases() -> list[Case]:
     add(Case("evalunlearn-out-parent-file", ["eval-unlearning", "--data", "{d}/nope", "--out", "{d}/afile/o"],
              _uses("afile")))
     add(Case("evalunlearn-k-zero", ["eval-unlearning", "--k", "0", "--data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evalunlearn-meta-k-reversed", ["eval-unlearning", "--meta-k", "9", "3", "--data", "{d}/nope", "--out",
+                                             "{d}/o"]))
+    add(Case("evalunlearn-meta-unroll-zero", ["eval-unlearning", "--meta-unroll", "0", "--data", "{d}/nope", "--out",
+                                              "{d}/o"]))
     # ---- top level
     add(Case("top-unknown-command", ["frobnicate"]))
     return c

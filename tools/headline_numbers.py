@@ -133,7 +133,9 @@ def _loho(mode: str) -> tuple:
 _LOHO_CMD = "python -m faceprivacy.mri.loho --data DATAKIT --out out/loho --steps {steps} --slices 48 --threads 2{p}"
 _UNL_CMD = ("faceprivacy eval-unlearning --task identity --model faceprivacy/models/weights/unlearn_idhead.pt "
             "--metaloss faceprivacy/models/weights/unlearn_idhead_metaloss.pt --k 5 10 --seeds {seeds} "
-            "--methods {methods} --no-tune --reference-cache out/refcache --threads 1 --out out/unl_fresh")
+            "--methods {methods} --no-tune --reference-cache out/refcache --threads 1 --out out/unl_fresh{out}")
+#: the previous (third) identity MetaLoss, replaced in stop 13: ``git show 09e80a3:<the MetaLoss path>``
+_UNL_THIRD = "git show 09e80a3:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > third.pt"
 
 SOURCES: tuple[Source, ...] = (
     # ---- face core
@@ -220,16 +222,39 @@ SOURCES: tuple[Source, ...] = (
            note="60 targets, one photo each of 60 held-out people (test + val identities of the training root, never "
                 "seen by the mapper); thresholds at FAR 1e-3 from all impostor pairs of the training identities."),
     # ---- unlearning
-    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
-           _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn"),
-           "docs/unlearn.md (headline, seeds 40-49)",
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds50-59.json",
+           _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn", out="50"),
+           "docs/unlearn.md (headline, seeds 50-59, fourth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unlearn(5, "none", with_drop=False)
            + _unlearn(10, "none", with_drop=False)
            + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
                   n=("summary", {"K": 5, "method": "retrained"}, "n_seeds"), n_label="requests"),
+              Row("K=10 retrained: forget-set MIA AUC", ("summary", {"K": 10, "method": "retrained"}, "MIA_AUC"),
+                  n=("summary", {"K": 10, "method": "retrained"}, "n_seeds"), n_label="requests"),
               Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
                   n_label="test images")),
-           note="The first invocation ran `--methods none` to fill the reference cache (retrained models)."),
+           note="The first invocation ran `--methods none` to fill the reference cache (retrained models), before "
+                "the fourth MetaLoss existed; the MetaLoss was chosen on tuning requests only (seeds 0-4, 10-19, "
+                "1000-1005)."),
+    Source("Unlearning (`eval-unlearning --task identity`)",
+           "docs/unlearn_identity_results_seeds50-59_third_metaloss.json",
+           _UNL_THIRD + "; " + _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn",
+                                              out="50_third").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "third.pt"),
+           "docs/unlearn.md (headline, paired comparison with the third MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
+           note="The previous (third) MetaLoss on the same ten fresh requests, run after the choice."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
+           _UNL_THIRD + "; " + _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn",
+                                              out="").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "third.pt"),
+           "docs/unlearn.md (previous run, seeds 40-49, third MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unlearn(5, "none", with_drop=False)
+           + _unlearn(10, "none", with_drop=False)
+           + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
+                  n=("summary", {"K": 5, "method": "retrained"}, "n_seeds"), n_label="requests"),),
+           note="Run in the previous stop with the then-bundled (third) MetaLoss; the first invocation ran "
+                "`--methods none` to fill the reference cache (retrained models)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds10-19.json",
            "see docs/unlearn.md, 'Previous run: seeds 10-19' (same recipe, seeds 10-19)",
            "docs/unlearn.md (previous run)",
