@@ -561,6 +561,8 @@ def cases() -> list[Case]:
     add(Case("fedsim-clients-zero", ["fed-simulate", "--synthetic", "--clients", "0", "--out", "{d}/o"]))
     add(Case("fedsim-rounds-neg", ["fed-simulate", "--synthetic", "--rounds", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
+    add(Case("fedsim-server-lr-min-bad", ["fed-simulate", "--synthetic", "--server-lr-min", "2", "--out", "{d}/o"]))
+    add(Case("fedsim-spread-warmup-neg", ["fed-simulate", "--synthetic", "--spread-warmup", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-out-parent-file", ["fed-simulate", "--synthetic", "--rounds", "1", "--clients", "2",
                                         "--out", "{d}/afile/o"], _uses("afile")))
     add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"]))
