@@ -239,10 +239,21 @@ def test_shading_keep_changes_only_inside_the_blended_region(donor, crops):
     from faceprivacy.deid.donor import DonorMorph
 
     key = b"\x21" * 32
-    a = DonorMorph(donor.bank, donor_check=False, attribute_check=False)
+    a = DonorMorph(donor.bank, donor_check=False, attribute_check=False, shading_keep=0.0)
     b = DonorMorph(donor.bank, donor_check=False, attribute_check=False, shading_keep=0.5)
     info = a.source_info(crops[1])
     oa, _, region = a._morph(crops[1], key, info)
     ob, _, _ = b._morph(crops[1], key, info)
     d = np.abs(oa.astype(int) - ob).max(-1)
     assert d.mean() > 0.2 and d[~region].max() <= 1
+
+
+def test_attribute_check_also_reads_the_evaluation_crop(donor, crops):
+    """attribute_layout: the output is also read as eval-deid reads it (the whole 112-px crop), against the
+    source read the same way; the source itself misses nothing, another gender misses in both readings."""
+    assert donor.attribute_layout
+    info = dict(donor.source_info(crops[2]), crop=crops[2])
+    assert donor.attribute_miss(crops[2], info) == 0.0
+    if info["gender"] >= 0 and info.get("gender112", -1) >= 0:
+        other = dict(info, gender=1 - info["gender"], gender112=1 - info["gender112"])
+        assert donor.attribute_miss(crops[2], other) >= 2.0
