@@ -24,4 +24,10 @@ def run(data_root: Path, out_dir: Path, faces: int = 30) -> dict:
                      "recall": rec["value"], "recall_n": rec["n"], "fp_per_mp": r["fp_per_mp"]["value"]}
         print(f"   {name:<17} {r['s_per_mp']:.2f} s/MP  x{r.get('time_vs_hog') or float('nan'):.2f} of hog  "
               f"recall {rec['value']:.2f} (n={rec['n']})  FP/MP {r['fp_per_mp']['value']:.2f}")
+        for w in r.get("weak_tier", []):  # with the weak tier anonymize obscures (core.detect.WEAK_SCORES)
+            out[name].setdefault("weak_tier", []).append(
+                {"floor": w["floor"], "recall": w["recall"]["value"], "fp_per_mp": w["fp_per_mp"]["value"],
+                 "s_per_mp": w["s_per_mp"]})
+            print(f"   {'':<17} + weak tier from {w['floor']:g}: recall {w['recall']['value']:.2f}  "
+                  f"FP/MP {w['fp_per_mp']['value']:.2f}  {w['s_per_mp']:.2f} s/MP")
     return out

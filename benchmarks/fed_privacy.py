@@ -126,6 +126,13 @@ def main() -> int:
     ap.add_argument("--mapper-epochs", type=int, default=150, help="inversion: epochs of the latent mapper")
     ap.add_argument("--no-inversion", dest="inversion", action="store_false", help="skip the inversion attack")
     ap.add_argument("--grid", type=int, default=8, help="people shown in the inversion grid")
+    ap.add_argument("--server-lr", type=float, default=None, help="FedAdam server lr (default: the preset's)")
+    ap.add_argument("--private-target", action="store_true",
+                    help="utility runs with fed-simulate's --dp-private-target (clients train against their own "
+                         "class embedding and upload it once)")
+    ap.add_argument("--compare", default=None, metavar="JSON",
+                    help="an earlier fed_privacy.json whose epsilon-vs-TAR curve is drawn next to this run's "
+                         "(e.g. another DP setting) and kept in the result as 'compare'")
     args = ap.parse_args()
 
     import torch
@@ -211,10 +218,11 @@ def main() -> int:
                             embedding_lr=float(pre["embedding_lr"]), dp_clip=args.clip if sigma > 0 else 0.0,
                             dp_noise=sigma)
         scfg = ServerConfig(spread_lr=float(pre["spread_lr"]), spread_margin=float(pre["spread_margin"]),
-                            server_opt=str(pre["server_opt"]), server_lr=float(pre["server_lr"]))
+                            server_opt=str(pre["server_opt"]),
+                            server_lr=float(pre["server_lr"] if args.server_lr is None else args.server_lr))
         sim = FederatedSimulator(head, data.client_feats, SimConfig(
             rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed, client=ccfg,
-            server=scfg, eval_every=0))
+            server=scfg, eval_every=0, private_target=args.private_target))
         sim.run(progress_bar=False)
         final = ev(sim.global_head())
         counts = np.zeros(n, int)
@@ -238,9 +246,10 @@ def main() -> int:
                   f"{inversion['match_own_photos']['value']:.3f} {inversion['match_own_photos']['ci95']} (other "
                   f"person {inversion['match_other_person']['value']:.3f}), rank-1 {inversion['rank1']['value']:.3f}"),
               flush=True)
-    opts = {k: v for k, v in vars(args).items() if k != "inversion" and v is not None}
+    opts = {k: v for k, v in vars(args).items() if k not in ("inversion", "private_target") and v is not None}
     res = {"command": "python -m benchmarks.fed_privacy " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion"),
+        f"--{k.replace('_', '-')} {v}" for k, v in opts.items()) + ("" if args.inversion else " --no-inversion")
+        + (" --private-target" if args.private_target else ""), "private_target": args.private_target,
         "accountant": accountant_name(), "clients": n, "test_identities": len(test_ids),
         "backbone": args.backbone, "rounds": args.rounds, "clients_per_round": args.clients_per_round,
         "rows": rows,
@@ -250,6 +259,16 @@ def main() -> int:
             f"{inv.threshold:.4f} from their impostor image pairs); the lite generator was trained on the "
             "training identities' photos (an advantage for the attacker)"),
         "wall_s": round(time.time() - t0, 1)}
+    if args.compare:
+        import json
+
+        prev = json.loads(Path(args.compare).read_text())
+        res["compare"] = {"command": prev.get("command"), "backbone": prev.get("backbone"),
+                          "private_target": prev.get("private_target", False),
+                          "rounds": prev.get("rounds"), "clients_per_round": prev.get("clients_per_round"),
+                          "rows": [{k: r[k] for k in ("noise", "clip", "epsilon", "max_uploads", "tar@far=1e-3",
+                                                      "tar@far=1e-3_start", "gain_points") if k in r}
+                                   for r in prev["rows"]]}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from faceprivacy.core.fileio import atomic_write_json
@@ -274,11 +293,24 @@ def _report(res: dict, out: Path, grid: dict[str, np.ndarray] | None = None) -> 
     # privacy-utility: epsilon (log) vs TAR; no protection (epsilon infinite) drawn at the right edge
     fin = [r for r in rows if r["epsilon"] != "inf"]
     inf = [r for r in rows if r["epsilon"] == "inf"]
-    ax[0].plot([r["epsilon"] for r in fin], [r["tar@far=1e-3"] for r in fin], marker="o", label="FedFace + DP")
+    def setting(d: dict) -> str:
+        cpr = d.get("clients_per_round")
+        return (f"{d.get('backbone', 'dlib-level0')}, {d.get('rounds')} rounds x "
+                f"{'all' if cpr is not None and cpr <= 0 else cpr} clients"
+                + (", private target" if d.get("private_target") else ""))
+
+    ax[0].plot([r["epsilon"] for r in fin], [r["tar@far=1e-3"] for r in fin], marker="o",
+               label=f"FedFace + DP ({setting(res)})")
     for r in fin:
         ax[0].annotate(f"σ={r['noise']:g}", (r["epsilon"], r["tar@far=1e-3"]), fontsize=7)
+    cmp_rows = [r for r in (res.get("compare") or {}).get("rows", []) if r["epsilon"] != "inf"]
+    if cmp_rows:
+        ax[0].plot([r["epsilon"] for r in cmp_rows], [r["tar@far=1e-3"] for r in cmp_rows], marker="s", ls="--",
+                   color="C2", label=f"FedFace + DP ({setting(res['compare'])})")
+        for r in cmp_rows:
+            ax[0].annotate(f"σ={r['noise']:g}", (r["epsilon"], r["tar@far=1e-3"]), fontsize=7, color="C2")
     if inf:
-        xr = 3 * max([r["epsilon"] for r in fin], default=10)
+        xr = 3 * max([r["epsilon"] for r in fin + cmp_rows], default=10)
         ax[0].plot([xr], [inf[0]["tar@far=1e-3"]], marker="*", ms=12, ls="", color="C3", label="no DP (ε = ∞)")
     ax[0].axhline(rows[0]["tar@far=1e-3_start"], ls=":", color="k", label="pretrained")
     ax[0].set(xscale="log", xlabel="ε per person (δ=1e-5)", ylabel="TAR@FAR=1e-3", title="privacy-utility")
@@ -321,6 +353,12 @@ def _report(res: dict, out: Path, grid: dict[str, np.ndarray] | None = None) -> 
         t.update({"TAR@1e-3": round(r["tar@far=1e-3"], 4), "gain (points)": round(r["gain_points"], 2)})
         table.append(t)
     rep.table(table)
+    if res.get("compare"):
+        c = res["compare"]
+        rep.paragraph(f"Compared with ({c.get('command')}):")
+        rep.table([{"noise": r["noise"], "epsilon": r["epsilon"], "uploads/person": r.get("max_uploads"),
+                    "TAR@1e-3": round(r["tar@far=1e-3"], 4), "gain (points)": round(r["gain_points"], 2)}
+                   for r in c["rows"]])
     rep.png(png, "privacy-utility (ε vs TAR@FAR=1e-3) and leakage vs noise")
     atomic_write_bytes(out / "fed_privacy.png", png)
     if grid:

@@ -422,6 +422,8 @@ def cases() -> list[Case]:
     add(Case("evaldet-far-bad", ["eval-detection", "--far", "2", "--data", "{d}/adir", "--out", "{d}/o"],
              _uses("adir")))
     add(Case("evaldet-unknown-detector", ["eval-detection", "--detectors", "mtcnn", "--out", "{d}/o"]))
+    add(Case("evaldet-floor-bad", ["eval-detection", "--floors", "2", "--data", "{d}/adir", "--out", "{d}/o"],
+             _uses("adir")))
     # ---- video (anonymize / recover / eval-video)
     vpw = ("pw.txt",)
     for f in ("clip_truncated.mp4", "clip_text.mp4", "clip_empty.mp4", "clip_vfr.mp4", "audio_only.mp4",
@@ -559,6 +561,8 @@ def cases() -> list[Case]:
     add(Case("fedsim-clients-zero", ["fed-simulate", "--synthetic", "--clients", "0", "--out", "{d}/o"]))
     add(Case("fedsim-rounds-neg", ["fed-simulate", "--synthetic", "--rounds", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
+    add(Case("fedsim-server-lr-min-bad", ["fed-simulate", "--synthetic", "--server-lr-min", "2", "--out", "{d}/o"]))
+    add(Case("fedsim-spread-warmup-neg", ["fed-simulate", "--synthetic", "--spread-warmup", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-out-parent-file", ["fed-simulate", "--synthetic", "--rounds", "1", "--clients", "2",
                                         "--out", "{d}/afile/o"], _uses("afile")))
     add(Case("fedserver-port-bad", ["fed-server", "--port", "99999", "--insecure", "--out", "{d}/o"]))
@@ -597,6 +601,10 @@ def cases() -> list[Case]:
     add(Case("evalunlearn-out-parent-file", ["eval-unlearning", "--data", "{d}/nope", "--out", "{d}/afile/o"],
              _uses("afile")))
     add(Case("evalunlearn-k-zero", ["eval-unlearning", "--k", "0", "--data", "{d}/nope", "--out", "{d}/o"]))
+    add(Case("evalunlearn-meta-k-reversed", ["eval-unlearning", "--meta-k", "9", "3", "--data", "{d}/nope", "--out",
+                                             "{d}/o"]))
+    add(Case("evalunlearn-meta-unroll-zero", ["eval-unlearning", "--meta-unroll", "0", "--data", "{d}/nope", "--out",
+                                              "{d}/o"]))
     # ---- top level
     add(Case("top-unknown-command", ["frobnicate"]))
     return c

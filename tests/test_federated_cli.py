@@ -204,3 +204,43 @@ def test_fed_simulate_val_split_excludes_test_data(tmp_path, capsys):
                "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "exclude each other" in capsys.readouterr().err
+
+
+def test_seed_summary_reports_gain_and_fedface_minus_fedavg_by_round(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "12", "--rounds", "2", "--clients-per-round", "6",
+               "--eval-every", "1", "--algorithms", "fedface,fedavg", "--lr", "0.2", "--out", str(out),
+               "--seeds", "0,1", "--server-lr-schedule", "cosine", "--spread-warmup", "2"])
+    assert rc == 0
+    s = json.loads((out / "fed_seeds.json").read_text())
+    assert [c["round"] for c in s["gain_by_round"]["fedface"]] == [0, 1, 2]
+    assert s["gain_by_round"]["fedface"][0]["gain_mean"] == 0.0
+    by = s["fedface_minus_fedavg_by_round"]
+    assert [d["round"] for d in by] == [1, 2] and all(d["n_seeds"] == 2 for d in by)
+    assert s["evaluation_rounds"] == 2 and 0 <= s["fedface_above_fedavg_rounds"] <= 2
+    cfg = json.loads((out / "seed0" / "fed_results.json").read_text())["config"]["server"]
+    assert cfg["server_lr_schedule"] == "cosine" and cfg["spread_warmup"] == 2
+
+
+def test_val_folds_hold_out_different_training_identities_never_test(celeba_root, monkeypatch):
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.federated import experiment
+
+    monkeypatch.setattr(experiment, "_features", lambda split, paths, cache, desc: torch.zeros(len(paths), 1))
+
+    class _Split:
+        name = "fake"
+
+    parts = identity_split(celeba_subset(celeba_root))
+    test_ids = set(parts["test"].identities)
+    folds = []
+    for k in (0, 1):
+        d = experiment.celeba_client_data(_Split(), celeba_root, progress_bar=False, eval_split="val", val_fold=k)
+        assert not test_ids & set(d.client_names)
+        assert f"fold {k}" in d.source and len(d.client_feats) == len(parts["train"].identities) - 40
+        folds.append(set(d.client_names))
+    assert folds[0] != folds[1]
+    # fold 0 is the original protocol (seed 123)
+    rng = np.random.default_rng(experiment.VAL_HOLDOUT_SEED)
+    hold = set(rng.choice(parts["train"].identities, size=40, replace=False).tolist())
+    assert not hold & folds[0]

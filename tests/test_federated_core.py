@@ -324,3 +324,69 @@ def test_public_negatives_reach_the_head_and_are_fedface_only():
                              public_feats=torch.cat(sfeats[:3]))
     sim.run(progress_bar=False)
     assert np.isfinite(sim.state.vec.numpy()).all()
+
+
+def test_server_lr_schedule_and_spread_warmup():
+    import numpy as np
+
+    from faceprivacy.federated.server import ServerConfig, ServerState
+
+    st = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32),
+                     ServerConfig(server_opt="adam", server_lr=1e-4, server_lr_schedule="cosine", server_lr_min=0.1,
+                                  spread_lr=2.0, spread_warmup=4))
+    st.schedule(1, 10)
+    assert st.adam.lr == pytest.approx(1e-4) and st.spread_lr == pytest.approx(0.5)
+    st.schedule(10, 10)
+    assert st.adam.lr == pytest.approx(1e-5) and st.spread_lr == pytest.approx(2.0)
+    const = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32), ServerConfig(server_lr=0.5))
+    const.schedule(7, 10)
+    assert const.lr == 0.5 and const.spread_lr == 1.0
+
+
+def test_dp_private_target_uploads_the_embedding_once():
+    from faceprivacy.federated.simulation import FederatedSimulator, SimConfig
+    from faceprivacy.federated.synthetic import synthetic_clients
+
+    feats, _ = synthetic_clients(5, 6, dim=8, seed=0)
+    W = {}
+    for private in (False, True):
+        cfg = SimConfig(rounds=1, clients_per_round=0, algorithm="fedavg", private_target=private,
+                        client=ClientConfig(local_steps=1, lr=0.05, dp_clip=0.1, dp_noise=1.0))
+        sim = FederatedSimulator(torch.nn.Linear(8, 4), feats, cfg)
+        sim.run(progress_bar=False)
+        after1 = sim.state.W.copy()
+        sim.run(rounds=3, progress_bar=False)
+        W[private] = (after1, sim.state.W.copy(), sim.own.copy())
+    assert not np.allclose(W[False][0], W[False][1])  # every upload re-noises the server's copy
+    assert np.array_equal(W[True][0], W[True][1])  # uploaded once; no spreadout in fedavg
+    assert np.abs(W[True][2]).sum() > 0  # the clients' own targets
+
+
+def test_proxy_softmax_negatives_prefer_the_own_class_and_penalise_contraction():
+    from faceprivacy.federated.losses import proxy_softmax_loss
+
+    w = torch.tensor([1.0, 0.0])
+    negs = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])
+    near_own = torch.tensor([[0.9, 0.1]])
+    near_neg = torch.tensor([[0.1, 0.9]])
+    assert proxy_softmax_loss(near_own, w, negs, 5.0) < proxy_softmax_loss(near_neg, w, negs, 5.0)
+    # the same configuration shrunk by half (a contraction) costs more: the hinges cannot see this
+    assert proxy_softmax_loss(0.5 * near_own, 0.5 * w, 0.5 * negs, 5.0) > proxy_softmax_loss(near_own, w, negs, 5.0)
+    assert proxy_softmax_loss(near_own, w, negs, 5.0, "cosine") < proxy_softmax_loss(near_neg, w, negs, 5.0, "cosine")
+
+
+def test_cosine_negatives_sees_a_common_shift_the_euclidean_hinge_does_not():
+    from faceprivacy.federated.losses import negative_hinge_cosine_loss, negative_hinge_radius_loss
+
+    f = torch.tensor([[1.0, 0.0], [0.9, 0.1]])
+    negs = torch.tensor([[0.0, 1.0]])
+    shift = torch.tensor([3.0, 3.0])  # the same translation of features and negatives
+    assert negative_hinge_radius_loss(f + shift, negs + shift, 2.0) == pytest.approx(
+        float(negative_hinge_radius_loss(f, negs, 2.0)))
+    assert negative_hinge_cosine_loss(f + shift, negs + shift, 0.5) > negative_hinge_cosine_loss(f, negs, 0.5)
+    feats = torch.randn(6, 8)
+    head = torch.nn.Linear(8, 4)
+    w = init_class_embedding(head, feats, "euclidean")
+    cfg = ClientConfig(local_steps=1, lr=0.01, geometry="euclidean", negatives=2, neg_loss="cosine", neg_margin=0.0)
+    upd = client_update(head, head_vector(head), feats, w, cfg, seed=0, negatives=np.ones((2, 4), np.float32))
+    assert np.isfinite(upd.loss) and upd.loss > 0

@@ -325,3 +325,59 @@ def test_reference_cache_reuses_the_retrained_model(tmp_path: Path, td: TaskData
                                  cache=tmp_path)
     assert not c3 and not c4
     assert len(list(tmp_path.glob("retrained_*.pt"))) == 3
+
+
+def test_unrolled_steps_preconditioner_and_k_range_survive_save_load(tmp_path: Path, td: TaskData,
+                                                                     head: TaskCNN) -> None:
+    """Meta-training options of the re-trained MetaLoss: simulated request sizes in [k_min, k_max], the number
+    of unrolled steps (applied again at request time) and the whitening preconditioner of the weight step, all
+    kept by save/load; the preconditioned step is the plain one times P."""
+    from faceprivacy.unlearn.metaloss import (
+        inner_step,
+        input_preconditioners,
+        load_metaloss,
+        meta_unlearn,
+        save_metaloss,
+    )
+    from faceprivacy.unlearn.model import clone
+
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    meta, log = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
+                           MetaConfig(iters=3, k_min=2, k_max=3, batch=8, update="weights", unroll=2, precond=1.0))
+    assert meta.steps == 2 and log["config"]["k_min"] == 2 and log["config"]["unroll"] == 2
+    lin = {n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(meta.precond) == lin
+    p = meta.precond["head"]
+    assert p.shape == (head.feature_dim, head.feature_dim) and torch.allclose(p, p.T, atol=1e-4)
+    assert torch.allclose(p, input_preconditioners(head, xt[np.r_[td.train_fit, td.val]], 1.0)["head"])
+    req = make_request(td, 2, seed=0)
+    xs, ys = xt[req.support], yt[req.support]
+    p0 = {k: v.detach().clone() for k, v in head.named_parameters()}
+    pre = inner_step(head, meta, xs, ys, 1.0, create_graph=False)
+    saved, meta.precond = meta.precond, {}
+    plain = inner_step(head, meta, xs, ys, 1.0, create_graph=False)
+    meta.precond = saved
+    assert torch.allclose(pre["head.weight"] - p0["head.weight"], (plain["head.weight"] - p0["head.weight"]) @ p,
+                          atol=1e-5)
+    m2, _ = load_metaloss(save_metaloss(meta, tmp_path / "m.pt", {"eta": 1.0}))
+    assert m2.steps == 2 and all(torch.equal(m2.precond[k], meta.precond[k]) for k in meta.precond)
+    # request time applies the stored number of steps: two unrolled steps = one step, then one more from there
+    two = meta_unlearn(clone(head), m2, xs, ys, 1.0)
+    one = meta_unlearn(clone(head), m2, xs, ys, 1.0, steps=1)
+    again = inner_step(one, m2, xs, ys, 1.0, create_graph=False)
+    assert torch.allclose(dict(two.named_parameters())["head.weight"], again["head.weight"], atol=1e-6)
+    assert not torch.allclose(dict(two.named_parameters())["head.weight"], dict(one.named_parameters())["head.weight"])
+    with pytest.raises(InputError):
+        input_preconditioners(head, xt, 0.0)
+
+
+def test_out_of_fold_probabilities_are_cached_with_the_references(tmp_path: Path, td: TaskData, monkeypatch) -> None:
+    from faceprivacy.unlearn import evaluate as ev
+
+    cfg = ev.EvalConfig(train=TrainConfig(epochs=2, batch=32, lr=1e-2), model=MLP, reference_cache=str(tmp_path))
+    cfg.meta.oof_folds = 3
+    xt = to_float(td.x)
+    a = ev._cached_oof(td, xt, cfg)
+    monkeypatch.setattr(ev, "out_of_fold_probs", lambda *a, **k: pytest.fail("recomputed despite the cache"))
+    b = ev._cached_oof(td, xt, cfg)
+    assert torch.equal(a, b) and len(list(tmp_path.glob("oof_f3_*.pt"))) == 1

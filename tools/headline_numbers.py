@@ -133,7 +133,9 @@ def _loho(mode: str) -> tuple:
 _LOHO_CMD = "python -m faceprivacy.mri.loho --data DATAKIT --out out/loho --steps {steps} --slices 48 --threads 2{p}"
 _UNL_CMD = ("faceprivacy eval-unlearning --task identity --model faceprivacy/models/weights/unlearn_idhead.pt "
             "--metaloss faceprivacy/models/weights/unlearn_idhead_metaloss.pt --k 5 10 --seeds {seeds} "
-            "--methods {methods} --no-tune --reference-cache out/refcache --threads 1 --out out/unl_fresh")
+            "--methods {methods} --no-tune --reference-cache out/refcache --threads 1 --out out/unl_fresh{out}")
+#: the previous (third) identity MetaLoss, replaced in stop 13: ``git show 09e80a3:<the MetaLoss path>``
+_UNL_THIRD = "git show 09e80a3:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > third.pt"
 
 SOURCES: tuple[Source, ...] = (
     # ---- face core
@@ -162,6 +164,20 @@ SOURCES: tuple[Source, ...] = (
            (Row("pipeline (donor v2, ONNX judge): face still verifiable as the original",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline (donor v2): face still verifiable, faces >= 24 px (goal <= 0.01)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v3.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "--pipeline-detectors retinaface+rfb320",
+           "docs/detection.md (issue 16 second pass: safety net, weak tier, small frames one level finer)",
+           (Row("retinaface+rfb320 (small frames finer): recall, faces >= 24 px",
+                ("detectors", "retinaface+rfb320", "recall_from_24px")),
+            Row("+ weak tier (obscured): recall, faces >= 24 px",
+                ("detectors", "retinaface+rfb320", "weak_tier", {"floor": 0.3}, "recall_from_24px")),
+            Row("+ weak tier: false positives per MP (obscured)",
+                ("detectors", "retinaface+rfb320", "weak_tier", {"floor": 0.3}, "fp_per_mp"), n_label="scenes"),
+            Row("pipeline with the safety net (donor, ONNX judge): face still verifiable as the original",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
+            Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v3.json",
@@ -220,16 +236,39 @@ SOURCES: tuple[Source, ...] = (
            note="60 targets, one photo each of 60 held-out people (test + val identities of the training root, never "
                 "seen by the mapper); thresholds at FAR 1e-3 from all impostor pairs of the training identities."),
     # ---- unlearning
-    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
-           _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn"),
-           "docs/unlearn.md (headline, seeds 40-49)",
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds50-59.json",
+           _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn", out="50"),
+           "docs/unlearn.md (headline, seeds 50-59, fourth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unlearn(5, "none", with_drop=False)
            + _unlearn(10, "none", with_drop=False)
            + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
                   n=("summary", {"K": 5, "method": "retrained"}, "n_seeds"), n_label="requests"),
+              Row("K=10 retrained: forget-set MIA AUC", ("summary", {"K": 10, "method": "retrained"}, "MIA_AUC"),
+                  n=("summary", {"K": 10, "method": "retrained"}, "n_seeds"), n_label="requests"),
               Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
                   n_label="test images")),
-           note="The first invocation ran `--methods none` to fill the reference cache (retrained models)."),
+           note="The first invocation ran `--methods none` to fill the reference cache (retrained models), before "
+                "the fourth MetaLoss existed; the MetaLoss was chosen on tuning requests only (seeds 0-4, 10-19, "
+                "1000-1005)."),
+    Source("Unlearning (`eval-unlearning --task identity`)",
+           "docs/unlearn_identity_results_seeds50-59_third_metaloss.json",
+           _UNL_THIRD + "; " + _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn",
+                                              out="50_third").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "third.pt"),
+           "docs/unlearn.md (headline, paired comparison with the third MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
+           note="The previous (third) MetaLoss on the same ten fresh requests, run after the choice."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",
+           _UNL_THIRD + "; " + _UNL_CMD.format(seeds="40 41 42 43 44 45 46 47 48 49", methods="none metaunlearn",
+                                              out="").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "third.pt"),
+           "docs/unlearn.md (previous run, seeds 40-49, third MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unlearn(5, "none", with_drop=False)
+           + _unlearn(10, "none", with_drop=False)
+           + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
+                  n=("summary", {"K": 5, "method": "retrained"}, "n_seeds"), n_label="requests"),),
+           note="Run in the previous stop with the then-bundled (third) MetaLoss; the first invocation ran "
+                "`--methods none` to fill the reference cache (retrained models)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds10-19.json",
            "see docs/unlearn.md, 'Previous run: seeds 10-19' (same recipe, seeds 10-19)",
            "docs/unlearn.md (previous run)",
@@ -247,15 +286,35 @@ SOURCES: tuple[Source, ...] = (
     # ---- federated
     Source("Federated (`fed-simulate`)", "docs/fed_seeds.json",
            "faceprivacy fed-simulate --data ../shared/datakit --backbone dlib-level0 --rounds 60 --clients-per-round "
-           "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 --server-lr 2e-5 "
-           "--feature-cache runs/featcache --out runs/fed_seeds_s2e5", "docs/federated.md (three seeds)",
+           "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 "
+           "--feature-cache runs/featcache --out runs/fed_seeds_final", "docs/federated.md (three seeds)",
            tuple(Row(f"{m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
                      ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
                  for m in ("fedface", "fedavg", "central"))
            + (Row("FedFace share of the centralised gain (goal >= 0.70)", ("share_of_central_gain",), ci=None,
-                  n=len_path("seeds"), n_label="seeds", fmt="{:.2f}"),),
+                  n=len_path("seeds"), n_label="seeds", fmt="{:.2f}"),
+              Row("seeds with FedFace above FedAvg at every evaluation round (goal: all)",
+                  ("fedface_above_fedavg_every_round",), ci=None, n=len_path("seeds"), n_label="seeds",
+                  fmt="{:d}")),
            note="Seeds share the 48 test identities; a single TAR@1e-3 has an identity-bootstrap interval of about "
                 "+-5 points (docs/federated.md), wider than every gain here."),
+    Source("Federated (`fed-simulate`)", "docs/fed_val_preset.json",
+           "faceprivacy fed-simulate --data ../shared/datakit --eval-split val --feature-cache runs/featcache "
+           "--rounds 60 --eval-every 10 --seeds 0,1,2 --methods fedface --out runs/val_lr1e5",
+           "docs/federated.md (three seeds: validation folds)",
+           (Row("validation, 3 folds: FedFace (preset) TAR@1e-3 gain (points), mean over folds",
+                ("gain_points", "fedface", "mean"), ci=None, sd=("gain_points", "fedface", "sd"),
+                n=len_path("seeds"), n_label="folds", fmt="{:+.2f}"),),
+           note="Choices only (validation identities); fold k = the 24 validation identities + 40 training "
+                "identities held out with seed 123 + k."),
+    Source("Federated (`fed-simulate`)", "docs/fed_val_s2e5.json",
+           "faceprivacy fed-simulate --data ../shared/datakit --eval-split val --feature-cache runs/featcache "
+           "--rounds 60 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 --server-lr 2e-5 "
+           "--out runs/val_base",
+           "docs/federated.md (three seeds: validation folds)",
+           tuple(Row(f"validation, 3 folds, server lr 2e-5: {m} TAR@1e-3 gain (points), mean over folds",
+                     ("gain_points", m, "mean"), ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"),
+                     n_label="folds", fmt="{:+.2f}") for m in ("fedface", "fedavg", "central"))),
     Source("Federated (`fed-simulate`)", "docs/fed_privacy.json",
            "PYTHONPATH=. python -m benchmarks.fed_privacy --data ../shared/datakit --out runs/fed_privacy "
            "--noise 0,0.5,2 --clip 0.05 --rounds 30 --clients-per-round 50 --feature-cache runs/featcache",

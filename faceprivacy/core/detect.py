@@ -46,6 +46,18 @@ MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0
 #: boxes are tighter (RetinaFace boxes a 24-px face as ~18 px), so they keep down to 10 px
 MIN_SIZE = 20
 MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0, "retinaface+rfb320": 10.0}
+#: ``anonymize``'s *weak* tier per detector: detections scoring at least this but below ``min_score`` are kept
+#: with ``Face.weak`` set, and the pipeline obscures them (pixelate + blur) instead of replacing them, since
+#: their landmarks are not trusted. Chosen on validation identities by recall against false positives per
+#: MP (``faceprivacy eval-detection --identities val``, docs/detection.md); the union's RFB-320 part keeps
+#: ``UNION_RFB_OFFSET`` more. None: no weak tier.
+#: ``anonymize`` searches frames of at most this many megapixels one pyramid level finer (the ONNX detectors'
+#: ``upsample`` + 1: small faces of small photos are seen upsampled once). Chosen on validation identities
+#: (``eval-detection --identities val``, docs/detection_val_v3.json against docs/detection_val_v3a.json): the
+#: union's recall for faces >= 24 px 0.948 instead of 0.918, the same false positives per MP, ~1.7x the time
+SMALL_FRAME_MP = 1.0
+WEAK_SCORES: dict[str, float | None] = {"hog": None, "cnn": None, "retinaface": 0.3, "rfb320": 0.5,
+                                        "retinaface+rfb320": 0.3}
 #: what to try when no face is found (every command that detects says it)
 NO_FACE_HINT = ("try --upsample 2 for small faces, --detector retinaface for turned faces, or a lower "
                 "--min-score")
@@ -61,6 +73,7 @@ class Face:
     landmarks68: np.ndarray | None  # (68, 2)
     arcface5: np.ndarray  # (5, 2) left eye, right eye, nose tip, left mouth, right mouth (image left/right)
     alignable: bool = True  # False: the 5 points fail landmarks_plausible (blur it, do not align it)
+    weak: bool = False  # scored below min_score but above the detector's ``floor`` (obscure it, do not align it)
 
     @property
     def width(self) -> float:
@@ -127,10 +140,14 @@ class FaceDetector:
     the detector's defaults in ``MIN_SCORES`` / ``MIN_SIZES``). ``upsample``: for dlib, its upsampling steps (4x the cost
     each); for the ONNX detectors the finest pyramid level is ``2 ** (upsample - 1)`` x the frame (1: native
     pixels, 2: upsampled once, 0: half size). ``data_root``: the datakit holding the ONNX models.
+    ``floor`` (below ``min_score``): detections scoring in [floor, min_score) are kept too, marked ``weak``
+    (``anonymize`` passes ``WEAK_SCORES``; None: none kept). ``small_frame_mp``: frames of at most this many
+    megapixels are searched one level finer (ONNX detectors; ``anonymize`` passes ``SMALL_FRAME_MP``).
     """
 
     def __init__(self, method: str = "hog", upsample: int = 1, min_size: float | None = None,
-                 with_68: bool = True, min_score: float | None = None, data_root=None, threads: int = 1) -> None:
+                 with_68: bool = True, min_score: float | None = None, data_root=None, threads: int = 1,
+                 floor: float | None = None, small_frame_mp: float | None = None) -> None:
         if method not in DETECTORS:
             raise InputError(f"unknown detector {method!r} (use {', '.join(DETECTORS)})")
         min_size = MIN_SIZES[method] if min_size is None else min_size
@@ -143,18 +160,31 @@ class FaceDetector:
             raise InputError(f"--min-score must be a number, got {min_score}")
         self.method, self.upsample, self.min_size, self.with_68 = method, int(upsample), min_size, with_68
         self.min_score = float(min_score)
+        if floor is not None and not (np.isfinite(floor) and floor < self.min_score):
+            floor = None  # a floor at or above min_score keeps nothing more
+        self.floor = None if floor is None else float(floor)
+        self.small_frame_mp = small_frame_mp
+        self._small = False  # the frame being searched is a small one (set per call by _raw)
         self.data_root, self.threads = data_root, threads
         self._onnx: dict = {}
 
     def _net(self, kind: str):
-        """The ONNX detector ``kind`` ("retinaface" or "rfb320"), loaded on first use."""
-        if kind not in self._onnx:
+        """The ONNX detector ``kind`` ("retinaface" or "rfb320"), loaded on first use (for small frames, a
+        second instance one pyramid level finer, key ``<kind>/small``)."""
+        key = f"{kind}/small" if self._small else kind
+        if key not in self._onnx:
             from .detect_onnx import RETINAFACE_FILE, RFB320_FILE, RetinaFaceOnnx, Rfb320Onnx, model_path
 
             cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if kind == "retinaface" else (Rfb320Onnx, RFB320_FILE)
-            self._onnx[kind] = cls(model_path(fname, self.data_root), threads=self.threads,
-                                   finest=2.0 ** (self.upsample - 1), pre_score=min(self.min_score, 0.5))
-        return self._onnx[kind]
+            self._onnx[key] = cls(model_path(fname, self.data_root), threads=self.threads,
+                                  finest=2.0 ** (self.upsample - (0 if self._small else 1)),
+                                  pre_score=min(self.lowest, 0.5))
+        return self._onnx[key]
+
+    @property
+    def lowest(self) -> float:
+        """The lowest score kept (the weak floor when there is one, else ``min_score``)."""
+        return self.min_score if self.floor is None else self.floor
 
     @property
     def onnx(self):
@@ -168,22 +198,43 @@ class FaceDetector:
         from .detect_onnx import box_iou
 
         r = self._net("retinaface").detect(img)
-        keep = r.scores >= self.min_score
-        rb, rs, rl = r.boxes[keep], r.scores[keep], r.landmarks[keep]
-        out = [(b, float(s), lm) for b, s, lm in zip(rb, rs, rl, strict=True)]
         f = self._net("rfb320").detect(img)
-        for b, s in zip(f.boxes, f.scores, strict=True):
-            if s < self.min_score + UNION_RFB_OFFSET:
-                continue
+
+        def covered(b: np.ndarray, kept: list, both_ways: bool) -> bool:
+            """Whether a face of ``kept`` covers ``b``: ``b``'s centre inside it or IoU > 0.3 (``both_ways``:
+            or its centre inside ``b``)."""
+            if not kept:
+                return False
+            kb = np.array([o[0] for o in kept])
             c = (b[:2] + b[2:]) / 2
-            inside = (rb[:, 0] <= c[0]) & (c[0] <= rb[:, 2]) & (rb[:, 1] <= c[1]) & (c[1] <= rb[:, 3])
-            if len(rb) and (inside.any() or box_iou(b, rb).max() > 0.3):
-                continue
-            out.append((b, float(s), None))
+            hit = (kb[:, 0] <= c[0]) & (c[0] <= kb[:, 2]) & (kb[:, 1] <= c[1]) & (c[1] <= kb[:, 3])
+            if both_ways:
+                kc = (kb[:, :2] + kb[:, 2:]) / 2
+                hit |= (b[0] <= kc[:, 0]) & (kc[:, 0] <= b[2]) & (b[1] <= kc[:, 1]) & (kc[:, 1] <= b[3])
+            return bool(hit.any() or box_iou(b, kb).max() > 0.3)
+
+        # strong: RetinaFace's faces, and RFB-320's that none of them covers (scores moved onto RetinaFace's
+        # scale by the offset, so one ``min_score`` splits strong from weak)
+        out = [(b, float(s), lm) for b, s, lm in zip(r.boxes, r.scores, r.landmarks, strict=True)
+               if s >= self.min_score]
+        strong_r = list(out)
+        for b, s in zip(f.boxes, f.scores, strict=True):
+            if s >= self.min_score + UNION_RFB_OFFSET and not covered(b, strong_r, False):
+                out.append((b, float(s) - UNION_RFB_OFFSET, None))
+        if self.floor is not None:  # weak: what no kept face covers, RetinaFace's first
+            lo, hi = self.floor, self.min_score
+            for b, s, lm in zip(r.boxes, r.scores, r.landmarks, strict=True):
+                if lo <= s < hi and not covered(b, out, True):
+                    out.append((b, float(s), lm))
+            for b, s in zip(f.boxes, f.scores, strict=True):
+                if lo + UNION_RFB_OFFSET <= s < hi + UNION_RFB_OFFSET and not covered(b, out, True):
+                    out.append((b, float(s) - UNION_RFB_OFFSET, None))
         return out
 
     def _raw(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
         """(box, score, 5 landmarks or None) of every detection, before the filters."""
+        self._small = bool(self.small_frame_mp is not None
+                           and img.shape[0] * img.shape[1] <= self.small_frame_mp * 1e6)
         if self.method == "hog":
             rects, scores, _ = _dlib_models("hog").run(img, self.upsample, 0.0)
             return [(np.array([r.left(), r.top(), r.right(), r.bottom()], float), float(s), None)
@@ -200,7 +251,7 @@ class FaceDetector:
     def _filtered(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
         img = check_rgb(img)
         out = [b for b in self._raw(img) if min(b[0][2] - b[0][0], b[0][3] - b[0][1]) >= self.min_size
-               and b[1] >= self.min_score]
+               and b[1] >= self.lowest]
         return sorted(out, key=lambda b: -(b[0][2] - b[0][0]) * (b[0][3] - b[0][1]))
 
     def boxes(self, img: np.ndarray) -> list[tuple[np.ndarray, float]]:
@@ -227,7 +278,7 @@ class FaceDetector:
                 arc = np.asarray(five, np.float64)
             else:
                 arc = arcface5_from_68(s68) if s68 is not None else arcface5_from_dlib5(s5)
-            faces.append(Face(box, score, s5, s68, arc, landmarks_plausible(box, arc)))
+            faces.append(Face(box, score, s5, s68, arc, landmarks_plausible(box, arc), score < self.min_score))
         return faces
 
     def detect_one(self, img: np.ndarray) -> Face:

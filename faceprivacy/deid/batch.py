@@ -91,14 +91,18 @@ def plan_folder(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[tupl
 def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Method, consistent: bool = False,
                     sidecar: bool = False, keep_pixels: bool = True, detector: str | object | None = None,
                     upsample: int = 1, min_face: float = 0.0, *, fmt: str | None = None,
-                    min_score: float | None = None, min_size: float | None = None) -> dict:
+                    min_score: float | None = None, min_size: float | None = None, safety=True,
+                    floor: float | None | str = "default") -> dict:
     """Anonymize a file or every image in a folder.
 
     ``passphrase`` given: each output carries a sealed recovery record (``recoverable`` in the summary);
     ``None``: plain images (only keyless methods). ``consistent``: one salt + key for the whole batch, so a
     person keeps one anonymous identity. ``fmt``: output format of a folder run (default: each input's).
-    ``detector``: a name (default ``core.detect.ANONYMIZE_DETECTOR``) or a detector object. The summary lists
-    outputs, faces, faces blurred by the fallback (``blurred``), skipped inputs (with the reason) and notes.
+    ``detector``: a name (default ``core.detect.ANONYMIZE_DETECTOR``) or a detector object; ``floor``: its
+    weak tier (``"default"``: ``core.detect.WEAK_SCORES``; None: none). ``safety``: the post-replacement check
+    (``deid.safety``; True = default net, False = off). The summary lists outputs, faces, faces obscured by the
+    fallback (``blurred``; of them ``weak``, ``unalignable``, ``escalated``), faces the safety net redrew
+    (``redrawn``), its time (``safety_s``), skipped inputs (with the reason) and notes.
     """
     inp, out = Path(inp), Path(out)
     if not inp.exists():
@@ -121,17 +125,21 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
                              "anonymizing it again would seal the stranger, not the original")
         pairs = [(inp, out)]
     if detector is None or isinstance(detector, str):
-        from ..core.detect import ANONYMIZE_DETECTOR, FaceDetector
+        from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
-        detector = FaceDetector(method=detector or ANONYMIZE_DETECTOR, upsample=upsample, min_size=min_size,
-                                min_score=min_score)
-    deid = Deidentifier(method, detector=detector, min_face=min_face, keep_pixels=keep_pixels and recoverable)
+        name = detector or ANONYMIZE_DETECTOR
+        detector = FaceDetector(method=name, upsample=upsample, min_size=min_size, min_score=min_score,
+                                floor=WEAK_SCORES[name] if floor == "default" else floor,
+                                small_frame_mp=SMALL_FRAME_MP)
+    deid = Deidentifier(method, detector=detector, min_face=min_face, keep_pixels=keep_pixels and recoverable,
+                        safety=safety)
     salt = master = None
     if consistent or not recoverable:
         salt = new_salt()
         # a plain run still builds a record internally (under a random key) and then drops it
         master = derive_master_key(passphrase, salt) if recoverable else os.urandom(32)
-    summary: dict = {"written": 0, "faces": 0, "blurred": 0, "skipped": [], "outputs": [], "notes": notes,
+    summary: dict = {"written": 0, "faces": 0, "blurred": 0, "weak": 0, "unalignable": 0, "escalated": 0,
+                     "redrawn": 0, "safety_s": 0.0, "skipped": [], "outputs": [], "notes": notes,
                      "recoverable": recoverable, "lossy": []}
     single = not inp.is_dir()
     for src, dst in progress(pairs, desc="anonymize", unit="img"):
@@ -161,10 +169,18 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
             summary["lossy"].append(str(dst))
         summary["written"] += 1
         summary["faces"] += res.n_faces
-        if res.blurred:
-            summary["blurred"] += res.blurred
-            notes.append(f"{src.name}: {res.blurred} face(s) could not be aligned (extreme pose or occlusion): "
-                         "blurred instead of anonymized")
+        for k in ("blurred", "weak", "unalignable", "escalated", "redrawn", "safety_s"):
+            summary[k] += getattr(res, k)
+        why = [f"{n} {what}" for n, what in ((res.unalignable, "could not be aligned"),
+                                              (res.weak, "weak detection(s)"),
+                                              (res.escalated, "still verified as the original after redraws"))
+               if n]
+        if why:
+            notes.append(f"{src.name}: {res.blurred} face(s) obscured (pixelated + blurred) instead of replaced: "
+                         + ", ".join(why))
+        if res.redrawn:
+            notes.append(f"{src.name}: {res.redrawn} face(s) redrawn by the safety net (the first stranger still "
+                         "verified as the original)")
         summary["outputs"].append(str(dst))
     return summary
 

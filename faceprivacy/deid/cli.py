@@ -307,12 +307,16 @@ def _method(args):
     return _method_by_name(args.method, args)
 
 
-def _detector(args):
-    """The face detector of the anonymize options (photos and videos alike)."""
-    from ..core.detect import FaceDetector
+def _detector(args, weak: bool = False):
+    """The face detector of the anonymize options (photos and videos alike); ``weak``: with the detector's weak
+    tier (``core.detect.WEAK_SCORES``: low-score faces come back marked weak; photos obscure them) and small
+    frames searched one level finer (``core.detect.SMALL_FRAME_MP``), as photos are."""
+    from ..core.detect import SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
     return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
-                        data_root=args.data, threads=args.threads or 1)
+                        data_root=args.data, threads=args.threads or 1,
+                        floor=WEAK_SCORES.get(args.detector) if weak else None,
+                        small_frame_mp=SMALL_FRAME_MP if weak else None)
 
 
 def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
@@ -320,7 +324,7 @@ def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
     ``method``) -> the summary of ``batch.anonymize_paths``."""
     from .batch import anonymize_paths
 
-    detector = _detector(args)
+    detector = _detector(args, weak=True)
     return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
                            sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
                            min_face=args.min_face, fmt=args.format)

@@ -10,9 +10,19 @@ into pseudonym slots, each with its own key (``deid/person/<slot>``): one person
 the batch, different people get different strangers, and a known (original, anonymized) pair reveals only
 that person's key, never the batch key. Every key label and face-derived value is sealed in the record.
 
-Fallback: a face the detector found but whose five points fail ``core.detect.landmarks_plausible`` (extreme
-pose, occlusion) cannot be aligned; it is blurred in its box (``FALLBACK_PURPOSE`` entry, original pixels
-sealed like any other face), logged on stderr and counted in ``AnonymizeOutput.blurred``: never left as is.
+Safety net (``deid.safety``): after the method has replaced the faces, each output face is compared with the
+original by dlib and the CASIA MobileFaceNet (never the evaluation's ONNX judge); a face either still verifies
+(FAR 1e-2 thresholds from validation identities) is redrawn under a key derived from its own
+(``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below). Deterministic: same key and
+image -> same output.
+
+Fallback: a face that cannot be replaced is obscured in its grown box, never left as is: pixelated and blurred
+(``safety.obscure``, record entry ``fallback/pixelate``), or filled with its mean colour (``fallback/mask``) if
+the pixelated face still verifies. Three kinds: faces whose five points fail ``core.detect.landmarks_plausible``
+(extreme pose, occlusion), *weak* detections (scored between the detector's floor and ``min_score``: their
+landmarks are not trusted) and faces the safety net could not fix. Original pixels are sealed like any other
+face (exact recovery restores them; latent recovery leaves them obscured), each is logged on stderr and counted
+in ``AnonymizeOutput`` (``blurred`` = all of them; ``weak``, ``unalignable``, ``escalated``; ``redrawn``).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import base64
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,10 +64,11 @@ CropFn = Callable[..., tuple[np.ndarray, np.ndarray]]
 PasteFn = Callable[..., np.ndarray]
 #: dlib descriptor distance under which two faces of a ``consistent`` batch count as one person
 PERSON_DISTANCE = 0.5
-#: key label of a record entry for a face that could not be aligned and was blurred instead (no key, no latent)
-FALLBACK_PURPOSE = "fallback/blur"
-#: the fallback blurs the face box grown by this fraction on each side, with sigma = this x the box side
-FALLBACK_GROW, FALLBACK_SIGMA = 0.2, 0.12
+#: key label of a record entry for a face that was obscured instead of replaced (no key, no latent); records
+#: made before the safety net say ``fallback/blur``; every label under ``fallback/`` is such an entry
+FALLBACK_PURPOSE = "fallback/pixelate"
+FALLBACK_MASK = "fallback/mask"
+FALLBACK_PREFIX = "fallback/"
 
 
 def padded_crop(img: np.ndarray, five: np.ndarray, size: int, pad: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +102,7 @@ class DetectedFace:
     box: np.ndarray
     arcface5: np.ndarray
     alignable: bool = True
+    weak: bool = False  # a detection below the detector's min_score (above its floor): obscured, not replaced
 
 
 @dataclass
@@ -100,7 +113,12 @@ class AnonymizeOutput:
     record: bytes
     n_faces: int
     faces: list[dict] = field(default_factory=list)
-    blurred: int = 0  # faces that could not be aligned and were blurred (the fallback)
+    blurred: int = 0  # faces obscured by the fallback (all kinds: the three below)
+    unalignable: int = 0  # ... because their landmarks fail the check
+    weak: int = 0  # ... because the detection was weak
+    escalated: int = 0  # ... because the safety net still verified every redraw
+    redrawn: int = 0  # faces the safety net redrew (and a redraw passed)
+    safety_s: float = 0.0  # seconds spent in the safety net (checks, redraws, obscuring the faces it escalated)
 
 
 class PseudonymBook:
@@ -141,27 +159,39 @@ class Deidentifier:
     """Detect -> align -> anonymize (a ``Method``) -> paste back, plus recovery from the record."""
 
     def __init__(self, method: Method, detector=None, crop_fn: CropFn | None = None,
-                 paste_fn: PasteFn | None = None, min_face: float = 0.0, keep_pixels: bool = True):
+                 paste_fn: PasteFn | None = None, min_face: float = 0.0, keep_pixels: bool = True,
+                 safety=True):
         self.method = method
         self._detector = detector
         self.crop_fn = crop_fn or _default_crop
         self.paste_fn = paste_fn or _default_paste
         self.min_face = min_face
         self.keep_pixels = keep_pixels
+        #: the post-replacement check (``deid.safety.SafetyNet``): True = the shared default, None/False = off
+        self._safety = safety
         self._books: dict[bytes, PseudonymBook] = {}
 
     @property
     def detector(self):
         if not self._detector:
-            from ..core.detect import ANONYMIZE_DETECTOR, FaceDetector
+            from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
 
-            self._detector = FaceDetector(ANONYMIZE_DETECTOR)
+            self._detector = FaceDetector(ANONYMIZE_DETECTOR, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
+                                          small_frame_mp=SMALL_FRAME_MP)
         return self._detector
+
+    @property
+    def safety(self):
+        if self._safety is True:
+            from .safety import default_net
+
+            self._safety = default_net()
+        return self._safety or None
 
     def detect(self, img: np.ndarray) -> list[DetectedFace]:
         """All faces, in a deterministic order (left to right, then top to bottom)."""
-        faces = [DetectedFace(np.asarray(f.box, float), np.asarray(f.arcface5, float), getattr(f, "alignable", True))
-                 for f in self.detector.detect(img)]
+        faces = [DetectedFace(np.asarray(f.box, float), np.asarray(f.arcface5, float), getattr(f, "alignable", True),
+                              bool(getattr(f, "weak", False))) for f in self.detector.detect(img)]
         faces = [f for f in faces if (f.box[2] - f.box[0]) >= self.min_face]
         return sorted(faces, key=lambda f: (round(float(f.box[0])), round(float(f.box[1]))))
 
@@ -195,16 +225,36 @@ class Deidentifier:
             raise NoFaceError("no face found in the image (nothing to anonymize; output not written)")
         salt = salt or new_salt()
         master = master or derive_master_key(passphrase, salt)
-        blurred = [f for f in faces if not f.alignable]
-        faces = [f for f in faces if f.alignable]
+        unalignable = [f for f in faces if not f.alignable]
+        weak = [f for f in faces if f.alignable and f.weak]
+        faces = [f for f in faces if f.alignable and not f.weak]
         purposes = (self.person_purposes(img, faces, master) if consistent and self.method.keyed and faces
                     else [face_purpose(i, False) for i in range(len(faces))])
         keys = [subkey(master, p) for p in purposes]
-        frame, entries, originals = self._apply(img, faces, keys, purposes, self.method.anonymize)
-        if blurred:
-            frame = _blur_fallback(frame, blurred, entries, originals)
-            log.warning("%d face(s) could not be aligned (extreme pose or occlusion): blurred instead",
-                        len(blurred))
+        results = self._results(img, faces, keys)
+        frame, entries, originals = self._compose(img, faces, results, purposes)
+        net = self.safety
+        redrawn, escalated = 0, []
+        t_net = time.perf_counter()  # the net's whole cost: checks, redraws, obscuring what it could not fix
+        if net is not None and faces:
+            frame, entries, originals, faces, redrawn, escalated = self._safety_net(
+                net, master, img, frame, entries, originals, faces, results, keys, purposes)
+        t_net = time.perf_counter() - t_net
+        fallback = escalated + weak + unalignable
+        if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
+            frame = _obscure_fallback(frame, fallback, entries, originals, img, net)
+        if unalignable:
+            log.warning("%d face(s) could not be aligned (extreme pose or occlusion): obscured instead "
+                        "(pixelated + blurred)", len(unalignable))
+        if weak:
+            log.warning("%d weak detection(s) (score below the detector's min-score): obscured instead "
+                        "(pixelated + blurred)", len(weak))
+        if redrawn:
+            log.warning("safety net: %d face(s) still verified as the original (dlib / CASIA MobileFaceNet, "
+                        "FAR 1e-2) and were redrawn under a derived key", redrawn)
+        if escalated:
+            log.warning("safety net: %d face(s) still verified as the original%s: obscured instead (pixelated + "
+                        "blurred)", len(escalated), f" after {net.redraws} redraws" if self.method.keyed else "")
         header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
                               image_shape=list(img.shape),
                               pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
@@ -212,13 +262,58 @@ class Deidentifier:
         body = RecordBody(faces=entries, consistent=consistent)
         record = build_record(master, header, body, originals if self.keep_pixels else None)
         return AnonymizeOutput(frame, record, len(entries),
-                               [{"box": e.box, "region": e.region} | ({"fallback": "blur"} if
-                                e.key_purpose == FALLBACK_PURPOSE else {}) for e in entries], len(blurred))
+                               [{"box": e.box, "region": e.region}
+                                | ({"fallback": e.key_purpose.split("/", 1)[1]}
+                                   if e.key_purpose.startswith(FALLBACK_PREFIX) else {})
+                                | ({"redrawn": True} if "/safety/" in e.key_purpose else {}) for e in entries],
+                               len(fallback), len(unalignable), len(weak), len(escalated), redrawn,
+                               t_net if net is not None else 0.0)
+
+    def _safety_net(self, net, master, img, frame, entries, originals, faces, results, keys, purposes):
+        """Check every replaced face (module docstring); redraw the ones that still verify under
+        ``<purpose>/safety/<n>`` keys, up to ``net.redraws`` times; the ones that still verify are taken out
+        of the replaced faces -> (frame, entries, originals, faces kept, faces redrawn, faces to obscure)."""
+        from .safety import face_crops
+
+        orig = face_crops(img, [f.arcface5 for f in faces])
+        leak = net.leaks(orig, face_crops(frame, [f.arcface5 for f in faces]))
+        if not leak.any():
+            return frame, entries, originals, faces, 0, []
+        purposes, keys, results = list(purposes), list(keys), list(results)
+        redrawn = set()
+        for n in range(1, net.redraws + 1 if self.method.keyed else 1):
+            idx = np.nonzero(leak)[0].tolist()
+            if not idx:
+                break
+            for i in idx:
+                purposes[i] = f"{purposes[i].split('/safety/')[0]}/safety/{n}"
+                keys[i] = subkey(master, purposes[i])  # recorded, so latent recovery derives it again
+                redrawn.add(i)
+            sub = self._results(img, [faces[i] for i in idx], [keys[i] for i in idx])
+            for j, i in enumerate(idx):
+                results[i] = sub[j]
+            frame, entries, originals = self._compose(img, faces, results, purposes)
+            again = net.leaks(orig[idx], face_crops(frame, [faces[i].arcface5 for i in idx]))
+            leak[:] = False
+            leak[idx] = again
+        bad = set(np.nonzero(leak)[0].tolist())
+        if bad:
+            keep = [i for i in range(len(faces)) if i not in bad]
+            faces_k = [faces[i] for i in keep]
+            frame, entries, originals = self._compose(img, faces_k, [results[i] for i in keep],
+                                                      [purposes[i] for i in keep])
+            return frame, entries, originals, faces_k, len(redrawn - bad), [faces[i] for i in sorted(bad)]
+        return frame, entries, originals, faces, len(redrawn), []
 
     def _apply(self, img, faces, keys, purposes, fn):
         """Crop every face from ``img``, run ``fn`` per crop size, paste back in order -> (frame, entries,
         original pixels of each changed region)."""
-        frame = img.copy()
+        return self._compose(img, faces, self._results(img, faces, keys, fn), purposes)
+
+    def _results(self, img, faces, keys, fn=None):
+        """Per face: (crop size, 2x3 affine, (anonymized crop, latent, paste mask)) from ``fn`` (default: the
+        method's ``anonymize``) run once per crop size."""
+        fn = fn or self.method.anonymize
         # crops are taken from the ORIGINAL image so overlapping faces do not see each other's output
         crops, affines, sizes = [], [], []
         for f in faces:
@@ -227,10 +322,18 @@ class Deidentifier:
             crops.append(crop)
             affines.append(np.asarray(m, float))
             sizes.append(size)
-        results = self._run_grouped(fn, crops, sizes, keys)
+        res = self._run_grouped(fn, crops, sizes, keys)
+        return [(sizes[i], affines[i], res[i]) for i in range(len(faces))]
+
+    def _compose(self, img, faces, results, purposes):
+        """Paste every face's result into a copy of ``img``, in order -> (frame, entries, original pixels of
+        each changed region)."""
+        frame = img.copy()
         entries, originals = [], []
+        sizes = [r[0] for r in results]
+        affines = [r[1] for r in results]
         for i, f in enumerate(faces):
-            anon_crop, ze, mask = results[i]
+            anon_crop, ze, mask = results[i][2]
             before = frame
             frame = self._paste(frame, anon_crop, affines[i], mask)
             region = _changed_region(before, frame)
@@ -292,7 +395,8 @@ class Deidentifier:
         if not self.method.keyed:
             raise WrongPassphraseError(f"wrong passphrase; method {header.method!r} is not keyed, so "
                                        "--plausible has no stranger to show")
-        faces = [f for f in (self.detect(img) if faces is None else faces) if getattr(f, "alignable", True)]
+        faces = [f for f in (self.detect(img) if faces is None else faces)
+                 if getattr(f, "alignable", True) and not getattr(f, "weak", False)]
         if not faces:
             return img.copy()
         purposes = [face_purpose(i, False) for i in range(len(faces))]
@@ -301,8 +405,8 @@ class Deidentifier:
         return frame
 
     def _latent_paste(self, img: np.ndarray, header: RecordHeader, body: RecordBody, master: bytes) -> np.ndarray:
-        # blurred fallback faces have no latent: they stay blurred (their pixels come back only in exact mode)
-        body = RecordBody(faces=[f for f in body.faces if f.key_purpose != FALLBACK_PURPOSE],
+        # fallback faces have no latent: they stay obscured (their pixels come back only in exact mode)
+        body = RecordBody(faces=[f for f in body.faces if not f.key_purpose.startswith(FALLBACK_PREFIX)],
                           consistent=body.consistent)
         if not body.faces:
             return img.copy()
@@ -322,34 +426,28 @@ class Deidentifier:
         return out
 
 
-def _blur_fallback(frame: np.ndarray, faces: Sequence[DetectedFace], entries: list, originals: list) -> np.ndarray:
-    """Blur each face's grown box (Gaussian, sigma ``FALLBACK_SIGMA`` x its side); appends a record entry and
-    the original pixels per face, so exact recovery restores them like any other face."""
-    from scipy.ndimage import gaussian_filter
+def _obscure_fallback(frame: np.ndarray, faces: Sequence[DetectedFace], entries: list, originals: list,
+                      img: np.ndarray | None = None, net=None) -> np.ndarray:
+    """Obscure each face's grown box (``safety.obscure``: pixelate + blur); with a safety ``net``, a face whose
+    obscured crop still verifies as ``img``'s is filled with its mean colour instead. Appends a record entry
+    and the original pixels per face, so exact recovery restores them like any other face."""
+    from .safety import face_crops, grown_box, obscure
 
-    h, w = frame.shape[:2]
     for f in faces:
-        x1, y1, x2, y2 = (float(v) for v in f.box)
-        side = max(x2 - x1, y2 - y1, 1.0)
-        g = FALLBACK_GROW * side
-        r = [int(np.clip(np.floor(x1 - g), 0, w)), int(np.clip(np.floor(y1 - g), 0, h)),
-             int(np.clip(np.ceil(x2 + g), 0, w)), int(np.clip(np.ceil(y2 + g), 0, h))]
+        r = grown_box(f.box, frame.shape)
         if r[2] <= r[0] or r[3] <= r[1]:
             continue
-        sigma = max(2.0, FALLBACK_SIGMA * side)
-        pad = int(np.ceil(2 * sigma))  # blur a larger window so the region's edge sees real neighbours
-        wx1, wy1, wx2, wy2 = max(0, r[0] - pad), max(0, r[1] - pad), min(w, r[2] + pad), min(h, r[3] + pad)
-        win = gaussian_filter(frame[wy1:wy2, wx1:wx2].astype(np.float64), (sigma, sigma, 0), mode="nearest")
         before = frame
-        frame = frame.copy()
-        frame[r[1]:r[3], r[0]:r[2]] = np.clip(win[r[1] - wy1:r[3] - wy1, r[0] - wx1:r[2] - wx1] + 0.5, 0, 255
-                                              ).astype(np.uint8)
+        frame, purpose = obscure(before, f.box), FALLBACK_PURPOSE
+        if net is not None and img is not None and net.leaks(face_crops(img, [f.arcface5]),
+                                                             face_crops(frame, [f.arcface5]))[0]:
+            frame, purpose = obscure(before, f.box, solid=True), FALLBACK_MASK
         region = _changed_region(before, frame)
         if region[2] <= region[0]:
             region = r
         originals.append(before[region[1]:region[3], region[0]:region[2]].copy())
-        entries.append(FaceEntry(box=[x1, y1, x2, y2], affine=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], crop_size=0,
-                                 key_purpose=FALLBACK_PURPOSE, region=region))
+        entries.append(FaceEntry(box=[float(v) for v in f.box], affine=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]],
+                                 crop_size=0, key_purpose=purpose, region=region))
     return frame
 
 

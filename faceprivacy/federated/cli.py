@@ -72,7 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-split", choices=("test", "val"), default="test",
                    help="test: the held-out test identities (claims); val: the validation protocol for choices "
                         "(24 validation identities + 40 training identities held out of training; no test "
-                        "identity is used)")
+                        "identity is used; with --seeds, seed k holds out fold k, so choices average over "
+                        "several held-out sets)")
     p.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="keep the frozen trunk's features in DIR and reuse them (sweeps)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
@@ -96,8 +97,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="public negatives drawn per local step (default: the geometry's)")
     p.add_argument("--neg-margin", type=float, default=None,
                    help="hard negatives: min distance (euclidean) / max cosine (cosine) (default: the geometry's)")
+    p.add_argument("--neg-loss", choices=("hinge", "cosine", "softmax"), default="hinge",
+                   help="hard negatives: a hinge keeping features --neg-margin away (in the geometry), a cosine "
+                        "hinge (cosine to the negatives below --neg-margin), or a softmax over the own and the "
+                        "negatives' class embeddings (logits -neg-scale x squared distance)")
+    p.add_argument("--neg-scale", type=float, default=10.0, help="softmax negatives: logit scale")
     p.add_argument("--neg-weight", type=float, default=None,
                    help="hard negatives: weight of their hinge in the client loss (default: the geometry's)")
+    p.add_argument("--server-lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="server lr over the rounds: constant, or cosine from --server-lr down to "
+                        "--server-lr-min x --server-lr at the last round")
+    p.add_argument("--server-lr-min", type=float, default=0.1, help="cosine schedule: final fraction of the lr")
+    p.add_argument("--dp-private-target", action="store_true",
+                   help="DP: each client trains against its own class embedding (moved by the server's spreadout "
+                        "of its noised copy) and uploads the embedding only once, instead of training against the "
+                        "server's noised copy that every upload re-noises")
+    p.add_argument("--spread-warmup", type=int, default=0,
+                   help="rounds over which the spreadout step grows linearly to --spread-lr (0: off)")
     _add_hparams(p)
     add_common(p, threads=1)
     p.set_defaults(func=cmd_simulate)
@@ -210,31 +226,43 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise InputError(f"unknown algorithms {bad}; use fedface, fedavg, central")
     if args.rounds < 1 or (args.clients is not None and args.clients < 1):
         raise InputError("--rounds and --clients must be positive")
+    if not 0.0 <= args.server_lr_min <= 1.0 or args.spread_warmup < 0:
+        raise InputError("--server-lr-min must be in [0, 1] and --spread-warmup >= 0")
     if args.eval_split == "val" and args.test_data:
         raise InputError("--eval-split val and --test-data exclude each other")
     backbone = "tiny" if args.synthetic else args.backbone
-    split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
-                          test_root=args.test_data, eval_split=args.eval_split, cache_dir=args.feature_cache)
     hp = resolve_hparams(args)
-    if int(hp["public_negatives"]) > 0 and not args.synthetic:
-        from .experiment import public_negative_features
 
-        data.public_feats = public_negative_features(split, _default_data(args.data), int(hp["public_negatives"]),
-                                                     args.feature_cache)
+    def load(fold: int):
+        split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
+                              test_root=args.test_data, eval_split=args.eval_split, cache_dir=args.feature_cache,
+                              val_fold=fold)
+        if int(hp["public_negatives"]) > 0 and not args.synthetic:
+            from .experiment import public_negative_features
+
+            data.public_feats = public_negative_features(split, _default_data(args.data),
+                                                         int(hp["public_negatives"]), args.feature_cache)
+        return split, data
+
+    fold = 0
+    split, data = load(fold)
     elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,
                     client=ClientConfig(local_steps=args.local_steps, batch_size=args.batch_size, lr=float(hp["lr"]),
                                         embedding_lr=elr, margin=float(hp["margin"]), geometry=hp["geometry"],
                                         dp_clip=args.dp_clip, dp_noise=args.dp_noise,
                                         negatives=int(hp["negatives"]), neg_margin=float(hp["neg_margin"]),
-                                        neg_weight=float(hp["neg_weight"]),
+                                        neg_weight=float(hp["neg_weight"]), neg_loss=args.neg_loss,
+                                        neg_scale=args.neg_scale,
                                         public_batch=int(hp["public_batch"]) if int(hp["public_negatives"]) > 0
                                         else 0),
                     server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
                                         spread_margin=float(hp["spread_margin"]), server_opt=str(hp["server_opt"]),
-                                        server_lr=float(hp["server_lr"])),
+                                        server_lr=float(hp["server_lr"]),
+                                        server_lr_schedule=args.server_lr_schedule,
+                                        server_lr_min=args.server_lr_min, spread_warmup=args.spread_warmup),
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
-                    checkpoint_every=args.checkpoint_every)
+                    checkpoint_every=args.checkpoint_every, private_target=args.dp_private_target)
     metric = args.central_loss == "metric"
     seeds = [int(x) for x in args.seeds] if args.seeds else [args.seed]
     out = Path(args.out)
@@ -244,6 +272,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     summary = Summary(f"simulated {', '.join(algos)} for {args.rounds} round(s), {len(seeds)} seed(s)")
     for seed in seeds:
         sdir = out / f"seed{seed}" if args.seeds else out
+        if args.eval_split == "val" and args.seeds and seed != fold:  # seed k: validation fold k
+            fold = seed
+            split, data = load(fold)
         scfg = SimConfig(**{**cfg.to_dict(), "seed": seed})
         central = CentralConfig(epochs=args.central_epochs, loss=args.central_loss, seed=seed,
                                 optimizer="adam" if metric else "sgd",
@@ -272,6 +303,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             summary.notes.append(
                 f"FedFace share of the centralised gain: {summ['share_of_central_gain']:.0%}; FedFace above "
                 f"FedAvg at every evaluation round in {summ['fedface_above_fedavg_every_round']} of {len(seeds)} seeds")
+        if summ.get("fedface_minus_fedavg_by_round"):
+            summary.notes.append("FedFace - FedAvg by round (mean points, seeds above): " + ", ".join(
+                f"r{d['round']} {d['mean_points']:+.2f} ({d['seeds_above']}/{d['n_seeds']})"
+                for d in summ["fedface_minus_fedavg_by_round"]))
     return summary.then(f"open {paths['html']}").print()
 
 

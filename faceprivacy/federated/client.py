@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .losses import get_geometry, positive_loss
+from .losses import get_geometry, negative_hinge_cosine_loss, positive_loss, proxy_softmax_loss
 from .params import load_head_vector
 from .privacy import noise_generator
 
@@ -37,6 +37,12 @@ class ClientConfig:
     negatives: int = 0
     neg_margin: float = 0.7
     neg_weight: float = 1.0
+    #: how the negatives enter: "hinge" (keep features neg_margin away in the geometry), "cosine" (keep their
+    #: cosine to the negatives below neg_margin whatever the geometry: sees a shift common to all features, which
+    #: a Euclidean hinge does not) or "softmax" (a softmax over the own and the negatives' class embeddings with
+    #: logits -neg_scale x squared distance, or neg_scale x cosine)
+    neg_loss: str = "hinge"
+    neg_scale: float = 10.0
     #: public negatives (FedFR's idea): faces of a public set without identity labels that every client holds;
     #: each step draws ``public_batch`` of them, runs them through the *current* head and keeps the client's
     #: features ``neg_margin`` away (image-level negatives, as the centralised metric loss has). 0 = off
@@ -124,7 +130,11 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
         opt.zero_grad(set_to_none=True)
         fb = head(xb)
         loss = positive_loss(fb, w, cfg.margin, cfg.geometry)
-        if negs is not None:
+        if negs is not None and cfg.neg_loss == "softmax":
+            loss = loss + cfg.neg_weight * proxy_softmax_loss(fb, w, negs, cfg.neg_scale, cfg.geometry)
+        elif negs is not None and cfg.neg_loss == "cosine":  # angle-based whatever the geometry
+            loss = loss + cfg.neg_weight * negative_hinge_cosine_loss(fb, negs, cfg.neg_margin)
+        elif negs is not None:
             loss = loss + cfg.neg_weight * geo.negative_loss(fb, negs, cfg.neg_margin)
         if public_feats is not None and cfg.public_batch > 0 and len(public_feats):
             pidx = torch.randperm(len(public_feats), generator=gen)[: cfg.public_batch]

@@ -46,13 +46,18 @@ VAL_HOLDOUT_SEED = 123
 
 def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: int | None = None,
                        progress_bar: bool = True, test_root: str | os.PathLike | None = None,
-                       eval_split: str = "test", cache_dir: str | os.PathLike | None = None) -> ClientData:
+                       eval_split: str = "test", cache_dir: str | os.PathLike | None = None,
+                       val_fold: int = 0) -> ClientData:
     """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split, or
     every identity of ``test_root`` (a separate data set: nothing of it is used for training or choices).
 
     ``eval_split="val"`` is the protocol for choices: evaluation on the validation identities plus
     ``VAL_HOLDOUT`` training identities that are removed from the clients; no test identity is touched.
-    ``cache_dir`` keeps trunk features on disk (keyed by backbone and image list), so sweeps skip the trunk.
+    ``val_fold`` picks which training identities are held out (seed ``VAL_HOLDOUT_SEED + val_fold``; fold 0 is
+    the original protocol), so that a choice can be averaged over several held-out sets (``--seeds`` with
+    ``--eval-split val``: seed k uses fold k).
+    ``cache_dir`` keeps trunk features on disk (keyed by backbone and image list: all images of the subset once,
+    so every split and fold reuses them), so sweeps skip the trunk.
     """
     from ..core.data import celeba_subset, identity_split
 
@@ -64,7 +69,7 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
     if eval_split == "val":
         if test_root is not None:
             raise InputError("--eval-split val and --test-data exclude each other")
-        rng = np.random.default_rng(VAL_HOLDOUT_SEED)
+        rng = np.random.default_rng(VAL_HOLDOUT_SEED + int(val_fold))
         ids = train.identities
         hold = sorted(rng.choice(ids, size=min(VAL_HOLDOUT, len(ids) - 1), replace=False).tolist())
         train = train.select_identities([n for n in ids if n not in set(hold)])
@@ -77,14 +82,21 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
             raise InputError(f"only {len(names)} training identities are available, asked for {max_clients}")
         names = names[:max_clients]
         train = train.select_identities(names)
-    ftr = _features(split, train.paths, cache_dir, "client images" if progress_bar else None)
-    fte = _features(split, test.paths, cache_dir, "test images" if progress_bar else None)
+    if test_root is None and cache_dir is not None:  # one cache entry for every split and fold
+        fall = _features(split, full.paths, cache_dir, "images" if progress_bar else None)
+        pos = {str(q): i for i, q in enumerate(full.paths)}
+        ftr = fall[[pos[str(q)] for q in train.paths]]
+        fte = fall[[pos[str(q)] for q in test.paths]]
+    else:
+        ftr = _features(split, train.paths, cache_dir, "client images" if progress_bar else None)
+        fte = _features(split, test.paths, cache_dir, "test images" if progress_bar else None)
     labels = np.asarray(train.labels)
     feats = [ftr[labels == lab] for lab in sorted(set(labels.tolist()), key=lambda i: train.names[i])]
     source = f"celeba:{root}" + (f"; test: every identity of {test_root}" if test_root is not None else "")
     if eval_split == "val":
         source += (f"; VALIDATION protocol: {len(parts['val'].identities)} validation identities + "
-                   f"{len(hold)} training identities held out (seed {VAL_HOLDOUT_SEED})")
+                   f"{len(hold)} training identities held out (fold {int(val_fold)}, seed "
+                   f"{VAL_HOLDOUT_SEED + int(val_fold)})")
     return ClientData(feats, names, fte, np.asarray(test.labels), source)
 
 
@@ -235,13 +247,39 @@ def seed_summary(per_seed: dict[int, dict]) -> dict:
         for n, g in gains.items()}}
     if "fedface" in gains and "central" in gains and np.mean(gains["central"]) > 0:
         out["share_of_central_gain"] = float(np.mean(gains["fedface"]) / np.mean(gains["central"]))
+    # TAR@FAR=1e-3 gain per evaluation round, mean ± sd over seeds (seeds with different start points, e.g.
+    # validation folds, are comparable through the gain)
+    curves: dict = {}
+    for n in names:
+        per: dict[int, list[float]] = {}
+        for r in per_seed.values():
+            for c in r["runs"].get(n, {}).get("curve", []):
+                per.setdefault(int(c["round"]), []).append(100.0 * (c[HEADLINE] - r["pretrained"][HEADLINE]))
+        if per:
+            curves[n] = [{"round": k, "gain_mean": float(np.mean(v)),
+                          "gain_sd": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, "n_seeds": len(v)}
+                         for k, v in sorted(per.items())]
+    if curves:
+        out["gain_by_round"] = curves
     if "fedface" in names and "fedavg" in names:
         above = 0
+        diffs: dict[int, list[float]] = {}
         for r in per_seed.values():
             ff = {c["round"]: c[HEADLINE] for c in r["runs"]["fedface"]["curve"] if c["round"] > 0}
             fa = {c["round"]: c[HEADLINE] for c in r["runs"]["fedavg"]["curve"] if c["round"] > 0}
             above += all(ff[k] > fa[k] for k in ff if k in fa)
+            for k in ff:
+                if k in fa:
+                    diffs.setdefault(int(k), []).append(100.0 * (ff[k] - fa[k]))
         out["fedface_above_fedavg_every_round"] = above
+        out["fedface_minus_fedavg_by_round"] = [
+            {"round": k, "mean_points": float(np.mean(v)), "min_points": float(np.min(v)),
+             "seeds_above": int(sum(x > 0 for x in v)), "n_seeds": len(v)} for k, v in sorted(diffs.items())]
+        out["fedface_above_fedavg_rounds"] = int(sum(d["seeds_above"] == d["n_seeds"]
+                                                     for d in out["fedface_minus_fedavg_by_round"]))
+        out["evaluation_rounds"] = len(out["fedface_minus_fedavg_by_round"])
+    out["source"] = sorted({str(r.get("source", "")) for r in per_seed.values()})
+    out["pretrained_tar@1e-3"] = [float(r["pretrained"][HEADLINE]) for r in per_seed.values()]
     return out
 
 
@@ -292,8 +330,10 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
 
 def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool, clients: int | None,
             seed: int = 0, progress_bar: bool = True, test_root: str | os.PathLike | None = None,
-            eval_split: str = "test", cache_dir: str | os.PathLike | None = None) -> tuple[SplitModel, ClientData]:
-    """Build the backbone split and the client data for ``fed-simulate``."""
+            eval_split: str = "test", cache_dir: str | os.PathLike | None = None,
+            val_fold: int = 0) -> tuple[SplitModel, ClientData]:
+    """Build the backbone split and the client data for ``fed-simulate`` (``val_fold``: see
+    :func:`celeba_client_data`)."""
     split = build_split(backbone, seed=seed)
     if synthetic:
         return split, synthetic_client_data(split, clients or 100, seed)
@@ -302,7 +342,7 @@ def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool,
     if test_root is not None and not Path(test_root).is_dir():
         raise InputError(f"test data folder not found: {test_root}")
     return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root, eval_split,
-                                     cache_dir)
+                                     cache_dir, val_fold)
 
 
 def _findings(rep, results: dict) -> None:

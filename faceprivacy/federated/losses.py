@@ -47,6 +47,20 @@ def negative_hinge_cosine_loss(feats: torch.Tensor, negs: torch.Tensor, margin: 
     return torch.clamp(c - margin, min=0.0).pow(2).mean()
 
 
+def proxy_softmax_loss(feats: torch.Tensor, w: torch.Tensor, negs: torch.Tensor, scale: float,
+                       geometry: str = "euclidean") -> torch.Tensor:
+    """Softmax over the client's own class embedding ``w`` and other classes' embeddings ``negs`` (K, D) from the
+    bank: ``-log softmax_0(-scale * ||f - p||^2)`` (euclidean) or ``scale * cos`` (cosine), mean over ``feats``.
+    Unlike the hinges it penalises a contraction of the whole space (the logits flatten), the drift that
+    positive-only clients share."""
+    P = torch.cat([w.reshape(1, -1).to(feats.dtype), negs.to(feats.dtype)])
+    if geometry == "cosine":
+        logits = scale * (F.normalize(feats, dim=-1) @ F.normalize(P, dim=-1).T)
+    else:
+        logits = -scale * torch.cdist(feats, P).pow(2)
+    return F.cross_entropy(logits, torch.zeros(len(feats), dtype=torch.long))
+
+
 def nearest_negatives(W: np.ndarray, rows: np.ndarray, k: int, geometry: str = "cosine") -> np.ndarray:
     """For each of ``rows``, the indices of its ``k`` nearest *other* class embeddings in ``W`` (hardest
     negatives: smallest distance, or largest cosine); shape (len(rows), k)."""

@@ -94,6 +94,13 @@ class ServerConfig:
     geometry: str = "cosine"
     #: reject updates whose L2 norm exceeds this (None = no limit)
     max_update_norm: float | None = None
+    #: server learning-rate schedule over the run's rounds: "constant" or "cosine" (from server_lr down to
+    #: server_lr * server_lr_min at the last round)
+    server_lr_schedule: str = "constant"
+    server_lr_min: float = 0.1
+    #: spreadout warm-up: its step size grows linearly from spread_lr / spread_warmup to spread_lr over the
+    #: first spread_warmup rounds (0 = off)
+    spread_warmup: int = 0
 
 
 class ServerAdam:
@@ -143,6 +150,21 @@ class ServerState:
         if cfg.server_opt not in ("sgd", "adam"):
             raise ValueError(f"unknown server optimizer {cfg.server_opt!r}; choose 'sgd' or 'adam'")
         self.adam = ServerAdam(cfg.server_lr, cfg.adam_betas, cfg.adam_eps) if cfg.server_opt == "adam" else None
+        if cfg.server_lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown server lr schedule {cfg.server_lr_schedule!r}; choose constant or cosine")
+        self.lr = float(cfg.server_lr)
+        self.spread_lr = float(cfg.spread_lr)
+
+    def schedule(self, rnd: int, total: int) -> None:
+        """Set this round's server and spreadout step sizes (round ``rnd`` of ``total``, from 1)."""
+        c = self.cfg
+        f = 1.0
+        if c.server_lr_schedule == "cosine" and total > 1:
+            f = c.server_lr_min + (1.0 - c.server_lr_min) * 0.5 * (1.0 + math.cos(math.pi * (rnd - 1) / (total - 1)))
+        self.lr = float(c.server_lr) * f
+        if self.adam is not None:
+            self.adam.lr = self.lr
+        self.spread_lr = float(c.spread_lr) * (min(1.0, rnd / c.spread_warmup) if c.spread_warmup > 0 else 1.0)
 
     def apply(self, mean_delta: torch.Tensor | None, new_embeddings: dict[int, np.ndarray]) -> dict:
         """Apply the averaged head update, store the clients' embeddings, run spreadout; returns stats."""
@@ -153,13 +175,13 @@ class ServerState:
             if self.momentum is not None:
                 self.momentum.mul_(self.cfg.server_momentum).add_(mean_delta)
                 step = self.momentum
-            self.vec += self.cfg.server_lr * step
+            self.vec += self.lr * step
         self.W = store_embeddings(self.W, new_embeddings, self.cfg.geometry)
         stats = {}
         if self.cfg.spreadout and len(self.W) > 1:
             c = self.cfg
             stats["spread_before"] = spreadout_value(self.W, c.spread_margin, c.geometry)
-            self.W = server_spreadout(self.W, c.spread_steps, c.spread_lr, c.spread_margin, c.geometry)
+            self.W = server_spreadout(self.W, c.spread_steps, self.spread_lr, c.spread_margin, c.geometry)
             stats["spread_after"] = spreadout_value(self.W, c.spread_margin, c.geometry)
         return stats
 

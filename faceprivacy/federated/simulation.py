@@ -69,6 +69,11 @@ class SimConfig:
     seed: int = 0
     eval_every: int = 5  # evaluate the global model every k rounds (and after the last); 0 = never
     checkpoint_every: int = 0  # 0 = only at the end (when a checkpoint path is given)
+    #: DP only: each client keeps its own class embedding (its mean feature at first participation) as the target
+    #: it trains against, moved by the server's spreadout displacement of its noised copy; it uploads its
+    #: embedding only at first participation, so the server's copy does not take fresh noise every round.
+    #: Off: the client trains against the server's (noised) copy, and every upload re-noises it.
+    private_target: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.client, dict):
@@ -149,6 +154,9 @@ class FederatedSimulator:
         #: strategy does) and a client's first upload is a clipped, noised step from there
         self.private_start = cfg.client.dp_noise > 0
         self.seen = np.zeros(len(W), dtype=bool)
+        #: client-side state of ``private_target``: own target and the server's copy as last uploaded
+        self.own = np.zeros_like(W)
+        self.anchor = np.zeros_like(W)
         if self.private_start:
             W = random_start(W, cfg.client.geometry, _seed(cfg.seed, "random-start"))
         self.state = ServerState(vec0, W, cfg.server)
@@ -178,7 +186,8 @@ class FederatedSimulator:
 
         return {"format": "faceprivacy-fedsim-1", "vec": self.state.vec, "W": torch.from_numpy(self.state.W),
                 "momentum": self.state.momentum if self.state.momentum is not None else torch.zeros(0),
-                **self._adam_state(), "seen": torch.from_numpy(self.seen.copy()), "round": self.round, "history": json.dumps(self.history),
+                **self._adam_state(), "seen": torch.from_numpy(self.seen.copy()),
+                "own": torch.from_numpy(self.own.copy()), "anchor": torch.from_numpy(self.anchor.copy()), "round": self.round, "history": json.dumps(self.history),
                 "config": json.dumps(self.cfg.to_dict(), sort_keys=True), "fingerprint": self.fingerprint}
 
     def _adam_state(self) -> dict:
@@ -222,6 +231,9 @@ class FederatedSimulator:
             self.state.adam.load({k: st[f"adam_{k}"] for k in ("m", "v", "t")})
         if "seen" in st:
             self.seen = st["seen"].numpy().astype(bool)
+        if "own" in st:
+            self.own = st["own"].numpy().astype(np.float32)
+            self.anchor = st["anchor"].numpy().astype(np.float32)
         self.round = int(st["round"])
         self.history = json.loads(st["history"])
 
@@ -259,13 +271,20 @@ class FederatedSimulator:
             if dropped[j]:
                 continue
             start = self.state.W[cid]
-            if self.private_start and not self.seen[cid]:  # the client's own start; only a noised step leaves
+            reference = self.state.W[cid]
+            first = not self.seen[cid]
+            private = self.private_start and self.cfg.private_target
+            if self.private_start and first:  # the client's own start; only a noised step leaves
                 load_head_vector(self.scratch, self.state.vec)
                 start = init_class_embedding(self.scratch, self.client_feats[cid], self.cfg.client.geometry)
+                self.own[cid] = start
+            elif private:  # own target + the server's spreadout displacement of the uploaded copy
+                start = self.own[cid] + (self.state.W[cid] - self.anchor[cid])
+                reference = start  # nothing of the embedding is uploaded again
             self.seen[cid] = True
             upd = client_update(self.scratch, self.state.vec, self.client_feats[cid], start,
                                 self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid),
-                                reference=self.state.W[cid],
+                                reference=reference,
                                 negatives=None if neg_idx is None else self.state.W[neg_idx[j]],
                                 public_feats=self.public_feats if self.cfg.algorithm == "fedface" else None)
             if faulty[j]:  # a broken/malicious client: corrupt the update
@@ -278,11 +297,17 @@ class FederatedSimulator:
                 rejected += 1
                 continue
             acc.add(upd.delta, upd.num_examples)
-            new_emb[cid] = upd.embedding
+            if not private or first:
+                new_emb[cid] = upd.embedding
             losses.append(upd.loss)
         mean_delta = acc.mean()
         if mean_delta is None:
             log.warning("round %d: no valid update (all %d sampled clients dropped or rejected)", rnd, len(sampled))
+        self.state.schedule(rnd, self._target)
+        from .server import class_embedding
+
+        for cid, e in new_emb.items():  # the copy each client last uploaded, as the server stores it
+            self.anchor[cid] = class_embedding(e, self.cfg.client.geometry)
         stats = self.state.apply(mean_delta, new_emb)
         self.round = rnd
         entry = {"round": rnd, "sampled": int(len(sampled)), "dropped": int(dropped.sum()),

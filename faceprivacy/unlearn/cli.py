@@ -93,6 +93,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="MetaUnlearn step = eta * (number of support photos / 5) ** k_power (default: the recipe's)")
     e.add_argument("--request-k-power", type=float, default=None,
                    help="k_power stored with the trained MetaLoss for request time (default: --k-power)")
+    e.add_argument("--meta-k", type=int, nargs=2, default=None, metavar=("KMIN", "KMAX"),
+                   help="sizes of the simulated forget requests in meta-training, drawn uniformly from KMIN..KMAX "
+                        "(default: the recipe's)")
+    e.add_argument("--meta-unroll", type=int, default=None,
+                   help="learned-loss steps unrolled in meta-training and applied at request time (default: the "
+                        "recipe's)")
+    e.add_argument("--precond", type=float, default=None, metavar="LAMBDA",
+                   help="precondition every Linear layer's MetaUnlearn weight step with (M/mean eig + LAMBDA I)^-1, "
+                        "M the second moment of its inputs on the training data (0 = off; default: the recipe's)")
     e.add_argument("--device", default="cpu", help="cpu | cuda")
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
@@ -140,7 +149,17 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
 _META_OVERRIDES = (("meta_dropout", "dropout"), ("outer", "outer"), ("val_kl", "val_kl"),
                    ("meta_update", "update"), ("proj_rank", "proj_rank"), ("k_power", "k_power"),
                    ("request_k_power", "request_k_power"), ("retain_weight", "retain_weight"),
-                   ("oof_folds", "oof_folds"))
+                   ("oof_folds", "oof_folds"), ("precond", "precond"))
+
+
+def _check_meta_flags(args: argparse.Namespace) -> None:
+    """Refuse impossible meta-training flags before any data is read."""
+    if args.meta_k and not 1 <= args.meta_k[0] <= args.meta_k[1]:
+        raise InputError("--meta-k needs 1 <= KMIN <= KMAX")
+    if args.meta_unroll is not None and args.meta_unroll < 1:
+        raise InputError("--meta-unroll must be >= 1")
+    if args.precond is not None and args.precond < 0:
+        raise InputError("--precond must be >= 0 (0 = off)")
 
 
 def _eval_config(args: argparse.Namespace):
@@ -176,6 +195,11 @@ def _eval_config(args: argparse.Namespace):
             setattr(cfg.meta, fld, getattr(args, arg))
     if args.meta_iters:
         cfg.meta.iters = args.meta_iters
+    _check_meta_flags(args)
+    if args.meta_k:
+        cfg.meta.k_min, cfg.meta.k_max = args.meta_k
+    if args.meta_unroll is not None:
+        cfg.meta.unroll = args.meta_unroll
     if args.eta:
         cfg.meta.eta = args.eta
     if args.meta_lr:
@@ -229,6 +253,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.from_json:
         return _resummarise(Path(args.from_json), Path(args.out))
     torch.set_num_threads(max(1, args.threads))
+    _check_meta_flags(args)
     root = Path(args.data) if args.data else default_data_root()
     if root is None or not Path(root).exists():
         raise InputError("no data root: pass --data (datakit or celeba_subset_aligned112 folder)")

@@ -47,14 +47,15 @@ class EvalConfig:
 
 def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
     """The second task's recipe (``--task identity``): an MLP head on LayerNorm-ed dlib descriptors, one label
-    per person, the 40-group out-of-fold MetaLoss; see docs/unlearn.md. Explicit CLI flags are applied on top
-    of the returned config, so a preset value and a flag never fight over an argparse namespace."""
+    per person, the 40-group out-of-fold MetaLoss with the whitened (preconditioned) step; see docs/unlearn.md.
+    Explicit CLI flags are applied on top of the returned config, so a preset value and a flag never fight over
+    an argparse namespace."""
     from .model import MLP_WIDTHS
 
     cfg = cfg or EvalConfig()
     cfg.train = replace(cfg.train, epochs=100, label_smoothing=0.1)
     cfg.meta = replace(cfg.meta, iters=20000, eta=10.0, dropout=0.0, outer="oof", val_kl=1.0, update="weights",
-                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40)
+                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40, precond=0.1)
     cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=MLP_WIDTHS, embedder="dlib", norm=True)
     cfg.tune_ks, cfg.tune_seeds = (5, 10), (1000, 1001, 1002, 1003, 1004, 1005)
     return cfg
@@ -94,6 +95,34 @@ def retrain_reference(td: TaskData, xt: torch.Tensor, req: ForgetRequest, tcfg: 
             torch.save({"state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
                         "model_cfg": asdict(m.cfg), "wall_s": dt}, tmp)
     return m, dt, False
+
+
+def _cached_oof(td: TaskData, xt: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
+    """Out-of-fold probabilities for ``outer="oof"``; with ``cfg.reference_cache`` they are stored there (class
+    probabilities only, keyed by the inputs, labels, split, recipe, model config and number of groups) and
+    reused by a later meta-training on the same data."""
+    import hashlib
+    import json
+
+    f = None
+    if cfg.reference_cache is not None:
+        h = hashlib.sha256()
+        for a in (xt.detach().cpu().numpy(), td.y, td.ident, td.train_fit):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update(json.dumps([asdict(cfg.train), asdict(cfg.model) if cfg.model else None, cfg.meta.oof_folds],
+                            sort_keys=True, default=str).encode())
+        f = Path(cfg.reference_cache) / f"oof_f{cfg.meta.oof_folds}_{h.hexdigest()[:16]}.pt"
+        if f.is_file():
+            return torch.load(f, map_location="cpu", weights_only=True)
+    oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model, folds=cfg.meta.oof_folds,
+                            device=cfg.device)
+    if f is not None:
+        from ..core.fileio import atomic_path
+
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(f) as tmp:
+            torch.save(oof, tmp)
+    return oof
 
 
 @dataclass
@@ -187,8 +216,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         oof = None
         if cfg.meta.outer == "oof":
             t0 = time.perf_counter()
-            oof = out_of_fold_probs(xt, td.y, td.ident, td.train_fit, cfg.train, cfg.model,
-                                    folds=cfg.meta.oof_folds, device=dev)
+            oof = _cached_oof(td, xt, cfg)
             res["log"]["out_of_fold_s"] = time.perf_counter() - t0
         meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
                                 device=dev, oof=oof)

@@ -48,9 +48,17 @@ class MetaLoss(nn.Module):
         #: the top principal directions of that layer's inputs on the training data, so the step changes the
         #: layer's output little on a typical person and mostly along what is specific to the support photos
         self.proj: dict[str, torch.Tensor] = {}
+        #: per Linear layer, a symmetric (in_dim, in_dim) preconditioner applied to the weight step after the
+        #: projection, ``(M / mean eig + lam I)^-1 (1 + lam)`` with M the second moment of the layer's inputs on the
+        #: training data: the step changes a layer's output on another input x' by ``delta * a_s^T P x'``, a
+        #: whitened (Mahalanobis-like) similarity to the support activation a_s, so it moves the support person's
+        #: other photos more and people who merely share common directions less (empty = off)
+        self.precond: dict[str, torch.Tensor] = {}
         #: request-time step = eta * (n_support / k_ref) ** k_power (0 = the same step whatever the number of
         #: people; with the mean over support photos each person's share of the step shrinks as 1/K)
         self.k_power, self.k_ref = 0.0, 5
+        #: learned-loss steps applied at request time (the number it was meta-trained with, unrolled)
+        self.steps = 1
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Learned loss over the batch (mean or sum of the per-sample scores)."""
@@ -96,9 +104,16 @@ class MetaConfig:
     k_ref: int = 5
     #: exponent stored with the MetaLoss for request time (None = ``k_power``); chosen on tuning requests
     request_k_power: float | None = None
+    #: lambda of the input preconditioner of every Linear layer's weight step (0 = off; see MetaLoss.precond)
+    precond: float = 0.0
     #: identity groups for ``outer="oof"``: more groups = each out-of-fold model misses fewer people, closer to
     #: a retraining without K people
     oof_folds: int = 5
+    #: smallest simulated request (K drawn uniformly from k_min..k_max)
+    k_min: int = 1
+    #: inner steps of the learned loss, unrolled (differentiated through) in meta-training and applied at
+    #: request time (stored with the MetaLoss)
+    unroll: int = 1
 
 
 def _params(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -106,9 +121,10 @@ def _params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def inner_step(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float,
-               create_graph: bool) -> dict[str, torch.Tensor]:
-    """Parameters after one step of the learned loss on the support batch (differentiable if asked)."""
-    params = _params(model)
+               create_graph: bool, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Parameters after one step of the learned loss on the support batch (differentiable if asked), from the
+    model's own parameters or from ``params`` (a previous, unrolled step)."""
+    params = _params(model) if params is None else params
     buffers = {k: v for k, v in model.named_buffers()}
     f = functional_call(_FeatureWrapper(model), {**{f"m.{k}": v for k, v in params.items()},
                                                  **{f"m.{k}": v for k, v in buffers.items()}}, (xs,))
@@ -125,6 +141,8 @@ def inner_step(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tenso
         if kind == "weight" and layer in meta.proj and g.dim() == 2:
             u = meta.proj[layer].to(g)
             g = g - (g @ u) @ u.T
+        if kind == "weight" and layer in meta.precond and g.dim() == 2:
+            g = g @ meta.precond[layer].to(g)
         out[k] = p - eta * g
     return out
 
@@ -147,6 +165,31 @@ def input_projectors(model: TaskCNN, x: torch.Tensor, rank: int, batch: int = 20
         a = torch.cat(a).double()
         _ev, u = torch.linalg.eigh(a.T @ a / len(a))
         out[n] = u.flip(1)[:, :min(rank, u.shape[1])].float().contiguous()
+    return out
+
+
+@torch.no_grad()
+def input_preconditioners(model: TaskCNN, x: torch.Tensor, lam: float, batch: int = 2048) -> dict[str, torch.Tensor]:
+    """``(M / mean eigenvalue + lam I)^-1 (1 + lam)`` per Linear layer, M the (uncentred) second moment of the
+    layer's inputs over ``x`` (see :attr:`MetaLoss.precond`)."""
+    if lam <= 0:
+        raise InputError("the preconditioner's lambda must be > 0")
+    acts: dict[str, list[torch.Tensor]] = {}
+    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: acts.setdefault(n, []).append(inp[0].detach()))
+             for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        for s in range(0, len(x), batch):
+            model(x[s:s + batch])
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for n, a in acts.items():
+        a = torch.cat(a).double()
+        m = a.T @ a / len(a)
+        m = m / (torch.trace(m) / len(m))
+        eye = torch.eye(len(m), dtype=m.dtype)
+        out[n] = (torch.linalg.inv(m + lam * eye) * (1.0 + lam)).float().contiguous()
     return out
 
 
@@ -210,9 +253,11 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
     xt = to_float(x).to(device) if not isinstance(x, torch.Tensor) or x.dtype == torch.uint8 else x.to(device)
     yt = torch.as_tensor(y, dtype=torch.long, device=device)
     meta = MetaLoss(model.cfg.n_classes, model.feature_dim, dropout=cfg.dropout, reduction=cfg.reduction).to(device)
-    meta.update, meta.k_power, meta.k_ref = cfg.update, cfg.k_power, cfg.k_ref
+    meta.update, meta.k_power, meta.k_ref, meta.steps = cfg.update, cfg.k_power, cfg.k_ref, max(1, cfg.unroll)
     if cfg.proj_rank:
         meta.proj = input_projectors(model, xt[np.r_[train_fit, val]], cfg.proj_rank)
+    if cfg.precond:
+        meta.precond = input_preconditioners(model, xt[np.r_[train_fit, val]], cfg.precond)
     opt = torch.optim.AdamW(meta.parameters(), lr=cfg.lr, amsgrad=True)
     ids = np.asarray(sorted(supports))
     fit_ident = ident[train_fit]
@@ -222,7 +267,7 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
     hist = []
     meta.train()
     for _it in progress(range(cfg.iters), desc="meta-train"):
-        k = int(rng.integers(1, min(cfg.k_max, len(ids) - 1) + 1))
+        k = int(rng.integers(min(cfg.k_min, cfg.k_max), min(cfg.k_max, len(ids) - 1) + 1))
         fid = rng.choice(ids, size=k, replace=False)
         s_idx = np.asarray([supports[int(i)] for i in fid])
         in_f = np.isin(fit_ident, fid)
@@ -230,7 +275,10 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
         f_idx = rng.choice(f_pool, size=min(cfg.batch, len(f_pool)), replace=False)
         r_idx = rng.choice(r_pool, size=min(cfg.batch, len(r_pool)), replace=False)
         v_idx = rng.choice(val, size=min(cfg.batch, len(val)), replace=False)
-        new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True)
+        new = None
+        for _s in range(max(1, cfg.unroll)):
+            new = inner_step(model, meta, xt[s_idx], yt[s_idx], cfg.eta, create_graph=True, params=new)
+        assert new is not None
         with torch.no_grad():
             v0_logits = _logits(model, params0, xt[v_idx])
             v0 = F.cross_entropy(v0_logits, yt[v_idx])
@@ -272,12 +320,13 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
 
 
 def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float = 0.1,
-                 steps: int = 1) -> TaskCNN:
+                 steps: int | None = None) -> TaskCNN:
     """Apply the learned loss to the support images: ``steps`` plain gradient steps of size ``eta``
-    (one by default, as in the paper); returns the updated model (in place, eval mode)."""
+    (default: the number the MetaLoss was meta-trained with, one as in the paper unless unrolled); returns the
+    updated model (in place, eval mode)."""
     model.eval()
     meta.eval()
-    for _ in range(steps):
+    for _ in range(meta.steps if steps is None else steps):
         new = inner_step(model, meta, xs, ys, eta, create_graph=False)
         with torch.no_grad():
             for k, p in model.named_parameters():
@@ -289,7 +338,8 @@ def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
             "width": meta.width, "reduction": meta.reduction, "update": meta.update, "k_power": meta.k_power,
-            "k_ref": meta.k_ref, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
+            "k_ref": meta.k_ref, "steps": meta.steps, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
+            "precond": {k: v.detach().cpu() for k, v in meta.precond.items()},
             "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
     with atomic_path(path) as tmp:
@@ -309,7 +359,9 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         meta.load_state_dict(blob["state_dict"])
         meta.update = str(blob.get("update", "all"))
         meta.k_power, meta.k_ref = float(blob.get("k_power", 0.0)), int(blob.get("k_ref", 5))
+        meta.steps = int(blob.get("steps", 1))
         meta.proj = {str(k): v.float() for k, v in (blob.get("proj") or {}).items()}
+        meta.precond = {str(k): v.float() for k, v in (blob.get("precond") or {}).items()}
     except Exception as e:
         raise ModelLoadError(f"{p} is not a faceprivacy MetaLoss file: {e}") from e
     meta.eval()

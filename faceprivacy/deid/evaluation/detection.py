@@ -68,6 +68,13 @@ class DetectionConfig:
     n_thr: int = 400
     seed: int = 0
     threads: int = 1
+    #: weak-tier floors swept per detector that has one (``core.detect.WEAK_SCORES``; its default is always run)
+    floors: tuple[float, ...] = ()
+    #: the pipeline as ``anonymize`` runs it: weak tier obscured, safety net on, small frames searched one level
+    #: finer (``core.detect.SMALL_FRAME_MP``; also for the detector table); False: the earlier behaviour
+    weak: bool = True
+    safety: bool = True
+    small_frames: bool = True
     scene_sizes: tuple = ((640, 480), (1280, 720), (1920, 1080), (3840, 2160))
     scene_weights: tuple = (0.3, 0.35, 0.25, 0.1)
 
@@ -94,6 +101,9 @@ class DetectionConfig:
         for d in (*self.detectors, *self.pipeline):
             if d not in DETECTORS:
                 raise InputError(f"unknown detector {d!r} (use {', '.join(DETECTORS)})")
+        for f in self.floors:
+            if not 0 <= f < 1:
+                raise InputError(f"--floors must be in [0, 1), got {f:g}")
 
 
 # ----- matching and rates ----------------------------------------------------------------------------------
@@ -203,14 +213,15 @@ def _cnn_subset(scenes, budget_mp: float, seed: int) -> list[int]:
 def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
     """Per detector: found flag per face (NaN where not run), FP and seconds per scene, scenes run, at the
     default score threshold and (``sweep``) at each threshold of ``SWEEP``."""
-    from ...core.detect import MIN_SCORES, FaceDetector
+    from ...core.detect import MIN_SCORES, SMALL_FRAME_MP, FaceDetector
 
     n_faces = sum(len(s.faces) for s in scenes)
     out = {}
     for name in cfg.detectors:
         default = MIN_SCORES[name]
         thresholds = sorted(set(SWEEP.get(name, ())) | {default})
-        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, min_score=thresholds[0])
+        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, min_score=thresholds[0],
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
         run = _cnn_subset(scenes, cfg.cnn_max_mp, cfg.seed) if name == "cnn" else list(range(len(scenes)))
         found = {t: np.full(n_faces, np.nan) for t in thresholds}
         fps = {t: np.zeros(len(scenes)) for t in thresholds}
@@ -235,7 +246,39 @@ def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
             boxes[si] = b[s >= default].tolist() if len(s) else []
         sweep = {t: {"found": found[t], "fp": fps[t]} for t in thresholds}
         out[name] = {"found": found[default], "fp": fps[default], "secs": secs, "scenes": run, "boxes": boxes,
-                     "sweep": sweep, "default_score": default}
+                     "sweep": sweep, "default_score": default, "weak": _weak_sweep(name, scenes, run, cfg, data)}
+    return out
+
+
+def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: Path) -> dict:
+    """Per weak-tier floor (``cfg.floors`` plus the detector's default ``WEAK_SCORES``): found flag per face and
+    false positives per scene counting strong *and* weak detections (what ``anonymize`` replaces or obscures),
+    the weak detections per scene, and seconds per scene; one detector run per floor."""
+    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+
+    if WEAK_SCORES.get(name) is None:
+        return {}
+    n_faces = sum(len(s.faces) for s in scenes)
+    starts = np.cumsum([0] + [len(s.faces) for s in scenes])
+    out = {}
+    for fl in sorted(set(cfg.floors) | {WEAK_SCORES[name]}):
+        det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, floor=fl,
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
+        found, fps, weak, secs = np.full(n_faces, np.nan), np.zeros(len(scenes)), np.zeros(len(scenes)), \
+            np.zeros(len(scenes))
+        det.boxes(scenes[0].image[:64, :64])
+        for si in progress(run, desc=f"detect {name} floor {fl:g}", unit="scene"):
+            sc = scenes[si]
+            t0 = time.perf_counter()
+            res = det.boxes(sc.image)
+            secs[si] = time.perf_counter() - t0
+            b = np.array([r[0] for r in res]).reshape(-1, 4)
+            sc_ = np.array([r[1] for r in res])
+            gt = np.array([f.box for f in sc.faces]).reshape(-1, 4)
+            hit, fps[si] = match(b, sc_, gt)
+            found[starts[si]:starts[si] + len(sc.faces)] = hit
+            weak[si] = float(np.sum(sc_ < det.min_score)) if len(sc_) else 0.0
+        out[fl] = {"found": found, "fp": fps, "weak": weak, "secs": secs}
     return out
 
 
@@ -276,12 +319,16 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         save_image(src / f"{sc.name}.png", sc.image)
     orig_crops = [arcface_crop(sc.image, f.five, 112)[0] for sc in scenes for f in sc.faces]
     f_orig = judge.embed(np.stack(orig_crops)) if orig_crops else np.zeros((0, 128))
+    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES
+
     out = {}
     for name in cfg.pipeline:
         dst = work / f"anon_{name}"
-        det = FaceDetector(name, data_root=data, threads=cfg.threads)
+        det = FaceDetector(name, data_root=data, threads=cfg.threads,
+                           floor=WEAK_SCORES.get(name) if cfg.weak else None,
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
         t0 = time.perf_counter()
-        summ = anonymize_paths(src, dst, PASS, method, detector=det)
+        summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=cfg.safety)
         wall = time.perf_counter() - t0
         crops, skipped = [], []
         for sc in scenes:
@@ -293,7 +340,9 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         f_anon = judge.embed(np.stack(crops)) if crops else np.zeros((0, 128))
         cos = np.sum(f_orig * f_anon, 1)
         out[name] = {"cos": cos, "missed": cos > thr, "blurred": int(summ.get("blurred", 0)), "wall_s": wall,
-                     "skipped": skipped, "faces_anonymized": int(summ["faces"]), "dir": dst}
+                     "skipped": skipped, "faces_anonymized": int(summ["faces"]), "dir": dst,
+                     "weak_floor": det.floor, "safety": bool(cfg.safety),
+                     **{k: summ.get(k, 0) for k in ("weak", "unalignable", "escalated", "redrawn", "safety_s")}}
     return out
 
 
@@ -368,6 +417,17 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
                                        if (ran & empty).any() else None})
         big = sel & (table["size"] >= GOAL_FROM_PX)
         row["recall_from_24px"] = rate_with_ci(r["found"][big], table["group"][big]) if big.any() else None
+        row["weak_tier"] = []
+        for fl, w in r["weak"].items():  # strong + weak detections: what anonymize replaces or obscures
+            h = w["found"][sel]
+            b24 = table["size"][sel] >= GOAL_FROM_PX
+            row["weak_tier"].append({"floor": fl, "recall": rate_with_ci(h, groups),
+                                     "recall_from_24px": rate_with_ci(h[b24], groups[b24]) if b24.any() else None,
+                                     "fp_per_mp": ratio_ci(w["fp"][ran], mp[ran]),
+                                     "fp_per_mp_face_free": ratio_ci(w["fp"][ran & empty], mp[ran & empty])
+                                     if (ran & empty).any() else None,
+                                     "weak_per_mp": ratio_ci(w["weak"][ran], mp[ran]),
+                                     "s_per_mp": float(w["secs"][ran].sum() / mp[ran].sum())})
         if hog_rate is not None:
             hog_s = hog_rate["secs"][ran].sum() / mp[ran].sum()
             row["time_vs_hog"] = float(row["s_per_mp"] / hog_s) if hog_s > 0 else None
@@ -396,6 +456,10 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
                                               for o in ("none", "mask", "eyes", "side")
                                               if (table["occlusion"] == o).any()],
                    "blurred_fallback": p["blurred"], "faces_anonymized": p["faces_anonymized"],
+                   "weak_floor": p["weak_floor"], "safety_net": p["safety"],
+                   "obscured": {"weak": p["weak"], "unalignable": p["unalignable"], "escalated": p["escalated"]},
+                   "redrawn": p["redrawn"], "safety_s": float(p["safety_s"]),
+                   "safety_s_per_face": float(p["safety_s"]) / max(1, p["faces_anonymized"]),
                    "scenes_without_output": p["skipped"], "s_per_mp": float(p["wall_s"] / mp.sum()),
                    "median_cos": float(np.median(p["cos"])) if len(p["cos"]) else None}
             m24 = row["miss_rate_from_24px"]
@@ -408,6 +472,11 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
                     for k, v in table.items()}
     for name, r in raw.items():
         res["faces"][f"found_{name}"] = [None if np.isnan(x) else bool(x) for x in r["found"]]
+        from ...core.detect import WEAK_SCORES
+
+        w = r["weak"].get(WEAK_SCORES.get(name))
+        if w is not None:
+            res["faces"][f"found_weak_{name}"] = [None if np.isnan(x) else bool(x) for x in w["found"]]
     for name, p in pipe.items():
         res["faces"][f"cos_after_{name}"] = [float(x) for x in p["cos"]]
     from .detection_report import write_report

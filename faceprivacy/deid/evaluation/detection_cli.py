@@ -36,6 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="megapixels dlib's slow MMOD (cnn) runs on, smallest scenes first (default 2.0)")
     d.add_argument("--far", type=float, default=1e-3, help="false accept rate of the judge's threshold")
     d.add_argument("--seed", type=int, default=0, help="seed of the scene set")
+    d.add_argument("--floors", type=float, nargs="*", default=None, metavar="SCORE",
+                   help="weak-tier floors swept (recall and FP/MP counting weak detections; the default floor of "
+                        "anonymize is always measured)")
+    d.add_argument("--no-safety", action="store_true",
+                   help="pipeline without the post-replacement safety net (for comparison)")
+    d.add_argument("--no-weak", action="store_true",
+                   help="pipeline without the weak tier: low-score detections left as they are (for comparison)")
+    d.add_argument("--no-small-frames", action="store_true",
+                   help="search small frames at the normal pyramid, not one level finer (for comparison)")
     d.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, blur method)")
     d.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
     add_common(d, threads=1)
@@ -54,7 +63,8 @@ def _cmd(args) -> int:
         raise InputError("datakit not found: pass --data")
     kw: dict = {"identities": args.identities, "detectors": tuple(args.detectors),
                 "pipeline": tuple(args.pipeline_detectors), "far": args.far, "seed": args.seed,
-                "threads": args.threads or 1}
+                "threads": args.threads or 1, "floors": tuple(args.floors or ()), "safety": not args.no_safety,
+                "weak": not args.no_weak, "small_frames": not args.no_small_frames}
     if args.faces is not None:
         kw["n_celeba"] = kw["n_utk"] = args.faces
     for flag, key in (("empty", "n_empty"), ("cnn_max_mp", "cnn_max_mp")):

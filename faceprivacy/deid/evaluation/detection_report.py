@@ -65,6 +65,40 @@ def sweep_rows(res: dict) -> list[dict]:
     return rows
 
 
+def weak_rows(res: dict) -> list[dict]:
+    """Strong + weak detections (what anonymize replaces or obscures) per weak-tier floor."""
+    from ...core.detect import WEAK_SCORES
+
+    rows = []
+    for name, r in res["detectors"].items():
+        for w in r.get("weak_tier", []):
+            rows.append({"detector": name, "floor": f"{w['floor']:g}"
+                         + (" (default)" if w["floor"] == WEAK_SCORES.get(name) else ""),
+                         "recall": _short(w["recall"]), "recall >= 24 px": _short(w["recall_from_24px"]),
+                         "FP / MP": _short(w["fp_per_mp"]), "FP / MP face-free": _short(w["fp_per_mp_face_free"]),
+                         "weak / MP": _short(w["weak_per_mp"]), "s / MP": f"{w['s_per_mp']:.2f}"})
+    return rows
+
+
+def pipeline_rows(res: dict, html: bool = False) -> list[dict]:
+    p = res["pipeline"]
+    rows = []
+    for name, r in p["detectors"].items():
+        ob = r.get("obscured", {})
+        rows.append({"detector": name, "miss rate (all)": _ci(r["miss_rate"]),
+                     f"miss rate >= {p['goal']['from_px']} px": _ci(r["miss_rate_from_24px"]),
+                     "goal <= 1 %": "met" if r["goal_met"] else "NOT met",
+                     "faces (replaced + obscured)": r["faces_anonymized"],
+                     "obscured: weak / unalignable / safety net": f"{ob.get('weak', 0)} / {ob.get('unalignable', 0)}"
+                                                                 f" / {ob.get('escalated', 0)}"
+                     if ob else r["blurred_fallback"],
+                     "redrawn by the safety net": r.get("redrawn", "-"),
+                     "safety net s / face": f"{r['safety_s_per_face']:.2f}" if "safety_s_per_face" in r else "-",
+                     "scenes with no face found": len(r["scenes_without_output"]),
+                     "s / MP": f"{r['s_per_mp']:.2f}"})
+    return rows
+
+
 def markdown(res: dict) -> str:
     """The detection table and the full-pipeline miss rate as Markdown (docs/detection.md copies it)."""
     def table(rows: list[dict]) -> str:
@@ -84,20 +118,15 @@ def markdown(res: dict) -> str:
              table(bins_rows(res, "recall_by_yaw")), "", "Recall by occlusion:", "",
              table(bins_rows(res, "recall_by_occlusion")), "", "Score thresholds (same detections):", "",
              table(sweep_rows(res))]
+    if weak_rows(res):
+        parts += ["", "Weak tier (strong + weak detections: what anonymize replaces or obscures):", "",
+                  table(weak_rows(res))]
     p = res.get("pipeline")
     if p:
         parts += ["", f"Full `anonymize` pipeline ({p['method']}): faces the ONNX MobileFaceNet still verifies as "
                       f"the original (cosine > {p['threshold']:.3f}, FAR {p['far']:g} on {p['n_impostor_pairs']} "
                       f"training impostor pairs):", ""]
-        rows = []
-        for name, r in p["detectors"].items():
-            rows.append({"detector": name, "miss rate (all)": _ci(r["miss_rate"]),
-                         f"miss rate >= {p['goal']['from_px']} px": _ci(r["miss_rate_from_24px"]),
-                         "goal <= 1 %": "met" if r["goal_met"] else "NOT met",
-                         "blurred (fallback)": r["blurred_fallback"],
-                         "scenes with no face found": len(r["scenes_without_output"]),
-                         "s / MP": f"{r['s_per_mp']:.2f}"})
-        parts += [table(rows), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline")),
+        parts += [table(pipeline_rows(res)), "", "Miss rate by face size:", "", table(bins_rows(res, "miss_rate_by_size", "pipeline")),
                   "", "Miss rate by occlusion (all sizes):", "",
                   table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))]
     return "\n".join(parts) + "\n"
@@ -143,6 +172,11 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
     rep.paragraph("Recall and false positives at other --min-score values, from the same detections (choose on "
                   "--identities val).")
     rep.table(sweep_rows(res))
+    if weak_rows(res):
+        rep.heading("Weak tier", 3)
+        rep.paragraph("Detections below --min-score down to a floor are obscured (pixelated + blurred) by anonymize, "
+                      "not replaced: recall and false positives counting them (choose the floor on --identities val).")
+        rep.table(weak_rows(res))
     fig = _size_figure(res)
     if fig is not None:
         rep.figure(fig, "recall by face size, per detector (points: bin centres; bars: 95 % intervals)")
@@ -151,13 +185,7 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
         rep.paragraph(f"Method {p['method']}; judge: the ONNX MobileFaceNet (never used for any choice), cosine "
                       f"threshold {p['threshold']:.3f} at FAR {p['far']:g} ({p['n_impostor_pairs']} impostor pairs of "
                       "training identities). A face is missed when its anonymized crop still verifies as the original.")
-        rows = []
-        for name, r in p["detectors"].items():
-            rows.append({"detector": name, "miss rate": _ci(r["miss_rate"]),
-                         "miss rate >= 24 px": _ci(r["miss_rate_from_24px"]), "goal met": r["goal_met"],
-                         "blurred (fallback)": r["blurred_fallback"],
-                         "scenes with no face found": len(r["scenes_without_output"]), "s / MP": r["s_per_mp"]})
-        rep.table(rows)
+        rep.table(pipeline_rows(res))
         rep.heading("Miss rate by face size", 3)
         rep.table(bins_rows(res, "miss_rate_by_size", "pipeline"))
         rep.heading("Miss rate by occlusion", 3)
