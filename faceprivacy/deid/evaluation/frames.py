@@ -143,6 +143,16 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return diff[:, m].mean(axis=1) > 0.5
 
 
+#: the obscuring baselines run bare, so that their rows stay plain blur / pixelate / mask; the replacing methods
+#: run with the post-replacement safety net, as ``anonymize`` runs them
+_BASELINES = frozenset({"blur", "pixelate", "mask"})
+
+
+def _with_safety_net(method) -> bool:
+    """Whether the full-frame protocol runs ``method`` with the safety net (``deid.safety``)."""
+    return getattr(method, "name", "") not in _BASELINES
+
+
 def run_full_frames(method, frames: list[Frame], n: int, passphrases: dict[str, bytes], wrong: bytes | None,
                     detector, method_factory, workdir: Path | None = None) -> tuple[ProtocolOutput, np.ndarray]:
     """Run the full-frame protocol for one method. Returns (output, original crop-backs)."""
@@ -165,7 +175,7 @@ def run_full_frames(method, frames: list[Frame], n: int, passphrases: dict[str, 
         notes = []
         for tag, pw in passphrases.items():
             out = tmp / f"out_{tag}"
-            summary = anonymize_paths(src, out, pw, method, detector=detector)
+            summary = anonymize_paths(src, out, pw, method, detector=detector, safety=_with_safety_net(method))
             if summary["skipped"]:
                 notes.append(f"key {tag}: {len(summary['skipped'])} frame(s) with no face found")
             crops[tag] = orig.copy()
