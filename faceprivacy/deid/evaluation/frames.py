@@ -143,13 +143,13 @@ def _changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return diff[:, m].mean(axis=1) > 0.5
 
 
-#: the obscuring baselines run bare, so that their rows stay plain blur / pixelate / mask; the replacing methods
-#: run with the post-replacement safety net, as ``anonymize`` runs them
+#: the obscuring baselines run bare in both protocols, so that their rows stay plain blur / pixelate / mask;
+#: the replacing methods run with the post-replacement safety net, as ``anonymize`` runs them
 _BASELINES = frozenset({"blur", "pixelate", "mask"})
 
 
 def _with_safety_net(method) -> bool:
-    """Whether the full-frame protocol runs ``method`` with the safety net (``deid.safety``)."""
+    """Whether the evaluation runs ``method`` with the safety net (``deid.safety``)."""
     return getattr(method, "name", "") not in _BASELINES
 
 
@@ -221,7 +221,7 @@ def run_aligned(method, x: np.ndarray, passphrases: dict[str, bytes], wrong: byt
     from ..pipeline import Deidentifier, DetectedFace
 
     pad = 8 + int(np.ceil(float(getattr(method, "crop_pad", 0.0)) * 112))
-    deid = Deidentifier(method, detector=False)
+    deid = Deidentifier(method, detector=False, safety=_with_safety_net(method))
     t = 112 + 2 * pad
     crops = {tag: np.zeros_like(x) for tag in passphrases}
     wrong_crops = np.zeros_like(x) if wrong is not None else None
