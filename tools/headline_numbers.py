@@ -165,10 +165,10 @@ SOURCES: tuple[Source, ...] = (
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline (donor v2): face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
-    Source("Face detection", "docs/detection_test_v3.json",
+    Source("Face detection", "docs/detection_test_v4.json",
            "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
            "--pipeline-detectors retinaface+rfb320",
-           "docs/detection.md (issue 16 second pass: safety net, weak tier, small frames one level finer)",
+           "docs/detection.md (issue 16 second pass, re-run on main with the donor v3 default: safety net, weak tier, small frames one level finer)",
            (Row("retinaface+rfb320 (small frames finer): recall, faces >= 24 px",
                 ("detectors", "retinaface+rfb320", "recall_from_24px")),
             Row("+ weak tier (obscured): recall, faces >= 24 px",
@@ -180,9 +180,9 @@ SOURCES: tuple[Source, ...] = (
             Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
-    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v3.json",
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v4.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_v3 --threads 1", "docs/deid.md (run 5, the v3 default)",
+           "-o out/eval_deid_v4 --threads 1", "docs/deid.md (run 6: the v3 default with the safety net, as anonymize runs it)",
            _deid("aligned", "donor") + _deid("frames", "donor")
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),
