@@ -169,6 +169,30 @@ def test_union_weak_tier_keeps_uncovered_low_scores_only():
     assert FaceDetector("retinaface+rfb320", floor=0.6).floor is None  # a floor above min_score keeps nothing
 
 
+def test_union_weak_tier_drops_a_weak_box_on_the_same_head():
+    """A weak box centred just beyond a strong face's edge (the astronaut's hair scored 0.49 right above her
+    face) is that head, not a second face: dropped, not obscured; one a face-width away is kept."""
+    from faceprivacy.core.detect import FaceDetector
+    from faceprivacy.core.detect_onnx import Detections
+
+    # strong face 100x120 at (100, 100); weak "hair" box centred 15 px above its top edge; weak face beside it
+    retina = Detections(np.array([[100, 100, 200, 220.0], [120, 70, 180, 100], [260, 110, 340, 210]]),
+                        np.array([0.99, 0.45, 0.45]), np.full((3, 5, 2), 30.0))
+    rfb = Detections(np.zeros((0, 4)), np.zeros(0), None)
+
+    class Net:
+        def __init__(self, d):
+            self.d = d
+
+        def detect(self, img):
+            return self.d
+
+    det = FaceDetector("retinaface+rfb320", floor=0.3)
+    det._onnx = {"retinaface": Net(retina), "rfb320": Net(rfb)}
+    got = sorted(tuple(np.round(b).astype(int)) for b, _, _ in det._raw(np.zeros((300, 400, 3), np.uint8)))
+    assert got == [(100, 100, 200, 220), (260, 110, 340, 210)]
+
+
 def test_real_safety_net_flags_an_unchanged_face_and_passes_an_obscured_one(datakit):
     from faceprivacy.core.data import celeba_subset
     from faceprivacy.core.imageio import load_image

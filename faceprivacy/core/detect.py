@@ -46,6 +46,10 @@ MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0
 #: boxes are tighter (RetinaFace boxes a 24-px face as ~18 px), so they keep down to 10 px
 MIN_SIZE = 20
 MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0, "retinaface+rfb320": 10.0}
+#: a weak detection (union detector) whose centre lies within this fraction of a kept face's width/height
+#: beyond that face's box belongs to the same head (hair, brow, chin) and is dropped, not obscured
+WEAK_NEAR_GROW = 0.25
+
 #: ``anonymize``'s *weak* tier per detector: detections scoring at least this but below ``min_score`` are kept
 #: with ``Face.weak`` set, and the pipeline obscures them (pixelate + blur) instead of replacing them, since
 #: their landmarks are not trusted. Chosen on validation identities by recall against false positives per
@@ -200,14 +204,16 @@ class FaceDetector:
         r = self._net("retinaface").detect(img)
         f = self._net("rfb320").detect(img)
 
-        def covered(b: np.ndarray, kept: list, both_ways: bool) -> bool:
-            """Whether a face of ``kept`` covers ``b``: ``b``'s centre inside it or IoU > 0.3 (``both_ways``:
-            or its centre inside ``b``)."""
+        def covered(b: np.ndarray, kept: list, both_ways: bool, grow: float = 0.0) -> bool:
+            """Whether a face of ``kept`` covers ``b``: ``b``'s centre inside it (each side pushed out by ``grow``
+            of its size) or IoU > 0.3 (``both_ways``: or its centre inside ``b``)."""
             if not kept:
                 return False
             kb = np.array([o[0] for o in kept])
             c = (b[:2] + b[2:]) / 2
-            hit = (kb[:, 0] <= c[0]) & (c[0] <= kb[:, 2]) & (kb[:, 1] <= c[1]) & (c[1] <= kb[:, 3])
+            m = grow * (kb[:, 2:] - kb[:, :2])
+            g = np.concatenate([kb[:, :2] - m, kb[:, 2:] + m], axis=1)
+            hit = (g[:, 0] <= c[0]) & (c[0] <= g[:, 2]) & (g[:, 1] <= c[1]) & (c[1] <= g[:, 3])
             if both_ways:
                 kc = (kb[:, :2] + kb[:, 2:]) / 2
                 hit |= (b[0] <= kc[:, 0]) & (kc[:, 0] <= b[2]) & (b[1] <= kc[:, 1]) & (kc[:, 1] <= b[3])
@@ -222,12 +228,14 @@ class FaceDetector:
             if s >= self.min_score + UNION_RFB_OFFSET and not covered(b, strong_r, False):
                 out.append((b, float(s) - UNION_RFB_OFFSET, None))
         if self.floor is not None:  # weak: what no kept face covers, RetinaFace's first
+            # a weak box centred within a quarter of a kept face's size beyond its edges is that head's hair,
+            # brow or chin (the astronaut's hair scored 0.49 just above her face), not a second face
             lo, hi = self.floor, self.min_score
             for b, s, lm in zip(r.boxes, r.scores, r.landmarks, strict=True):
-                if lo <= s < hi and not covered(b, out, True):
+                if lo <= s < hi and not covered(b, out, True, WEAK_NEAR_GROW):
                     out.append((b, float(s), lm))
             for b, s in zip(f.boxes, f.scores, strict=True):
-                if lo + UNION_RFB_OFFSET <= s < hi + UNION_RFB_OFFSET and not covered(b, out, True):
+                if lo + UNION_RFB_OFFSET <= s < hi + UNION_RFB_OFFSET and not covered(b, out, True, WEAK_NEAR_GROW):
                     out.append((b, float(s) - UNION_RFB_OFFSET, None))
         return out
 
