@@ -48,12 +48,40 @@ class SafetyNet:
     runs on dlib alone and says so once on stderr.
     """
 
-    def __init__(self, thresholds: dict[str, float] | None = None, data_root=None, redraws: int = REDRAWS) -> None:
+    def __init__(self, thresholds: dict[str, float] | None = None, data_root=None, redraws: int = REDRAWS,
+                 occlusion=True) -> None:
         self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self.data_root, self.redraws = data_root, int(redraws)
         self._nets: dict | None = None
+        #: the occlusion check (``deid.occlusion``): True = the shipped one, None/False = off, or an object
+        #: with ``flags(features)``
+        self._occlusion = occlusion
         self.seconds = 0.0  # time spent in checks (for the per-face cost)
         self.checks = 0
+
+    @property
+    def occlusion(self):
+        if self._occlusion is True:
+            from .occlusion import default_check
+
+            self._occlusion = default_check()
+        return self._occlusion or None
+
+    def embed(self, crops112: np.ndarray) -> dict[str, np.ndarray]:
+        """Per recognizer, the unit descriptors of 112x112 ArcFace crops."""
+        from ..core.embedders import embed_arcface_crops
+
+        crops112 = np.asarray(crops112)
+        return {name: embed_arcface_crops(net, crops112) for name, net in self.nets().items()}
+
+    def occluded(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        """True per face whose input crop (descriptors ``feats`` from :meth:`embed`) the occlusion check
+        calls occluded; all False without the check or without both recognizers."""
+        n = len(next(iter(feats.values()))) if feats else 0
+        chk = self.occlusion
+        if chk is None or not n or not {"dlib", "mobilefacenet"} <= set(feats):
+            return np.zeros(n, bool)
+        return np.asarray(chk.flags(np.concatenate([feats["dlib"], feats["mobilefacenet"]], 1)), bool)
 
     def nets(self) -> dict:
         if self._nets is None:
@@ -69,8 +97,10 @@ class SafetyNet:
             self._nets = nets
         return self._nets
 
-    def scores(self, orig112: np.ndarray, anon112: np.ndarray) -> dict[str, np.ndarray]:
-        """Per recognizer, the cosine of each (original, anonymized) pair of 112x112 ArcFace crops."""
+    def scores(self, orig112: np.ndarray, anon112: np.ndarray,
+               ref: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Per recognizer, the cosine of each (original, anonymized) pair of 112x112 ArcFace crops (``ref``:
+        the originals' descriptors from :meth:`embed`, when already computed)."""
         import time
 
         from ..core.embedders import embed_arcface_crops
@@ -80,15 +110,19 @@ class SafetyNet:
         out = {}
         if len(orig112):
             for name, net in self.nets().items():
-                f = embed_arcface_crops(net, np.concatenate([orig112, anon112]))
-                out[name] = np.sum(f[:len(orig112)] * f[len(orig112):], 1)
+                if ref is not None and name in ref:
+                    fo, fa = np.asarray(ref[name]), embed_arcface_crops(net, anon112)
+                else:
+                    f = embed_arcface_crops(net, np.concatenate([orig112, anon112]))
+                    fo, fa = f[:len(orig112)], f[len(orig112):]
+                out[name] = np.sum(fo * fa, 1)
         self.seconds += time.perf_counter() - t0
         self.checks += len(orig112)
         return out
 
-    def leaks(self, orig112: np.ndarray, anon112: np.ndarray) -> np.ndarray:
+    def leaks(self, orig112: np.ndarray, anon112: np.ndarray, ref: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """True per pair that any recognizer still verifies as one person."""
-        s = self.scores(orig112, anon112)
+        s = self.scores(orig112, anon112, ref)
         hit = np.zeros(len(orig112), bool)
         for name, cos in s.items():
             hit |= cos > self.thresholds[name]
