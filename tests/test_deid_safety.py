@@ -289,3 +289,12 @@ def test_union_flip_adds_the_mirrored_passes_faces_mapped_back():
     # the mirrored pass's face at x 10-50 is the frame's face at x 150-190; its left eye is the mirrored right eye
     assert np.allclose(got[1][2][0], [200 - 40, 30]) and np.allclose(got[1][2][3], [200 - 38, 50])
     assert FaceDetector("retinaface", flip=True).flip is False  # the union only
+
+
+def test_untrusted_boxes_are_obscured_with_the_larger_margin(img):
+    from faceprivacy.deid.safety import UNTRUSTED_GROW
+
+    d = Deidentifier(KeyedPaint(), detector=Replay([_face(150, 60, 50, weak=True)]), safety=FakeNet(0))
+    out = d.anonymize(img, PW)
+    assert out.faces[0]["region"] == grown_box([150, 60, 200, 110], img.shape, UNTRUSTED_GROW)
+    assert grown_box([150, 60, 200, 110], img.shape, UNTRUSTED_GROW) != grown_box([150, 60, 200, 110], img.shape)

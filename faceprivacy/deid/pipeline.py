@@ -265,7 +265,11 @@ class Deidentifier:
         t_net += time.perf_counter() - t0
         fallback = escalated + occluded + weak + unalignable
         if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
-            frame = _obscure_fallback(frame, fallback, entries, originals, img, net)
+            from .safety import PIXEL_GROW, UNTRUSTED_GROW
+
+            # weak, occluded and unalignable faces: their box may be partial, so a larger margin
+            grows = [PIXEL_GROW] * len(escalated) + [UNTRUSTED_GROW] * (len(occluded) + len(weak) + len(unalignable))
+            frame = _obscure_fallback(frame, fallback, entries, originals, img, net, grows)
         if unalignable:
             log.warning("%d face(s) could not be aligned (extreme pose or occlusion): obscured instead "
                         "(pixelated + blurred)", len(unalignable))
@@ -455,21 +459,22 @@ class Deidentifier:
 
 
 def _obscure_fallback(frame: np.ndarray, faces: Sequence[DetectedFace], entries: list, originals: list,
-                      img: np.ndarray | None = None, net=None) -> np.ndarray:
+                      img: np.ndarray | None = None, net=None, grows: Sequence[float] | None = None) -> np.ndarray:
     """Obscure each face's grown box (``safety.obscure``: pixelate + blur); with a safety ``net``, a face whose
     obscured crop still verifies as ``img``'s is filled with its mean colour instead. Appends a record entry
     and the original pixels per face, so exact recovery restores them like any other face."""
-    from .safety import face_crops, grown_box, obscure
+    from .safety import PIXEL_GROW, face_crops, grown_box, obscure
 
-    for f in faces:
-        r = grown_box(f.box, frame.shape)
+    for k, f in enumerate(faces):
+        g = PIXEL_GROW if grows is None else float(grows[k])
+        r = grown_box(f.box, frame.shape, g)
         if r[2] <= r[0] or r[3] <= r[1]:
             continue
         before = frame
-        frame, purpose = obscure(before, f.box), FALLBACK_PURPOSE
+        frame, purpose = obscure(before, f.box, grow=g), FALLBACK_PURPOSE
         if net is not None and img is not None and net.leaks(face_crops(img, [f.arcface5]),
                                                              face_crops(frame, [f.arcface5]))[0]:
-            frame, purpose = obscure(before, f.box, solid=True), FALLBACK_MASK
+            frame, purpose = obscure(before, f.box, solid=True, grow=g), FALLBACK_MASK
         region = _changed_region(before, frame)
         if region[2] <= region[0]:
             region = r

@@ -38,6 +38,11 @@ REDRAWS = 2
 #: the fallback pixelates the face box grown by this fraction per side into blocks of side / PIXEL_BLOCKS, then
 #: blurs with sigma = PIXEL_SIGMA x side
 PIXEL_GROW, PIXEL_BLOCKS, PIXEL_SIGMA = 0.2, 5.0, 0.08
+#: ... grown by this fraction instead when the box itself is not trusted (weak detections, occluded or unalignable
+#: faces: a partial box, e.g. an occluded face's visible part). Chosen on validation scenes (val and an all-occluded
+#: val set, docs/detection.md "Third pass"): the smallest of 0.2 / 0.35 / 0.5 / 0.75 whose grown box covers >= 95 %
+#: of the true face box for >= 90 % of the weak and >= 95 % of the occluded faces (0.2: 60 % / 81 %)
+UNTRUSTED_GROW = 0.5
 
 
 class SafetyNet:
@@ -147,13 +152,13 @@ def grown_box(box: Sequence[float], shape: tuple[int, ...], grow: float = PIXEL_
             int(np.clip(np.ceil(x2 + g), 0, w)), int(np.clip(np.ceil(y2 + g), 0, h))]
 
 
-def obscure(frame: np.ndarray, box: Sequence[float], solid: bool = False) -> np.ndarray:
-    """A copy of ``frame`` with the grown face box pixelated (blocks of side / ``PIXEL_BLOCKS``, on a grid
-    anchored at the region's corner) and then blurred (sigma ``PIXEL_SIGMA`` x side); ``solid``: filled with
+def obscure(frame: np.ndarray, box: Sequence[float], solid: bool = False, grow: float = PIXEL_GROW) -> np.ndarray:
+    """A copy of ``frame`` with the face box grown by ``grow`` pixelated (blocks of side / ``PIXEL_BLOCKS``, on a
+    grid anchored at the region's corner) and then blurred (sigma ``PIXEL_SIGMA`` x side); ``solid``: filled with
     the region's mean colour instead."""
     from scipy.ndimage import gaussian_filter
 
-    r = grown_box(box, frame.shape)
+    r = grown_box(box, frame.shape, grow)
     out = frame.copy()
     if r[2] <= r[0] or r[3] <= r[1]:
         return out
