@@ -179,6 +179,14 @@ SOURCES: tuple[Source, ...] = (
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v5.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "--pipeline-detectors retinaface+rfb320",
+           "docs/detection.md (run v5: main with the same-head rule for weak boxes)",
+           (Row("pipeline with the safety net (donor, ONNX judge): face still verifiable as the original",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
+            Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v4.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
