@@ -229,15 +229,21 @@ def test_occluded_faces_go_straight_to_the_obscuring_fallback_and_recover_exactl
     d = Deidentifier(m, detector=Replay([_face(40, 40), _face(150, 60, 50)]), safety=OcclusionNet({1}))
     with caplog.at_level("WARNING"):
         out = d.anonymize(img, PW)
-    assert out.occluded == 1 and out.blurred == 1 and out.escalated == 0 and len(m.seen) == 1
-    assert sorted(f.get("fallback") or "-" for f in out.faces) == ["-", "pixelate"]
+    # the occluded face is replaced under its own key (2 keys seen), then the stranger is obscured
+    assert out.occluded == 1 and out.blurred == 1 and out.escalated == 0 and len(m.seen) == 2
+    assert out.n_faces == 2 and sorted(f.get("fallback") or "-" for f in out.faces) == ["-", "pixelate"]
     assert "look occluded" in caplog.text
     rec, mode = d.recover(out.image, out.record, PW)
     assert mode == "exact" and np.array_equal(rec, img)
+    # the obscured patch comes from the stranger, not the original: another key gives another patch
+    other = Deidentifier(KeyedPaint(), detector=Replay([_face(40, 40), _face(150, 60, 50)]),
+                         safety=OcclusionNet({1})).anonymize(img, b"another passphrase")
+    x1, y1, x2, y2 = (int(v) for v in out.faces[-1]["region"])
+    assert not np.array_equal(out.image[y1:y2, x1:x2], other.image[y1:y2, x1:x2])
     # every face occluded: nothing replaced, all obscured
     all_occ = Deidentifier(KeyedPaint(), detector=Replay([_face(40, 40)]), safety=OcclusionNet({0})).anonymize(
         img, PW)
-    assert all_occ.occluded == 1 and all_occ.faces[0]["fallback"] == "pixelate"
+    assert all_occ.occluded == 1 and all_occ.n_faces == 1 and all_occ.faces[0]["fallback"] == "pixelate"
 
 
 def test_occlusion_check_weights_flag_a_covered_face_more_than_the_clean_one(datakit):

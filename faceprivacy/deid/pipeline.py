@@ -16,7 +16,9 @@ original by dlib and the CASIA MobileFaceNet (never the evaluation's ONNX judge)
 (``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below). Deterministic: same key and
 image -> same output. Before any replacement, the net's occlusion check (``deid.occlusion``: a logistic
 regression on the same two descriptors of the input crop) sends faces it calls occluded (mask, eye band, hand)
-straight to the fallback: the replacement would paint only what the occluder leaves.
+to the fallback, as the replacement would paint only what the occluder leaves: a keyed method still replaces
+them (under their own keys, unchecked), and the fallback then obscures the stranger, so the obscured patch holds
+no pixel of the original face and two keys give two different patches.
 
 Fallback: a face that cannot be replaced is obscured in its grown box, never left as is: pixelated and blurred
 (``safety.obscure``, record entry ``fallback/pixelate``), or filled with its mean colour (``fallback/mask``) if
@@ -263,6 +265,16 @@ class Deidentifier:
             frame, entries, originals, faces, redrawn, escalated = self._safety_net(
                 net, master, img, frame, entries, originals, faces, results, keys, purposes, ref)
         t_net += time.perf_counter() - t0
+        hidden: set[int] = set()  # entries under a fallback entry (an occluded face's stranger): not listed
+        if occluded and self.method.keyed:
+            # replace the occluded faces too, then obscure the stranger: the obscured patch then holds no
+            # pixel of the original face, and two keys give two different patches (not one linkable blur)
+            o_purposes = [face_purpose(len(purposes) + j, False) for j in range(len(occluded))]
+            o_keys = [subkey(master, q) for q in o_purposes]
+            frame, o_entries, o_originals = self._compose(img, occluded, self._results(img, occluded, o_keys),
+                                                          o_purposes, frame=frame)
+            hidden = set(range(len(entries), len(entries) + len(o_entries)))
+            entries, originals = entries + o_entries, originals + o_originals
         fallback = escalated + occluded + weak + unalignable
         if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
             from .safety import PIXEL_GROW, UNTRUSTED_GROW
@@ -291,11 +303,12 @@ class Deidentifier:
                               generator=self.method.generator_name, encryptor=self.method.encryptor_id)
         body = RecordBody(faces=entries, consistent=consistent)
         record = build_record(master, header, body, originals if self.keep_pixels else None)
-        return AnonymizeOutput(frame, record, len(entries),
+        listed = [e for i, e in enumerate(entries) if i not in hidden]
+        return AnonymizeOutput(frame, record, len(listed),
                                [{"box": e.box, "region": e.region}
                                 | ({"fallback": e.key_purpose.split("/", 1)[1]}
                                    if e.key_purpose.startswith(FALLBACK_PREFIX) else {})
-                                | ({"redrawn": True} if "/safety/" in e.key_purpose else {}) for e in entries],
+                                | ({"redrawn": True} if "/safety/" in e.key_purpose else {}) for e in listed],
                                len(fallback), len(unalignable), len(weak), len(escalated), redrawn,
                                t_net if net is not None else 0.0, len(occluded))
 
@@ -357,10 +370,10 @@ class Deidentifier:
         res = self._run_grouped(fn, crops, sizes, keys)
         return [(sizes[i], affines[i], res[i]) for i in range(len(faces))]
 
-    def _compose(self, img, faces, results, purposes):
-        """Paste every face's result into a copy of ``img``, in order -> (frame, entries, original pixels of
-        each changed region)."""
-        frame = img.copy()
+    def _compose(self, img, faces, results, purposes, frame=None):
+        """Paste every face's result into a copy of ``img`` (or onto ``frame``), in order -> (frame, entries,
+        the pixels each changed region held before)."""
+        frame = img.copy() if frame is None else frame
         entries, originals = [], []
         sizes = [r[0] for r in results]
         affines = [r[1] for r in results]
