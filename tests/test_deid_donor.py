@@ -258,3 +258,15 @@ def test_attribute_check_also_reads_the_evaluation_crop(donor, crops):
     if info["gender"] >= 0 and info.get("gender112", -1) >= 0:
         other = dict(info, gender=1 - info["gender"], gender112=1 - info["gender112"])
         assert donor.attribute_miss(crops[2], other) >= 2.0
+
+
+def test_piecewise_affine_cubic_order_is_exact_on_the_grid_and_sharper_off_it():
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 255, (40, 40, 3)).astype(np.uint8)
+    pts = np.array([[0, 0], [39, 0], [0, 39], [39, 39], [20, 20]], float)
+    out, _ = piecewise_affine(img, pts, pts, (40, 40), order=3)
+    assert np.allclose(out, img, atol=1e-2)
+    # half a pixel off the grid: bilinear averages neighbours (loses contrast), cubic keeps more of it
+    lin, _ = piecewise_affine(img, pts, pts + [0.5, 0], (40, 40))
+    cub, _ = piecewise_affine(img, pts, pts + [0.5, 0], (40, 40), order=3)
+    assert cub[5:35, 5:35].std() > lin[5:35, 5:35].std() * 1.05

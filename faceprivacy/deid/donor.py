@@ -196,7 +196,7 @@ class DonorMorph(Method):
                  age_offset: float = 4.0, push_dir_weight: float = 3.0, push_flip: bool = False,
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
-                 shading_keep: float = 0.5):
+                 shading_keep: float = 0.5, warp_order: int = 3):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -217,6 +217,9 @@ class DonorMorph(Method):
         self.attribute_check, self.age_tolerance = attribute_check, age_tolerance
         self.hair_shift, self.base_lead = hair_shift, base_lead
         self.attribute_layout, self.shading_keep = attribute_layout, shading_keep
+        # cubic sampling in the warps: bilinear smooths the whole ellipse (the source's hair and background
+        # are resampled too) and the upsampled donors, so outputs read softer than the photo
+        self.warp_order = warp_order
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -467,7 +470,7 @@ class DonorMorph(Method):
         hair = 1.0 + self.hairline_range * (2 * keyed_uniforms(subkey(key, "deid/donor/hairline"), 1)[0] - 1)
         src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
         dst_pts = np.concatenate([t, forehead(t, lift * hair), ring])
-        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
+        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size), order=self.warp_order)
         if self.skin_shift > 0:
             base = self._skin_shifted(np.asarray(base, np.float64), src_lm, key, size)
         if self.hair_shift > 0:
@@ -484,7 +487,7 @@ class DonorMorph(Method):
         for j in donors:
             dl = self._lm[j]
             d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size), order=self.warp_order)
             valid &= ok  # never a donor pixel from beyond its photo's edge
             warped_all.append(warped.astype(np.float64))
         st = skin_t & valid
