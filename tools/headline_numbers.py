@@ -179,6 +179,14 @@ SOURCES: tuple[Source, ...] = (
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v5.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "--pipeline-detectors retinaface+rfb320",
+           "docs/detection.md (run v5: main with the same-head rule for weak boxes)",
+           (Row("pipeline with the safety net (donor, ONNX judge): face still verifiable as the original",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
+            Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v5.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
@@ -271,6 +279,14 @@ SOURCES: tuple[Source, ...] = (
            note="The first invocation ran `--methods none` to fill the reference cache (retrained models), before "
                 "the fourth MetaLoss existed; the MetaLoss was chosen on tuning requests only (seeds 0-4, 10-19, "
                 "1000-1005)."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds60-69.json",
+           _UNL_CMD.format(seeds="60 61 62 63 64 65 66 67 68 69", methods="none metaunlearn", out="60").replace(
+               "out/refcache", "out/refcache60"),
+           "docs/unlearn.md (confirmation, seeds 60-69, fourth MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn")
+           + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
+                  n=("summary", {"K": 5, "method": "retrained"}, "n_seeds"), n_label="requests"),),
+           note="Ten more fresh requests per K, nothing chosen on them."),
     Source("Unlearning (`eval-unlearning --task identity`)",
            "docs/unlearn_identity_results_seeds50-59_third_metaloss.json",
            _UNL_THIRD + "; " + _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn",
