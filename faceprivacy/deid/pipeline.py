@@ -73,8 +73,9 @@ FALLBACK_PREFIX = "fallback/"
 
 #: resampling of the working crop taken from a photo and of the result pasted back: bicubic, because bilinear
 #: sampling at the sub-pixel offsets of a real photo smooths the face twice (crop, paste), and the pasted face
-#: then reads softer than the photo around it (measured on the full-frame protocol's faces: a crop pasted
-#: back unchanged kept 75 % of the face's high-frequency energy with bilinear, 104 % with bicubic)
+#: then reads softer than the photo around it (a face cropped and pasted back unchanged kept 60 % of its
+#: high-frequency energy with bilinear, 101 % with bicubic: tests/test_deid_pipeline.py; docs/deid.md
+#: "Candidates v4")
 RESAMPLE = "bicubic"
 
 
