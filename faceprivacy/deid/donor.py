@@ -17,10 +17,10 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
    residuals is flatter than either), so the head keeps the source's pose while the face takes the donors'
    proportions. The mouth shape (open mouth, smile) is the source's, with the chin
    following the opening; a keyed factor widens or narrows the jaw, another moves the hairline.
-4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
-   fixed ellipse of anchors around the face keeps the rest of the crop still), with a keyed skin-tone shift
-   of its skin-coloured pixels (face, ears, neck) and a keyed shade of the hair around the face
-   (``hair_shift``); each donor is warped onto it.
+4. **Warp.** The source crop is warped piecewise-affinely (cubic sampling, ``warp_order``) onto the new
+   geometry (head outline moves; a fixed ellipse of anchors around the face keeps the rest of the crop
+   still), with a keyed skin-tone shift of its skin-coloured pixels (face, ears, neck) and a keyed shade of
+   the hair around the face (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
    first two are blended as the base face, the eyes, nose and mouth each come from another donor
    (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
