@@ -5,7 +5,13 @@ JSONs (docs/unlearn_identity_results.json, docs/unlearn_identity_results_seeds10
 requests; checked by the identities). These seeds are tuning seeds from now on: never report them as fresh.
 
     PYTHONPATH=$PWD python -m benchmarks.unlearn_tuning faceprivacy/models/weights/unlearn_idhead_metaloss.pt \\
-        --mult 0.8 1 1.25 [--precond 0.1] [--out out/unl_tuning.json]
+        --mult 0.8 1 1.25 [--precond 0.1] [--support-ce 1.3 1.5 [--gamma 0.5]] [--out out/unl_tuning.json]
+
+``--support-ce C`` scores a request-time step rule that needs no retrained reference, only the support photos: the
+step multiplier is set per request from the support photos' mean cross-entropy after the stored step, ``ce(1)``.
+Without ``--gamma`` the step stops where that loss reaches C (bisection over multipliers 0.5-1.7, "early stop at the
+level of a person the model never saw"); with ``--gamma G`` the multiplier is ``(C / ce(1)) ** G`` (clipped to
+0.5-1.7), a partial correction. ``--mult`` then multiplies the result.
 """
 
 from __future__ import annotations
@@ -19,8 +25,43 @@ import numpy as np
 REF_JSONS = ("docs/unlearn_identity_results.json", "docs/unlearn_identity_results_seeds10-19.json")
 
 
+#: range of the per-request multiplier of the ``--support-ce`` rules
+RULE_RANGE = (0.5, 1.7)
+
+
+def _support_ce(model, xs, ys) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        return float(F.cross_entropy(model(xs), ys))
+
+
+def rule_multiplier(head, meta, xs, ys, eta: float, target: float, gamma: float | None) -> float:
+    """Per-request step multiplier from the support photos alone (see the module docstring)."""
+    from faceprivacy.unlearn.methods import UnlearnContext, get_method
+
+    fn, _ = get_method("metaunlearn")
+
+    def ce(m: float) -> float:
+        return _support_ce(fn(head, xs, ys, UnlearnContext(meta=meta, eta=eta * m, lr=eta * m)), xs, ys)
+
+    lo, hi = RULE_RANGE
+    if gamma is not None:
+        return float(min(hi, max(lo, (target / max(ce(1.0), 1e-6)) ** gamma)))
+    if ce(hi) <= target:
+        return hi
+    if ce(lo) >= target:
+        return lo
+    for _ in range(10):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if ce(mid) < target else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def evaluate(metaloss_paths: list[str], mults: list[float], precond: list[float] | None = None,
-             data: str = "../shared/datakit", head_path: str = "faceprivacy/models/weights/unlearn_idhead.pt") -> list:
+             data: str = "../shared/datakit", head_path: str = "faceprivacy/models/weights/unlearn_idhead.pt",
+             support_ce: list[float] | None = None, gamma: float | None = None) -> list:
     import torch
 
     from faceprivacy.core.metrics import bootstrap_ci
@@ -48,17 +89,25 @@ def evaluate(metaloss_paths: list[str], mults: list[float], precond: list[float]
             meta, extra = load_metaloss(path)
             if lam is not None:
                 meta.precond = input_preconditioners(head, xt[np.r_[td.train_fit, td.val]], lam) if lam > 0 else {}
-            for mult in mults:
+            for target, mult in ((t, m) for t in (support_ce or [None]) for m in mults):
                 eta = float(extra.get("eta", 10.0)) * mult
                 per: dict[int, list] = {5: [], 10: []}
+                rule_mults: list[float] = []
                 for (k, seed), (racc, names) in sorted(refs.items()):
                     req = make_request(td, k, seed)
                     if [td.names[i] for i in req.identities] != names:
                         raise RuntimeError(f"request K={k} seed={seed} differs from the stored one")
-                    m2 = fn(head, xt[req.support], yt[req.support], UnlearnContext(meta=meta, eta=eta, seed=seed, lr=eta))
+                    xs, ys = xt[req.support], yt[req.support]
+                    e = eta
+                    if target is not None:
+                        rule_mults.append(rule_multiplier(head, meta, xs, ys, eta, target, gamma))
+                        e = eta * rule_mults[-1]
+                    m2 = fn(head, xs, ys, UnlearnContext(meta=meta, eta=e, seed=seed, lr=e))
                     sc = score_model(m2, xt, yt, td, req, seed)
                     per[k].append((seed, tow(sc["acc"], racc), sc["mia_auc"], test0 - sc["acc"]["test"]))
                 row = {"metaloss": path, "precond": lam, "eta": eta, "mult": mult}
+                if target is not None:
+                    row.update(support_ce=target, gamma=gamma, rule_mult_mean=float(np.mean(rule_mults)))
                 for k, v in per.items():
                     a = np.asarray(v)
                     row[f"K{k}"] = {name: {"mean": float(a[:, j].mean()),
@@ -67,7 +116,8 @@ def evaluate(metaloss_paths: list[str], mults: list[float], precond: list[float]
                     row[f"K{k}"]["ToW"]["worst"] = float(a[:, 1].min())
                     row[f"K{k}"]["n"] = len(a)
                 rows.append(row)
-                print(f"{path} precond={lam} eta={eta:g}: " + " | ".join(
+                rule = "" if target is None else f" support-ce {target:g} gamma {gamma} (mean mult {row['rule_mult_mean']:.2f})"
+                print(f"{path} precond={lam} eta={eta:g}{rule}: " + " | ".join(
                     f"K={k} ToW {row[f'K{k}']['ToW']['mean']:.3f} (worst {row[f'K{k}']['ToW']['worst']:.3f}) "
                     f"MIA {row[f'K{k}']['MIA_AUC']['mean']:.3f} drop {100 * row[f'K{k}']['test_drop']['mean']:.1f} pt"
                     for k in (5, 10)) + f"  n={len(per[5])}+{len(per[10])}", flush=True)
@@ -80,13 +130,16 @@ def main() -> int:
     ap.add_argument("--mult", type=float, nargs="+", default=[1.0], help="multipliers of the stored step")
     ap.add_argument("--precond", type=float, nargs="+", default=None,
                     help="replace the preconditioner at request time (lambda; 0 = none)")
+    ap.add_argument("--support-ce", type=float, nargs="+", default=None,
+                    help="per-request step rule: target mean cross-entropy of the support photos")
+    ap.add_argument("--gamma", type=float, default=None, help="partial correction exponent of --support-ce")
     ap.add_argument("--data", default="../shared/datakit")
     ap.add_argument("--out", default=None, help="JSON of the rows")
     a = ap.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    rows = evaluate(a.metaloss, a.mult, a.precond, a.data)
+    rows = evaluate(a.metaloss, a.mult, a.precond, a.data, support_ce=a.support_ce, gamma=a.gamma)
     if a.out:
         from faceprivacy.core.fileio import atomic_write_json
 

@@ -136,6 +136,15 @@ _UNL_CMD = ("faceprivacy eval-unlearning --task identity --model faceprivacy/mod
             "--methods {methods} --no-tune --reference-cache out/refcache --threads 1 --out out/unl_fresh{out}")
 #: the previous (third) identity MetaLoss, replaced in stop 13: ``git show 09e80a3:<the MetaLoss path>``
 _UNL_THIRD = "git show 09e80a3:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > third.pt"
+#: the fourth identity MetaLoss (lambda 0.1), replaced by the fifth (lambda 0.2) in stop 14
+_UNL_FOURTH = "git show 3a19281:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > fourth.pt"
+_UNL_SEEDS70 = " ".join(str(s) for s in range(70, 90))
+
+
+def _unl_retrained_mia() -> tuple:
+    return tuple(Row(f"K={k} retrained: forget-set MIA AUC", ("summary", {"K": k, "method": "retrained"}, "MIA_AUC"),
+                     n=("summary", {"K": k, "method": "retrained"}, "n_seeds"), n_label="requests") for k in (5, 10))
+
 
 SOURCES: tuple[Source, ...] = (
     # ---- face core
@@ -265,9 +274,37 @@ SOURCES: tuple[Source, ...] = (
            note="Same 60 targets and thresholds as above; the ensemble's CASIA target is predicted from the dlib "
                 "template (ridge on training identities)."),
     # ---- unlearning
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds70-89.json",
+           _UNL_CMD.format(seeds=_UNL_SEEDS70, methods="none metaunlearn", out="70-89"),
+           "docs/unlearn.md (headline, seeds 70-89, fifth MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia()
+           + (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
+                  n_label="test images"),),
+           note="Run after the two sets below had filled the reference cache (retrained models); the fifth MetaLoss "
+                "was chosen on tuning requests only (seeds 0-4, 10-19, 1000-1005)."),
+    Source("Unlearning (`eval-unlearning --task identity`)",
+           "docs/unlearn_identity_results_seeds70-89_fourth_metaloss.json",
+           _UNL_FOURTH + "; " + _UNL_CMD.format(seeds=_UNL_SEEDS70, methods="none metaunlearn",
+                                               out="70-89_fourth").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "fourth.pt"),
+           "docs/unlearn.md (headline, paired comparison with the fourth MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
+           note="The previous (fourth) MetaLoss on the same twenty fresh requests, run after the headline."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds70-79.json",
+           _UNL_CMD.format(seeds="70 71 72 73 74 75 76 77 78 79", methods="none metaunlearn", out="70"),
+           "docs/unlearn.md (headline, first set of ten)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia(),
+           note="References retrained in the same run (they do not depend on the MetaLoss)."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds80-89.json",
+           _UNL_CMD.format(seeds="80 81 82 83 84 85 86 87 88 89", methods="none metaunlearn", out="80"),
+           "docs/unlearn.md (headline, second set of ten)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia(),
+           note="References retrained in the same run (they do not depend on the MetaLoss)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds50-59.json",
-           _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn", out="50"),
-           "docs/unlearn.md (headline, seeds 50-59, fourth MetaLoss)",
+           _UNL_FOURTH + "; " + _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn",
+                                               out="50").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "fourth.pt"),
+           "docs/unlearn.md (previous run, seeds 50-59, fourth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unlearn(5, "none", with_drop=False)
            + _unlearn(10, "none", with_drop=False)
            + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
@@ -280,8 +317,9 @@ SOURCES: tuple[Source, ...] = (
                 "the fourth MetaLoss existed; the MetaLoss was chosen on tuning requests only (seeds 0-4, 10-19, "
                 "1000-1005)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds60-69.json",
-           _UNL_CMD.format(seeds="60 61 62 63 64 65 66 67 68 69", methods="none metaunlearn", out="60").replace(
-               "out/refcache", "out/refcache60"),
+           _UNL_FOURTH + "; " + _UNL_CMD.format(seeds="60 61 62 63 64 65 66 67 68 69", methods="none metaunlearn",
+                                               out="60").replace("out/refcache", "out/refcache60").replace(
+               "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "fourth.pt"),
            "docs/unlearn.md (confirmation, seeds 60-69, fourth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn")
            + (Row("K=5 retrained: forget-set MIA AUC", ("summary", {"K": 5, "method": "retrained"}, "MIA_AUC"),
@@ -292,7 +330,7 @@ SOURCES: tuple[Source, ...] = (
            _UNL_THIRD + "; " + _UNL_CMD.format(seeds="50 51 52 53 54 55 56 57 58 59", methods="none metaunlearn",
                                               out="50_third").replace(
                "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "third.pt"),
-           "docs/unlearn.md (headline, paired comparison with the third MetaLoss)",
+           "docs/unlearn.md (previous run, paired comparison with the third MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
            note="The previous (third) MetaLoss on the same ten fresh requests, run after the choice."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds40-49.json",

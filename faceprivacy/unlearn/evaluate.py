@@ -55,7 +55,7 @@ def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
     cfg = cfg or EvalConfig()
     cfg.train = replace(cfg.train, epochs=100, label_smoothing=0.1)
     cfg.meta = replace(cfg.meta, iters=20000, eta=10.0, dropout=0.0, outer="oof", val_kl=1.0, update="weights",
-                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40, precond=0.1)
+                       proj_rank=1, k_power=0.5, request_k_power=1.0, oof_folds=40, precond=0.2)
     cfg.model = ModelConfig(kind="mlp", in_dim=128, widths=MLP_WIDTHS, embedder="dlib", norm=True)
     cfg.tune_ks, cfg.tune_seeds = (5, 10), (1000, 1001, 1002, 1003, 1004, 1005)
     return cfg
