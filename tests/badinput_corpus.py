@@ -424,6 +424,8 @@ def cases() -> list[Case]:
     add(Case("evaldet-unknown-detector", ["eval-detection", "--detectors", "mtcnn", "--out", "{d}/o"]))
     add(Case("evaldet-floor-bad", ["eval-detection", "--floors", "2", "--data", "{d}/adir", "--out", "{d}/o"],
              _uses("adir")))
+    add(Case("evaldet-occluded-bad", ["eval-detection", "--occluded", "1.5", "--data", "{d}/adir", "--out",
+                                      "{d}/o"], _uses("adir")))
     # ---- video (anonymize / recover / eval-video)
     vpw = ("pw.txt",)
     for f in ("clip_truncated.mp4", "clip_text.mp4", "clip_empty.mp4", "clip_vfr.mp4", "audio_only.mp4",

@@ -78,7 +78,7 @@ def test_eval_detection_tiny_end_to_end(datakit, tmp_path):
         assert w["floor"] == WEAK_SCORES[name] and w["recall"]["value"] >= r["recall"]["value"]
         assert len(saved["faces"][f"found_weak_{name}"]) == 6
     assert p["weak_floor"] == WEAK_SCORES["retinaface"] and p["safety_net"] is True
-    assert set(p["obscured"]) == {"weak", "unalignable", "escalated"} and p["safety_s"] >= 0
+    assert set(p["obscured"]) == {"weak", "unalignable", "escalated", "occluded"} and p["safety_s"] >= 0
 
 
 def test_eval_detection_refuses_bad_config(tmp_path):
@@ -86,7 +86,7 @@ def test_eval_detection_refuses_bad_config(tmp_path):
     from faceprivacy.deid.evaluation.detection import evaluate_detection
 
     for kw in ({"n_celeba": 0, "n_utk": 0}, {"far": 0.0}, {"face_px": (50.0, 10.0)}, {"detectors": ("mtcnn",)},
-               {"floors": (1.5,)}):
+               {"floors": (1.5,)}, {"occluded": 1.5}):
         with pytest.raises(InputError):
             evaluate_detection(tmp_path, tmp_path / "o", DetectionConfig.quick(**kw))
     with pytest.raises(InputError, match="not found"):

@@ -203,3 +203,98 @@ def test_real_safety_net_flags_an_unchanged_face_and_passes_an_obscured_one(data
     assert net.leaks(x, x).tolist() == [True]
     ob = obscure(x[0], [8.0, 8.0, 104.0, 104.0])[None]
     assert net.leaks(x, ob).tolist() == [False]
+
+
+class OcclusionNet(FakeNet):
+    """A fake net whose occlusion check flags the faces at the given indices (and never verifies a face)."""
+
+    def __init__(self, flagged: set[int]) -> None:
+        super().__init__(0)
+        self.flagged = flagged
+
+    def embed(self, crops):
+        return {"dlib": np.zeros((len(crops), 128)), "mobilefacenet": np.zeros((len(crops), 128))}
+
+    def occluded(self, feats):
+        n = len(feats["dlib"])
+        return np.array([i in self.flagged for i in range(n)])
+
+    def leaks(self, orig, anon, ref=None):
+        assert ref is None or len(ref["dlib"]) == len(orig)  # descriptors of the faces still replaced
+        return super().leaks(orig, anon)
+
+
+def test_occluded_faces_go_straight_to_the_obscuring_fallback_and_recover_exactly(img, caplog):
+    m = KeyedPaint()
+    d = Deidentifier(m, detector=Replay([_face(40, 40), _face(150, 60, 50)]), safety=OcclusionNet({1}))
+    with caplog.at_level("WARNING"):
+        out = d.anonymize(img, PW)
+    assert out.occluded == 1 and out.blurred == 1 and out.escalated == 0 and len(m.seen) == 1
+    assert sorted(f.get("fallback") or "-" for f in out.faces) == ["-", "pixelate"]
+    assert "look occluded" in caplog.text
+    rec, mode = d.recover(out.image, out.record, PW)
+    assert mode == "exact" and np.array_equal(rec, img)
+    # every face occluded: nothing replaced, all obscured
+    all_occ = Deidentifier(KeyedPaint(), detector=Replay([_face(40, 40)]), safety=OcclusionNet({0})).anonymize(
+        img, PW)
+    assert all_occ.occluded == 1 and all_occ.faces[0]["fallback"] == "pixelate"
+
+
+def test_occlusion_check_weights_flag_a_covered_face_more_than_the_clean_one(datakit):
+    from faceprivacy.core.data import celeba_subset
+    from faceprivacy.core.imageio import load_image
+    from faceprivacy.deid.occlusion import default_check, synth_occlude
+    from faceprivacy.deid.safety import SafetyNet
+
+    chk = default_check()
+    assert chk is not None and 0 < chk.threshold < 1
+    paths = celeba_subset(datakit / "celeba_subset_aligned112").paths[:4]
+    clean = np.stack([load_image(p) for p in paths])
+    rng = np.random.default_rng(0)
+    covered = np.stack([synth_occlude(c, k, rng) for c, k in zip(clean, ("mask", "eyes", "mask", "eyes"),
+                                                                  strict=True)])
+    net = SafetyNet(data_root=datakit)
+    pc = chk.prob(np.concatenate(list(net.embed(clean).values()), 1))
+    po = chk.prob(np.concatenate(list(net.embed(covered).values()), 1))
+    assert po.mean() > pc.mean()
+    assert net.occluded(net.embed(covered)).sum() >= 2
+
+
+def test_union_flip_adds_the_mirrored_passes_faces_mapped_back():
+    """With ``flip``, RetinaFace also runs on the mirrored frame; its faces come back in frame coordinates with
+    the left/right points swapped, and a face both passes find is kept once."""
+    from faceprivacy.core.detect import FaceDetector
+    from faceprivacy.core.detect_onnx import Detections
+
+    lm = np.array([[[20, 30], [40, 30], [30, 40], [22, 50], [38, 50.0]]])
+
+    class Net:
+        def detect(self, img):
+            if img[0, 0, 0] == 255:  # the frame as given: one face on the left
+                return Detections(np.array([[10, 20, 50, 60.0]]), np.array([0.9]), lm.copy())
+            return Detections(np.array([[10, 20, 50, 60.0], [150, 20, 190, 60]]), np.array([0.8, 0.6]),
+                              np.concatenate([lm, lm + [140, 0]]))
+
+    class NoFaces:
+        def detect(self, img):
+            return Detections(np.zeros((0, 4)), np.zeros(0), None)
+
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[0, 0] = 255
+    det = FaceDetector("retinaface+rfb320", flip=True)
+    det._onnx = {"retinaface": Net(), "rfb320": NoFaces()}
+    got = sorted(det._raw(img), key=lambda t: t[0][0])
+    assert [tuple(np.round(b).astype(int)) for b, _, _ in got] == [(10, 20, 50, 60), (150, 20, 190, 60)]
+    assert [round(s, 2) for _, s, _ in got] == [0.9, 0.8]
+    # the mirrored pass's face at x 10-50 is the frame's face at x 150-190; its left eye is the mirrored right eye
+    assert np.allclose(got[1][2][0], [200 - 40, 30]) and np.allclose(got[1][2][3], [200 - 38, 50])
+    assert FaceDetector("retinaface", flip=True).flip is False  # the union only
+
+
+def test_untrusted_boxes_are_obscured_with_the_larger_margin(img):
+    from faceprivacy.deid.safety import UNTRUSTED_GROW
+
+    d = Deidentifier(KeyedPaint(), detector=Replay([_face(150, 60, 50, weak=True)]), safety=FakeNet(0))
+    out = d.anonymize(img, PW)
+    assert out.faces[0]["region"] == grown_box([150, 60, 200, 110], img.shape, UNTRUSTED_GROW)
+    assert grown_box([150, 60, 200, 110], img.shape, UNTRUSTED_GROW) != grown_box([150, 60, 200, 110], img.shape)

@@ -196,6 +196,21 @@ SOURCES: tuple[Source, ...] = (
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline with the safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v6.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "--pipeline-detectors retinaface+rfb320",
+           "docs/detection.md (issue 16 third pass: mirrored RetinaFace pass, occlusion check, with the net, weak "
+           "tier and small frames)",
+           (Row("retinaface+rfb320 (mirrored pass, small frames finer): recall, faces >= 24 px",
+                ("detectors", "retinaface+rfb320", "recall_from_24px")),
+            Row("+ weak tier (obscured): recall, faces >= 24 px",
+                ("detectors", "retinaface+rfb320", "weak_tier", {"floor": 0.3}, "recall_from_24px")),
+            Row("+ weak tier: false positives per MP (obscured)",
+                ("detectors", "retinaface+rfb320", "weak_tier", {"floor": 0.3}, "fp_per_mp"), n_label="scenes"),
+            Row("pipeline with the occlusion check and safety net (donor, ONNX judge): face still verifiable",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
+            Row("pipeline with the occlusion check and safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v5.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "

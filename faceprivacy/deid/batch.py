@@ -101,7 +101,7 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
     ``detector``: a name (default ``core.detect.ANONYMIZE_DETECTOR``) or a detector object; ``floor``: its
     weak tier (``"default"``: ``core.detect.WEAK_SCORES``; None: none). ``safety``: the post-replacement check
     (``deid.safety``; True = default net, False = off). The summary lists outputs, faces, faces obscured by the
-    fallback (``blurred``; of them ``weak``, ``unalignable``, ``escalated``), faces the safety net redrew
+    fallback (``blurred``; of them ``weak``, ``unalignable``, ``escalated``, ``occluded``), faces the safety net redrew
     (``redrawn``), its time (``safety_s``), skipped inputs (with the reason) and notes.
     """
     inp, out = Path(inp), Path(out)
@@ -125,12 +125,12 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
                              "anonymizing it again would seal the stranger, not the original")
         pairs = [(inp, out)]
     if detector is None or isinstance(detector, str):
-        from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+        from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
 
         name = detector or ANONYMIZE_DETECTOR
         detector = FaceDetector(method=name, upsample=upsample, min_size=min_size, min_score=min_score,
                                 floor=WEAK_SCORES[name] if floor == "default" else floor,
-                                small_frame_mp=SMALL_FRAME_MP)
+                                small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
     deid = Deidentifier(method, detector=detector, min_face=min_face, keep_pixels=keep_pixels and recoverable,
                         safety=safety)
     salt = master = None
@@ -139,7 +139,7 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
         # a plain run still builds a record internally (under a random key) and then drops it
         master = derive_master_key(passphrase, salt) if recoverable else os.urandom(32)
     summary: dict = {"written": 0, "faces": 0, "blurred": 0, "weak": 0, "unalignable": 0, "escalated": 0,
-                     "redrawn": 0, "safety_s": 0.0, "skipped": [], "outputs": [], "notes": notes,
+                     "occluded": 0, "redrawn": 0, "safety_s": 0.0, "skipped": [], "outputs": [], "notes": notes,
                      "recoverable": recoverable, "lossy": []}
     single = not inp.is_dir()
     for src, dst in progress(pairs, desc="anonymize", unit="img"):
@@ -169,11 +169,12 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
             summary["lossy"].append(str(dst))
         summary["written"] += 1
         summary["faces"] += res.n_faces
-        for k in ("blurred", "weak", "unalignable", "escalated", "redrawn", "safety_s"):
+        for k in ("blurred", "weak", "unalignable", "escalated", "occluded", "redrawn", "safety_s"):
             summary[k] += getattr(res, k)
         why = [f"{n} {what}" for n, what in ((res.unalignable, "could not be aligned"),
                                               (res.weak, "weak detection(s)"),
-                                              (res.escalated, "still verified as the original after redraws"))
+                                              (res.escalated, "still verified as the original after redraws"),
+                                              (res.occluded, "occluded"))
                if n]
         if why:
             notes.append(f"{src.name}: {res.blurred} face(s) obscured (pixelated + blurred) instead of replaced: "

@@ -311,12 +311,12 @@ def _detector(args, weak: bool = False):
     """The face detector of the anonymize options (photos and videos alike); ``weak``: with the detector's weak
     tier (``core.detect.WEAK_SCORES``: low-score faces come back marked weak; photos obscure them) and small
     frames searched one level finer (``core.detect.SMALL_FRAME_MP``), as photos are."""
-    from ..core.detect import SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+    from ..core.detect import SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
 
     return FaceDetector(args.detector, args.upsample, min_size=args.min_size, min_score=args.min_score,
                         data_root=args.data, threads=args.threads or 1,
                         floor=WEAK_SCORES.get(args.detector) if weak else None,
-                        small_frame_mp=SMALL_FRAME_MP if weak else None)
+                        small_frame_mp=SMALL_FRAME_MP if weak else None, flip=UNION_FLIP and weak)
 
 
 def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:

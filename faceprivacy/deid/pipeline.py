@@ -14,15 +14,18 @@ Safety net (``deid.safety``): after the method has replaced the faces, each outp
 original by dlib and the CASIA MobileFaceNet (never the evaluation's ONNX judge); a face either still verifies
 (FAR 1e-2 thresholds from validation identities) is redrawn under a key derived from its own
 (``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below). Deterministic: same key and
-image -> same output.
+image -> same output. Before any replacement, the net's occlusion check (``deid.occlusion``: a logistic
+regression on the same two descriptors of the input crop) sends faces it calls occluded (mask, eye band, hand)
+straight to the fallback: the replacement would paint only what the occluder leaves.
 
 Fallback: a face that cannot be replaced is obscured in its grown box, never left as is: pixelated and blurred
 (``safety.obscure``, record entry ``fallback/pixelate``), or filled with its mean colour (``fallback/mask``) if
 the pixelated face still verifies. Three kinds: faces whose five points fail ``core.detect.landmarks_plausible``
 (extreme pose, occlusion), *weak* detections (scored between the detector's floor and ``min_score``: their
-landmarks are not trusted) and faces the safety net could not fix. Original pixels are sealed like any other
+landmarks are not trusted), occluded faces and faces the safety net could not fix. Original pixels are sealed like any other
 face (exact recovery restores them; latent recovery leaves them obscured), each is logged on stderr and counted
-in ``AnonymizeOutput`` (``blurred`` = all of them; ``weak``, ``unalignable``, ``escalated``; ``redrawn``).
+in ``AnonymizeOutput`` (``blurred`` = all of them; ``weak``, ``unalignable``, ``escalated``, ``occluded``;
+``redrawn``).
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class AnonymizeOutput:
     escalated: int = 0  # ... because the safety net still verified every redraw
     redrawn: int = 0  # faces the safety net redrew (and a redraw passed)
     safety_s: float = 0.0  # seconds spent in the safety net (checks, redraws, obscuring the faces it escalated)
+    occluded: int = 0  # faces obscured (counted in ``blurred`` too) because the occlusion check flagged them
 
 
 class PseudonymBook:
@@ -182,10 +186,16 @@ class Deidentifier:
     @property
     def detector(self):
         if not self._detector:
-            from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+            from ..core.detect import (
+                ANONYMIZE_DETECTOR,
+                SMALL_FRAME_MP,
+                UNION_FLIP,
+                WEAK_SCORES,
+                FaceDetector,
+            )
 
             self._detector = FaceDetector(ANONYMIZE_DETECTOR, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
-                                          small_frame_mp=SMALL_FRAME_MP)
+                                          small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
         return self._detector
 
     @property
@@ -236,21 +246,38 @@ class Deidentifier:
         unalignable = [f for f in faces if not f.alignable]
         weak = [f for f in faces if f.alignable and f.weak]
         faces = [f for f in faces if f.alignable and not f.weak]
+        net = self.safety
+        redrawn, escalated, occluded, ref = 0, [], [], None
+        t_net = time.perf_counter()  # the net's whole cost: checks, redraws, obscuring what it could not fix
+        if net is not None and faces and hasattr(net, "occluded"):
+            # occluded faces (mask, eye band, hand) go straight to the obscuring fallback: the replacement
+            # paints only what the occluder leaves, and that can still verify (deid.occlusion)
+            from .safety import face_crops
+
+            ref = net.embed(face_crops(img, [f.arcface5 for f in faces]))
+            occ = net.occluded(ref)
+            if occ.any():
+                occluded = [f for f, o in zip(faces, occ, strict=True) if o]
+                faces = [f for f, o in zip(faces, occ, strict=True) if not o]
+                ref = {k: v[~occ] for k, v in ref.items()}
+        t_net = time.perf_counter() - t_net
         purposes = (self.person_purposes(img, faces, master) if consistent and self.method.keyed and faces
                     else [face_purpose(i, False) for i in range(len(faces))])
         keys = [subkey(master, p) for p in purposes]
         results = self._results(img, faces, keys)
         frame, entries, originals = self._compose(img, faces, results, purposes)
-        net = self.safety
-        redrawn, escalated = 0, []
-        t_net = time.perf_counter()  # the net's whole cost: checks, redraws, obscuring what it could not fix
+        t0 = time.perf_counter()
         if net is not None and faces:
             frame, entries, originals, faces, redrawn, escalated = self._safety_net(
-                net, master, img, frame, entries, originals, faces, results, keys, purposes)
-        t_net = time.perf_counter() - t_net
-        fallback = escalated + weak + unalignable
+                net, master, img, frame, entries, originals, faces, results, keys, purposes, ref)
+        t_net += time.perf_counter() - t0
+        fallback = escalated + occluded + weak + unalignable
         if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
-            frame = _obscure_fallback(frame, fallback, entries, originals, img, net)
+            from .safety import PIXEL_GROW, UNTRUSTED_GROW
+
+            # weak, occluded and unalignable faces: their box may be partial, so a larger margin
+            grows = [PIXEL_GROW] * len(escalated) + [UNTRUSTED_GROW] * (len(occluded) + len(weak) + len(unalignable))
+            frame = _obscure_fallback(frame, fallback, entries, originals, img, net, grows)
         if unalignable:
             log.warning("%d face(s) could not be aligned (extreme pose or occlusion): obscured instead "
                         "(pixelated + blurred)", len(unalignable))
@@ -263,6 +290,9 @@ class Deidentifier:
         if escalated:
             log.warning("safety net: %d face(s) still verified as the original%s: obscured instead (pixelated + "
                         "blurred)", len(escalated), f" after {net.redraws} redraws" if self.method.keyed else "")
+        if occluded:
+            log.warning("safety net: %d face(s) look occluded (mask, eye band, hand): obscured instead (pixelated "
+                        "+ blurred)", len(occluded))
         header = RecordHeader(method=self.method.name, salt=base64.b64encode(salt).decode("ascii"),
                               image_shape=list(img.shape),
                               pixel_sha256=pixel_digest(_lossy_pixels(frame, out_ext.lower())),
@@ -275,16 +305,18 @@ class Deidentifier:
                                    if e.key_purpose.startswith(FALLBACK_PREFIX) else {})
                                 | ({"redrawn": True} if "/safety/" in e.key_purpose else {}) for e in entries],
                                len(fallback), len(unalignable), len(weak), len(escalated), redrawn,
-                               t_net if net is not None else 0.0)
+                               t_net if net is not None else 0.0, len(occluded))
 
-    def _safety_net(self, net, master, img, frame, entries, originals, faces, results, keys, purposes):
+    def _safety_net(self, net, master, img, frame, entries, originals, faces, results, keys, purposes, ref=None):
         """Check every replaced face (module docstring); redraw the ones that still verify under
         ``<purpose>/safety/<n>`` keys, up to ``net.redraws`` times; the ones that still verify are taken out
-        of the replaced faces -> (frame, entries, originals, faces kept, faces redrawn, faces to obscure)."""
+        of the replaced faces -> (frame, entries, originals, faces kept, faces redrawn, faces to obscure).
+        ``ref``: the input crops' descriptors (``SafetyNet.embed``), when already computed."""
         from .safety import face_crops
 
         orig = face_crops(img, [f.arcface5 for f in faces])
-        leak = net.leaks(orig, face_crops(frame, [f.arcface5 for f in faces]))
+        anon = face_crops(frame, [f.arcface5 for f in faces])
+        leak = net.leaks(orig, anon) if ref is None else net.leaks(orig, anon, ref)
         if not leak.any():
             return frame, entries, originals, faces, 0, []
         purposes, keys, results = list(purposes), list(keys), list(results)
@@ -435,21 +467,22 @@ class Deidentifier:
 
 
 def _obscure_fallback(frame: np.ndarray, faces: Sequence[DetectedFace], entries: list, originals: list,
-                      img: np.ndarray | None = None, net=None) -> np.ndarray:
+                      img: np.ndarray | None = None, net=None, grows: Sequence[float] | None = None) -> np.ndarray:
     """Obscure each face's grown box (``safety.obscure``: pixelate + blur); with a safety ``net``, a face whose
     obscured crop still verifies as ``img``'s is filled with its mean colour instead. Appends a record entry
     and the original pixels per face, so exact recovery restores them like any other face."""
-    from .safety import face_crops, grown_box, obscure
+    from .safety import PIXEL_GROW, face_crops, grown_box, obscure
 
-    for f in faces:
-        r = grown_box(f.box, frame.shape)
+    for k, f in enumerate(faces):
+        g = PIXEL_GROW if grows is None else float(grows[k])
+        r = grown_box(f.box, frame.shape, g)
         if r[2] <= r[0] or r[3] <= r[1]:
             continue
         before = frame
-        frame, purpose = obscure(before, f.box), FALLBACK_PURPOSE
+        frame, purpose = obscure(before, f.box, grow=g), FALLBACK_PURPOSE
         if net is not None and img is not None and net.leaks(face_crops(img, [f.arcface5]),
                                                              face_crops(frame, [f.arcface5]))[0]:
-            frame, purpose = obscure(before, f.box, solid=True), FALLBACK_MASK
+            frame, purpose = obscure(before, f.box, solid=True, grow=g), FALLBACK_MASK
         region = _changed_region(before, frame)
         if region[2] <= region[0]:
             region = r

@@ -38,6 +38,11 @@ REDRAWS = 2
 #: the fallback pixelates the face box grown by this fraction per side into blocks of side / PIXEL_BLOCKS, then
 #: blurs with sigma = PIXEL_SIGMA x side
 PIXEL_GROW, PIXEL_BLOCKS, PIXEL_SIGMA = 0.2, 5.0, 0.08
+#: ... grown by this fraction instead when the box itself is not trusted (weak detections, occluded or unalignable
+#: faces: a partial box, e.g. an occluded face's visible part). Chosen on validation scenes (val and an all-occluded
+#: val set, docs/detection.md "Third pass"): the smallest of 0.2 / 0.35 / 0.5 / 0.75 whose grown box covers >= 95 %
+#: of the true face box for >= 90 % of the weak and >= 95 % of the occluded faces (0.2: 60 % / 81 %)
+UNTRUSTED_GROW = 0.5
 
 
 class SafetyNet:
@@ -48,12 +53,40 @@ class SafetyNet:
     runs on dlib alone and says so once on stderr.
     """
 
-    def __init__(self, thresholds: dict[str, float] | None = None, data_root=None, redraws: int = REDRAWS) -> None:
+    def __init__(self, thresholds: dict[str, float] | None = None, data_root=None, redraws: int = REDRAWS,
+                 occlusion=True) -> None:
         self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self.data_root, self.redraws = data_root, int(redraws)
         self._nets: dict | None = None
+        #: the occlusion check (``deid.occlusion``): True = the shipped one, None/False = off, or an object
+        #: with ``flags(features)``
+        self._occlusion = occlusion
         self.seconds = 0.0  # time spent in checks (for the per-face cost)
         self.checks = 0
+
+    @property
+    def occlusion(self):
+        if self._occlusion is True:
+            from .occlusion import default_check
+
+            self._occlusion = default_check()
+        return self._occlusion or None
+
+    def embed(self, crops112: np.ndarray) -> dict[str, np.ndarray]:
+        """Per recognizer, the unit descriptors of 112x112 ArcFace crops."""
+        from ..core.embedders import embed_arcface_crops
+
+        crops112 = np.asarray(crops112)
+        return {name: embed_arcface_crops(net, crops112) for name, net in self.nets().items()}
+
+    def occluded(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        """True per face whose input crop (descriptors ``feats`` from :meth:`embed`) the occlusion check
+        calls occluded; all False without the check or without both recognizers."""
+        n = len(next(iter(feats.values()))) if feats else 0
+        chk = self.occlusion
+        if chk is None or not n or not {"dlib", "mobilefacenet"} <= set(feats):
+            return np.zeros(n, bool)
+        return np.asarray(chk.flags(np.concatenate([feats["dlib"], feats["mobilefacenet"]], 1)), bool)
 
     def nets(self) -> dict:
         if self._nets is None:
@@ -69,8 +102,10 @@ class SafetyNet:
             self._nets = nets
         return self._nets
 
-    def scores(self, orig112: np.ndarray, anon112: np.ndarray) -> dict[str, np.ndarray]:
-        """Per recognizer, the cosine of each (original, anonymized) pair of 112x112 ArcFace crops."""
+    def scores(self, orig112: np.ndarray, anon112: np.ndarray,
+               ref: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Per recognizer, the cosine of each (original, anonymized) pair of 112x112 ArcFace crops (``ref``:
+        the originals' descriptors from :meth:`embed`, when already computed)."""
         import time
 
         from ..core.embedders import embed_arcface_crops
@@ -80,15 +115,19 @@ class SafetyNet:
         out = {}
         if len(orig112):
             for name, net in self.nets().items():
-                f = embed_arcface_crops(net, np.concatenate([orig112, anon112]))
-                out[name] = np.sum(f[:len(orig112)] * f[len(orig112):], 1)
+                if ref is not None and name in ref:
+                    fo, fa = np.asarray(ref[name]), embed_arcface_crops(net, anon112)
+                else:
+                    f = embed_arcface_crops(net, np.concatenate([orig112, anon112]))
+                    fo, fa = f[:len(orig112)], f[len(orig112):]
+                out[name] = np.sum(fo * fa, 1)
         self.seconds += time.perf_counter() - t0
         self.checks += len(orig112)
         return out
 
-    def leaks(self, orig112: np.ndarray, anon112: np.ndarray) -> np.ndarray:
+    def leaks(self, orig112: np.ndarray, anon112: np.ndarray, ref: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """True per pair that any recognizer still verifies as one person."""
-        s = self.scores(orig112, anon112)
+        s = self.scores(orig112, anon112, ref)
         hit = np.zeros(len(orig112), bool)
         for name, cos in s.items():
             hit |= cos > self.thresholds[name]
@@ -113,13 +152,13 @@ def grown_box(box: Sequence[float], shape: tuple[int, ...], grow: float = PIXEL_
             int(np.clip(np.ceil(x2 + g), 0, w)), int(np.clip(np.ceil(y2 + g), 0, h))]
 
 
-def obscure(frame: np.ndarray, box: Sequence[float], solid: bool = False) -> np.ndarray:
-    """A copy of ``frame`` with the grown face box pixelated (blocks of side / ``PIXEL_BLOCKS``, on a grid
-    anchored at the region's corner) and then blurred (sigma ``PIXEL_SIGMA`` x side); ``solid``: filled with
+def obscure(frame: np.ndarray, box: Sequence[float], solid: bool = False, grow: float = PIXEL_GROW) -> np.ndarray:
+    """A copy of ``frame`` with the face box grown by ``grow`` pixelated (blocks of side / ``PIXEL_BLOCKS``, on a
+    grid anchored at the region's corner) and then blurred (sigma ``PIXEL_SIGMA`` x side); ``solid``: filled with
     the region's mean colour instead."""
     from scipy.ndimage import gaussian_filter
 
-    r = grown_box(box, frame.shape)
+    r = grown_box(box, frame.shape, grow)
     out = frame.copy()
     if r[2] <= r[0] or r[3] <= r[1]:
         return out

@@ -75,6 +75,8 @@ class DetectionConfig:
     weak: bool = True
     safety: bool = True
     small_frames: bool = True
+    #: the union detector also searches the mirrored frame (``core.detect.UNION_FLIP``), as ``anonymize`` does
+    flip: bool = True
     scene_sizes: tuple = ((640, 480), (1280, 720), (1920, 1080), (3840, 2160))
     scene_weights: tuple = (0.3, 0.35, 0.25, 0.1)
 
@@ -98,6 +100,8 @@ class DetectionConfig:
             raise InputError(f"--face-px must satisfy 4 <= MIN <= MAX, got {self.face_px[0]:g} {self.face_px[1]:g}")
         if self.cnn_max_mp < 0:
             raise InputError("--cnn-max-mp must be >= 0")
+        if not 0 <= self.occluded <= 1:
+            raise InputError(f"--occluded must be in [0, 1], got {self.occluded:g}")
         for d in (*self.detectors, *self.pipeline):
             if d not in DETECTORS:
                 raise InputError(f"unknown detector {d!r} (use {', '.join(DETECTORS)})")
@@ -213,7 +217,7 @@ def _cnn_subset(scenes, budget_mp: float, seed: int) -> list[int]:
 def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
     """Per detector: found flag per face (NaN where not run), FP and seconds per scene, scenes run, at the
     default score threshold and (``sweep``) at each threshold of ``SWEEP``."""
-    from ...core.detect import MIN_SCORES, SMALL_FRAME_MP, FaceDetector
+    from ...core.detect import MIN_SCORES, SMALL_FRAME_MP, UNION_FLIP, FaceDetector
 
     n_faces = sum(len(s.faces) for s in scenes)
     out = {}
@@ -221,7 +225,8 @@ def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
         default = MIN_SCORES[name]
         thresholds = sorted(set(SWEEP.get(name, ())) | {default})
         det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, min_score=thresholds[0],
-                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None,
+                           flip=UNION_FLIP and cfg.flip)
         run = _cnn_subset(scenes, cfg.cnn_max_mp, cfg.seed) if name == "cnn" else list(range(len(scenes)))
         found = {t: np.full(n_faces, np.nan) for t in thresholds}
         fps = {t: np.zeros(len(scenes)) for t in thresholds}
@@ -254,7 +259,7 @@ def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: P
     """Per weak-tier floor (``cfg.floors`` plus the detector's default ``WEAK_SCORES``): found flag per face and
     false positives per scene counting strong *and* weak detections (what ``anonymize`` replaces or obscures),
     the weak detections per scene, and seconds per scene; one detector run per floor."""
-    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+    from ...core.detect import SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
 
     if WEAK_SCORES.get(name) is None:
         return {}
@@ -263,7 +268,8 @@ def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: P
     out = {}
     for fl in sorted(set(cfg.floors) | {WEAK_SCORES[name]}):
         det = FaceDetector(name, data_root=data, with_68=False, threads=cfg.threads, floor=fl,
-                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None,
+                           flip=UNION_FLIP and cfg.flip)
         found, fps, weak, secs = np.full(n_faces, np.nan), np.zeros(len(scenes)), np.zeros(len(scenes)), \
             np.zeros(len(scenes))
         det.boxes(scenes[0].image[:64, :64])
@@ -319,14 +325,15 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         save_image(src / f"{sc.name}.png", sc.image)
     orig_crops = [arcface_crop(sc.image, f.five, 112)[0] for sc in scenes for f in sc.faces]
     f_orig = judge.embed(np.stack(orig_crops)) if orig_crops else np.zeros((0, 128))
-    from ...core.detect import SMALL_FRAME_MP, WEAK_SCORES
+    from ...core.detect import SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES
 
     out = {}
     for name in cfg.pipeline:
         dst = work / f"anon_{name}"
         det = FaceDetector(name, data_root=data, threads=cfg.threads,
                            floor=WEAK_SCORES.get(name) if cfg.weak else None,
-                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None)
+                           small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None,
+                           flip=UNION_FLIP and cfg.flip)
         t0 = time.perf_counter()
         summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=cfg.safety)
         wall = time.perf_counter() - t0
@@ -342,7 +349,8 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         out[name] = {"cos": cos, "missed": cos > thr, "blurred": int(summ.get("blurred", 0)), "wall_s": wall,
                      "skipped": skipped, "faces_anonymized": int(summ["faces"]), "dir": dst,
                      "weak_floor": det.floor, "safety": bool(cfg.safety),
-                     **{k: summ.get(k, 0) for k in ("weak", "unalignable", "escalated", "redrawn", "safety_s")}}
+                     **{k: summ.get(k, 0) for k in ("weak", "unalignable", "escalated", "occluded", "redrawn",
+                                                           "safety_s")}}
     return out
 
 
@@ -457,7 +465,8 @@ def evaluate_detection(data: Path, out_dir: Path, cfg: DetectionConfig,
                                               if (table["occlusion"] == o).any()],
                    "blurred_fallback": p["blurred"], "faces_anonymized": p["faces_anonymized"],
                    "weak_floor": p["weak_floor"], "safety_net": p["safety"],
-                   "obscured": {"weak": p["weak"], "unalignable": p["unalignable"], "escalated": p["escalated"]},
+                   "obscured": {"weak": p["weak"], "unalignable": p["unalignable"], "escalated": p["escalated"],
+                                "occluded": p["occluded"]},
                    "redrawn": p["redrawn"], "safety_s": float(p["safety_s"]),
                    "safety_s_per_face": float(p["safety_s"]) / max(1, p["faces_anonymized"]),
                    "scenes_without_output": p["skipped"], "s_per_mp": float(p["wall_s"] / mp.sum()),

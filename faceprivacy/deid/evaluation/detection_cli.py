@@ -36,6 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="megapixels dlib's slow MMOD (cnn) runs on, smallest scenes first (default 2.0)")
     d.add_argument("--far", type=float, default=1e-3, help="false accept rate of the judge's threshold")
     d.add_argument("--seed", type=int, default=0, help="seed of the scene set")
+    d.add_argument("--occluded", type=float, default=None, metavar="FRACTION",
+                   help="fraction of faces partly covered (mask, eye band or one side; default 0.3)")
     d.add_argument("--floors", type=float, nargs="*", default=None, metavar="SCORE",
                    help="weak-tier floors swept (recall and FP/MP counting weak detections; the default floor of "
                         "anonymize is always measured)")
@@ -45,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pipeline without the weak tier: low-score detections left as they are (for comparison)")
     d.add_argument("--no-small-frames", action="store_true",
                    help="search small frames at the normal pyramid, not one level finer (for comparison)")
+    d.add_argument("--no-flip", action="store_true",
+                   help="the union detector without its mirrored RetinaFace pass (for comparison)")
     d.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, blur method)")
     d.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
     add_common(d, threads=1)
@@ -64,10 +68,11 @@ def _cmd(args) -> int:
     kw: dict = {"identities": args.identities, "detectors": tuple(args.detectors),
                 "pipeline": tuple(args.pipeline_detectors), "far": args.far, "seed": args.seed,
                 "threads": args.threads or 1, "floors": tuple(args.floors or ()), "safety": not args.no_safety,
-                "weak": not args.no_weak, "small_frames": not args.no_small_frames}
+                "weak": not args.no_weak, "small_frames": not args.no_small_frames,
+                "flip": not args.no_flip}
     if args.faces is not None:
         kw["n_celeba"] = kw["n_utk"] = args.faces
-    for flag, key in (("empty", "n_empty"), ("cnn_max_mp", "cnn_max_mp")):
+    for flag, key in (("empty", "n_empty"), ("cnn_max_mp", "cnn_max_mp"), ("occluded", "occluded")):
         if getattr(args, flag) is not None:
             kw[key] = getattr(args, flag)
     if args.face_px is not None:

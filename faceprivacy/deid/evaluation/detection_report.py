@@ -89,8 +89,9 @@ def pipeline_rows(res: dict, html: bool = False) -> list[dict]:
                      f"miss rate >= {p['goal']['from_px']} px": _ci(r["miss_rate_from_24px"]),
                      "goal <= 1 %": "met" if r["goal_met"] else "NOT met",
                      "faces (replaced + obscured)": r["faces_anonymized"],
-                     "obscured: weak / unalignable / safety net": f"{ob.get('weak', 0)} / {ob.get('unalignable', 0)}"
-                                                                 f" / {ob.get('escalated', 0)}"
+                     "obscured: weak / unalignable / occluded / safety net":
+                         f"{ob.get('weak', 0)} / {ob.get('unalignable', 0)} / {ob.get('occluded', 0)}"
+                         f" / {ob.get('escalated', 0)}"
                      if ob else r["blurred_fallback"],
                      "redrawn by the safety net": r.get("redrawn", "-"),
                      "safety net s / face": f"{r['safety_s_per_face']:.2f}" if "safety_s_per_face" in r else "-",
