@@ -258,3 +258,50 @@ def test_attribute_check_also_reads_the_evaluation_crop(donor, crops):
     if info["gender"] >= 0 and info.get("gender112", -1) >= 0:
         other = dict(info, gender=1 - info["gender"], gender112=1 - info["gender112"])
         assert donor.attribute_miss(crops[2], other) >= 2.0
+
+
+def test_piecewise_affine_cubic_order_is_exact_on_the_grid_and_sharper_off_it():
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 255, (40, 40, 3)).astype(np.uint8)
+    pts = np.array([[0, 0], [39, 0], [0, 39], [39, 39], [20, 20]], float)
+    out, _ = piecewise_affine(img, pts, pts, (40, 40), order=3)
+    assert np.allclose(out, img, atol=1e-2)
+    # half a pixel off the grid: bilinear averages neighbours (loses contrast), cubic keeps more of it
+    lin, _ = piecewise_affine(img, pts, pts + [0.5, 0], (40, 40))
+    cub, _ = piecewise_affine(img, pts, pts + [0.5, 0], (40, 40), order=3)
+    assert cub[5:35, 5:35].std() > lin[5:35, 5:35].std() * 1.05
+
+
+def test_shading_brows_keeps_the_composites_shading_off_the_forehead(donor, crops):
+    from faceprivacy.deid.donor import PAD, DonorMorph
+
+    key = b"\x23" * 32
+    a = DonorMorph(donor.bank, donor_check=False, attribute_check=False, shading_brows=False)
+    b = DonorMorph(donor.bank, donor_check=False, attribute_check=False, shading_brows=True)
+    info = a.source_info(crops[1])
+    oa, _, _ = a._morph(crops[1], key, info)
+    ob, _, _ = b._morph(crops[1], key, info)
+    d = np.abs(oa.astype(int) - ob).max(-1)
+    f = crops.shape[1] / (1 + 2 * PAD)
+    brow = int(info["lm"][17:27, 1].min() + 0.02 * f)  # about the source's brows (the target moves a little)
+    assert d[brow + int(0.12 * f):].max() <= 1  # below the brows: the same
+    assert d[:brow].mean() > 0.05  # above: the forehead no longer takes the composite's own shading
+
+
+def test_hair_warp_is_keyed_and_stays_outside_the_face(donor, crops):
+    from faceprivacy.deid.donor import DonorMorph
+
+    m = DonorMorph(donor.bank, donor_check=False, attribute_check=False, hair_warp=0.12)
+    info = m.source_info(crops[0])
+    size = crops.shape[1]
+    t, _ = m.target_geometry(info["lm"], *m.choose(info, b"\x31" * 32), b"\x31" * 32, size)
+    lift = m.lift * size / 1.5
+    s1, d1 = m._hair_ring(info["lm"], t, lift, lift, b"\x31" * 32, size)
+    s2, d2 = m._hair_ring(info["lm"], t, lift, lift, b"\x32" * 32, size)
+    assert len(s1) >= 4 and np.array_equal(s1, m._hair_ring(info["lm"], t, lift, lift, b"\x31" * 32, size)[0])
+    assert not np.allclose(d1, s1) and (len(d1) != len(d2) or not np.allclose(d1, d2))
+    # every moved point lies outside the face (jaw and forehead) of both shapes
+    from matplotlib.path import Path
+
+    hull = Path(np.concatenate([t[:17], t[17:27][::-1] - [0, lift]]))
+    assert not hull.contains_points(d1).any() and not hull.contains_points(s1).any()

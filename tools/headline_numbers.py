@@ -212,9 +212,10 @@ SOURCES: tuple[Source, ...] = (
             Row("pipeline with the occlusion check and safety net: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
-    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v4.json",
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v5.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_v4 --threads 1", "docs/deid.md (run 6: the v3 default with the safety net, as anonymize runs it)",
+           "-o out/eval_deid_v5a --threads 1",
+           "docs/deid.md (run 7a: the v4 default, sharp resampling, with the safety net, as anonymize runs it)",
            _deid("aligned", "donor") + _deid("frames", "donor")
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),

@@ -17,10 +17,10 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
    residuals is flatter than either), so the head keeps the source's pose while the face takes the donors'
    proportions. The mouth shape (open mouth, smile) is the source's, with the chin
    following the opening; a keyed factor widens or narrows the jaw, another moves the hairline.
-4. **Warp.** The source crop is warped piecewise-affinely onto the new geometry (head outline moves; a
-   fixed ellipse of anchors around the face keeps the rest of the crop still), with a keyed skin-tone shift
-   of its skin-coloured pixels (face, ears, neck) and a keyed shade of the hair around the face
-   (``hair_shift``); each donor is warped onto it.
+4. **Warp.** The source crop is warped piecewise-affinely (cubic sampling, ``warp_order``) onto the new
+   geometry (head outline moves; a fixed ellipse of anchors around the face keeps the rest of the crop
+   still), with a keyed skin-tone shift of its skin-coloured pixels (face, ears, neck) and a keyed shade of
+   the hair around the face (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
    first two are blended as the base face, the eyes, nose and mouth each come from another donor
    (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
@@ -196,7 +196,8 @@ class DonorMorph(Method):
                  age_offset: float = 4.0, push_dir_weight: float = 3.0, push_flip: bool = False,
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
-                 shading_keep: float = 0.5):
+                 shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
+                 hair_warp: float = 0.0):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -217,6 +218,10 @@ class DonorMorph(Method):
         self.attribute_check, self.age_tolerance = attribute_check, age_tolerance
         self.hair_shift, self.base_lead = hair_shift, base_lead
         self.attribute_layout, self.shading_keep = attribute_layout, shading_keep
+        # cubic sampling in the warps: bilinear smooths the whole ellipse (the source's hair and background
+        # are resampled too) and the upsampled donors, so outputs read softer than the photo
+        self.warp_order = warp_order
+        self.shading_brows, self.hair_warp = shading_brows, hair_warp
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -467,7 +472,11 @@ class DonorMorph(Method):
         hair = 1.0 + self.hairline_range * (2 * keyed_uniforms(subkey(key, "deid/donor/hairline"), 1)[0] - 1)
         src_pts = np.concatenate([src_lm, forehead(src_lm, lift), ring])
         dst_pts = np.concatenate([t, forehead(t, lift * hair), ring])
-        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size))
+        if self.hair_warp > 0:
+            mid_s, mid_t = self._hair_ring(src_lm, t, lift, lift * hair, key, size)
+            src_pts = np.concatenate([src_pts, mid_s])
+            dst_pts = np.concatenate([dst_pts, mid_t])
+        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size), order=self.warp_order)
         if self.skin_shift > 0:
             base = self._skin_shifted(np.asarray(base, np.float64), src_lm, key, size)
         if self.hair_shift > 0:
@@ -484,7 +493,7 @@ class DonorMorph(Method):
         for j in donors:
             dl = self._lm[j]
             d_src = np.concatenate([dl, forehead(dl, self.lift * 112.0)])
-            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size))
+            warped, ok = piecewise_affine(self._donor_image(j), d_src, face_map, (size, size), order=self.warp_order)
             valid &= ok  # never a donor pixel from beyond its photo's edge
             warped_all.append(warped.astype(np.float64))
         st = skin_t & valid
@@ -512,10 +521,45 @@ class DonorMorph(Method):
 
             inner = binary_erosion(region, iterations=max(1, size // 16))
             a = self.shading_keep * gaussian_filter(inner.astype(np.float64), max(1.0, size / 50)) * region
+            if self.shading_brows:  # not above the brows: a donor's bright or hairy forehead shows as a band
+                yy = np.arange(size, dtype=np.float64)[:, None]
+                a = a * np.clip((yy - t[17:27, 1].min() + 0.02 * f) / (0.08 * f), 0, 1)
             a = a[..., None]
             out = out + a * (comp - out)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size), region
+
+    def _hair_ring(self, src_lm: np.ndarray, t: np.ndarray, lift_s: float, lift_t: float, key: bytes,
+                   size: int, n: int = 16) -> tuple[np.ndarray, np.ndarray]:
+        """Keyed hair volume (``hair_warp``): points on an ellipse between the face and the anchor ellipse
+        (0.86 of its radii) move out or in, by a keyed factor across (the hair's width) and another above the
+        eyes (its height), so the hair around the face and the head's outline change with the key. Points
+        inside either face hull are left out (they would fold the warp)."""
+        f = size / (1 + 2 * PAD)
+        o = PAD * f
+        cx, cy = 56.0 * f / 112 + o, 62.0 * f / 112 + o
+        rx, ry = 0.86 * 74.0 * f / 112, 0.86 * 78.0 * f / 112
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        mid = np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], 1)
+        u = keyed_uniforms(subkey(key, "deid/donor/hairwarp"), 2)
+        sx, sy = 1 + self.hair_warp * (2 * u[0] - 1), 1 + self.hair_warp * (2 * u[1] - 1)
+        dst = mid.copy()
+        dst[:, 0] = cx + (mid[:, 0] - cx) * sx
+        up = mid[:, 1] < cy
+        dst[up, 1] = cy + (mid[up, 1] - cy) * sy
+        from scipy.ndimage import binary_dilation
+
+        hull = np.zeros((size, size), bool)
+        for lm, lift in ((src_lm, lift_s), (t, lift_t)):
+            hull |= _polygon_mask(np.concatenate([lm[:17], forehead(lm, lift)[::-1]]), size)
+        hull = binary_dilation(hull, iterations=max(1, int(round(0.06 * f))))
+
+        def inside(p: np.ndarray) -> np.ndarray:
+            q = np.clip(np.round(p).astype(int), 0, size - 1)
+            return hull[q[:, 1], q[:, 0]]
+
+        keep = ~(inside(mid) | inside(dst))
+        return mid[keep], dst[keep]
 
     def _compose_parts(self, warped: list[np.ndarray], w: np.ndarray, t: np.ndarray, size: int) -> np.ndarray:
         """Identikit composite: the first two donors blended as the base face, then the eyes with their

@@ -103,8 +103,9 @@ def _changed_region(before: np.ndarray, after: np.ndarray) -> list[int] | None:
 
 def _paste_local(out: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """``core.align.paste_back`` restricted to the window the crop lands on (a 720p frame is not warped
-    whole for a 160-px face)."""
+    whole for a 160-px face), resampled as photos are (``pipeline.RESAMPLE``)."""
     from ...core.align import invert_affine, paste_back
+    from ..pipeline import RESAMPLE
 
     h, w = out.shape[:2]
     s = crop.shape[0]
@@ -117,7 +118,8 @@ def _paste_local(out: np.ndarray, crop: np.ndarray, m: np.ndarray, mask: np.ndar
     ml = np.asarray(m, float).copy()
     ml[:, 2] += ml[:, :2] @ np.array([x0, y0], float)
     res = out.copy()
-    res[y0:y1, x0:x1] = paste_back(np.ascontiguousarray(out[y0:y1, x0:x1]), crop, ml, mask=mask)
+    res[y0:y1, x0:x1] = paste_back(np.ascontiguousarray(out[y0:y1, x0:x1]), crop, ml, mask=mask,
+                                   resample=RESAMPLE)
     return res
 
 
