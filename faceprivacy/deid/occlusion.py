@@ -30,7 +30,7 @@ import numpy as np
 #: the weights file (package data) and the share of unoccluded validation-scene faces (>= 24 px, the ones
 #: anonymize would replace) the threshold may flag
 WEIGHTS = Path(__file__).resolve().parents[1] / "models" / "weights" / "occlusion_lr.json"
-TARGET_CLEAN_FLAGGED = 0.10
+TARGET_CLEAN_FLAGGED = 0.03
 KINDS = ("mask", "eyes", "side", "blob")
 
 
