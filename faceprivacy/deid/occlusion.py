@@ -254,6 +254,49 @@ def scene_probs(data: Path, chk: OcclusionCheck, nets: dict, faces: int = 100, s
     return out
 
 
+def frame_probs(data: Path, chk: OcclusionCheck, nets: dict, probes_per_id: int = 2) -> list[float]:
+    """The check's probability for every face ``anonymize`` would replace in ``eval-deid``'s synthetic full
+    frames of the *validation* people (clean photos: every flag is a false positive)."""
+    from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
+    from .evaluate import EvalConfig
+    from .evaluation.data import load_eval_data
+    from .evaluation.frames import make_frames
+    from .safety import face_crops
+
+    ec = EvalConfig()
+    ev = load_eval_data(Path(data), None, "val", probes_per_id, 0, 0, 300, seed=ec.seed)
+    det = FaceDetector(ANONYMIZE_DETECTOR, 1, data_root=data, threads=1, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
+                       small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
+    out: list[float] = []
+    for fr in make_frames(ev.x, ec.faces_per_frame, ec.face_px, seed=ec.seed):
+        fs = [f for f in det.detect(fr.image) if f.alignable and not f.weak]
+        if fs:
+            out += chk.prob(features(nets, face_crops(fr.image, [f.arcface5 for f in fs]))).tolist()
+    return out
+
+
+def rethreshold(data: Path, path: Path | str = WEIGHTS, target: float = TARGET_CLEAN_FLAGGED) -> tuple[dict, dict]:
+    """Keep the fitted check at ``path`` and choose its threshold again (as :func:`train` does, for ``target``)
+    -> (weights, report with the flag rates on the validation scenes and on eval-deid's validation frames)."""
+    from ..core.embedders import get_embedder
+
+    nets = {"dlib": get_embedder("dlib"), "mobilefacenet": get_embedder("mobilefacenet", str(data))}
+    chk = OcclusionCheck(path)
+    sp = scene_probs(Path(data), chk, nets)
+    prob, occ, size = np.array(sp["prob"]), np.array(sp["occlusion"]), np.array(sp["size"])
+    clean_sc = prob[(occ == "none") & (size >= 24)]
+    thr = float(np.quantile(clean_sc, 1 - target, method="higher")) + 1e-9
+    w = json.loads(Path(path).read_text()) | {"threshold": thr}
+    fp = np.array(frame_probs(Path(data), chk, nets))
+    rep = {"val_scenes": {"threshold": thr, "target_clean_flagged": target,
+                          "flagged": {k: {"flagged": int(np.sum(prob[occ == k] >= thr)), "n": int((occ == k).sum())}
+                                      for k in ("none", "mask", "eyes", "side") if (occ == k).any()},
+                          "clean_from_24px_flagged": float(np.mean(clean_sc >= thr)),
+                          "n_clean_from_24px": int(len(clean_sc))},
+           "val_eval_deid_frames": {"flagged": int(np.sum(fp >= thr)), "n": int(len(fp))}}
+    return w, rep
+
+
 def train(data: Path, n_train: int = 2000, seed: int = 0, c: float = 0.1) -> tuple[dict, dict]:
     """Fit the check (module docstring) -> (weights, report)."""
     from sklearn.linear_model import LogisticRegression
@@ -296,7 +339,8 @@ def train(data: Path, n_train: int = 2000, seed: int = 0, c: float = 0.1) -> tup
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m faceprivacy.deid.occlusion [--data D] [--weights JSON] [-o REPORT]``: train the check."""
+    """``python -m faceprivacy.deid.occlusion [--data D] [--weights JSON] [-o REPORT] [--threshold-only T]``:
+    train the check (or only choose its threshold again)."""
     import argparse
 
     from ..core.fileio import atomic_write_bytes
@@ -308,8 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", default=None)
     p.add_argument("--n-train", type=int, default=2000)
     p.add_argument("--c", type=float, default=0.1)
+    p.add_argument("--threshold-only", type=float, default=None, metavar="TARGET",
+                   help="keep the fitted weights; choose the threshold again for this share of clean faces")
     a = p.parse_args(argv)
-    w, rep = train(Path(a.data or default_data_root()), a.n_train, c=a.c)
+    data = Path(a.data or default_data_root())
+    if a.threshold_only is not None:
+        w, rep = rethreshold(data, a.weights, a.threshold_only)
+    else:
+        w, rep = train(data, a.n_train, c=a.c)
     atomic_write_bytes(Path(a.weights), (json.dumps(w) + "\n").encode())
     text = json.dumps(rep, indent=2)
     if a.out:
