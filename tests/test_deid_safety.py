@@ -259,7 +259,8 @@ def test_occlusion_check_weights_flag_a_covered_face_more_than_the_clean_one(dat
     rng = np.random.default_rng(0)
     covered = np.stack([synth_occlude(c, k, rng) for c, k in zip(clean, ("mask", "eyes", "mask", "eyes"),
                                                                   strict=True)])
-    net = SafetyNet(data_root=datakit)
+    net = SafetyNet(data_root=datakit, occlusion=True)
+    assert SafetyNet(data_root=datakit).occlusion is None  # opt-in
     pc = chk.prob(np.concatenate(list(net.embed(clean).values()), 1))
     po = chk.prob(np.concatenate(list(net.embed(covered).values()), 1))
     assert po.mean() > pc.mean()

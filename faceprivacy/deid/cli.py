@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
+    p.add_argument("--obscure-occluded", action="store_true",
+                   help="also obscure faces the occlusion check calls covered (mask, eye band, hand); off by "
+                        "default: it flags some unoccluded faces too (docs/detection.md)")
     _detector_choice(p)
     p.add_argument("--upsample", type=int, default=1,
                    help="detector upsampling (finds smaller faces; retinaface/rfb320: the finest tile level is "
@@ -325,9 +328,14 @@ def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
     from .batch import anonymize_paths
 
     detector = _detector(args, weak=True)
+    safety = True
+    if getattr(args, "obscure_occluded", False):
+        from .safety import SafetyNet
+
+        safety = SafetyNet(occlusion=True)
     return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
                            sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
-                           min_face=args.min_face, fmt=args.format)
+                           min_face=args.min_face, fmt=args.format, safety=safety)
 
 
 def _cmd_anonymize(args) -> int:

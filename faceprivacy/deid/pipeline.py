@@ -14,7 +14,8 @@ Safety net (``deid.safety``): after the method has replaced the faces, each outp
 original by dlib and the CASIA MobileFaceNet (never the evaluation's ONNX judge); a face either still verifies
 (FAR 1e-2 thresholds from validation identities) is redrawn under a key derived from its own
 (``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below). Deterministic: same key and
-image -> same output. Before any replacement, the net's occlusion check (``deid.occlusion``: a logistic
+image -> same output. Opt-in (``SafetyNet(occlusion=True)``, ``anonymize --obscure-occluded``; off by default
+because it also flags many clean faces): before any replacement, the net's occlusion check (``deid.occlusion``: a logistic
 regression on the same two descriptors of the input crop) sends faces it calls occluded (mask, eye band, hand)
 to the fallback, as the replacement would paint only what the occluder leaves: a keyed method still replaces
 them (under their own keys, unchecked), and the fallback then obscures the stranger, so the obscured patch holds

@@ -54,12 +54,13 @@ class SafetyNet:
     """
 
     def __init__(self, thresholds: dict[str, float] | None = None, data_root=None, redraws: int = REDRAWS,
-                 occlusion=True) -> None:
+                 occlusion=False) -> None:
         self.thresholds = dict(THRESHOLDS if thresholds is None else thresholds)
         self.data_root, self.redraws = data_root, int(redraws)
         self._nets: dict | None = None
-        #: the occlusion check (``deid.occlusion``): True = the shipped one, None/False = off, or an object
-        #: with ``flags(features)``
+        #: the occlusion check (``deid.occlusion``): True = the shipped one, None/False = off (the default: on
+        #: clean test photos it flags too many faces, darker-skinned ones most, docs/deid.md run 8), or an
+        #: object with ``flags(features)``
         self._occlusion = occlusion
         self.seconds = 0.0  # time spent in checks (for the per-face cost)
         self.checks = 0

@@ -77,6 +77,8 @@ class DetectionConfig:
     small_frames: bool = True
     #: the union detector also searches the mirrored frame (``core.detect.UNION_FLIP``), as ``anonymize`` does
     flip: bool = True
+    #: the opt-in occlusion check of the safety net (``anonymize --obscure-occluded``)
+    obscure_occluded: bool = False
     scene_sizes: tuple = ((640, 480), (1280, 720), (1920, 1080), (3840, 2160))
     scene_weights: tuple = (0.3, 0.35, 0.25, 0.1)
 
@@ -335,7 +337,12 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
                            small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None,
                            flip=UNION_FLIP and cfg.flip)
         t0 = time.perf_counter()
-        summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=cfg.safety)
+        safety = cfg.safety
+        if cfg.safety and cfg.obscure_occluded:
+            from ..safety import SafetyNet
+
+            safety = SafetyNet(occlusion=True)
+        summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=safety)
         wall = time.perf_counter() - t0
         crops, skipped = [], []
         for sc in scenes:
@@ -349,6 +356,7 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
         out[name] = {"cos": cos, "missed": cos > thr, "blurred": int(summ.get("blurred", 0)), "wall_s": wall,
                      "skipped": skipped, "faces_anonymized": int(summ["faces"]), "dir": dst,
                      "weak_floor": det.floor, "safety": bool(cfg.safety),
+                     "obscure_occluded": bool(cfg.safety and cfg.obscure_occluded),
                      **{k: summ.get(k, 0) for k in ("weak", "unalignable", "escalated", "occluded", "redrawn",
                                                            "safety_s")}}
     return out

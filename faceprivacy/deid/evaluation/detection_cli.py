@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pipeline without the weak tier: low-score detections left as they are (for comparison)")
     d.add_argument("--no-small-frames", action="store_true",
                    help="search small frames at the normal pyramid, not one level finer (for comparison)")
+    d.add_argument("--obscure-occluded", action="store_true",
+                   help="pipeline with the opt-in occlusion check (anonymize --obscure-occluded)")
     d.add_argument("--no-flip", action="store_true",
                    help="the union detector without its mirrored RetinaFace pass (for comparison)")
     d.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, blur method)")
@@ -69,7 +71,7 @@ def _cmd(args) -> int:
                 "pipeline": tuple(args.pipeline_detectors), "far": args.far, "seed": args.seed,
                 "threads": args.threads or 1, "floors": tuple(args.floors or ()), "safety": not args.no_safety,
                 "weak": not args.no_weak, "small_frames": not args.no_small_frames,
-                "flip": not args.no_flip}
+                "flip": not args.no_flip, "obscure_occluded": args.obscure_occluded}
     if args.faces is not None:
         kw["n_celeba"] = kw["n_utk"] = args.faces
     for flag, key in (("empty", "n_empty"), ("cnn_max_mp", "cnn_max_mp"), ("occluded", "occluded")):
