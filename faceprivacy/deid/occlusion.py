@@ -275,6 +275,28 @@ def frame_probs(data: Path, chk: OcclusionCheck, nets: dict, probes_per_id: int 
     return out
 
 
+def probe_flags(data: Path, split: str = "test", grid: Path | str | None = None) -> dict:
+    """The shipped check on ``eval-deid``'s probe photos of ``split`` (one per person, aligned 112-px crops,
+    unoccluded by construction: every flag is a false positive) -> counts and probabilities; ``grid``: a PNG
+    row of the flagged crops, to look at."""
+    from ..core.embedders import get_embedder
+    from .evaluate import EvalConfig
+    from .evaluation.data import load_eval_data
+
+    ec = EvalConfig()
+    ev = load_eval_data(Path(data), None, split, 1, 0, 0, 300, seed=ec.seed)
+    nets = {"dlib": get_embedder("dlib"), "mobilefacenet": get_embedder("mobilefacenet", str(data))}
+    chk = OcclusionCheck()
+    prob = chk.prob(features(nets, ev.x))
+    flagged = np.flatnonzero(prob >= chk.threshold)
+    if grid is not None and len(flagged):
+        from ..core.imageio import save_image
+
+        save_image(Path(grid), np.concatenate([ev.x[i] for i in flagged], 1))
+    return {"split": split, "n": int(len(prob)), "flagged": int(len(flagged)), "threshold": chk.threshold,
+            "flagged_index": flagged.tolist(), "prob": np.round(prob, 4).tolist()}
+
+
 def rethreshold(data: Path, path: Path | str = WEIGHTS, target: float = TARGET_CLEAN_FLAGGED) -> tuple[dict, dict]:
     """Keep the fitted check at ``path`` and choose its threshold again (as :func:`train` does, for ``target``)
     -> (weights, report with the flag rates on the validation scenes and on eval-deid's validation frames)."""
@@ -354,8 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--c", type=float, default=0.1)
     p.add_argument("--threshold-only", type=float, default=None, metavar="TARGET",
                    help="keep the fitted weights; choose the threshold again for this share of clean faces")
+    p.add_argument("--probe-flags", default=None, metavar="SPLIT",
+                   help="only count the shipped check's flags on eval-deid's probe photos of SPLIT (val/test)")
+    p.add_argument("--grid", default=None, help="with --probe-flags: PNG of the flagged crops")
     a = p.parse_args(argv)
     data = Path(a.data or default_data_root())
+    if a.probe_flags is not None:
+        rep = probe_flags(data, a.probe_flags, a.grid)
+        text = json.dumps(rep, indent=2)
+        if a.out:
+            atomic_write_bytes(Path(a.out), (text + "\n").encode())
+        print(json.dumps({k: v for k, v in rep.items() if k != "prob"}))
+        return 0
     if a.threshold_only is not None:
         w, rep = rethreshold(data, a.weights, a.threshold_only)
     else:
