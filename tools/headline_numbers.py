@@ -214,18 +214,26 @@ SOURCES: tuple[Source, ...] = (
     Source("Face detection", "docs/detection_test_v7.json",
            "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
            "--pipeline-detectors retinaface+rfb320 -o out/evaldet_v7",
-           "docs/detection.md (run v7, the shipped default: occlusion check at 3 %, occluded faces replaced then "
-           "obscured)",
+           "docs/detection.md (run v7: the opt-in occlusion check at 3 %, occluded faces replaced then obscured; "
+           "now anonymize --obscure-occluded)",
+           (Row("pipeline with the occlusion check: face still verifiable as the original (ONNX judge)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
+            Row("pipeline with the occlusion check: face still verifiable, faces >= 24 px (goal <= 0.01)",
+                ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v8.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "--pipeline-detectors retinaface+rfb320 -o out/evaldet_v8",
+           "docs/detection.md (run v8, the shipped default: mirrored pass, weak tier, safety net; no occlusion check)",
            (Row("pipeline (default): face still verifiable as the original (ONNX judge)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline (default): face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
-    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v6.json",
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v7.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_v6 --threads 1",
-           "docs/deid.md (run 8: the shipped default on merged main: v4 morph, safety net, occlusion check at 3 %, "
-           "mirrored detector pass)",
+           "-o out/eval_deid_v7 --threads 1",
+           "docs/deid.md (run 9: the shipped default on final main: v4 morph, safety net, mirrored detector pass; "
+           "occlusion check off)",
            _deid("aligned", "donor") + _deid("frames", "donor")
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),
