@@ -168,14 +168,12 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
     runs: dict[str, dict[str, SetCrops]] = {p: {} for p in cfg.protocols}
     originals: dict[str, np.ndarray] = {}
     frames = make_frames(data.x, cfg.faces_per_frame, cfg.face_px, seed=cfg.seed) if "frames" in cfg.protocols else []
-    from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
+    from ..core.detect import ANONYMIZE_DETECTOR, anonymize_detector
 
     if frames:
         # the detector `faceprivacy anonymize` uses by default, with its weak tier and small-frame search: the full
         # frames are measured as a user runs it
-        detector = CachedDetector(FaceDetector(ANONYMIZE_DETECTOR, 1, data_root=data_root, threads=max(1, cfg.threads),
-                                               floor=WEAK_SCORES[ANONYMIZE_DETECTOR], small_frame_mp=SMALL_FRAME_MP,
-                                               flip=UNION_FLIP))
+        detector = CachedDetector(anonymize_detector(data_root, threads=max(1, cfg.threads)))
     for name in progress(cfg.methods, desc="methods"):
         m = objs[name]
         keyed = bool(getattr(m, "keyed", False))

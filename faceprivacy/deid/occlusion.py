@@ -231,13 +231,12 @@ def scene_probs(data: Path, chk: OcclusionCheck, nets: dict, faces: int = 100, s
     """The check's probability for every face ``anonymize`` would replace (strong, alignable detections of its
     default detector) on the *validation* scene set of ``faceprivacy eval-detection --identities val --faces
     <faces> --seed <seed>``, at the detected five points, with each face's occlusion and size -> lists."""
-    from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
+    from ..core.detect import anonymize_detector
     from .evaluation.scenes import build_scenes, load_sources
     from .safety import face_crops
 
     scenes = build_scenes(load_sources(Path(data), "val", faces, faces, seed), occluded=occluded, seed=seed)
-    det = FaceDetector(ANONYMIZE_DETECTOR, data_root=data, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
-                       small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
+    det = anonymize_detector(data)
     out: dict = {"prob": [], "occlusion": [], "size": []}
     for sc in scenes:
         for f in det.detect(sc.image):
@@ -254,10 +253,18 @@ def scene_probs(data: Path, chk: OcclusionCheck, nets: dict, faces: int = 100, s
     return out
 
 
+def clean_threshold(sp: dict, target: float) -> tuple[float, np.ndarray]:
+    """The threshold that flags at most ``target`` of the unoccluded faces >= 24 px in ``scene_probs`` output
+    -> (threshold, those faces' probabilities)."""
+    prob, occ, size = np.array(sp["prob"]), np.array(sp["occlusion"]), np.array(sp["size"])
+    clean = prob[(occ == "none") & (size >= 24)]
+    return float(np.quantile(clean, 1 - target, method="higher")) + 1e-9, clean
+
+
 def frame_probs(data: Path, chk: OcclusionCheck, nets: dict, probes_per_id: int = 2) -> list[float]:
     """The check's probability for every face ``anonymize`` would replace in ``eval-deid``'s synthetic full
     frames of the *validation* people (clean photos: every flag is a false positive)."""
-    from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, UNION_FLIP, WEAK_SCORES, FaceDetector
+    from ..core.detect import anonymize_detector
     from .evaluate import EvalConfig
     from .evaluation.data import load_eval_data
     from .evaluation.frames import make_frames
@@ -265,8 +272,7 @@ def frame_probs(data: Path, chk: OcclusionCheck, nets: dict, probes_per_id: int 
 
     ec = EvalConfig()
     ev = load_eval_data(Path(data), None, "val", probes_per_id, 0, 0, 300, seed=ec.seed)
-    det = FaceDetector(ANONYMIZE_DETECTOR, 1, data_root=data, threads=1, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
-                       small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
+    det = anonymize_detector(data)
     out: list[float] = []
     for fr in make_frames(ev.x, ec.faces_per_frame, ec.face_px, seed=ec.seed):
         fs = [f for f in det.detect(fr.image) if f.alignable and not f.weak]
@@ -305,9 +311,8 @@ def rethreshold(data: Path, path: Path | str = WEIGHTS, target: float = TARGET_C
     nets = {"dlib": get_embedder("dlib"), "mobilefacenet": get_embedder("mobilefacenet", str(data))}
     chk = OcclusionCheck(path)
     sp = scene_probs(Path(data), chk, nets)
-    prob, occ, size = np.array(sp["prob"]), np.array(sp["occlusion"]), np.array(sp["size"])
-    clean_sc = prob[(occ == "none") & (size >= 24)]
-    thr = float(np.quantile(clean_sc, 1 - target, method="higher")) + 1e-9
+    prob, occ = np.array(sp["prob"]), np.array(sp["occlusion"])
+    thr, clean_sc = clean_threshold(sp, target)
     w = json.loads(Path(path).read_text()) | {"threshold": thr}
     fp = np.array(frame_probs(Path(data), chk, nets))
     rep = {"val_scenes": {"threshold": thr, "target_clean_flagged": target,
@@ -339,9 +344,8 @@ def train(data: Path, n_train: int = 2000, seed: int = 0, c: float = 0.1) -> tup
     # the threshold: on validation scenes, at the detected points, flag at most TARGET_CLEAN_FLAGGED of the
     # unoccluded faces >= 24 px that anonymize would replace
     sp = scene_probs(Path(data), chk, nets)
-    prob, occ, size = np.array(sp["prob"]), np.array(sp["occlusion"]), np.array(sp["size"])
-    clean_sc = prob[(occ == "none") & (size >= 24)]
-    thr = float(np.quantile(clean_sc, 1 - TARGET_CLEAN_FLAGGED, method="higher")) + 1e-9
+    prob, occ = np.array(sp["prob"]), np.array(sp["occlusion"])
+    thr, clean_sc = clean_threshold(sp, TARGET_CLEAN_FLAGGED)
     w["threshold"] = thr
     rep = {"train": {"crops": int(len(y)), "occluded": int(y.sum()), "split": "CelebA train identities",
                      "train_acc": float(np.mean((chk.prob(f) >= 0.5) == y))},
@@ -381,22 +385,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grid", default=None, help="with --probe-flags: PNG of the flagged crops")
     a = p.parse_args(argv)
     data = Path(a.data or default_data_root())
-    if a.probe_flags is not None:
+    if a.probe_flags is not None:  # a measurement only: the weights stay as they are
         rep = probe_flags(data, a.probe_flags, a.grid)
-        text = json.dumps(rep, indent=2)
-        if a.out:
-            atomic_write_bytes(Path(a.out), (text + "\n").encode())
-        print(json.dumps({k: v for k, v in rep.items() if k != "prob"}))
-        return 0
-    if a.threshold_only is not None:
-        w, rep = rethreshold(data, a.weights, a.threshold_only)
+        shown = json.dumps({k: v for k, v in rep.items() if k != "prob"})
     else:
-        w, rep = train(data, a.n_train, c=a.c)
-    atomic_write_bytes(Path(a.weights), (json.dumps(w) + "\n").encode())
-    text = json.dumps(rep, indent=2)
+        w, rep = (rethreshold(data, a.weights, a.threshold_only) if a.threshold_only is not None
+                  else train(data, a.n_train, c=a.c))
+        atomic_write_bytes(Path(a.weights), (json.dumps(w) + "\n").encode())
+        shown = json.dumps(rep, indent=2)
     if a.out:
-        atomic_write_bytes(Path(a.out), (text + "\n").encode())
-    print(text)
+        atomic_write_bytes(Path(a.out), (json.dumps(rep, indent=2) + "\n").encode())
+    print(shown)
     return 0
 
 

@@ -189,16 +189,9 @@ class Deidentifier:
     @property
     def detector(self):
         if not self._detector:
-            from ..core.detect import (
-                ANONYMIZE_DETECTOR,
-                SMALL_FRAME_MP,
-                UNION_FLIP,
-                WEAK_SCORES,
-                FaceDetector,
-            )
+            from ..core.detect import anonymize_detector
 
-            self._detector = FaceDetector(ANONYMIZE_DETECTOR, floor=WEAK_SCORES[ANONYMIZE_DETECTOR],
-                                          small_frame_mp=SMALL_FRAME_MP, flip=UNION_FLIP)
+            self._detector = anonymize_detector()
         return self._detector
 
     @property
