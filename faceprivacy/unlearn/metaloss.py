@@ -151,6 +151,16 @@ def inner_step(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tenso
 def input_projectors(model: TaskCNN, x: torch.Tensor, rank: int, batch: int = 2048) -> dict[str, torch.Tensor]:
     """Top-``rank`` eigenvectors of the (uncentred) second moment of each Linear layer's inputs over ``x``:
     the directions every person's activations share (the first is essentially their mean)."""
+    out = {}
+    for n, m in _input_moments(model, x, batch).items():
+        _ev, u = torch.linalg.eigh(m)
+        out[n] = u.flip(1)[:, :min(rank, u.shape[1])].float().contiguous()
+    return out
+
+
+@torch.no_grad()
+def _input_moments(model: TaskCNN, x: torch.Tensor, batch: int) -> dict[str, torch.Tensor]:
+    """The (uncentred) second moment, float64, of each Linear layer's inputs over ``x``."""
     acts: dict[str, list[torch.Tensor]] = {}
     hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: acts.setdefault(n, []).append(inp[0].detach()))
              for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -163,8 +173,7 @@ def input_projectors(model: TaskCNN, x: torch.Tensor, rank: int, batch: int = 20
     out = {}
     for n, a in acts.items():
         a = torch.cat(a).double()
-        _ev, u = torch.linalg.eigh(a.T @ a / len(a))
-        out[n] = u.flip(1)[:, :min(rank, u.shape[1])].float().contiguous()
+        out[n] = a.T @ a / len(a)
     return out
 
 
@@ -174,19 +183,8 @@ def input_preconditioners(model: TaskCNN, x: torch.Tensor, lam: float, batch: in
     layer's inputs over ``x`` (see :attr:`MetaLoss.precond`)."""
     if lam <= 0:
         raise InputError("the preconditioner's lambda must be > 0")
-    acts: dict[str, list[torch.Tensor]] = {}
-    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: acts.setdefault(n, []).append(inp[0].detach()))
-             for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    try:
-        for s in range(0, len(x), batch):
-            model(x[s:s + batch])
-    finally:
-        for h in hooks:
-            h.remove()
     out = {}
-    for n, a in acts.items():
-        a = torch.cat(a).double()
-        m = a.T @ a / len(a)
+    for n, m in _input_moments(model, x, batch).items():
         m = m / (torch.trace(m) / len(m))
         eye = torch.eye(len(m), dtype=m.dtype)
         out[n] = (torch.linalg.inv(m + lam * eye) * (1.0 + lam)).float().contiguous()
