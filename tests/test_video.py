@@ -215,3 +215,40 @@ def test_a_phone_clip_with_display_rotation_is_processed_upright(tmp_path, clip)
     back = list(iter_frames(p))
     assert back[0].shape == (120, 160, 3)
     assert np.abs(back[0].astype(float) - frames[0]).mean() < 4  # upright again (H.264 loss only)
+
+
+class _FakeNet:
+    """A safety net stand-in: every check verifies (``leak``) or none does; counts its checks."""
+
+    redraws = 2
+
+    def __init__(self, leak: bool) -> None:
+        self.leak, self.calls = leak, 0
+
+    def embed(self, crops):
+        return {}
+
+    def leaks(self, orig, anon, ref=None):
+        self.calls += 1
+        return np.full(len(orig), self.leak)
+
+
+def test_safety_net_redraws_then_obscures_a_person_in_every_frame(tmp_path, clip):
+    from faceprivacy.deid.donor import DonorMorph
+    from faceprivacy.deid.safety import obscure
+
+    src, frames, gt = clip
+    m = DonorMorph()
+    passed = _FakeNet(leak=False)
+    ok = anonymize_video(src, tmp_path / "ok.mkv", PW, m, safety=passed)
+    assert passed.calls == 1 and ok.redrawn == 0 and ok.obscured == 0
+    net = _FakeNet(leak=True)
+    res = anonymize_video(src, tmp_path / "x.mkv", PW, m, safety=net)
+    assert net.calls == 1 + net.redraws and res.obscured == 1 and res.people == 1
+    assert any("obscured" in n for n in res.notes)
+    # every frame holds the pixelated box (not the stranger), and recovery is still exact
+    track = res.track_list[0]
+    for i, (a, b) in enumerate(zip(iter_frames(tmp_path / "x.mkv"), iter_frames(src), strict=True)):
+        assert np.array_equal(a, obscure(b, track.box[i]))
+    recover_video(tmp_path / "x.mkv", tmp_path / "r.mkv", PW)
+    assert compare_videos(tmp_path / "r.mkv", src)["identical_frames"] == 16

@@ -404,6 +404,9 @@ def _cmd_anonymize_video(args) -> int:
                          f"person(s) in {res.tracks} track(s), with {args.method}", res, args)
     if res.fallback:
         out.notes.append(f"{res.fallback} face-frame(s) could not be aligned and were blurred instead")
+    if res.redrawn:
+        out.notes.append(f"safety net: {res.redrawn} person(s) still verified as the original and got another "
+                         "stranger")
     rec = res.recovery
     if rec:
         if rec["exact"]:

@@ -159,7 +159,7 @@ def evaluate_frames(data_root: str | Path, configs: list[dict], out: str | Path 
     from scipy.ndimage import laplace
 
     from ..core.align import soft_face_mask
-    from ..core.detect import ANONYMIZE_DETECTOR, SMALL_FRAME_MP, WEAK_SCORES, FaceDetector
+    from ..core.detect import anonymize_detector
     from ..core.embedders import get_embedder
     from . import pipeline as pl
     from .crops import far_threshold
@@ -175,8 +175,8 @@ def evaluate_frames(data_root: str | Path, configs: list[dict], out: str | Path 
     data = load_eval_data(root, None, "val", probes_per_id, 0, 0, 300, seed=ec.seed)
     frames = make_frames(data.x, ec.faces_per_frame, ec.face_px, seed=ec.seed)
     n = len(data.x)
-    det = CachedDetector(FaceDetector(ANONYMIZE_DETECTOR, 1, data_root=root, threads=1,
-                                      floor=WEAK_SCORES[ANONYMIZE_DETECTOR], small_frame_mp=SMALL_FRAME_MP))
+    # the detector anonymize runs (mirrored pass included), so the frames see what users get
+    det = CachedDetector(anonymize_detector(root, threads=1))
     orig = np.zeros((n, 112, 112, 3), np.uint8)
     for fr in frames:
         for place in fr.places:

@@ -3,9 +3,10 @@ the whole clip, ``--consistent`` semantics), the original face regions are seale
 and ``recover_video`` puts them back.
 
 Pass 1 decodes and tracks (``track.Tracker``); the keys, and for ``donor`` one donor choice per person (its
-largest view; the donor privacy check runs on it), are fixed before pass 2 decodes again, renders every
-frame and encodes it with the audio copied. A third pass decodes what was written, runs the recovery on it
-and compares with the input: the record binds to the decoded pixels (SHA-256 over every frame), and the
+largest view; the donor privacy check runs on it), are fixed before pass 2 decodes again; the safety net of the
+photos (``deid.safety``) checks each person's stranger on the largest view of each of its tracks, redraws it or
+obscures that person in every frame. Pass 2 renders every frame and encodes it with the audio copied. A third
+pass decodes what was written, runs the recovery on it and compares with the input: the record binds to the decoded pixels (SHA-256 over every frame), and the
 summary states whether recovery is bit-exact (``.mkv``, FFV1 RGB) or how much the codec loses (PSNR).
 
 Record (sidecar ``OUT.fpx``, the envelope of ``deid.record``: public header with the scrypt salt and cost,
@@ -55,6 +56,8 @@ class VideoResult:
     frames: int
     faces: int = 0  # face-frames changed
     fallback: int = 0  # face-frames blurred because the face could not be aligned
+    redrawn: int = 0  # people the safety net redrew (and a redraw passed)
+    obscured: int = 0  # people the safety net obscured in every frame (every redraw still verified)
     tracks: int = 0
     people: int = 0
     lossless: bool = True
@@ -152,12 +155,30 @@ class _Person:
     purpose: str
     info: dict | None = None  # pinned gender/age/lab/donors (donor)
     morph_key: bytes | None = None
+    obscure: bool = False  # the safety net still verified every redraw: pixelated in every frame
+    redrawn: bool = False
+
+
+def _obscure_box(out: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A face the safety net escalated: pixelated and blurred in its grown box, as photos are."""
+    from ..safety import obscure
+
+    return obscure(out, box)
 
 
 class _Renderer:
-    def __init__(self, method: Method, master: bytes | None) -> None:
+    """Per-person keys and donor choices (``prepare``), then the faces of each frame (``render``).
+
+    ``safety``: a ``deid.safety.SafetyNet`` (or None): each person's stranger is checked on the largest view of
+    every one of its tracks, as photos are checked; a stranger that dlib or the CASIA MobileFaceNet still
+    verifies as the original is redrawn under ``<purpose>/safety/<n>``, and a person whose every redraw still
+    verifies is obscured in every frame. Other frames of a track are not checked (one check per view keeps the
+    cost per person, not per frame)."""
+
+    def __init__(self, method: Method, master: bytes | None, safety=None) -> None:
         self.method = method
         self.master = master
+        self.safety = safety
         self.people: dict[int, _Person] = {}
         self.sizes: dict[int, int] = {}
 
@@ -172,7 +193,6 @@ class _Renderer:
 
     def prepare(self, tracks: list[Track]) -> None:
         """Keys per person, crop size per track, and for donor one donor choice per person."""
-        from ...core.detect import arcface5_from_68
 
         for t in tracks:
             widths = [b[2] - b[0] for b in t.box.values()]
@@ -186,11 +206,44 @@ class _Renderer:
             p = _Person(key, purpose)
             anchored = [t for t in ts if t.anchor is not None]
             if self.donor and key is not None and anchored:  # (never aligned: every frame is blurred)
-                best = max(anchored, key=lambda t: t.anchor[1])
-                _, wid, patch, _, lm = best.anchor
-                crop, _ = self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))
-                p.info, p.morph_key = self._pin(crop, key)
+                p.info, p.morph_key = self._pin(self._best_crop(anchored), key)
             self.people[slot] = p
+            if self.safety is not None and key is not None and self.method.keyed and anchored:
+                self._check(p, anchored)
+
+    def _best_crop(self, anchored: list[Track]) -> np.ndarray:
+        """The working crop of a person's largest view (its donor choice is pinned on it)."""
+        from ...core.detect import arcface5_from_68
+
+        _, wid, patch, _, lm = max(anchored, key=lambda t: t.anchor[1]).anchor
+        return self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))[0]
+
+    def _check(self, p: _Person, anchored: list[Track]) -> None:
+        """The safety net on the largest view of each of the person's tracks (class docstring)."""
+        from ...core.detect import arcface5_from_68
+        from ..safety import face_crops
+
+        net = self.safety
+        views = [(t, t.anchor[2], t.anchor[4]) for t in anchored]
+        orig = np.concatenate([face_crops(patch, [arcface5_from_68(lm)]) for _, patch, lm in views])
+        ref = net.embed(orig)
+        for n in range(net.redraws + 1):
+            if n:
+                k = subkey(self.master, f"{p.purpose}/safety/{n}")
+                if self.donor and p.info is not None:
+                    p.info, p.morph_key = self._pin(self._best_crop(anchored), k)
+                else:
+                    p.key = k
+            anon = []
+            for t, patch, lm in views:
+                crop, m, mask = self.face(patch, t, lm, p)
+                anon.append(face_crops(_paste_local(patch, crop, m, mask), [arcface5_from_68(lm)])[0])
+            if not net.leaks(orig, np.stack(anon), ref).any():
+                p.redrawn = n > 0
+                return
+        p.obscure = True
+        log.warning("safety net: a person's stranger still verified as the original after %d redraws: "
+                    "obscured in every frame", net.redraws)
 
     def _pin(self, crop: np.ndarray, key: bytes) -> tuple[dict, bytes]:
         """Attributes and donors of one person from its largest view, redrawn (as ``morph_checked`` does)
@@ -216,11 +269,12 @@ class _Renderer:
         pinned = {"gender": info["gender"], "age": info["age"], "lab": info["lab"], "donors": best[2]}
         return pinned, best[1]
 
-    def face(self, frame: np.ndarray, t: Track, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    def face(self, frame: np.ndarray, t: Track, lm: np.ndarray, person: _Person | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(new crop, crop transform, paste mask) of track ``t`` at landmarks ``lm`` (frame coordinates)."""
         from ...core.detect import arcface5_from_68
 
-        person = self.people[t.slot]
+        person = person or self.people[t.slot]
         crop, m = self._crop(frame, arcface5_from_68(lm), self.sizes[t.id])
         if self.donor and person.info is not None:
             from ..donor import mouth_features
@@ -243,7 +297,9 @@ class _Renderer:
         for t, lm, box in items:
             before = out
             new = None
-            if lm is not None:
+            if self.people[t.slot].obscure:
+                new = _obscure_box(out, box)
+            elif lm is not None:
                 try:
                     crop, m, mask = self.face(frame, t, lm)
                     new = _paste_local(out, crop, m, mask)
@@ -291,9 +347,10 @@ def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, 
 def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: bytes | None, method: Method, *,
                     detector: str | object = "retinaface", upsample: int = 1, min_score: float | None = None,
                     min_size: float | None = None, detect_every: int = 1, max_seconds: float | None = None,
-                    embed=None) -> VideoResult:
+                    embed=None, safety=True) -> VideoResult:
     """Anonymize every face of a clip into ``out`` (with the sealed record ``out.fpx`` when a passphrase is
-    given); see the module docstring."""
+    given); see the module docstring. ``safety``: the safety net of ``_Renderer`` (True: the shared one of
+    ``deid.safety``, as for photos; None/False: off)."""
     from ...core.fileio import atomic_files, check_output
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -319,11 +376,20 @@ def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: 
     t2 = time.perf_counter()
     salt = new_salt()
     master = derive_master_key(passphrase, salt) if passphrase is not None else None
-    renderer = _Renderer(method, master)
+    if safety is True:
+        from ..safety import default_net
+
+        safety = default_net()
+    renderer = _Renderer(method, master, safety or None)
     renderer.prepare(tracks)
     per_frame = _items(tracks)
     res = VideoResult(outputs=[], frames=info.n_frames, tracks=len(tracks),
                       people=len({t.slot for t in tracks}), lossless=lossless)
+    res.redrawn = sum(p.redrawn for p in renderer.people.values())
+    res.obscured = sum(p.obscure for p in renderer.people.values())
+    if res.obscured:
+        res.notes.append(f"safety net: {res.obscured} person(s) still verified as the original after every redraw "
+                         "(dlib / CASIA MobileFaceNet): obscured (pixelated) in every frame instead")
     if not tracks:
         res.notes.append("no face found in any frame: the video is written unchanged")
     recoverable = passphrase is not None

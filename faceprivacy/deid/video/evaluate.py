@@ -74,6 +74,8 @@ class MethodRow:
     recovery_identical_frames: int | None = None
     timings: dict = field(default_factory=dict)
     stranger: dict = field(default_factory=dict)
+    safety_redrawn_people: int = 0  # people whose stranger the safety net redrew
+    safety_obscured_people: int = 0  # people obscured in every frame (every redraw still verified)
 
 
 def build_clip(data: Path, out: Path, cfg: VideoEvalConfig) -> tuple[Path, np.ndarray, list[str]]:
@@ -214,6 +216,7 @@ def evaluate_video(data: Path, out: Path, cfg: VideoEvalConfig, progress_stage=N
                         tm["face_frames_gt"], tm["missed_face_frames"], res.fallback, tm["id_switches"],
                         tm["slots_per_person"], tm["main_slot_share"], cmp["identical_frames"] == cmp["frames"],
                         cmp["identical_frames"], {k: round(v, 2) for k, v in res.timings.items()})
+        row.safety_redrawn_people, row.safety_obscured_people = res.redrawn, res.obscured
         if m.keyed:
             row.stranger = stranger_consistency(clip, dest, gt)
         rows.append(row)
