@@ -109,9 +109,16 @@ def test_a_face_that_verifies_after_every_redraw_is_obscured_reported_and_recove
     assert [f.get("fallback") for f in out.faces] == ["mask", "mask"]
     assert "after 2 redraws" in caplog.text
     body = open_record(out.record, PW).body
-    assert [f.key_purpose for f in body.faces] == [FALLBACK_MASK, FALLBACK_MASK]
+    # each face's last stranger is sealed (not listed) under its obscuring
+    assert [f.key_purpose.split("/")[-2:] for f in body.faces[:2]] == [["safety", "2"]] * 2
+    assert [f.key_purpose for f in body.faces[2:]] == [FALLBACK_MASK, FALLBACK_MASK]
     rec, mode = d.recover(out.image, out.record, PW)
     assert mode == "exact" and np.array_equal(rec, img)
+    # the obscured patch comes from the stranger, not the original: another passphrase, another patch
+    other = Deidentifier(KeyedPaint(), detector=Replay([_face(40, 40), _face(150, 60, 50)]),
+                         safety=FakeNet(leaky=10 ** 6)).anonymize(img, b"another passphrase")
+    x1, y1, x2, y2 = (int(v) for v in out.faces[0]["region"])
+    assert not np.array_equal(out.image[y1:y2, x1:x2], other.image[y1:y2, x1:x2])
 
 
 def test_keyless_methods_skip_redraws_and_the_net_can_be_switched_off(img):

@@ -55,6 +55,7 @@ from .donor_bank import (
     DonorBank,
     age_gender,
     age_gender_whole,
+    age_gender_whole_confidence,
     cheek_lab,
     face_box,
     landmarks68,
@@ -197,7 +198,7 @@ class DonorMorph(Method):
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
                  shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
-                 hair_warp: float = 0.0):
+                 hair_warp: float = 0.0, gender_margin: float = 0.0):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -222,6 +223,10 @@ class DonorMorph(Method):
         # are resampled too) and the upsampled donors, so outputs read softer than the photo
         self.warp_order = warp_order
         self.shading_brows, self.hair_warp = shading_brows, hair_warp
+        #: with ``attribute_layout``: an output read as the source's gender with less confidence than this
+        #: (percent) counts as half a miss, so a draw that reads the gender clearly is preferred; a borderline
+        #: read flips under the small resampling differences between the working crop and a photo
+        self.gender_margin = gender_margin
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -735,7 +740,10 @@ class DonorMorph(Method):
         if self.attribute_layout:
             if "age112" not in info:
                 info["age112"], info["gender112"] = age_gender_whole(self._layout112(info["crop"]))
-            miss += self._miss(age_gender_whole(self._layout112(out)), info["age112"], info["gender112"])
+            age, g, conf = age_gender_whole_confidence(self._layout112(out))
+            miss += self._miss((age, g), info["age112"], info["gender112"])
+            if self.gender_margin > 0 and g == info["gender112"] >= 0 and conf < self.gender_margin:
+                miss += 0.5
         return miss
 
     def _miss(self, read: tuple[float, int], age: float, gender: int) -> float:

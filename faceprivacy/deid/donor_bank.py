@@ -93,11 +93,18 @@ def age_gender(crop: np.ndarray, box: tuple[float, float, float, float]) -> tupl
 def age_gender_whole(crop112: np.ndarray) -> tuple[float, int]:
     """(age, gender 1 = female) read the way ``eval-deid`` reads a face: the whole 112-px ArcFace crop
     taken as the face rectangle (``predict_face``); (nan, -1) if the model cannot read it."""
+    return age_gender_whole_confidence(crop112)[:2]
+
+
+def age_gender_whole_confidence(crop112: np.ndarray) -> tuple[float, int, float]:
+    """``age_gender_whole`` plus the model's confidence in its gender call (percent, 50-100; nan if none)."""
     try:
         r = _age_gender().predict_face(np.ascontiguousarray(crop112))
     except Exception:  # noqa: BLE001 - an unreadable face counts as missing, as in the evaluation
-        return float("nan"), -1
-    return float(r["age"]["value"]), int(str(r["gender"]["value"]).lower().startswith("f"))
+        return float("nan"), -1, float("nan")
+    conf = r["gender"].get("confidence")
+    return (float(r["age"]["value"]), int(str(r["gender"]["value"]).lower().startswith("f")),
+            float("nan") if conf is None else float(conf))
 
 
 def pose_features(lm: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ that person's key, never the batch key. Every key label and face-derived value i
 Safety net (``deid.safety``): after the method has replaced the faces, each output face is compared with the
 original by dlib and the CASIA MobileFaceNet (never the evaluation's ONNX judge); a face either still verifies
 (FAR 1e-2 thresholds from validation identities) is redrawn under a key derived from its own
-(``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below). Deterministic: same key and
+(``<purpose>/safety/<n>``), and if every redraw still verifies, obscured (below) over its last stranger, so the
+obscured patch holds no pixel of the original face and two keys give two different patches. Deterministic: same key and
 image -> same output. Opt-in (``SafetyNet(occlusion=True)``, ``anonymize --obscure-occluded``; off by default
 because it also flags many clean faces): before any replacement, the net's occlusion check (``deid.occlusion``: a logistic
 regression on the same two descriptors of the input crop) sends faces it calls occluded (mask, eye band, hand)
@@ -267,7 +268,8 @@ class Deidentifier:
             frame, entries, originals, faces, redrawn, escalated = self._safety_net(
                 net, master, img, frame, entries, originals, faces, results, keys, purposes, ref)
         t_net += time.perf_counter() - t0
-        hidden: set[int] = set()  # entries under a fallback entry (an occluded face's stranger): not listed
+        # entries under a fallback entry (an escalated or occluded face's stranger): sealed, not listed
+        hidden: set[int] = set(range(len(entries) - len(escalated), len(entries))) if self.method.keyed else set()
         if occluded and self.method.keyed:
             # replace the occluded faces too, then obscure the stranger: the obscured patch then holds no
             # pixel of the original face, and two keys give two different patches (not one linkable blur)
@@ -275,7 +277,7 @@ class Deidentifier:
             o_keys = [subkey(master, q) for q in o_purposes]
             frame, o_entries, o_originals = self._compose(img, occluded, self._results(img, occluded, o_keys),
                                                           o_purposes, frame=frame)
-            hidden = set(range(len(entries), len(entries) + len(o_entries)))
+            hidden |= set(range(len(entries), len(entries) + len(o_entries)))
             entries, originals = entries + o_entries, originals + o_originals
         fallback = escalated + occluded + weak + unalignable
         if fallback:  # the net checks the obscured faces too (a face that still verifies is filled instead)
@@ -347,8 +349,12 @@ class Deidentifier:
         if bad:
             keep = [i for i in range(len(faces)) if i not in bad]
             faces_k = [faces[i] for i in keep]
-            frame, entries, originals = self._compose(img, faces_k, [results[i] for i in keep],
-                                                      [purposes[i] for i in keep])
+            # a keyed method's escalated faces keep their last stranger (composed last) under the obscuring,
+            # as occluded faces do: the patch then holds no pixel of the original face, and two keys give two
+            # patches, not one linkable pixelation of the original. A keyless method's are not composed.
+            order = keep + (sorted(bad) if self.method.keyed else [])
+            frame, entries, originals = self._compose(img, [faces[i] for i in order], [results[i] for i in order],
+                                                      [purposes[i] for i in order])
             return frame, entries, originals, faces_k, len(redrawn - bad), [faces[i] for i in sorted(bad)]
         return frame, entries, originals, faces, len(redrawn), []
 
