@@ -49,6 +49,16 @@ class FakeNet:
         return np.full(len(orig), self.calls <= self.leaky)
 
 
+class FixedNet:
+    """An ONNX detector stand-in that returns the same detections for any frame."""
+
+    def __init__(self, d):
+        self.d = d
+
+    def detect(self, img):
+        return self.d
+
+
 class Replay:
     def __init__(self, faces):
         self.faces = faces
@@ -156,15 +166,8 @@ def test_union_weak_tier_keeps_uncovered_low_scores_only():
     rfb = Detections(np.array([[200, 100, 230, 130.0], [300, 100, 330, 130], [102, 12, 138, 48]]),
                      np.array([0.6, 0.4, 0.65]), None)
 
-    class Net:
-        def __init__(self, d):
-            self.d = d
-
-        def detect(self, img):
-            return self.d
-
     det = FaceDetector("retinaface+rfb320", floor=0.3)
-    det._onnx = {"retinaface": Net(retina), "rfb320": Net(rfb)}
+    det._onnx = {"retinaface": FixedNet(retina), "rfb320": FixedNet(rfb)}
     got = sorted((tuple(np.round(b).astype(int)), round(s, 2)) for b, s, _ in det._raw(np.zeros((200, 400, 3),
                                                                                              np.uint8)))
     # strong RetinaFace 0.9; weak RetinaFace 0.4 (uncovered); RetinaFace 0.35 covered by the strong one: dropped;
@@ -187,15 +190,8 @@ def test_union_weak_tier_drops_a_weak_box_on_the_same_head():
                         np.array([0.99, 0.45, 0.45]), np.full((3, 5, 2), 30.0))
     rfb = Detections(np.zeros((0, 4)), np.zeros(0), None)
 
-    class Net:
-        def __init__(self, d):
-            self.d = d
-
-        def detect(self, img):
-            return self.d
-
     det = FaceDetector("retinaface+rfb320", floor=0.3)
-    det._onnx = {"retinaface": Net(retina), "rfb320": Net(rfb)}
+    det._onnx = {"retinaface": FixedNet(retina), "rfb320": FixedNet(rfb)}
     got = sorted(tuple(np.round(b).astype(int)) for b, _, _ in det._raw(np.zeros((300, 400, 3), np.uint8)))
     assert got == [(100, 100, 200, 220), (260, 110, 340, 210)]
 

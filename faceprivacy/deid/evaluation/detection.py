@@ -216,6 +216,19 @@ def _cnn_subset(scenes, budget_mp: float, seed: int) -> list[int]:
     return sorted(keep)
 
 
+def _timed_runs(det, scenes, run: list[int], desc: str):
+    """``det`` on each scene of ``run``, the model loaded outside the timing -> per scene: (index, boxes (n, 4),
+    scores (n,), ground-truth boxes (m, 4), seconds). One loop for the strong and the weak-tier sweeps."""
+    det.boxes(scenes[0].image[:64, :64])
+    for si in progress(run, desc=desc, unit="scene"):
+        sc = scenes[si]
+        t0 = time.perf_counter()
+        res = det.boxes(sc.image)
+        dt = time.perf_counter() - t0
+        yield (si, np.array([r[0] for r in res]).reshape(-1, 4), np.array([r[1] for r in res]),
+               np.array([f.box for f in sc.faces]).reshape(-1, 4), dt)
+
+
 def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
     """Per detector: found flag per face (NaN where not run), FP and seconds per scene, scenes run, at the
     default score threshold and (``sweep``) at each threshold of ``SWEEP``."""
@@ -234,22 +247,12 @@ def run_detectors(scenes, cfg: DetectionConfig, data: Path) -> dict[str, dict]:
         fps = {t: np.zeros(len(scenes)) for t in thresholds}
         secs = np.zeros(len(scenes))
         boxes: dict[int, list] = {}
-        det.boxes(scenes[0].image[:64, :64])  # load the model outside the timing
-        start = 0
         starts = np.cumsum([0] + [len(s.faces) for s in scenes])
-        for si in progress(run, desc=f"detect {name}", unit="scene"):
-            sc = scenes[si]
-            t0 = time.perf_counter()
-            res = det.boxes(sc.image)
-            secs[si] = time.perf_counter() - t0
-            b = np.array([r[0] for r in res]).reshape(-1, 4)
-            s = np.array([r[1] for r in res])
-            gt = np.array([f.box for f in sc.faces]).reshape(-1, 4)
-            start = starts[si]
+        for si, b, s, gt, secs[si] in _timed_runs(det, scenes, run, f"detect {name}"):  # (secs[si]: seconds)
             for t in thresholds:
                 keep = s >= t if len(s) else np.zeros(0, bool)
                 hit, fps[t][si] = match(b[keep], s[keep], gt)
-                found[t][start:start + len(sc.faces)] = hit
+                found[t][starts[si]:starts[si] + len(gt)] = hit
             boxes[si] = b[s >= default].tolist() if len(s) else []
         sweep = {t: {"found": found[t], "fp": fps[t]} for t in thresholds}
         out[name] = {"found": found[default], "fp": fps[default], "secs": secs, "scenes": run, "boxes": boxes,
@@ -274,17 +277,9 @@ def _weak_sweep(name: str, scenes, run: list[int], cfg: DetectionConfig, data: P
                            flip=UNION_FLIP and cfg.flip)
         found, fps, weak, secs = np.full(n_faces, np.nan), np.zeros(len(scenes)), np.zeros(len(scenes)), \
             np.zeros(len(scenes))
-        det.boxes(scenes[0].image[:64, :64])
-        for si in progress(run, desc=f"detect {name} floor {fl:g}", unit="scene"):
-            sc = scenes[si]
-            t0 = time.perf_counter()
-            res = det.boxes(sc.image)
-            secs[si] = time.perf_counter() - t0
-            b = np.array([r[0] for r in res]).reshape(-1, 4)
-            sc_ = np.array([r[1] for r in res])
-            gt = np.array([f.box for f in sc.faces]).reshape(-1, 4)
+        for si, b, sc_, gt, secs[si] in _timed_runs(det, scenes, run, f"detect {name} floor {fl:g}"):  # (seconds)
             hit, fps[si] = match(b, sc_, gt)
-            found[starts[si]:starts[si] + len(sc.faces)] = hit
+            found[starts[si]:starts[si] + len(gt)] = hit
             weak[si] = float(np.sum(sc_ < det.min_score)) if len(sc_) else 0.0
         out[fl] = {"found": found, "fp": fps, "weak": weak, "secs": secs}
     return out
