@@ -54,6 +54,7 @@ from .donor_bank import (
     MIRROR68,
     DonorBank,
     age_gender,
+    age_gender_confidence,
     age_gender_whole,
     age_gender_whole_confidence,
     cheek_lab,
@@ -198,7 +199,7 @@ class DonorMorph(Method):
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
                  shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
-                 hair_warp: float = 0.0, gender_margin: float = 0.0):
+                 hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -227,6 +228,10 @@ class DonorMorph(Method):
         #: (percent) counts as half a miss, so a draw that reads the gender clearly is preferred; a borderline
         #: read flips under the small resampling differences between the working crop and a photo
         self.gender_margin = gender_margin
+        #: one source gender for the donor choice and both output checks: when the face-box reading and the
+        #: whole-crop reading of the source disagree, the more confident one (else the check cannot be met:
+        #: every output misses one of the two, and the donors follow the box reading alone)
+        self.gender_vote = gender_vote
         self._push = None  # (name, differentiable embedder) pairs, built on first use
         self._push_donor: dict[tuple[str, int], object] = {}
         self._embedder = None
@@ -358,9 +363,16 @@ class DonorMorph(Method):
         """Landmarks, gender, age, skin tone and pose of one working crop."""
         box = face_box(crop.shape[0], PAD)
         lm = landmarks68(crop, box)
-        age, gender = age_gender(crop, box)
-        return {"lm": lm, "age": age, "gender": gender, "lab": cheek_lab(crop, lm), "pose": pose_features(lm),
+        age, gender, conf = age_gender_confidence(crop, box)
+        info = {"lm": lm, "age": age, "gender": gender, "lab": cheek_lab(crop, lm), "pose": pose_features(lm),
                 "mouth": mouth_features(lm)}
+        if self.gender_vote:
+            age112, g112, conf112 = age_gender_whole_confidence(self._layout112(crop))
+            if g112 >= 0 and (gender < 0 or (g112 != gender and conf112 > conf)):
+                gender = g112
+            info["gender"] = gender
+            info["age112"], info["gender112"] = age112, gender if g112 >= 0 else g112
+        return info
 
     def target_geometry(self, src_lm: np.ndarray, donors: list[int], w: np.ndarray, key: bytes,
                         size: int) -> tuple[np.ndarray, list[np.ndarray]]:

