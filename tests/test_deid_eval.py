@@ -121,3 +121,16 @@ def test_eval_cli_bad_flags_exit_2(datakit, tmp_path, capsys, argv):
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_attribute_readings_carry_the_other_photo_reference(datakit, tmp_path):
+    """With attributes on, the originals carry the attribute model's own agreement between two real photos of
+    each person (the ceiling an anonymized face is held to), with n and an interval like every rate."""
+    cfg = EvalConfig.quick(methods=("blur",), recognizers=("mobilefacenet",), detectors=("hog",),
+                           protocols=("aligned",), max_ids=2, max_distractors=2, two_sample=False)
+    res = evaluate_deid(datakit, tmp_path, cfg, methods={"blur": make_method("blur")})
+    ref = res["protocols"]["aligned"]["originals"]["attributes_other_photo"]
+    g = ref["gender_agreement"]
+    assert 0.0 <= g["value"] <= 1.0 and g["n"] == len(res["probe_paths"]) and len(g["ci95"]) == 2
+    assert ref["age_abs_err_years"]["value"] >= 0.0
+    assert "other photo" in (tmp_path / "eval_deid.html").read_text()

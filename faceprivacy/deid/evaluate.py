@@ -253,6 +253,11 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
         det_o = {d: ms.detection_hits(orig[det_rows[d]], d) for d in cfg.detectors}
         pres["originals"]["detection"] = {d: ms.rate_with_ci(h, y[det_rows[d]]) for d, h in det_o.items()}
         feat_o = ms.image_features(orig) if cfg.two_sample else None
+        if cfg.attributes:
+            # reference: the same person's other (gallery) photo read against the probe. The attribute model's
+            # own agreement across two real photos of one person, so the ceiling an anonymized face is held to
+            other = ms.face_readings(data.xg[y], f"{proto} other photos", True)
+            pres["originals"]["attributes_other_photo"] = ms.attribute_measures(read_o, other, y)
         for name, sc in runs[proto].items():
             r = pres[name]
             r["faces_anonymized"] = ms.rate_with_ci(sc.anonymized, y)

@@ -128,6 +128,12 @@ def write_report(res: dict, runs: dict, originals: dict, frames: list, objs: dic
         for name, r in pres.items():
             if name == "originals":
                 rows.append({"method": name, **{f"{d} detected": _fmt(v) for d, v in r.get("detection", {}).items()}})
+                if "attributes_other_photo" in r:  # the attribute model's ceiling: another real photo of the person
+                    a = r["attributes_other_photo"]
+                    rows.append({"method": "reference: the person's other photo",
+                                 "gender agreement": _fmt(a.get("gender_agreement")),
+                                 "age MAE (y)": _fmt_mean(a.get("age_abs_err_years")),
+                                 "yaw err (deg)": _fmt_mean(a["yaw_abs_err_deg"])})
                 continue
             a = r["attributes"]
             rows.append({"method": name, "faces replaced": _fmt(r["faces_anonymized"]),
