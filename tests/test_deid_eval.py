@@ -134,3 +134,18 @@ def test_attribute_readings_carry_the_other_photo_reference(datakit, tmp_path):
     assert 0.0 <= g["value"] <= 1.0 and g["n"] == len(res["probe_paths"]) and len(g["ci95"]) == 2
     assert ref["age_abs_err_years"]["value"] >= 0.0
     assert "other photo" in (tmp_path / "eval_deid.html").read_text()
+
+
+def test_select_summarize_pairs_faces_against_the_baseline():
+    from faceprivacy.deid.select import summarize
+
+    def row(name, cos):
+        r = {"name": name, "probe_ids": [0, 0, 1, 1], "s_per_face": 1.0}
+        for rn in ("dlib", "mobilefacenet"):
+            r[rn] = {"two_keys": {"value": 0.25}, "two_keys_mean_cos": float(np.mean(cos)), "two_keys_cos": cos}
+        return r | {"gender_agreement": {"value": 0.9}, "age_mae": {"value": 5.0}, "yaw_err_deg": {"value": 4.0},
+                    "two_sample_accuracy": {"value": 0.6}, "hp_ratio": {"value": 0.9}}
+
+    table = summarize([row("base", [0.5, 0.5, 0.5, 0.5]), row("lower", [0.4, 0.4, 0.4, 0.4])], "base")
+    lines = table.splitlines()
+    assert len(lines) == 4 and "| base |" in lines[2] and "-0.100 [-0.100, -0.100]" in lines[3]

@@ -13,6 +13,9 @@ it) and the yaw error (68 landmarks) against the source.
 
 ``python -m faceprivacy.deid.select --data ../shared/datakit --configs '[{}, {"parts": true}]' --out F.json``
 
+``python -m faceprivacy.deid.select --summarize A.json B.json --baseline NAME``: the markdown table of ``--frames``
+results, with paired differences of the two-key cosine against one configuration.
+
 ``--frames`` (paired full-frame protocol): the validation people's first ``--probes-per-id`` photos are placed
 in ``eval-deid``'s synthetic full frames (same layout and seed) and run through the ``anonymize`` pipeline
 (detector, safety net, paste-back) under two FIXED salts and passphrases (keys A and B), so every
@@ -243,15 +246,55 @@ def evaluate_frames(data_root: str | Path, configs: list[dict], out: str | Path 
     return results
 
 
+def summarize(results: list[dict], baseline: str) -> str:
+    """A markdown table of ``--frames`` results (several runs' JSON lists concatenated): per configuration the two
+    keys' rates and mean cosines, and the paired difference of the per-face two-key cosine against the row named
+    ``baseline`` (95 % bootstrap over identities; pairing is valid because the pipeline is a function of the
+    fixed keys and the faces), with the attribute and realism readings."""
+    from ..core.metrics import bootstrap_ci
+
+    def v(x) -> float:
+        return x["value"] if isinstance(x, dict) else float(x)
+
+    base = next((r for r in results if r["name"] == baseline), None)
+    if base is None:
+        raise SystemExit(f"no configuration named {baseline!r} in the results")
+    y = np.asarray(base["probe_ids"])
+    head = ("| configuration | two keys dlib / CASIA (%) | mean two-key cos dlib / CASIA | Δ cos vs baseline dlib / "
+            "CASIA [95 %] | gender agr. % | age MAE (y) | yaw err (°) | two-sample | hp ratio | s/face |")
+    lines = [head, "|" + "---|" * 10]
+    for r in results:
+        deltas = []
+        for rn in ("dlib", "mobilefacenet"):
+            d = np.asarray(r[rn]["two_keys_cos"]) - np.asarray(base[rn]["two_keys_cos"])
+            est, lo, hi = bootstrap_ci(d, y)
+            deltas.append(f"{est:+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        lines.append(f"| {r['name']} | {100 * v(r['dlib']['two_keys']):.1f} / {100 * v(r['mobilefacenet']['two_keys']):.1f} "
+                     f"| {r['dlib']['two_keys_mean_cos']:.3f} / {r['mobilefacenet']['two_keys_mean_cos']:.3f} "
+                     f"| {' / '.join(deltas)} | {100 * v(r['gender_agreement']):.1f} | {v(r['age_mae']):.2f} "
+                     f"| {v(r['yaw_err_deg']):.2f} | {v(r['two_sample_accuracy']):.3f} | {v(r['hp_ratio']):.2f} "
+                     f"| {r['s_per_face']:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="compare donor-method settings on validation identities")
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--configs", default="[{}]", help="JSON list of DonorMorph keyword dicts")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--probes-per-id", type=int, default=2, help="probes per validation identity (default 2)")
     ap.add_argument("--frames", action="store_true",
                     help="the paired full-frame protocol (fixed keys, anonymize pipeline; see the module doc)")
+    ap.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print a markdown table of --frames result files (no run), paired against --baseline")
+    ap.add_argument("--baseline", default=None, help="with --summarize: the configuration name Δ is taken against")
     a = ap.parse_args(argv)
+    if a.summarize:
+        rows = [r for p in a.summarize for r in json.loads(p.read_text())]
+        print(summarize(rows, a.baseline or rows[0]["name"]))
+        return 0
+    if a.data is None:
+        ap.error("--data is required (except with --summarize)")
     (evaluate_frames if a.frames else evaluate_configs)(a.data, json.loads(a.configs), a.out, a.probes_per_id)
     return 0
 
