@@ -229,19 +229,25 @@ SOURCES: tuple[Source, ...] = (
             Row("pipeline (default): face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
     # ---- de-identification
-    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v7.json",
-           "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 1 --cnn-max 12 --methods donor blur "
-           "-o out/eval_deid_v7 --threads 1",
-           "docs/deid.md (run 9: the shipped default on final main: v4 morph, safety net, mirrored detector pass; "
-           "occlusion check off)",
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v8.json",
+           "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 2 --cnn-max 12 --methods donor blur "
+           "-o out/eval_deid_v8 --threads 1",
+           "docs/deid.md (run 10: the shipped default: v4 morph, safety net with escalated faces obscured over "
+           "their stranger, mirrored detector pass; occlusion check off)",
            _deid("aligned", "donor") + _deid("frames", "donor")
+           + tuple(Row(f"{proto}: reference, the person's other real photo: {lab}",
+                       ("protocols", proto, "originals", "attributes_other_photo", key), fmt=fmt)
+                   for proto in ("aligned", "frames")
+                   for lab, key, fmt in (("gender agreement", "gender_agreement", "{:.3f}"),
+                                         ("age MAE (years)", "age_abs_err_years", "{:.1f}")))
            + (Row("aligned/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "aligned", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos")),
               Row("aligned/blur: gender agreement", ("protocols", "aligned", "blur", "attributes", "gender_agreement")),
               Row("aligned/blur: HOG detected", ("protocols", "aligned", "blur", "detection", "hog")),
               Row("frames/blur: verified vs other photos (ONNX judge)",
                   ("protocols", "frames", "blur", "identity", "mobilefacenet-onnx", "verif_vs_other_photos"))),
-           note="48 faces of 48 test people, gallery 239 people (chance rank-1 0.0042); n = faces (one per person)."),
+           note="95 faces of 48 test people (two photos each where the person has three), gallery 239 people "
+                "(chance rank-1 0.0042); n = faces, intervals by identity bootstrap."),
     # ---- audit
     Source("Embedding audit (`audit-embeddings`)", "docs/audit_probes_results.json",
            "faceprivacy audit-embeddings --embedder dlib --no-inversion --attr-cache out/attr_cache.npz "
