@@ -244,3 +244,16 @@ def test_val_folds_hold_out_different_training_identities_never_test(celeba_root
     rng = np.random.default_rng(experiment.VAL_HOLDOUT_SEED)
     hold = set(rng.choice(parts["train"].identities, size=40, replace=False).tolist())
     assert not hold & folds[0]
+
+
+def test_fed_simulate_new_quality_options_reach_the_config(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "8", "--rounds", "2", "--clients-per-round", "4",
+               "--eval-every", "1", "--methods", "fedface", "--lr", "0.2", "--out", str(out),
+               "--positive", "centred", "--centred-margin", "0.8", "--spread-boost", "3", "--spread-boost-rounds", "1",
+               "--server-adam-eps", "1e-6"])
+    assert rc == 0
+    cfg = json.loads((out / "fed_results.json").read_text())["config"]
+    assert cfg["client"]["positive"] == "centred" and cfg["client"]["centred_margin"] == 0.8
+    assert cfg["server"]["spread_boost"] == 3 and cfg["server"]["spread_boost_rounds"] == 1
+    assert cfg["server"]["adam_eps"] == 1e-6

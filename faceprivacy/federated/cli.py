@@ -112,6 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DP: each client trains against its own class embedding (moved by the server's spreadout "
                         "of its noised copy) and uploads the embedding only once, instead of training against the "
                         "server's noised copy that every upload re-noises")
+    p.add_argument("--server-adam-eps", type=float, default=1e-8,
+                   help="FedAdam's epsilon (tau): per-coordinate updates much below it move the model less "
+                        "(1e-8: sign-like steps)")
     p.add_argument("--spread-boost", type=int, default=1,
                    help="spreadout head start: x this many spreadout steps in the first --spread-boost-rounds rounds")
     p.add_argument("--spread-boost-rounds", type=int, default=0, help="rounds of the spreadout head start (0: off)")
@@ -271,7 +274,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                         server_lr=float(hp["server_lr"]),
                                         server_lr_schedule=args.server_lr_schedule,
                                         server_lr_min=args.server_lr_min, spread_warmup=args.spread_warmup,
-                                        spread_boost=args.spread_boost, spread_boost_rounds=args.spread_boost_rounds),
+                                        spread_boost=args.spread_boost, spread_boost_rounds=args.spread_boost_rounds,
+                                        adam_eps=args.server_adam_eps),
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
                     checkpoint_every=args.checkpoint_every, private_target=args.dp_private_target)
     metric = args.central_loss == "metric"
