@@ -244,3 +244,42 @@ def test_val_folds_hold_out_different_training_identities_never_test(celeba_root
     rng = np.random.default_rng(experiment.VAL_HOLDOUT_SEED)
     hold = set(rng.choice(parts["train"].identities, size=40, replace=False).tolist())
     assert not hold & folds[0]
+
+
+def test_fed_simulate_new_quality_options_reach_the_config(tmp_path):
+    out = tmp_path / "fed"
+    rc = main(["-q", "fed-simulate", "--synthetic", "--clients", "8", "--rounds", "2", "--clients-per-round", "4",
+               "--eval-every", "1", "--methods", "fedface", "--lr", "0.2", "--out", str(out),
+               "--positive", "centred", "--centred-margin", "0.8", "--spread-boost", "3", "--spread-boost-rounds", "1",
+               "--server-adam-eps", "1e-6"])
+    assert rc == 0
+    cfg = json.loads((out / "fed_results.json").read_text())["config"]
+    assert cfg["client"]["positive"] == "centred" and cfg["client"]["centred_margin"] == 0.8
+    assert cfg["server"]["spread_boost"] == 3 and cfg["server"]["spread_boost_rounds"] == 1
+    assert cfg["server"]["adam_eps"] == 1e-6
+
+
+def test_cosine_claim_setting_is_the_same_algorithm_in_fed_server(tmp_path):
+    """The issue-15 claim setting (cosine geometry, FedAdam, spreadout lr 30) is fed-server flags too: the deployed
+    client trains with the simulator's ClientConfig and the strategy with the same spreadout and server step."""
+    import argparse
+
+    from faceprivacy.federated.cli import recipe_from_args, register
+    from faceprivacy.federated.flower_app import build_strategy, client_config
+
+    flags = ["--geometry", "cosine", "--margin", "0.972", "--spread-margin", "0.9", "--spread-lr", "30",
+             "--server-opt", "adam", "--server-lr", "1e-5", "--embedding-lr", "0", "--lr", "0.001"]
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    r = recipe_from_args(parser.parse_args(["fed-server", "--insecure", "--out", str(tmp_path), *flags]))
+    c = client_config(r)
+    assert (c.geometry, c.margin, c.lr, c.embedding_lr, c.local_steps) == ("cosine", 0.972, 0.001, 0.0, 2)
+    s = build_strategy(r, emb_dim=128)
+    assert (s.geometry, s.spread_margin, s.spread_lr, s.spread_steps) == ("cosine", 0.9, 30.0, 10)
+    assert s.adam is not None and s.adam.lr == 1e-5
+    out = tmp_path / "sim"
+    assert main(["-q", "fed-simulate", "--synthetic", "--clients", "6", "--rounds", "1", "--clients-per-round", "3",
+                 "--methods", "fedface", "--out", str(out), *flags]) == 0
+    cfg = json.loads((out / "fed_results.json").read_text())["config"]
+    assert (cfg["client"]["geometry"], cfg["client"]["margin"], cfg["client"]["embedding_lr"]) == ("cosine", 0.972, 0.0)
+    assert (cfg["server"]["spread_lr"], cfg["server"]["spread_margin"], cfg["server"]["server_lr"]) == (30.0, 0.9, 1e-5)

@@ -390,3 +390,66 @@ def test_cosine_negatives_sees_a_common_shift_the_euclidean_hinge_does_not():
     cfg = ClientConfig(local_steps=1, lr=0.01, geometry="euclidean", negatives=2, neg_loss="cosine", neg_margin=0.0)
     upd = client_update(head, head_vector(head), feats, w, cfg, seed=0, negatives=np.ones((2, 4), np.float32))
     assert np.isfinite(upd.loss) and upd.loss > 0
+
+
+def test_centred_positive_is_blind_to_a_shrink_towards_the_centre_but_not_to_a_common_shift():
+    from faceprivacy.federated.losses import centred_cosine_loss, squared_hinge_radius_loss
+
+    c = torch.tensor([2.0, 2.0, 0.0])
+    w = torch.tensor([3.0, 2.0, 0.0])
+    f = torch.tensor([[3.0, 2.5, 0.0], [2.8, 1.7, 0.2]])
+    base = float(centred_cosine_loss(f, w, c, 0.99))
+    assert base > 0
+    # features (and the class embedding) shrunk halfway towards the centre: same angles, same loss; the
+    # radius hinge rewards the shrink
+    assert float(centred_cosine_loss(c + 0.5 * (f - c), c + 0.5 * (w - c), c, 0.99)) == pytest.approx(base, abs=1e-6)
+    assert squared_hinge_radius_loss(c + 0.5 * (f - c), c + 0.5 * (w - c), 0.1) < squared_hinge_radius_loss(f, w, 0.1)
+    # a translation common to all features costs
+    assert float(centred_cosine_loss(f + torch.tensor([0.0, 1.0, 0.0]), w, c, 0.99)) > base
+
+
+def test_client_positive_centred_needs_the_centre_and_trains():
+    feats = torch.randn(6, 8)
+    head = torch.nn.Linear(8, 4)
+    w = init_class_embedding(head, feats, "euclidean")
+    cfg = ClientConfig(local_steps=2, lr=0.05, geometry="euclidean", positive="centred", centred_margin=0.99)
+    with pytest.raises(ValueError, match="centre"):
+        client_update(head, head_vector(head), feats, w, cfg, seed=0)
+    centre = np.zeros(4, np.float32) + 0.1
+    upd = client_update(head, head_vector(head), feats, w, cfg, seed=0, centre=centre)
+    assert np.isfinite(upd.loss) and float(upd.delta.norm()) > 0
+    both = client_update(head, head_vector(head), feats, w,
+                         ClientConfig(local_steps=1, lr=0.05, geometry="euclidean", positive="both", margin=0.0,
+                                      centred_margin=0.99), seed=0, centre=centre)
+    one = client_update(head, head_vector(head), feats, w,
+                        ClientConfig(local_steps=1, lr=0.05, geometry="euclidean", positive="centred",
+                                     centred_margin=0.99), seed=0, centre=centre)
+    assert both.loss > one.loss  # the radius hinge at radius 0 adds to the centred term
+    with pytest.raises(InputError, match="positive"):
+        SimConfig(client=ClientConfig(positive="nope"))
+    sim = FederatedSimulator(torch.nn.Linear(8, 4), [feats, feats + 1.0, feats - 1.0],
+                             SimConfig(rounds=2, clients_per_round=0,
+                                       client=ClientConfig(geometry="euclidean", positive="centred", lr=0.05)))
+    sim.run(progress_bar=False)
+    assert np.isfinite(sim.state.vec.numpy()).all() and sim.history[-1]["client_loss"] >= 0
+
+
+def test_spread_boost_multiplies_the_spreadout_steps_of_the_first_rounds():
+    st = ServerState(torch.zeros(3), np.eye(2, dtype=np.float32),
+                     ServerConfig(spread_steps=10, spread_boost=3, spread_boost_rounds=2))
+    st.schedule(1, 10)
+    assert st.spread_steps == 30
+    st.schedule(2, 10)
+    assert st.spread_steps == 30
+    st.schedule(3, 10)
+    assert st.spread_steps == 10
+    # more steps spread the class embeddings further in the same round
+    W = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1]], np.float32)
+    spread = {}
+    for boost in (1, 5):
+        s = ServerState(torch.zeros(3), W, ServerConfig(geometry="euclidean", spread_margin=0.7, spread_lr=0.02,
+                                                        spread_steps=2, spread_boost=boost, spread_boost_rounds=1))
+        s.schedule(1, 5)
+        s.apply(None, {})
+        spread[boost] = float(np.linalg.norm(s.W - s.W.mean(0), axis=1).mean())
+    assert spread[5] > spread[1]

@@ -112,6 +112,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="DP: each client trains against its own class embedding (moved by the server's spreadout "
                         "of its noised copy) and uploads the embedding only once, instead of training against the "
                         "server's noised copy that every upload re-noises")
+    p.add_argument("--server-adam-eps", type=float, default=1e-8,
+                   help="FedAdam's epsilon (tau): per-coordinate updates much below it move the model less "
+                        "(1e-8: sign-like steps)")
+    p.add_argument("--spread-boost", type=int, default=1,
+                   help="spreadout head start: x this many spreadout steps in the first --spread-boost-rounds rounds")
+    p.add_argument("--spread-boost-rounds", type=int, default=0, help="rounds of the spreadout head start (0: off)")
+    p.add_argument("--positive", choices=("geometry", "centred", "both"), default="geometry",
+                   help="client positive term: the geometry's hinge; 'centred': a cosine hinge around the server's "
+                        "centre (mean of the class-embedding bank), blind to the common drift towards it; 'both'")
+    p.add_argument("--centred-margin", type=float, default=0.85,
+                   help="centred positive term: cosine margin around the centre")
+    p.add_argument("--centred-weight", type=float, default=1.0, help="centred positive term: its weight")
     p.add_argument("--spread-warmup", type=int, default=0,
                    help="rounds over which the spreadout step grows linearly to --spread-lr (0: off)")
     _add_hparams(p)
@@ -253,14 +265,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                         dp_clip=args.dp_clip, dp_noise=args.dp_noise,
                                         negatives=int(hp["negatives"]), neg_margin=float(hp["neg_margin"]),
                                         neg_weight=float(hp["neg_weight"]), neg_loss=args.neg_loss,
-                                        neg_scale=args.neg_scale,
+                                        neg_scale=args.neg_scale, positive=args.positive,
+                                        centred_margin=args.centred_margin, centred_weight=args.centred_weight,
                                         public_batch=int(hp["public_batch"]) if int(hp["public_negatives"]) > 0
                                         else 0),
                     server=ServerConfig(spread_lr=float(hp["spread_lr"]), spread_steps=args.spread_steps,
                                         spread_margin=float(hp["spread_margin"]), server_opt=str(hp["server_opt"]),
                                         server_lr=float(hp["server_lr"]),
                                         server_lr_schedule=args.server_lr_schedule,
-                                        server_lr_min=args.server_lr_min, spread_warmup=args.spread_warmup),
+                                        server_lr_min=args.server_lr_min, spread_warmup=args.spread_warmup,
+                                        spread_boost=args.spread_boost, spread_boost_rounds=args.spread_boost_rounds,
+                                        adam_eps=args.server_adam_eps),
                     dropout=args.dropout, faulty_fraction=args.faulty, eval_every=args.eval_every,
                     checkpoint_every=args.checkpoint_every, private_target=args.dp_private_target)
     metric = args.central_loss == "metric"

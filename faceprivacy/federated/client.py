@@ -9,9 +9,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from .losses import get_geometry, negative_hinge_cosine_loss, positive_loss, proxy_softmax_loss
+from .losses import (
+    centred_cosine_loss,
+    get_geometry,
+    negative_hinge_cosine_loss,
+    positive_loss,
+    proxy_softmax_loss,
+)
 from .params import load_head_vector
 from .privacy import noise_generator
+
+#: the client's positive terms (``ClientConfig.positive``)
+POSITIVES = ("geometry", "centred", "both")
 
 
 @dataclass
@@ -47,6 +56,13 @@ class ClientConfig:
     #: each step draws ``public_batch`` of them, runs them through the *current* head and keeps the client's
     #: features ``neg_margin`` away (image-level negatives, as the centralised metric loss has). 0 = off
     public_batch: int = 0
+    #: the positive term: "geometry" (the geometry's hinge), "centred" (a cosine hinge around the server's
+    #: centre, the mean of its class-embedding bank: ``losses.centred_cosine_loss``; blind to a shrink towards
+    #: the centre, so it cannot be met by the common drift) or "both" (the geometry's hinge + centred_weight x
+    #: the centred one)
+    positive: str = "geometry"
+    centred_margin: float = 0.85
+    centred_weight: float = 1.0
 
 
 @dataclass
@@ -92,7 +108,7 @@ def privatize(delta: torch.Tensor, emb_delta: torch.Tensor, clip: float, noise: 
 def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor,
                   embedding: np.ndarray, cfg: ClientConfig, seed: int = 0,
                   reference: np.ndarray | None = None, negatives: np.ndarray | None = None,
-                  public_feats: torch.Tensor | None = None) -> ClientUpdate:
+                  public_feats: torch.Tensor | None = None, centre: np.ndarray | None = None) -> ClientUpdate:
     """One FedFace client round: load the global head, train head + own class embedding for
     ``cfg.local_steps`` SGD steps on the positive-only squared-hinge cosine loss, return the update.
 
@@ -102,7 +118,8 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
     embedding update is taken against it, so a first upload from a server's random start is clipped and
     noised like any other update. ``negatives`` (K, D): other classes' embeddings from the server's bank (hard
     negatives; used only when ``cfg.negatives > 0``). ``public_feats``: trunk features of the public negative
-    set (used only when ``cfg.public_batch > 0``).
+    set (used only when ``cfg.public_batch > 0``). ``centre``: the server's centre of the class embeddings
+    (needed when ``cfg.positive`` is "centred" or "both").
     """
     n = len(feats)
     if n == 0:
@@ -118,6 +135,13 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
                           lr=cfg.lr, momentum=cfg.momentum)
     loss_v = math.nan
     geo = get_geometry(cfg.geometry)
+    if cfg.positive not in POSITIVES:
+        raise ValueError(f"unknown positive term {cfg.positive!r}; choose one of {POSITIVES}")
+    c = None
+    if cfg.positive != "geometry":
+        if centre is None:
+            raise ValueError(f"positive={cfg.positive!r} needs the server's centre of the class embeddings")
+        c = torch.as_tensor(np.asarray(centre, dtype=np.float32))
     negs = None
     if negatives is not None and cfg.negatives > 0 and len(negatives):
         negs = torch.as_tensor(np.asarray(negatives, dtype=np.float32))
@@ -129,7 +153,12 @@ def client_update(head: nn.Module, global_vec: torch.Tensor, feats: torch.Tensor
             xb = feats
         opt.zero_grad(set_to_none=True)
         fb = head(xb)
-        loss = positive_loss(fb, w, cfg.margin, cfg.geometry)
+        if c is None:
+            loss = positive_loss(fb, w, cfg.margin, cfg.geometry)
+        else:
+            loss = cfg.centred_weight * centred_cosine_loss(fb, w, c, cfg.centred_margin)
+            if cfg.positive == "both":
+                loss = loss + positive_loss(fb, w, cfg.margin, cfg.geometry)
         if negs is not None and cfg.neg_loss == "softmax":
             loss = loss + cfg.neg_weight * proxy_softmax_loss(fb, w, negs, cfg.neg_scale, cfg.geometry)
         elif negs is not None and cfg.neg_loss == "cosine":  # angle-based whatever the geometry

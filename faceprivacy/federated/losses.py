@@ -34,6 +34,21 @@ def squared_hinge_radius_loss(feats: torch.Tensor, w: torch.Tensor, radius: floa
     return torch.clamp(d - radius, min=0.0).pow(2).mean()
 
 
+def centred_cosine_loss(feats: torch.Tensor, w: torch.Tensor, centre: torch.Tensor,
+                        margin: float = 0.85) -> torch.Tensor:
+    """Drift-free positive term: ``mean_j max(0, margin - cos(f_j - c, w - c))^2`` around the server's centre
+    ``c`` (the mean of its class-embedding bank, the same for every client).
+
+    The radius hinge alone lets the head pull every face towards the common mean (regression to the mean of the
+    class embeddings, the drift that raises the impostor cosine); an angle measured from a fixed centre is blind
+    to a uniform shrink towards it and penalises a translation common to all features.
+    """
+    c = centre.reshape(1, -1).to(feats.dtype)
+    f = F.normalize(feats - c, dim=-1)
+    wn = F.normalize(w.reshape(1, -1).to(feats.dtype) - c, dim=-1)
+    return torch.clamp(margin - (f * wn).sum(-1), min=0.0).pow(2).mean()
+
+
 def negative_hinge_radius_loss(feats: torch.Tensor, negs: torch.Tensor, margin: float = 0.7) -> torch.Tensor:
     """Hard negatives, Euclidean: ``mean_{j,k} max(0, margin - ||f_j - n_k||)^2`` for other classes' embeddings
     ``negs`` (K, D) (FedGC/FedFR's idea: the class-embedding bank supplies the negatives a client lacks)."""

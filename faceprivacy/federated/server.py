@@ -101,6 +101,11 @@ class ServerConfig:
     #: spreadout warm-up: its step size grows linearly from spread_lr / spread_warmup to spread_lr over the
     #: first spread_warmup rounds (0 = off)
     spread_warmup: int = 0
+    #: spreadout head start: the first spread_boost_rounds rounds run spread_boost x spread_steps spreadout steps
+    #: (the class embeddings are spread before the clients' positive pull can drift the descriptors together;
+    #: 0 = off)
+    spread_boost_rounds: int = 0
+    spread_boost: int = 1
 
 
 class ServerAdam:
@@ -154,6 +159,7 @@ class ServerState:
             raise ValueError(f"unknown server lr schedule {cfg.server_lr_schedule!r}; choose constant or cosine")
         self.lr = float(cfg.server_lr)
         self.spread_lr = float(cfg.spread_lr)
+        self.spread_steps = int(cfg.spread_steps)
 
     def schedule(self, rnd: int, total: int) -> None:
         """Set this round's server and spreadout step sizes (round ``rnd`` of ``total``, from 1)."""
@@ -165,6 +171,7 @@ class ServerState:
         if self.adam is not None:
             self.adam.lr = self.lr
         self.spread_lr = float(c.spread_lr) * (min(1.0, rnd / c.spread_warmup) if c.spread_warmup > 0 else 1.0)
+        self.spread_steps = int(c.spread_steps) * (max(1, int(c.spread_boost)) if rnd <= c.spread_boost_rounds else 1)
 
     def apply(self, mean_delta: torch.Tensor | None, new_embeddings: dict[int, np.ndarray]) -> dict:
         """Apply the averaged head update, store the clients' embeddings, run spreadout; returns stats."""
@@ -181,7 +188,7 @@ class ServerState:
         if self.cfg.spreadout and len(self.W) > 1:
             c = self.cfg
             stats["spread_before"] = spreadout_value(self.W, c.spread_margin, c.geometry)
-            self.W = server_spreadout(self.W, c.spread_steps, self.spread_lr, c.spread_margin, c.geometry)
+            self.W = server_spreadout(self.W, self.spread_steps, self.spread_lr, c.spread_margin, c.geometry)
             stats["spread_after"] = spreadout_value(self.W, c.spread_margin, c.geometry)
         return stats
 

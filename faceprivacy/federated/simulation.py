@@ -88,6 +88,10 @@ class SimConfig:
         if self.client.geometry not in GEOMETRIES:
             raise InputError(f"unknown geometry {self.client.geometry!r}; choose one of {GEOMETRIES}")
         self.server.geometry = self.client.geometry
+        from .client import POSITIVES
+
+        if self.client.positive not in POSITIVES:
+            raise InputError(f"unknown positive term {self.client.positive!r}; choose one of {POSITIVES}")
 
     def to_dict(self) -> dict:
         """JSON-friendly copy."""
@@ -263,6 +267,9 @@ class FederatedSimulator:
         rejected = 0
         dim = self.state.W.shape[1]
         neg_idx = None
+        #: the server's centre of its class-embedding bank (for the centred positive term): an aggregate of all
+        #: clients' embeddings, sent to every client alike
+        centre = self.state.W.mean(0) if self.cfg.client.positive != "geometry" else None
         if self.cfg.algorithm == "fedface" and self.cfg.client.negatives > 0:  # hard negatives from the bank
             neg_idx = nearest_negatives(self.state.W, sampled, self.cfg.client.negatives, self.cfg.client.geometry)
         it = progress(range(len(sampled)), desc=f"round {rnd}", disable=not progress_bar, unit="client")
@@ -286,7 +293,8 @@ class FederatedSimulator:
                                 self.cfg.client, seed=_seed(self.cfg.seed, "client", rnd, cid),
                                 reference=reference,
                                 negatives=None if neg_idx is None else self.state.W[neg_idx[j]],
-                                public_feats=self.public_feats if self.cfg.algorithm == "fedface" else None)
+                                public_feats=self.public_feats if self.cfg.algorithm == "fedface" else None,
+                                centre=centre)
             if faulty[j]:  # a broken/malicious client: corrupt the update
                 upd.delta = upd.delta.clone()
                 upd.delta[:: max(1, upd.delta.numel() // 7)] = float("nan")
