@@ -403,7 +403,7 @@ SOURCES: tuple[Source, ...] = (
            "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 --feature-cache runs/featcache "
            "--geometry cosine --margin 0.972 --spread-margin 0.9 --spread-lr 30 --server-opt adam --server-lr 1e-5 "
            "--embedding-lr 0 --lr 0.001 --out runs/fed_seeds_cos",
-           "docs/federated.md (three seeds: the setting chosen on the folds)",
+           "docs/federated.md (three seeds: the cosine setting chosen on the folds this stop; flags, not the default)",
            tuple(Row(f"{m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
                      ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
                  for m in ("fedface", "fedavg", "central"))
@@ -417,7 +417,7 @@ SOURCES: tuple[Source, ...] = (
     Source("Federated (`fed-simulate`)", "docs/fed_seeds_euclid.json",
            "faceprivacy fed-simulate --data ../shared/datakit --backbone dlib-level0 --rounds 60 --clients-per-round "
            "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 "
-           "--feature-cache runs/featcache --out runs/fed_seeds_final", "docs/federated.md (three seeds: the euclidean preset, previous claim)",
+           "--feature-cache runs/featcache --out runs/fed_seeds_final", "docs/federated.md (three seeds: the euclidean preset = the fed-simulate / fed-server default, previous stop's claim)",
            tuple(Row(f"euclidean preset: {m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
                      ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
                  for m in ("fedface", "fedavg", "central"))
