@@ -428,3 +428,31 @@ def test_support_ce_step_rule_scales_the_step_and_survives_save_load(tmp_path: P
         with pytest.raises(InputError):
             _check_support_ce(Namespace(support_ce=bad))
     _check_support_ce(Namespace(support_ce=[1.5, 0.0]))
+
+
+def test_cli_unlearn_support_ce_is_recorded(tmp_path: Path, monkeypatch) -> None:
+    """``faceprivacy unlearn --support-ce C G`` applies the rule and writes it into the request's record."""
+    from PIL import Image
+
+    from faceprivacy.cli import main
+    from faceprivacy.unlearn import request
+    from faceprivacy.unlearn.metaloss import MetaLoss, save_metaloss
+    from faceprivacy.unlearn.model import load_model_with_record
+
+    monkeypatch.setattr(request, "faceless", lambda crops: [])
+    cfg = ModelConfig(kind="mlp", in_dim=128, widths=(16,), embedder="dlib")
+    rng = np.random.default_rng(0)
+    m, _ = train_model(rng.normal(size=(32, 128)).astype(np.float32), rng.integers(0, 8, 32),
+                       TrainConfig(epochs=2, batch=16), cfg)
+    mp = save_model(m, tmp_path / "head.pt")
+    torch.manual_seed(0)
+    lp = save_metaloss(MetaLoss(8, m.feature_dim, dropout=0.0), tmp_path / "meta.pt", {"eta": 1.0})
+    img = tmp_path / "face.png"
+    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "head2.pt"
+    assert main(["unlearn", "--model", str(mp), "--metaloss", str(lp), "--support", str(img), "--out", str(out),
+                 "--support-ce", "1.5", "0.5", "--threads", "1"]) == 0
+    _m2, rec = load_model_with_record(out)
+    assert rec["unlearning_history"][-1]["support_ce"] == [1.5, 0.5]
+    assert main(["unlearn", "--model", str(mp), "--metaloss", str(lp), "--support", str(img), "--out",
+                 str(tmp_path / "h3.pt"), "--support-ce", "0", "0.5"]) == 2
