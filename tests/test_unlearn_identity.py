@@ -381,3 +381,78 @@ def test_out_of_fold_probabilities_are_cached_with_the_references(tmp_path: Path
     monkeypatch.setattr(ev, "out_of_fold_probs", lambda *a, **k: pytest.fail("recomputed despite the cache"))
     b = ev._cached_oof(td, xt, cfg)
     assert torch.equal(a, b) and len(list(tmp_path.glob("oof_f3_*.pt"))) == 1
+
+
+def test_support_ce_step_rule_scales_the_step_and_survives_save_load(tmp_path: Path, td: TaskData,
+                                                                     head: TaskCNN) -> None:
+    """MetaUnlearn's request-time rule (MetaLoss.support_ce = (C, G)): the step is the fixed one times
+    clip((C / ce1) ** G, 0.5, 1.7), ce1 the support photos' cross-entropy after the fixed step; kept by save/load,
+    G = 0 on the CLI switches it off, and impossible values are refused."""
+    import torch.nn.functional as F
+
+    from faceprivacy.unlearn.cli import _check_support_ce
+    from faceprivacy.unlearn.metaloss import (
+        SUPPORT_CE_RANGE,
+        load_metaloss,
+        meta_unlearn,
+        save_metaloss,
+        support_ce_multiplier,
+    )
+    from faceprivacy.unlearn.model import clone
+
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
+                         MetaConfig(iters=2, k_min=2, k_max=3, batch=8, update="weights"))
+    req = make_request(td, 3, seed=0)
+    xs, ys = xt[req.support], yt[req.support]
+    fixed = meta_unlearn(clone(head), meta, xs, ys, 2.0)
+    with torch.no_grad():
+        ce1 = float(F.cross_entropy(fixed(xs), ys))
+    c, g = 1.3 * ce1, 0.5  # the step should grow by 1.3 ** 0.5
+    mult = support_ce_multiplier(head, meta, xs, ys, 2.0, c, g)
+    assert mult == pytest.approx(1.3 ** 0.5, rel=1e-4)
+    assert support_ce_multiplier(head, meta, xs, ys, 2.0, 1e3 * ce1, 1.0) == SUPPORT_CE_RANGE[1]
+    meta.support_ce = (c, g)
+    m2, _ = load_metaloss(save_metaloss(meta, tmp_path / "m.pt", {"eta": 2.0}))
+    assert m2.support_ce == pytest.approx((c, g))
+    ruled = meta_unlearn(clone(head), m2, xs, ys, 2.0)
+    m2.support_ce = None
+    scaled = meta_unlearn(clone(head), m2, xs, ys, 2.0 * mult)
+    for a, b in zip(ruled.parameters(), scaled.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(dict(ruled.named_parameters())["head.weight"],
+                              dict(fixed.named_parameters())["head.weight"])
+    from argparse import Namespace
+
+    for bad in ([0.0, 0.5], [1.0, -1.0]):
+        with pytest.raises(InputError):
+            _check_support_ce(Namespace(support_ce=bad))
+    _check_support_ce(Namespace(support_ce=[1.5, 0.0]))
+
+
+def test_cli_unlearn_support_ce_is_recorded(tmp_path: Path, monkeypatch) -> None:
+    """``faceprivacy unlearn --support-ce C G`` applies the rule and writes it into the request's record."""
+    from PIL import Image
+
+    from faceprivacy.cli import main
+    from faceprivacy.unlearn import request
+    from faceprivacy.unlearn.metaloss import MetaLoss, save_metaloss
+    from faceprivacy.unlearn.model import load_model_with_record
+
+    monkeypatch.setattr(request, "faceless", lambda crops: [])
+    cfg = ModelConfig(kind="mlp", in_dim=128, widths=(16,), embedder="dlib")
+    rng = np.random.default_rng(0)
+    m, _ = train_model(rng.normal(size=(32, 128)).astype(np.float32), rng.integers(0, 8, 32),
+                       TrainConfig(epochs=2, batch=16), cfg)
+    mp = save_model(m, tmp_path / "head.pt")
+    torch.manual_seed(0)
+    lp = save_metaloss(MetaLoss(8, m.feature_dim, dropout=0.0), tmp_path / "meta.pt", {"eta": 1.0})
+    img = tmp_path / "face.png"
+    Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(img)
+    out = tmp_path / "head2.pt"
+    assert main(["unlearn", "--model", str(mp), "--metaloss", str(lp), "--support", str(img), "--out", str(out),
+                 "--support-ce", "1.5", "0.5", "--threads", "1"]) == 0
+    _m2, rec = load_model_with_record(out)
+    assert rec["unlearning_history"][-1]["support_ce"] == [1.5, 0.5]
+    assert main(["unlearn", "--model", str(mp), "--metaloss", str(lp), "--support", str(img), "--out",
+                 str(tmp_path / "h3.pt"), "--support-ce", "0", "0.5"]) == 2

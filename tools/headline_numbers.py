@@ -139,6 +139,7 @@ _UNL_THIRD = "git show 09e80a3:faceprivacy/models/weights/unlearn_idhead_metalos
 #: the fourth identity MetaLoss (lambda 0.1), replaced by the fifth (lambda 0.2) in stop 14
 _UNL_FOURTH = "git show 3a19281:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > fourth.pt"
 _UNL_SEEDS70 = " ".join(str(s) for s in range(70, 90))
+_UNL_SEEDS90 = " ".join(str(s) for s in range(90, 110))
 
 
 def _unl_retrained_mia() -> tuple:
@@ -313,9 +314,24 @@ SOURCES: tuple[Source, ...] = (
            note="Same 60 targets and thresholds as above; the ensemble's CASIA target is predicted from the dlib "
                 "template (ridge on training identities)."),
     # ---- unlearning
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds90-109.json",
+           _UNL_CMD.format(seeds=_UNL_SEEDS90, methods="none metaunlearn", out="90-109"),
+           "docs/unlearn.md (headline, seeds 90-109, fifth MetaLoss)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia()
+           + (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
+                  n_label="test images"),),
+           note="References retrained first with --methods none (same command); the default (fifth MetaLoss, fixed "
+                "step) was kept on tuning requests only (seeds 0-4, 10-19, 1000-1005, 2000-2009)."),
+    Source("Unlearning (`eval-unlearning --task identity`)",
+           "docs/unlearn_identity_results_seeds90-109_support_ce.json",
+           _UNL_CMD.format(seeds=_UNL_SEEDS90, methods="none metaunlearn --support-ce 1.65 0.25",
+                           out="90-109_rule"),
+           "docs/unlearn.md (headline, paired: the request-time step rule, not the default)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
+           note="The --support-ce option on the same twenty fresh requests, run after the headline; not adopted."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds70-89.json",
            _UNL_CMD.format(seeds=_UNL_SEEDS70, methods="none metaunlearn", out="70-89"),
-           "docs/unlearn.md (headline, seeds 70-89, fifth MetaLoss)",
+           "docs/unlearn.md (previous headline, seeds 70-89, fifth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia()
            + (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
                   n_label="test images"),),
@@ -326,17 +342,17 @@ SOURCES: tuple[Source, ...] = (
            _UNL_FOURTH + "; " + _UNL_CMD.format(seeds=_UNL_SEEDS70, methods="none metaunlearn",
                                                out="70-89_fourth").replace(
                "faceprivacy/models/weights/unlearn_idhead_metaloss.pt", "fourth.pt"),
-           "docs/unlearn.md (headline, paired comparison with the fourth MetaLoss)",
+           "docs/unlearn.md (previous headline, paired comparison with the fourth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
            note="The previous (fourth) MetaLoss on the same twenty fresh requests, run after the headline."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds70-79.json",
            _UNL_CMD.format(seeds="70 71 72 73 74 75 76 77 78 79", methods="none metaunlearn", out="70"),
-           "docs/unlearn.md (headline, first set of ten)",
+           "docs/unlearn.md (previous headline, seeds 70-79)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia(),
            note="References retrained in the same run (they do not depend on the MetaLoss)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds80-89.json",
            _UNL_CMD.format(seeds="80 81 82 83 84 85 86 87 88 89", methods="none metaunlearn", out="80"),
-           "docs/unlearn.md (headline, second set of ten)",
+           "docs/unlearn.md (previous headline, seeds 80-89)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia(),
            note="References retrained in the same run (they do not depend on the MetaLoss)."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds50-59.json",

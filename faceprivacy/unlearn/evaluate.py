@@ -43,6 +43,9 @@ class EvalConfig:
     #: folder of retrained references (state_dicts keyed by the data, the request and the recipe), so a rerun
     #: on the same requests skips the retraining (None = no cache)
     reference_cache: str | None = None
+    #: MetaUnlearn's request-time step rule ``(C, G)`` set on the MetaLoss (see MetaLoss.support_ce) before
+    #: tuning; G = 0 switches a rule stored with the MetaLoss off; None = keep the MetaLoss's own
+    support_ce: tuple[float, float] | None = None
 
 
 def identity_preset(cfg: EvalConfig | None = None) -> EvalConfig:
@@ -221,6 +224,10 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
         meta, mlog = meta_train(original, xt, td.y, td.ident, td.train_fit, td.support, td.val, cfg.meta,
                                 device=dev, oof=oof)
         res["log"]["meta_train"] = mlog
+    if meta is not None and cfg.support_ce is not None:
+        meta.support_ce = None if cfg.support_ce[1] == 0 else (float(cfg.support_ce[0]), float(cfg.support_ce[1]))
+    if meta is not None:
+        res["config"]["metaunlearn_support_ce"] = list(meta.support_ce) if meta.support_ce is not None else None
     lrs: dict[str, float | None] = {m: None for m in cfg.methods}
     if cfg.tune:
         res["tuning"] = tune_lrs(td, cfg, original, meta, xt, yt)

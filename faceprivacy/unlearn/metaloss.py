@@ -59,6 +59,11 @@ class MetaLoss(nn.Module):
         self.k_power, self.k_ref = 0.0, 5
         #: learned-loss steps applied at request time (the number it was meta-trained with, unrolled)
         self.steps = 1
+        #: request-time step rule from the support photos alone, ``(C, G)`` or None (the fixed step): each
+        #: request's step is multiplied by ``clip((C / ce1) ** G, 0.5, 1.7)``, ce1 the support photos' mean
+        #: cross-entropy after the fixed step (a person whose support photo is already far from the model after
+        #: the fixed step gets a smaller one, and the reverse); see :func:`support_ce_multiplier`
+        self.support_ce: tuple[float, float] | None = None
 
     def forward(self, logits: torch.Tensor, feats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Learned loss over the batch (mean or sum of the per-sample scores)."""
@@ -317,13 +322,34 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
                   "last10pct_outer_forget_val0_retain_retain0": tail}
 
 
+#: range of the per-request multiplier of :attr:`MetaLoss.support_ce`
+SUPPORT_CE_RANGE = (0.5, 1.7)
+
+
+def support_ce_multiplier(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float,
+                          target: float, gamma: float, steps: int | None = None) -> float:
+    """Per-request step multiplier ``clip((target / ce1) ** gamma)`` from the support photos alone, ce1 their
+    mean cross-entropy after the fixed step ``eta`` (the model is not changed)."""
+    new = None
+    for _ in range(meta.steps if steps is None else steps):
+        new = inner_step(model, meta, xs, ys, eta, create_graph=False, params=new)
+        new = {k: v.detach().requires_grad_(True) for k, v in new.items()}
+    with torch.no_grad():
+        ce1 = float(F.cross_entropy(_logits(model, new, xs), ys)) if new is not None else float("nan")
+    lo, hi = SUPPORT_CE_RANGE
+    return float(min(hi, max(lo, (target / max(ce1, 1e-6)) ** gamma)))
+
+
 def meta_unlearn(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float = 0.1,
                  steps: int | None = None) -> TaskCNN:
     """Apply the learned loss to the support images: ``steps`` plain gradient steps of size ``eta``
-    (default: the number the MetaLoss was meta-trained with, one as in the paper unless unrolled); returns the
-    updated model (in place, eval mode)."""
+    (default: the number the MetaLoss was meta-trained with, one as in the paper unless unrolled), the step
+    scaled per request by :attr:`MetaLoss.support_ce` when set; returns the updated model (in place, eval
+    mode)."""
     model.eval()
     meta.eval()
+    if meta.support_ce is not None:
+        eta = eta * support_ce_multiplier(model, meta, xs, ys, eta, *meta.support_ce, steps=steps)
     for _ in range(meta.steps if steps is None else steps):
         new = inner_step(model, meta, xs, ys, eta, create_graph=False)
         with torch.no_grad():
@@ -336,7 +362,8 @@ def save_metaloss(meta: MetaLoss, path: str | Path, extra: dict | None = None) -
     """Save a MetaLoss state_dict with its shape (small file, atomic)."""
     blob = {"format": "faceprivacy-unlearn-metaloss-1", "n_classes": meta.n_classes, "feat_dim": meta.feat_dim,
             "width": meta.width, "reduction": meta.reduction, "update": meta.update, "k_power": meta.k_power,
-            "k_ref": meta.k_ref, "steps": meta.steps, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
+            "k_ref": meta.k_ref, "steps": meta.steps,
+            "support_ce": list(meta.support_ce) if meta.support_ce is not None else None, "proj": {k: v.detach().cpu() for k, v in meta.proj.items()},
             "precond": {k: v.detach().cpu() for k, v in meta.precond.items()},
             "state_dict": {k: v.detach().cpu() for k, v in meta.state_dict().items()},
             "extra": extra or {}}
@@ -358,6 +385,8 @@ def load_metaloss(path: str | Path) -> tuple[MetaLoss, dict]:
         meta.update = str(blob.get("update", "all"))
         meta.k_power, meta.k_ref = float(blob.get("k_power", 0.0)), int(blob.get("k_ref", 5))
         meta.steps = int(blob.get("steps", 1))
+        sc = blob.get("support_ce")
+        meta.support_ce = (float(sc[0]), float(sc[1])) if sc is not None else None
         meta.proj = {str(k): v.float() for k, v in (blob.get("proj") or {}).items()}
         meta.precond = {str(k): v.float() for k, v in (blob.get("precond") or {}).items()}
     except Exception as e:

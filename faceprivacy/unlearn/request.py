@@ -74,8 +74,10 @@ class RequestResult:
 
 def forget(model_path: str | os.PathLike, support: list[str], out: str | os.PathLike, *, method: str = "metaunlearn",
            metaloss_path: str | os.PathLike | None = None, labels: str = "auto", threads: int = 1,
-           check_faces: bool = True, data_root: str | os.PathLike | None = None) -> RequestResult:
-    """Make the model at ``model_path`` forget the people shown in ``support`` and write it to ``out``."""
+           check_faces: bool = True, data_root: str | os.PathLike | None = None,
+           support_ce: tuple[float, float] | list[float] | None = None) -> RequestResult:
+    """Make the model at ``model_path`` forget the people shown in ``support`` and write it to ``out``;
+    ``support_ce`` = (C, G) sets MetaUnlearn's per-request step rule (G = 0: off; None: the MetaLoss file's)."""
     import time
 
     import torch
@@ -114,7 +116,11 @@ def forget(model_path: str | os.PathLike, support: list[str], out: str | os.Path
             raise InputError("metaunlearn needs a MetaLoss file")
         ctx.meta, extra = load_metaloss(metaloss_path)
         ctx.eta = float(extra.get("eta", ctx.eta))
+        if support_ce is not None:
+            ctx.meta.support_ce = None if support_ce[1] == 0 else (float(support_ce[0]), float(support_ce[1]))
         meta_info = {"metaloss": Path(metaloss_path).name, "eta": ctx.eta}
+        if ctx.meta.support_ce is not None:
+            meta_info["support_ce"] = list(ctx.meta.support_ce)
     fn, _full = get_method(method)
     t0 = time.perf_counter()
     new = fn(model, to_float(x), y, ctx)
