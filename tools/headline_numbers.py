@@ -221,10 +221,11 @@ SOURCES: tuple[Source, ...] = (
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline with the occlusion check: face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
-    Source("Face detection", "docs/detection_test_v8.json",
+    Source("Face detection", "docs/detection_test_v9.json",
            "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
-           "--pipeline-detectors retinaface+rfb320 -o out/evaldet_v8",
-           "docs/detection.md (run v8, the shipped default: mirrored pass, weak tier, safety net; no occlusion check)",
+           "--pipeline-detectors retinaface+rfb320 -o out/evaldet_v9",
+           "docs/detection.md (run v9, the shipped default: mirrored pass, weak tier, safety net with escalated "
+           "faces obscured over their stranger; no occlusion check)",
            (Row("pipeline (default): face still verifiable as the original (ONNX judge)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline (default): face still verifiable, faces >= 24 px (goal <= 0.01)",
@@ -547,8 +548,9 @@ SOURCES: tuple[Source, ...] = (
            _LOHO_CMD.format(steps=300, p=" --prior"), "docs/mri.md (leave-one-head-out)",
            _loho("template prior, 300 steps")[0::3]),
     # ---- video (issue 16, branch i16v)
-    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval.json",
-           "faceprivacy eval-video -o out/eval_video_720p", "docs/video.md", (
+    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval_v2.json",
+           "faceprivacy eval-video -o out/eval_video_720p_v2", "docs/video.md (second run: union detector, bicubic "
+           "paste-back, per-person safety net)", (
                Row("donor frames/s relative to blur, CPU time (10 s 720p, 3 faces)",
                    ("cpu_fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
                Row("donor frames/s relative to blur, wall time (loaded machine)",
@@ -562,7 +564,10 @@ SOURCES: tuple[Source, ...] = (
                    n=("methods", {"method": "donor"}, "frames"), n_label="frames", fmt="{}"),
                Row("donor .mp4 (H.264) recovery PSNR, worst frame (dB)",
                    ("lossy_mp4", "anonymize_time_check", "psnr_min"), ci=None,
-                   n=("lossy_mp4", "frames"), n_label="frames", fmt="{:.1f}"))),
+                   n=("lossy_mp4", "frames"), n_label="frames", fmt="{:.1f}"),
+               Row("donor people obscured by the safety net", ("methods", {"method": "donor"},
+                                                               "safety_obscured_people"), ci=None,
+                   n=("config", "faces"), n_label="people", fmt="{}"))),
 )
 
 
