@@ -18,7 +18,7 @@ from faceprivacy.deid.methods import Riddle, make_method
 def tiny_run(datakit, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     cfg = EvalConfig.quick(methods=("riddle", "blur", "mask", "stranger"), recognizers=("mobilefacenet",),
-                           detectors=("hog",), attributes=False, max_ids=3, max_distractors=5)
+                           detectors=("hog", "cnn"), attributes=False, max_ids=3, max_distractors=5)
     methods = {"riddle": Riddle(TinyGenerator(), tiny_encryptor()), "blur": make_method("blur"),
                "mask": make_method("mask")}
     res = evaluate_deid(datakit, out, cfg, methods=methods)
@@ -149,3 +149,15 @@ def test_select_summarize_pairs_faces_against_the_baseline():
     table = summarize([row("base", [0.5, 0.5, 0.5, 0.5]), row("lower", [0.4, 0.4, 0.4, 0.4])], "base")
     lines = table.splitlines()
     assert len(lines) == 4 and "| base |" in lines[2] and "-0.100 [-0.100, -0.100]" in lines[3]
+
+
+def test_two_keys_are_kept_per_probe_with_a_face_at_place_split(tiny_run):
+    res, _ = tiny_run
+    for p in res["protocols"].values():
+        ok = p["originals"]["face_at_place_mmod"]
+        assert ok["n"] == res["n_probes"] and 0.0 <= ok["value"] <= 1.0
+        idm = p["riddle"]["identity"]["mobilefacenet"]
+        cos = idm["two_keys_cos"]
+        assert len(cos) == idm["two_keys_verified_same"]["n"] and all(-1.0 <= c <= 1.0 for c in cos)
+        sub = idm["two_keys_verified_same_face_probes"]
+        assert sub["n"] <= idm["two_keys_verified_same"]["n"]

@@ -206,6 +206,13 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
             res.setdefault("donor_banks", {})[name] = {
                 "n_donor_identities": len(ids),
                 "evaluated_people_in_bank": sorted(set(map(str, ids)) & set(data.names[:data.n_eval_ids]))}
+    # which probes' original crops hold a face at the aligned place (MMOD, the originals only): a diagnostic split
+    face_at_place: dict[str, np.ndarray] = {}
+    if "cnn" in cfg.detectors:
+        for proto in cfg.protocols:
+            face_at_place[proto] = ms.detection_hits(originals[proto], "cnn")
+            res["protocols"][proto].setdefault("originals", {"identity": {}})["face_at_place_mmod"] = \
+                ms.rate_with_ci(face_at_place[proto], y)
     for rname in cfg.recognizers:
         emb = (embedders or {}).get(rname) or get_embedder(rname, data_root)
         ft = ms.embed(emb, data.x_thr)
@@ -224,10 +231,20 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
                 idm = ms.identity_measures(f, y, fx, fg, data.yg, thr)
                 if sc.others:
                     fb = [ms.embed(emb, v) for v in sc.others.values()]
-                    hits = np.concatenate([(f * b).sum(1) >= thr for b in fb])
+                    cos = np.concatenate([(f * b).sum(1) for b in fb])
+                    hits = cos >= thr
                     from ..core.metrics import rate_with_ci
 
                     idm["two_keys_verified_same"] = rate_with_ci(hits, np.tile(y, len(fb)))
+                    # per probe (key A vs each other key, in that order), for analyses of which faces link
+                    idm["two_keys_cos"] = [round(float(v), 4) for v in cos]
+                    ok = face_at_place.get(proto)
+                    if ok is not None:
+                        # diagnostic: only probes whose ORIGINAL crop holds a face where the alignment puts it
+                        # (MMOD; decided on the originals alone). A misaligned source crop (mostly hair or body)
+                        # links two keys by its unchanged surroundings, whatever the method does
+                        keep = np.tile(ok, len(fb))
+                        idm["two_keys_verified_same_face_probes"] = rate_with_ci(hits[keep], np.tile(y, len(fb))[keep])
                 if sc.wrong is not None:
                     fw = ms.embed(emb, sc.wrong)
                     idm["wrong_key_verif_vs_source"] = ms.pair_rate(fw, fx, y, thr)
