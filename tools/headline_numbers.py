@@ -140,6 +140,7 @@ _UNL_THIRD = "git show 09e80a3:faceprivacy/models/weights/unlearn_idhead_metalos
 _UNL_FOURTH = "git show 3a19281:faceprivacy/models/weights/unlearn_idhead_metaloss.pt > fourth.pt"
 _UNL_SEEDS70 = " ".join(str(s) for s in range(70, 90))
 _UNL_SEEDS90 = " ".join(str(s) for s in range(90, 110))
+_UNL_SEEDS110 = " ".join(str(s) for s in range(110, 130))
 
 
 def _unl_retrained_mia() -> tuple:
@@ -315,6 +316,13 @@ SOURCES: tuple[Source, ...] = (
            note="Same 60 targets and thresholds as above; the ensemble's CASIA target is predicted from the dlib "
                 "template (ridge on training identities)."),
     # ---- unlearning
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds110-129.json",
+           _UNL_CMD.format(seeds=_UNL_SEEDS110, methods="none metaunlearn", out="110-129").replace(
+               "--threads 1", "--threads 2"),
+           "docs/unlearn.md (third set of twenty fresh seeds, 110-129, fifth MetaLoss, nothing chosen)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia(),
+           note="References retrained in the same invocation (reference cache); the default unchanged since seeds "
+                "70-89. Pooled with 70-89 and 90-109: 60 fresh requests per K."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds90-109.json",
            _UNL_CMD.format(seeds=_UNL_SEEDS90, methods="none metaunlearn", out="90-109"),
            "docs/unlearn.md (headline, seeds 90-109, fifth MetaLoss)",
