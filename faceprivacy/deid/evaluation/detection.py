@@ -332,11 +332,9 @@ def run_pipeline(scenes, cfg: DetectionConfig, data: Path, method, thr: float, w
                            small_frame_mp=SMALL_FRAME_MP if cfg.small_frames else None,
                            flip=UNION_FLIP and cfg.flip)
         t0 = time.perf_counter()
-        safety = cfg.safety
-        if cfg.safety and cfg.obscure_occluded:
-            from ..safety import SafetyNet
+        from ..safety import pipeline_net
 
-            safety = SafetyNet(occlusion=True)
+        safety = pipeline_net(cfg.obscure_occluded) if cfg.safety else cfg.safety
         summ = anonymize_paths(src, dst, PASS, method, detector=det, safety=safety)
         wall = time.perf_counter() - t0
         crops, skipped = [], []
