@@ -569,6 +569,9 @@ def cases() -> list[Case]:
     add(Case("fedsim-rounds-neg", ["fed-simulate", "--synthetic", "--rounds", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
     add(Case("fedsim-server-lr-min-bad", ["fed-simulate", "--synthetic", "--server-lr-min", "2", "--out", "{d}/o"]))
+    add(Case("fedsim-spread-boost-zero", ["fed-simulate", "--synthetic", "--spread-boost", "0", "--out", "{d}/o"]))
+    add(Case("fedsim-centred-margin-bad", ["fed-simulate", "--synthetic", "--centred-margin", "2", "--out", "{d}/o"]))
+    add(Case("fedsim-adam-eps-neg", ["fed-simulate", "--synthetic", "--server-adam-eps", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-spread-warmup-neg", ["fed-simulate", "--synthetic", "--spread-warmup", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-out-parent-file", ["fed-simulate", "--synthetic", "--rounds", "1", "--clients", "2",
                                         "--out", "{d}/afile/o"], _uses("afile")))
@@ -585,6 +588,8 @@ def cases() -> list[Case]:
              _uses("adir")))
     # ---- unlearn
     add(Case("unlearn-support-missing", ["unlearn", "--support", "{d}/nope.png", "--out", "{d}/m.pt"]))
+    add(Case("unlearn-support-ce-bad", ["unlearn", "--support", "{d}/face.png", "--support-ce", "0", "1", "--out",
+                                        "{d}/m.pt"], _uses("face.png")))
     for f in ("empty.png", "bomb.gif", "truncated.jpg", "text.jpg"):
         add(Case(f"unlearn-support-{f}", ["unlearn", "--support", f"{{d}}/{f}", "--out", "{d}/m.pt"], _uses(f)))
     # issue 13 row 11 (fixed in i17): face-less support images are refused

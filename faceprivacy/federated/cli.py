@@ -240,6 +240,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise InputError("--rounds and --clients must be positive")
     if not 0.0 <= args.server_lr_min <= 1.0 or args.spread_warmup < 0:
         raise InputError("--server-lr-min must be in [0, 1] and --spread-warmup >= 0")
+    if args.spread_boost < 1 or args.spread_boost_rounds < 0:
+        raise InputError("--spread-boost must be >= 1 and --spread-boost-rounds >= 0")
+    if not -1.0 <= args.centred_margin <= 1.0 or args.centred_weight < 0 or not args.server_adam_eps > 0:
+        raise InputError("--centred-margin must be a cosine in [-1, 1], --centred-weight >= 0 and "
+                         "--server-adam-eps > 0")
     if args.eval_split == "val" and args.test_data:
         raise InputError("--eval-split val and --test-data exclude each other")
     backbone = "tiny" if args.synthetic else args.backbone
