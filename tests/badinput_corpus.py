@@ -617,6 +617,10 @@ def cases() -> list[Case]:
                                              "{d}/o"]))
     add(Case("evalunlearn-meta-unroll-zero", ["eval-unlearning", "--meta-unroll", "0", "--data", "{d}/nope", "--out",
                                               "{d}/o"]))
+    add(Case("evalunlearn-from-json-garbage", ["eval-unlearning", "--from-json", "{d}/garbage.pt", "--out",
+                                               "{d}/o"], _uses("garbage.pt")))
+    add(Case("evalunlearn-from-json-missing", ["eval-unlearning", "--from-json", "{d}/nope.json", "{d}/nope2.json",
+                                               "--out", "{d}/o"]))
     # ---- top level
     add(Case("top-unknown-command", ["frobnicate"]))
     return c

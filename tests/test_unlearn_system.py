@@ -196,6 +196,22 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     assert main(["eval-unlearning", "--from-json", str(jp), "--out", str(tmp_path / "re")]) == 0
     again = json.loads((tmp_path / "re" / "unlearning.json").read_text())["summary"]
     assert [r["ToW_ci95"] for r in again] == [r["ToW_ci95"] for r in res["summary"]]
+    # several runs of one recipe pool into one summary over all their requests; a request counted twice, or a
+    # run of another model, is refused with exit 2
+    assert len(res["config"]["original_sha256"]) == 64
+    other = json.loads(jp.read_text())
+    for r in other["runs"]:
+        r["seed"] += 100
+    jp2 = tmp_path / "other.json"
+    jp2.write_text(json.dumps(other))
+    assert main(["eval-unlearning", "--from-json", str(jp), str(jp2), "--out", str(tmp_path / "pool")]) == 0
+    pooled = json.loads((tmp_path / "pool" / "unlearning.json").read_text())
+    assert {r["n_seeds"] for r in pooled["summary"]} == {2 * r["n_seeds"] for r in res["summary"]}
+    assert len(pooled["resummarised_from"]) == 2
+    assert main(["eval-unlearning", "--from-json", str(jp), str(jp), "--out", str(tmp_path / "twice")]) == 2
+    other["config"]["original_sha256"] = "0" * 64
+    jp2.write_text(json.dumps(other))
+    assert main(["eval-unlearning", "--from-json", str(jp), str(jp2), "--out", str(tmp_path / "mixed")]) == 2
 
 
 def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: TaskData, monkeypatch) -> None:

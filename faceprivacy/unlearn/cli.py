@@ -131,9 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--reference-cache", default=None, metavar="DIR",
                    help="keep each retrained reference (per request, data and recipe) in DIR and reuse it on a "
                         "rerun of the same request instead of retraining (default: no cache)")
-    e.add_argument("--from-json", default=None, metavar="UNLEARNING_JSON",
-                   help="re-summarise the requests of an earlier unlearning.json (intervals, worst request) into "
-                        "--out without running anything")
+    e.add_argument("--from-json", default=None, nargs="+", metavar="UNLEARNING_JSON",
+                   help="re-summarise the requests of earlier unlearning.json files (intervals, worst request) "
+                        "into --out without running anything; several files are pooled into one summary (same "
+                        "task and recipe, no request twice, the methods they all ran)")
     add_common(e)
     e.set_defaults(func=cmd_eval)
 
@@ -242,18 +243,43 @@ def _print_summary(summary: list[dict]) -> None:
         print(_summary_line(s))
 
 
-def _resummarise(src: Path, out: Path) -> int:
-    """Summary with intervals of an earlier run's requests (the runs themselves are not changed)."""
+# what must agree for requests of several runs to be pooled into one summary
+_POOL_KEYS = ("task", "train", "meta", "model", "metaunlearn_support_ce", "test_data", "original_sha256",
+              "metaloss_sha256")
+
+
+def _resummarise(srcs: list[Path], out: Path) -> int:
+    """Summary with intervals of earlier runs' requests (the runs themselves are not changed). Several runs of
+    one recipe are pooled: the interval is then over all their requests, so a claim over many seed sets comes
+    from one command rather than from arithmetic on their means."""
     from .evaluate import summarise, write_report
 
-    try:
-        res = json.loads(src.read_text())
-        runs = res["runs"]
-        methods = list(res["config"]["methods"])
-    except (OSError, ValueError, KeyError) as e:
-        raise InputError(f"{src} is not an unlearning.json with runs: {e}") from None
-    res["summary"] = summarise(runs, methods)
-    res["resummarised_from"] = str(src)
+    loaded = []
+    for src in srcs:
+        try:
+            res = json.loads(Path(src).read_text())
+            loaded.append((res, list(res["runs"]), list(res["config"]["methods"])))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{src} is not an unlearning.json with runs: {e}") from None
+    res, runs, methods = loaded[0]
+    seen = {(r["k"], r["seed"]) for r in runs}
+    for src, (other, oruns, omethods) in zip(srcs[1:], loaded[1:], strict=True):
+        for key in _POOL_KEYS:
+            if res["config"].get(key) != other["config"].get(key):
+                raise InputError(f"{src}: its {key!r} differs from {srcs[0]}'s; only runs of one recipe can be pooled")
+        twice = seen & {(r["k"], r["seed"]) for r in oruns}
+        if twice:
+            k, seed = sorted(twice)[0]
+            raise InputError(f"{src}: request K={k} seed={seed} is also in an earlier file; a request counts once")
+        seen |= {(r["k"], r["seed"]) for r in oruns}
+        methods = [m for m in methods if m in omethods]
+        runs += oruns
+    if not methods:
+        raise InputError("the files share no method to summarise")
+    runs = [{**r, "methods": {m: r["methods"][m] for m in methods}} for r in runs]
+    res = {**res, "runs": runs, "summary": summarise(runs, methods)}
+    res["config"] = {**res["config"], "methods": methods, "seeds": sorted({r["seed"] for r in runs})}
+    res["resummarised_from"] = [str(s) for s in srcs] if len(srcs) > 1 else str(srcs[0])
     jp, hp = write_report(res, out)
     _print_summary(res["summary"])
     print(f"wrote {jp} and {hp}")
@@ -271,7 +297,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .model import load_model, save_model
 
     if args.from_json:
-        return _resummarise(Path(args.from_json), Path(args.out))
+        return _resummarise([Path(f) for f in args.from_json], Path(args.out))
     torch.set_num_threads(max(1, args.threads))
     _check_meta_flags(args)
     root = Path(args.data) if args.data else default_data_root()

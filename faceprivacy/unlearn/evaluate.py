@@ -137,6 +137,18 @@ class EvalResult:
     meta: MetaLoss | None
 
 
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, shapes, float32 bytes): which model or MetaLoss a
+    run used, so that runs of different models are never pooled into one summary."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        h.update(f"{k}:{tuple(v.shape)}".encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -213,6 +225,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                                      desc="original", device=dev)
         res["log"]["original_train"] = tlog
     original = original.to(dev).eval()
+    res["config"]["original_sha256"] = state_fingerprint(original)
     res["original"] = memorisation_report(original, xt, yt, td)
     if meta is None and "metaunlearn" in cfg.methods:
         stage(2, 3, "MetaLoss meta-training" + (" (out-of-fold targets first)" if cfg.meta.outer == "oof" else ""))
@@ -227,6 +240,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
     if meta is not None and cfg.support_ce is not None:
         meta.support_ce = None if cfg.support_ce[1] == 0 else (float(cfg.support_ce[0]), float(cfg.support_ce[1]))
     if meta is not None:
+        res["config"]["metaloss_sha256"] = state_fingerprint(meta)
         res["config"]["metaunlearn_support_ce"] = list(meta.support_ce) if meta.support_ce is not None else None
     lrs: dict[str, float | None] = {m: None for m in cfg.methods}
     if cfg.tune:
