@@ -111,13 +111,32 @@ def test_every_method_runs_and_leaves_original_untouched(name: str, td: TaskData
     yt = torch.as_tensor(td.y)
     before = {k: v.clone() for k, v in trained.state_dict().items()}
     meta = MetaLoss(8, SMALL.widths[-1])
-    ctx = UnlearnContext(meta=meta, eta=1.0, x=xt, y=yt, forget=req.forget, retain=req.retain)
+    ctx = UnlearnContext(meta=meta, eta=1.0, x=xt, y=yt, forget=req.forget, retain=req.retain,
+                         train=TrainConfig(epochs=1, batch=32))
     fn, _ = get_method(name)
     out = fn(trained, xt[req.support], yt[req.support], ctx)
     for k, v in trained.state_dict().items():
         assert torch.equal(v, before[k]), f"{name} modified the original model"
     changed = any(not torch.equal(v, out.state_dict()[k]) for k, v in trained.state_dict().items())
     assert changed == (name != "none")
+
+
+def test_retrain_other_seed_is_a_fresh_model_of_the_retain_set(td: TaskData, trained: TaskCNN) -> None:
+    """The ceiling reference: trained from scratch (not from the original) and only with a recipe."""
+    req = make_request(td, 2, seed=1)
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    fn, full = get_method("retrain_other_seed")
+    assert full
+    ctx = UnlearnContext(x=xt, y=yt, forget=req.forget, retain=req.retain, seed=3)
+    with pytest.raises(InputError):
+        fn(trained, xt[req.support], yt[req.support], ctx)
+    ctx.train = TrainConfig(epochs=1, batch=32)
+    a = fn(trained, xt[req.support], yt[req.support], ctx)
+    b = fn(trained, xt[req.support], yt[req.support], ctx)
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())  # seeded
+    ctx.seed = 4
+    c = fn(trained, xt[req.support], yt[req.support], ctx)
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
 
 
 def test_unknown_method_and_missing_metaloss(td: TaskData, trained: TaskCNN) -> None:

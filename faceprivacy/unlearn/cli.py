@@ -18,7 +18,9 @@ WEIGHTS_ID_META = "unlearn_idhead_metaloss.pt"
 #: method names (kept here so ``faceprivacy --help`` does not import torch; a test checks them against METHODS)
 SUPPORT_METHODS = ("none", "neggrad", "scrub_support", "bad_teacher_support", "metaunlearn")
 ORACLE_METHODS = ("finetune_retain", "scrub_full", "bad_teacher_full")
-ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS
+#: reference rows, run only when named (each retrains once more per request)
+REFERENCE_METHODS = ("retrain_other_seed",)
+ALL_METHODS = SUPPORT_METHODS + ORACLE_METHODS + REFERENCE_METHODS
 def _weights(name: str) -> Path:
     from ..core.paths import weights_dir
 
@@ -68,8 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="output folder (unlearning.json / .html)")
     e.add_argument("--k", type=int, nargs="+", default=[5], help="numbers of identities to forget")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="forget-set seeds")
-    e.add_argument("--methods", nargs="+", default=list(ALL_METHODS), choices=list(ALL_METHODS), metavar="METHOD",
-                   help=f"methods compared side by side: {' '.join(ALL_METHODS)}")
+    e.add_argument("--methods", nargs="+", default=list(SUPPORT_METHODS + ORACLE_METHODS), choices=list(ALL_METHODS),
+                   metavar="METHOD", help=f"methods compared side by side: {' '.join(ALL_METHODS)} (default: all but "
+                                      f"{' '.join(REFERENCE_METHODS)}: a second retraining with another seed, the "
+                                      "ceiling of ToW against one retraining)")
     e.add_argument("--epochs", type=int, default=None, help="training epochs, original + retrained (default: the recipe's)")
     e.add_argument("--meta-iters", type=int, default=None, help="MetaLoss training iterations (default: the recipe's)")
     e.add_argument("--eta", type=float, default=None, help="MetaUnlearn step size (default: tuned)")

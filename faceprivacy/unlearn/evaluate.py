@@ -265,6 +265,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                 ctx = UnlearnContext(meta=meta, eta=cfg.meta.eta, seed=seed, lr=lrs.get(name))
                 if full:
                     ctx.x, ctx.y, ctx.forget, ctx.retain = xt, yt, req.forget, req.retain
+                    ctx.train = cfg.train
                 _sync(dev)
                 t0 = time.perf_counter()
                 m2 = fn(original, xs, ys, ctx)

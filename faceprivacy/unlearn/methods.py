@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..core.errors import InputError
 from .metaloss import MetaLoss, meta_unlearn
-from .model import TaskCNN, clone
+from .model import TaskCNN, TrainConfig, clone, train_model
 
 
 @dataclass
@@ -30,6 +30,7 @@ class UnlearnContext:
     retain: np.ndarray | None = None
     seed: int = 0
     lr: float | None = None  # overrides a method's default learning rate (eta for metaunlearn)
+    train: TrainConfig | None = None  # the original's training recipe -- retrain_other_seed only
 
 
 def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -196,6 +197,24 @@ def m_bad_teacher_full(model: TaskCNN, xs: torch.Tensor, ys: torch.Tensor, ctx: 
     return m
 
 
+#: seed offset of retrain_other_seed's training run (the reference itself is trained with seed + 1 + request seed)
+OTHER_SEED_OFFSET = 50_000
+
+
+def m_retrain_other_seed(model: TaskCNN, xs: torch.Tensor, ys: torch.Tensor, ctx: UnlearnContext) -> TaskCNN:
+    """Reference row, not a method: a second model retrained from scratch on the retain set, with the original's
+    recipe and another seed. Its ToW against the reference retraining is the ceiling any method can reach, since
+    two retrainings already differ by their seed (a person near a class boundary is right in one, wrong in the
+    other)."""
+    x, y, _f, r = _need_full(ctx)
+    if ctx.train is None:
+        raise InputError("retrain_other_seed needs the training recipe")
+    cfg = replace(ctx.train, seed=ctx.train.seed + OTHER_SEED_OFFSET + ctx.seed)
+    m, _ = train_model(x[torch.as_tensor(r, device=x.device)], y[torch.as_tensor(r, device=y.device)].cpu().numpy(),
+                       cfg, model.cfg, desc="retrain (other seed)", device=str(x.device))
+    return m.eval()
+
+
 Method = Callable[[TaskCNN, torch.Tensor, torch.Tensor, UnlearnContext], TaskCNN]
 
 #: name -> (function, uses full data?)
@@ -208,6 +227,7 @@ METHODS: dict[str, tuple[Method, bool]] = {
     "finetune_retain": (m_finetune_retain, True),
     "scrub_full": (m_scrub_full, True),
     "bad_teacher_full": (m_bad_teacher_full, True),
+    "retrain_other_seed": (m_retrain_other_seed, True),
 }
 SUPPORT_ONLY = [k for k, (_f, full) in METHODS.items() if not full]
 
