@@ -231,6 +231,10 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     other["config"]["original_sha256"] = "0" * 64
     jp2.write_text(json.dumps(other))
     assert main(["eval-unlearning", "--from-json", str(jp), str(jp2), "--out", str(tmp_path / "mixed")]) == 2
+    del other["config"]["original_sha256"]  # a run from before fingerprints: pooled, and the JSON says so
+    jp2.write_text(json.dumps(other))
+    assert main(["eval-unlearning", "--from-json", str(jp), str(jp2), "--out", str(tmp_path / "old")]) == 0
+    assert json.loads((tmp_path / "old" / "unlearning.json").read_text())["pooled_unverified"] == ["original_sha256"]
 
 
 def test_cli_unlearn_with_model_labels(tmp_path: Path, trained: TaskCNN, td: TaskData, monkeypatch) -> None:

@@ -141,6 +141,10 @@ _UNL_FOURTH = "git show 3a19281:faceprivacy/models/weights/unlearn_idhead_metalo
 _UNL_SEEDS70 = " ".join(str(s) for s in range(70, 90))
 _UNL_SEEDS90 = " ".join(str(s) for s in range(90, 110))
 _UNL_SEEDS110 = " ".join(str(s) for s in range(110, 130))
+_UNL_SEEDS130 = " ".join(str(s) for s in range(130, 160))
+_UNL_POOLED = ("faceprivacy eval-unlearning --from-json " + " ".join(
+    f"docs/unlearn_identity_results_seeds{a}-{b}.json" for a, b in ((70, 89), (90, 109), (110, 129), (130, 159)))
+    + " --out out/unl_pooled70-159")
 
 
 def _fed_claim(prefix: str, share: str, every_round: str) -> tuple:
@@ -325,6 +329,18 @@ SOURCES: tuple[Source, ...] = (
            note="Same 60 targets and thresholds as above; the ensemble's CASIA target is predicted from the dlib "
                 "template (ridge on training identities)."),
     # ---- unlearning
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_pooled70-159.json",
+           _UNL_POOLED, "docs/unlearn.md (headline: all 90 fresh requests per K of the fifth MetaLoss, pooled)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn"),
+           note="One summary over the four fresh seed sets 70-89, 90-109, 110-129 and 130-159 (the interval is over "
+                "all 90 requests per K); nothing was chosen on any of them."),
+    Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds130-159.json",
+           _UNL_CMD.format(seeds=_UNL_SEEDS130, methods="none metaunlearn retrain_other_seed", out="130-159"),
+           "docs/unlearn.md (fourth fresh set, seeds 130-159, with the second-retraining ceiling)",
+           _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn")
+           + _unlearn(5, "retrain_other_seed", with_mia=False) + _unlearn(10, "retrain_other_seed", with_mia=False),
+           note="retrain_other_seed: a second retraining with another seed, scored against the reference: the ToW "
+                "ceiling. MetaUnlearn rows first ran without it (out/unl_fresh130-159), with identical numbers."),
     Source("Unlearning (`eval-unlearning --task identity`)", "docs/unlearn_identity_results_seeds110-129.json",
            _UNL_CMD.format(seeds=_UNL_SEEDS110, methods="none metaunlearn", out="110-129").replace(
                "--threads 1", "--threads 2"),

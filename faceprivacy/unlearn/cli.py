@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -248,8 +249,8 @@ def _print_summary(summary: list[dict]) -> None:
 
 
 # what must agree for requests of several runs to be pooled into one summary
-_POOL_KEYS = ("task", "train", "meta", "model", "metaunlearn_support_ce", "test_data", "original_sha256",
-              "metaloss_sha256")
+_FINGERPRINTS = ("original_sha256", "metaloss_sha256")
+_POOL_KEYS = ("task", "train", "meta", "model", "metaunlearn_support_ce", "test_data", *_FINGERPRINTS)
 
 
 def _resummarise(srcs: list[Path], out: Path) -> int:
@@ -266,10 +267,15 @@ def _resummarise(srcs: list[Path], out: Path) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise InputError(f"{src} is not an unlearning.json with runs: {e}") from None
     res, runs, methods = loaded[0]
+    unverified: set[str] = set()
     seen = {(r["k"], r["seed"]) for r in runs}
     for src, (other, oruns, omethods) in zip(srcs[1:], loaded[1:], strict=True):
         for key in _POOL_KEYS:
-            if res["config"].get(key) != other["config"].get(key):
+            a, b = res["config"].get(key), other["config"].get(key)
+            if key in _FINGERPRINTS and (a is None or b is None):
+                unverified.add(key)  # a run from before fingerprints: the docs must name its model
+                continue
+            if a != b:
                 raise InputError(f"{src}: its {key!r} differs from {srcs[0]}'s; only runs of one recipe can be pooled")
         twice = seen & {(r["k"], r["seed"]) for r in oruns}
         if twice:
@@ -284,6 +290,10 @@ def _resummarise(srcs: list[Path], out: Path) -> int:
     res = {**res, "runs": runs, "summary": summarise(runs, methods)}
     res["config"] = {**res["config"], "methods": methods, "seeds": sorted({r["seed"] for r in runs})}
     res["resummarised_from"] = [str(s) for s in srcs] if len(srcs) > 1 else str(srcs[0])
+    if unverified:
+        res["pooled_unverified"] = sorted(unverified)
+        print(f"warning: {', '.join(sorted(unverified))} missing from some files (runs from before fingerprints were "
+              "stored): pooled on the files' word that they used one model and MetaLoss", file=sys.stderr)
     jp, hp = write_report(res, out)
     _print_summary(res["summary"])
     print(f"wrote {jp} and {hp}")
