@@ -18,7 +18,7 @@ from faceprivacy.unlearn.data import (
     make_request,
 )
 from faceprivacy.unlearn.evaluate import memorisation_report
-from faceprivacy.unlearn.metaloss import MetaConfig, meta_train, out_of_fold_probs
+from faceprivacy.unlearn.metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs
 from faceprivacy.unlearn.methods import LR_GRID, LR_GRID_MLP, METHODS, UnlearnContext, get_method, lr_grid
 from faceprivacy.unlearn.model import (
     ModelConfig,
@@ -80,6 +80,14 @@ def head(td: TaskData) -> TaskCNN:
     return m
 
 
+def _meta_on(td: TaskData, head: TaskCNN, **cfg) -> tuple[torch.Tensor, torch.Tensor, MetaLoss, dict]:
+    """The descriptors as tensors and a MetaLoss meta-trained on the head with a tiny ``MetaConfig(**cfg)``: the
+    set-up the MetaLoss tests share."""
+    xt, yt = to_float(td.x), torch.as_tensor(td.y)
+    meta, log = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val, MetaConfig(**cfg))
+    return xt, yt, meta, log
+
+
 def test_memorisation_is_tied_to_the_person(td: TaskData, head: TaskCNN) -> None:
     xt, yt = to_float(td.x), torch.as_tensor(td.y)
     assert xt.shape == (len(td.x), 32)  # descriptors are not permuted like images
@@ -123,11 +131,9 @@ def test_mlp_save_load_keeps_kind(tmp_path: Path, head: TaskCNN) -> None:
 def test_every_method_on_the_head(name: str, td: TaskData, head: TaskCNN) -> None:
     req = make_request(td, 2, seed=0)
     xt, yt = to_float(td.x), torch.as_tensor(td.y)
-    meta = None
-    if name == "metaunlearn":
-        meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
-                             MetaConfig(iters=3, k_max=2, batch=8))
-    ctx = UnlearnContext(meta=meta, eta=1.0, x=xt, y=yt, forget=req.forget, retain=req.retain, lr=1e-2)
+    meta = _meta_on(td, head, iters=3, k_max=2, batch=8)[2] if name == "metaunlearn" else None
+    ctx = UnlearnContext(meta=meta, eta=1.0, x=xt, y=yt, forget=req.forget, retain=req.retain, lr=1e-2,
+                         train=TrainConfig(epochs=2, batch=32))
     fn, _ = get_method(name)
     before = {k: v.clone() for k, v in head.state_dict().items()}
     out = fn(head, xt[req.support], yt[req.support], ctx)
@@ -280,10 +286,8 @@ def test_restricted_step_keeps_biases_projects_weights_and_scales_with_k(tmp_pat
     removed from the weight step, the step size scaled by (n_support / k_ref) ** k_power, all kept by save/load."""
     from faceprivacy.unlearn.metaloss import inner_step, load_metaloss, save_metaloss
 
-    xt, yt = to_float(td.x), torch.as_tensor(td.y)
-    meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
-                         MetaConfig(iters=3, k_max=2, batch=8, update="weights", proj_rank=2, k_power=1.0,
-                                    k_ref=2))
+    xt, yt, meta, _ = _meta_on(td, head, iters=3, k_max=2, batch=8, update="weights", proj_rank=2, k_power=1.0,
+                               k_ref=2)
     assert set(meta.proj) == {n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)}
     u = meta.proj["head"]
     assert u.shape == (head.feature_dim, 2) and torch.allclose(u.T @ u, torch.eye(2), atol=1e-4)
@@ -341,9 +345,8 @@ def test_unrolled_steps_preconditioner_and_k_range_survive_save_load(tmp_path: P
     )
     from faceprivacy.unlearn.model import clone
 
-    xt, yt = to_float(td.x), torch.as_tensor(td.y)
-    meta, log = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
-                           MetaConfig(iters=3, k_min=2, k_max=3, batch=8, update="weights", unroll=2, precond=1.0))
+    xt, yt, meta, log = _meta_on(td, head, iters=3, k_min=2, k_max=3, batch=8, update="weights", unroll=2,
+                                 precond=1.0)
     assert meta.steps == 2 and log["config"]["k_min"] == 2 and log["config"]["unroll"] == 2
     lin = {n for n, m in head.named_modules() if isinstance(m, torch.nn.Linear)}
     assert set(meta.precond) == lin
@@ -400,9 +403,7 @@ def test_support_ce_step_rule_scales_the_step_and_survives_save_load(tmp_path: P
     )
     from faceprivacy.unlearn.model import clone
 
-    xt, yt = to_float(td.x), torch.as_tensor(td.y)
-    meta, _ = meta_train(head, xt, td.y, td.ident, td.train_fit, td.support, td.val,
-                         MetaConfig(iters=2, k_min=2, k_max=3, batch=8, update="weights"))
+    xt, yt, meta, _ = _meta_on(td, head, iters=2, k_min=2, k_max=3, batch=8, update="weights")
     req = make_request(td, 3, seed=0)
     xs, ys = xt[req.support], yt[req.support]
     fixed = meta_unlearn(clone(head), meta, xs, ys, 2.0)
