@@ -157,6 +157,8 @@ class _Person:
     morph_key: bytes | None = None
     obscure: bool = False  # the safety net still verified every redraw: pixelated in every frame
     redrawn: bool = False
+    view: tuple | None = None  # (working crop, its 68 landmarks) of the largest view (donor's template)
+    template: tuple | None = None  # (morph key, ``DonorMorph.stranger_template``): rendered once per key
 
 
 def _obscure_box(out: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -206,17 +208,20 @@ class _Renderer:
             p = _Person(key, purpose)
             anchored = [t for t in ts if t.anchor is not None]
             if self.donor and key is not None and anchored:  # (never aligned: every frame is blurred)
-                p.info, p.morph_key = self._pin(self._best_crop(anchored), key)
+                p.view = self._best_view(anchored)
+                p.info, p.morph_key = self._pin(p.view[0], key)
             self.people[slot] = p
             if self.safety is not None and key is not None and self.method.keyed and anchored:
                 self._check(p, anchored)
 
-    def _best_crop(self, anchored: list[Track]) -> np.ndarray:
-        """The working crop of a person's largest view (its donor choice is pinned on it)."""
+    def _best_view(self, anchored: list[Track]) -> tuple[np.ndarray, np.ndarray]:
+        """The working crop of a person's largest view and its landmarks in the crop (the donor choice is
+        pinned on it, and the stranger's template rendered on it)."""
         from ...core.detect import arcface5_from_68
 
         _, wid, patch, _, lm = max(anchored, key=lambda t: t.anchor[1]).anchor
-        return self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))[0]
+        crop, m = self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))
+        return crop, lm @ m[:, :2].T + m[:, 2]
 
     def _check(self, p: _Person, anchored: list[Track]) -> None:
         """The safety net on the largest view of each of the person's tracks (class docstring)."""
@@ -231,7 +236,7 @@ class _Renderer:
             if n:
                 k = subkey(self.master, f"{p.purpose}/safety/{n}")
                 if self.donor and p.info is not None:
-                    p.info, p.morph_key = self._pin(self._best_crop(anchored), k)
+                    p.info, p.morph_key = self._pin(p.view[0], k)
                 else:
                     p.key = k
             anon = []
@@ -269,6 +274,20 @@ class _Renderer:
         pinned = {"gender": info["gender"], "age": info["age"], "lab": info["lab"], "donors": best[2]}
         return pinned, best[1]
 
+    def _template(self, p: _Person) -> dict | None:
+        """The person's stranger rendered once on its largest view (``DonorMorph.stranger_template``; again
+        after a redraw changes the key); None where the method has no templates (every frame is morphed)."""
+        if not hasattr(self.method, "stranger_template") or p.view is None or p.info is None:
+            return None
+        if p.template is None or p.template[0] != p.morph_key:
+            from ..donor import mouth_features
+            from ..donor_bank import pose_features
+
+            crop, lm = p.view
+            info = {**p.info, "lm": lm, "pose": pose_features(lm), "mouth": mouth_features(lm)}
+            p.template = (p.morph_key, self.method.stranger_template(crop, p.morph_key, info))  # type: ignore[attr-defined]
+        return p.template[1]
+
     def face(self, frame: np.ndarray, t: Track, lm: np.ndarray, person: _Person | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(new crop, crop transform, paste mask) of track ``t`` at landmarks ``lm`` (frame coordinates)."""
@@ -282,7 +301,11 @@ class _Renderer:
 
             lm_c = lm @ m[:, :2].T + m[:, 2]
             info = {**person.info, "lm": lm_c, "pose": pose_features(lm_c), "mouth": mouth_features(lm_c)}
-            out, mask = self.method.morph_one(crop, person.morph_key, info)  # type: ignore[attr-defined]
+            tpl = self._template(person)
+            if tpl is None:
+                out, mask = self.method.morph_one(crop, person.morph_key, info)  # type: ignore[attr-defined]
+            else:
+                out, mask = self.method.morph_template(crop, person.morph_key, info, tpl)  # type: ignore[attr-defined]
             return out, m, mask
         res = self.method.anonymize(crop[None], None if person.key is None else [person.key])
         return res.crops[0], m, None if res.masks is None else res.masks[0]
