@@ -283,3 +283,24 @@ def test_donor_renders_each_persons_stranger_once_per_key(tmp_path, clip, monkey
     anonymize_video(src, tmp_path / "b.mkv", PW, m, safety=net)
     keys = calls["stranger_template"]
     assert len(keys) == 1 + net.redraws and len(set(keys)) == len(keys)
+
+
+def test_the_render_runs_with_one_blas_thread(tmp_path, clip, monkeypatch):
+    """Small matrix products per face: anonymize_video limits BLAS to one thread (restored afterwards)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from faceprivacy.deid.methods import make_method
+    from faceprivacy.deid.video import anonymize as va
+
+    seen = []
+    orig = va._Renderer.render
+
+    def render(self, *a, **k):
+        seen.append({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(va._Renderer, "render", render)
+    src, _, _ = clip
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    anonymize_video(src, tmp_path / "a.mkv", PW, make_method("blur"))
+    assert len(seen) == 16 and all(s <= {1} for s in seen)
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before
