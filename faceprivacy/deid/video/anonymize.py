@@ -5,7 +5,9 @@ and ``recover_video`` puts them back.
 Pass 1 decodes and tracks (``track.Tracker``); the keys, and for ``donor`` one donor choice per person (its
 largest view; the donor privacy check runs on it), are fixed before pass 2 decodes again; the safety net of the
 photos (``deid.safety``) checks each person's stranger on the largest view of each of its tracks, redraws it or
-obscures that person in every frame. Pass 2 renders every frame and encodes it with the audio copied. A third
+obscures that person in every frame. For ``donor`` the donors' composite of each person is rendered once per
+key on that largest view (``DonorMorph.stranger_template``) and, per frame, only warped onto the face's new
+geometry and blended (``morph_template``). Pass 2 renders every frame and encodes it with the audio copied. A third
 pass decodes what was written, runs the recovery on it and compares with the input: the record binds to the decoded pixels (SHA-256 over every frame), and the
 summary states whether recovery is bit-exact (``.mkv``, FFV1 RGB) or how much the codec loses (PSNR).
 
