@@ -305,3 +305,35 @@ def test_hair_warp_is_keyed_and_stays_outside_the_face(donor, crops):
 
     hull = Path(np.concatenate([t[:17], t[17:27][::-1] - [0, lift]]))
     assert not hull.contains_points(d1).any() and not hull.contains_points(s1).any()
+
+
+def test_template_reproduces_the_morph_and_follows_mouth_and_light(donor, crops):
+    """Video's fast path: the composite rendered once (``stranger_template``) and warped per frame
+    (``morph_template``) gives ``morph_one``'s output on the template's own view, follows an opened mouth
+    and a darker frame as ``morph_one`` does, and stays close to it on the changed face."""
+    key = b"\x21" * 32
+    info = donor.source_info(crops[0])
+    info["donors"] = donor.choose(info, key)
+    tpl = donor.stranger_template(crops[0], key, info)
+    full, mask = donor.morph_one(crops[0], key, info)
+    fast, mask2 = donor.morph_template(crops[0], key, info, tpl)
+    assert np.array_equal(mask, mask2)
+    assert np.abs(fast.astype(int) - full).max() <= 1
+    # another frame: the mouth opened by 6 px (lower lip and chin down)
+    lm = info["lm"].copy()
+    lm[[7, 8, 9, 55, 56, 57, 58, 59, 65, 66, 67], 1] += 6
+    info2 = {**info, "lm": lm}
+    full2, _ = donor.morph_one(crops[0], key, info2)
+    fast2, _ = donor.morph_template(crops[0], key, info2, tpl)
+    face = (slice(50, 120), slice(50, 120))
+    assert np.abs(fast2.astype(int) - full2)[face].mean() < 6  # 1.6-4.7 levels on four validation faces
+    moved = np.abs(fast2.astype(int) - fast).mean(-1)
+    mouth = moved[int(lm[51, 1]):int(lm[57, 1]) + 1, int(lm[48, 0]):int(lm[54, 0]) + 1]
+    eyes = moved[int(lm[37, 1]) - 3:int(lm[41, 1]) + 4, int(lm[36, 0]):int(lm[45, 0]) + 1]
+    assert mouth.mean() > 5 and mouth.mean() > 3 * eyes.mean()
+    # a darker frame (light at 80 %): the new face darkens as the full morph's does
+    dark = np.clip(crops[0] * 0.8 + 0.5, 0, 255).astype(np.uint8)
+    full3, _ = donor.morph_one(dark, key, info)
+    fast3, _ = donor.morph_template(dark, key, info, tpl)
+    ratio = fast3[face].mean() / fast[face].mean()
+    assert abs(ratio - full3[face].mean() / full[face].mean()) < 0.03 and ratio < 0.9

@@ -252,3 +252,55 @@ def test_safety_net_redraws_then_obscures_a_person_in_every_frame(tmp_path, clip
         assert np.array_equal(a, obscure(b, track.box[i]))
     recover_video(tmp_path / "x.mkv", tmp_path / "r.mkv", PW)
     assert compare_videos(tmp_path / "r.mkv", src)["identical_frames"] == 16
+
+
+def test_donor_renders_each_persons_stranger_once_per_key(tmp_path, clip, monkeypatch):
+    """The composite of donors is rendered once per person and key (``stranger_template``) and only warped per
+    frame (``morph_template``); a safety-net redraw renders it again under the new key."""
+    from faceprivacy.deid.donor import DonorMorph
+
+    src, _, _ = clip
+    m = DonorMorph()
+    calls = {"stranger_template": [], "morph_template": 0, "morph_one": 0}
+    for name in ("stranger_template", "morph_template", "morph_one"):
+        orig = getattr(m, name)
+
+        def counted(*a, _orig=orig, _name=name, **k):
+            if _name == "stranger_template":
+                calls[_name].append(a[1])
+            else:
+                calls[_name] += 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(m, name, counted)
+    res = anonymize_video(src, tmp_path / "a.mkv", PW, m, safety=_FakeNet(leak=False))
+    assert res.faces == 16 and res.fallback == 0 and res.recovery["exact"]
+    assert len(calls["stranger_template"]) == 1
+    assert calls["morph_template"] == 16 + 1  # every frame, and the safety net's view
+    assert calls["morph_one"] <= m.max_redraws + 1  # only the donor choice (pinning) runs the whole morph
+    calls["stranger_template"].clear()
+    net = _FakeNet(leak=True)
+    anonymize_video(src, tmp_path / "b.mkv", PW, m, safety=net)
+    keys = calls["stranger_template"]
+    assert len(keys) == 1 + net.redraws and len(set(keys)) == len(keys)
+
+
+def test_the_render_runs_with_one_blas_thread(tmp_path, clip, monkeypatch):
+    """Small matrix products per face: anonymize_video limits BLAS to one thread (restored afterwards)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from faceprivacy.deid.methods import make_method
+    from faceprivacy.deid.video import anonymize as va
+
+    seen = []
+    orig = va._Renderer.render
+
+    def render(self, *a, **k):
+        seen.append({i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"})
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(va._Renderer, "render", render)
+    src, _, _ = clip
+    before = [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    anonymize_video(src, tmp_path / "a.mkv", PW, make_method("blur"))
+    assert len(seen) == 16 and all(s <= {1} for s in seen)
+    assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before

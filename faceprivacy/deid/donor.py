@@ -157,6 +157,14 @@ def _polygon_mask(poly: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(im, bool)
 
 
+def _skin_mean(crop: np.ndarray, lm: np.ndarray, size: int, ycc: np.ndarray) -> np.ndarray | None:
+    """Mean YCbCr of a crop's skin polygon (``SKIN``), None when the polygon is under 20 pixels."""
+    skin = _polygon_mask(lm[SKIN], size)
+    if skin.sum() < 20:
+        return None
+    return (np.asarray(crop, np.float64)[skin] @ ycc.T).mean(0)
+
+
 #: a donor whose eye band (lids to brows' underside) is this much darker than its cheeks is wearing
 #: sunglasses (or is hidden in deep shadow) and is never used
 EYE_BAND_MIN_RATIO = 0.4
@@ -473,11 +481,19 @@ class DonorMorph(Method):
 
     def _morph(self, crop: np.ndarray, key: bytes, info: dict | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``morph_one`` plus the region the composite was blended into (bool, crop pixels)."""
-        from scipy.ndimage import binary_erosion
-
+        """``morph_one`` plus the region the composite was blended into (bool, crop pixels). Three stages:
+        the new geometry (``_geometry``), the donors' composite on it (``_composite``) and the warped source
+        with the composite blended in (``_finish``); a video renders the composite once per person
+        (``stranger_template``) and only warps it per frame (``morph_template``)."""
         size = crop.shape[0]
         info = info or self.source_info(crop)
+        g = self._geometry(info, key, size)
+        comp, valid = self._composite(crop, g, key, size)
+        return self._finish(crop, g, comp, valid, key, size)
+
+    def _geometry(self, info: dict, key: bytes, size: int) -> dict:
+        """The new face's geometry for one source: donors and weights, the 68 target points ``t``, the
+        forehead lifts, and the point sets of the source warp and of the face (target points plus forehead)."""
         src_lm = info["lm"]
         donors, w = self.choose(info, key)
         t, _ = self.target_geometry(src_lm, donors, w, key, size)
@@ -493,18 +509,20 @@ class DonorMorph(Method):
             mid_s, mid_t = self._hair_ring(src_lm, t, lift, lift * hair, key, size)
             src_pts = np.concatenate([src_pts, mid_s])
             dst_pts = np.concatenate([dst_pts, mid_t])
-        base, _ = piecewise_affine(crop, src_pts, dst_pts, (size, size), order=self.warp_order)
-        if self.skin_shift > 0:
-            base = self._skin_shifted(np.asarray(base, np.float64), src_lm, key, size)
-        if self.hair_shift > 0:
-            base = self._hair_shifted(np.asarray(base, np.float64), t, lift * hair, key, size)
+        return {"src_lm": src_lm, "donors": donors, "w": w, "t": t, "top": lift * hair, "src_pts": src_pts,
+                "dst_pts": dst_pts, "face_pts": np.concatenate([t, forehead(t, lift * hair)])}
+
+    def _composite(self, crop: np.ndarray, g: dict, key: bytes, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """The donors warped onto the new geometry, given the source skin's colour and composed (base face
+        and parts) -> (float RGB composite, bool mask of the pixels every donor covers)."""
+        t, donors, w = g["t"], g["donors"], g["w"]
         # donors onto the new geometry (one triangulation shared by every donor)
-        face_map = piecewise_map(np.concatenate([t, forehead(t, lift * hair)]), (size, size))
+        face_map = piecewise_map(g["face_pts"], (size, size))
         u = keyed_uniforms(subkey(key, "deid/donor/tone"), 3)
         shift = self.tone_shift * (2 * u - 1) * np.array([1.0, 0.35, 0.35])
         # colour statistics of skin only: the cheeks and nose between eyes and mouth, on both faces
         skin_t = _polygon_mask(t[SKIN], size)
-        skin_s = _polygon_mask(src_lm[SKIN], size)
+        skin_s = _polygon_mask(g["src_lm"][SKIN], size)
         valid = face_map.mask()
         warped_all = []
         for j in donors:
@@ -520,6 +538,21 @@ class DonorMorph(Method):
             comp = self._compose_parts(warped_all, w, t, size)
         else:
             comp = np.tensordot(w, np.stack(warped_all), axes=1)
+        return comp, valid
+
+    def _finish(self, crop: np.ndarray, g: dict, comp: np.ndarray, valid: np.ndarray, key: bytes, size: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The source warped onto the new geometry (keyed skin and hair shades), the composite blended into it
+        -> (uint8 crop, paste mask, blended region)."""
+        from scipy.ndimage import binary_erosion
+
+        t = g["t"]
+        f = size / (1 + 2 * PAD)
+        base, _ = piecewise_affine(crop, g["src_pts"], g["dst_pts"], (size, size), order=self.warp_order)
+        if self.skin_shift > 0:
+            base = self._skin_shifted(np.asarray(base, np.float64), g["src_lm"], key, size)
+        if self.hair_shift > 0:
+            base = self._hair_shifted(np.asarray(base, np.float64), t, g["top"], key, size)
         if self.keep_mouth and self.geometry != "source":
             # the mouth's inside (teeth, tongue) stays the source's: open mouths and smiles stay right
             from scipy.ndimage import binary_dilation, gaussian_filter
@@ -527,7 +560,7 @@ class DonorMorph(Method):
             inside_mouth = binary_dilation(_polygon_mask(t[60:68], size), iterations=max(1, size // 100))
             a = gaussian_filter(inside_mouth.astype(np.float64), max(0.6, size / 180))[..., None]
             comp = a * base + (1 - a) * comp
-        hull = np.concatenate([t[:17], forehead(t, lift * hair)[::-1]])
+        hull = np.concatenate([t[:17], forehead(t, g["top"])[::-1]])
         region = _polygon_mask(hull, size) & valid
         region = binary_erosion(region, iterations=max(1, size // 80))
         out = poisson_blend(comp, base, region, coarse=2)
@@ -545,6 +578,41 @@ class DonorMorph(Method):
             out = out + a * (comp - out)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size), region
+
+    # ----- video: one composite per person ------------------------------------------------------------
+    def stranger_template(self, crop: np.ndarray, key: bytes, info: dict) -> dict:
+        """The per-person part of the morph, rendered once (a video's person on its largest view): the
+        donors' composite on that view's new geometry, with the geometry's face points and the source skin's
+        mean colour (YCbCr). ``info`` must pin the donors (``info["donors"]``)."""
+        from ..core.warp import _YCC
+
+        size = crop.shape[0]
+        g = self._geometry(info, key, size)
+        comp, valid = self._composite(crop, g, key, size)
+        return {"comp": comp.astype(np.float32), "valid": valid, "pts": g["face_pts"],
+                "skin": _skin_mean(crop, g["src_lm"], size, _YCC)}
+
+    def morph_template(self, crop: np.ndarray, key: bytes, info: dict, tpl: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``morph_one`` from a person's ``stranger_template``: the composite warped from the template's
+        geometry to this face's new geometry (one warp instead of one per donor, no part blends), its colour
+        moved by the change of the source skin's mean since the template's view (luma as a ratio, chroma as
+        an offset: the light follows the face), then the same source warp and blend as ``morph_one``. On the
+        template's own view the colour move is zero and only the composite's second resampling differs."""
+        from ..core.warp import _YCC, _YCC_INV
+
+        size = crop.shape[0]
+        g = self._geometry(info, key, size)
+        fmap = piecewise_map(g["face_pts"], (size, size))
+        comp, ok = piecewise_affine(tpl["comp"], tpl["pts"], fmap, (size, size), order=self.warp_order)
+        cover, _ = piecewise_affine(tpl["valid"].astype(np.float32), tpl["pts"], fmap, (size, size), order=1)
+        valid = fmap.mask() & ok & (cover[..., 0] > 0.99)
+        now = _skin_mean(crop, g["src_lm"], size, _YCC)
+        ycc = np.asarray(comp, np.float64) @ _YCC.T
+        if now is not None and tpl["skin"] is not None:
+            ycc[..., 0] *= float(np.clip(now[0] / max(tpl["skin"][0], 1.0), 0.5, 2.0))
+            ycc[..., 1:] += now[1:] - tpl["skin"][1:]
+        out, mask, _ = self._finish(crop, g, ycc @ _YCC_INV.T, valid, key, size)
+        return out, mask
 
     def _hair_ring(self, src_lm: np.ndarray, t: np.ndarray, lift_s: float, lift_t: float, key: bytes,
                    size: int, n: int = 16) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,9 @@ and ``recover_video`` puts them back.
 Pass 1 decodes and tracks (``track.Tracker``); the keys, and for ``donor`` one donor choice per person (its
 largest view; the donor privacy check runs on it), are fixed before pass 2 decodes again; the safety net of the
 photos (``deid.safety``) checks each person's stranger on the largest view of each of its tracks, redraws it or
-obscures that person in every frame. Pass 2 renders every frame and encodes it with the audio copied. A third
+obscures that person in every frame. For ``donor`` the donors' composite of each person is rendered once per
+key on that largest view (``DonorMorph.stranger_template``) and, per frame, only warped onto the face's new
+geometry and blended (``morph_template``). Pass 2 renders every frame and encodes it with the audio copied. A third
 pass decodes what was written, runs the recovery on it and compares with the input: the record binds to the decoded pixels (SHA-256 over every frame), and the
 summary states whether recovery is bit-exact (``.mkv``, FFV1 RGB) or how much the codec loses (PSNR).
 
@@ -22,6 +24,7 @@ The body (sealed) lists the tracks (person slot, HKDF label of its key, frames) 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import io
 import json
@@ -157,6 +160,8 @@ class _Person:
     morph_key: bytes | None = None
     obscure: bool = False  # the safety net still verified every redraw: pixelated in every frame
     redrawn: bool = False
+    view: tuple | None = None  # (working crop, its 68 landmarks) of the largest view (donor's template)
+    template: tuple | None = None  # (morph key, ``DonorMorph.stranger_template``): rendered once per key
 
 
 def _obscure_box(out: np.ndarray, box: np.ndarray) -> np.ndarray:
@@ -206,17 +211,20 @@ class _Renderer:
             p = _Person(key, purpose)
             anchored = [t for t in ts if t.anchor is not None]
             if self.donor and key is not None and anchored:  # (never aligned: every frame is blurred)
-                p.info, p.morph_key = self._pin(self._best_crop(anchored), key)
+                p.view = self._best_view(anchored)
+                p.info, p.morph_key = self._pin(p.view[0], key)
             self.people[slot] = p
             if self.safety is not None and key is not None and self.method.keyed and anchored:
                 self._check(p, anchored)
 
-    def _best_crop(self, anchored: list[Track]) -> np.ndarray:
-        """The working crop of a person's largest view (its donor choice is pinned on it)."""
+    def _best_view(self, anchored: list[Track]) -> tuple[np.ndarray, np.ndarray]:
+        """The working crop of a person's largest view and its landmarks in the crop (the donor choice is
+        pinned on it, and the stranger's template rendered on it)."""
         from ...core.detect import arcface5_from_68
 
         _, wid, patch, _, lm = max(anchored, key=lambda t: t.anchor[1]).anchor
-        return self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))[0]
+        crop, m = self._crop(patch, arcface5_from_68(lm), self.method.crop_size(wid))
+        return crop, lm @ m[:, :2].T + m[:, 2]
 
     def _check(self, p: _Person, anchored: list[Track]) -> None:
         """The safety net on the largest view of each of the person's tracks (class docstring)."""
@@ -231,7 +239,7 @@ class _Renderer:
             if n:
                 k = subkey(self.master, f"{p.purpose}/safety/{n}")
                 if self.donor and p.info is not None:
-                    p.info, p.morph_key = self._pin(self._best_crop(anchored), k)
+                    p.info, p.morph_key = self._pin(p.view[0], k)
                 else:
                     p.key = k
             anon = []
@@ -269,6 +277,20 @@ class _Renderer:
         pinned = {"gender": info["gender"], "age": info["age"], "lab": info["lab"], "donors": best[2]}
         return pinned, best[1]
 
+    def _template(self, p: _Person) -> dict | None:
+        """The person's stranger rendered once on its largest view (``DonorMorph.stranger_template``; again
+        after a redraw changes the key); None where the method has no templates (every frame is morphed)."""
+        if not hasattr(self.method, "stranger_template") or p.view is None or p.info is None:
+            return None
+        if p.template is None or p.template[0] != p.morph_key:
+            from ..donor import mouth_features
+            from ..donor_bank import pose_features
+
+            crop, lm = p.view
+            info = {**p.info, "lm": lm, "pose": pose_features(lm), "mouth": mouth_features(lm)}
+            p.template = (p.morph_key, self.method.stranger_template(crop, p.morph_key, info))  # type: ignore[attr-defined]
+        return p.template[1]
+
     def face(self, frame: np.ndarray, t: Track, lm: np.ndarray, person: _Person | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(new crop, crop transform, paste mask) of track ``t`` at landmarks ``lm`` (frame coordinates)."""
@@ -282,7 +304,11 @@ class _Renderer:
 
             lm_c = lm @ m[:, :2].T + m[:, 2]
             info = {**person.info, "lm": lm_c, "pose": pose_features(lm_c), "mouth": mouth_features(lm_c)}
-            out, mask = self.method.morph_one(crop, person.morph_key, info)  # type: ignore[attr-defined]
+            tpl = self._template(person)
+            if tpl is None:
+                out, mask = self.method.morph_one(crop, person.morph_key, info)  # type: ignore[attr-defined]
+            else:
+                out, mask = self.method.morph_template(crop, person.morph_key, info, tpl)  # type: ignore[attr-defined]
             return out, m, mask
         res = self.method.anonymize(crop[None], None if person.key is None else [person.key])
         return res.crops[0], m, None if res.masks is None else res.masks[0]
@@ -344,6 +370,24 @@ def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, 
     return tracker.finish()
 
 
+def _one_blas_thread(fn):
+    """Run ``fn`` with BLAS (OpenBLAS) limited to one thread: the donor morph does many small matrix products
+    (colour spaces, landmark maps) on ~200-px crops, where a second BLAS thread costs more than it gives, and on
+    a busy machine its waiting made the donor's CPU time 2-3 times larger (docs/video.md, third run)."""
+
+    @functools.wraps(fn)
+    def wrapped(*a, **k):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # (scikit-learn's dependency: normally there)
+            return fn(*a, **k)
+        with threadpool_limits(1, user_api="blas"):
+            return fn(*a, **k)
+
+    return wrapped
+
+
+@_one_blas_thread
 def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: bytes | None, method: Method, *,
                     detector: str | object = "retinaface", upsample: int = 1, min_score: float | None = None,
                     min_size: float | None = None, detect_every: int = 1, max_seconds: float | None = None,
