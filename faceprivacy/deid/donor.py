@@ -74,6 +74,8 @@ SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 
 #: as (landmark hulls, dilation in layout units)
 PARTS = (([*range(17, 22), *range(36, 42)], [*range(22, 27), *range(42, 48)]), 0.04), \
         (([*range(27, 36), 39, 42],), 0.03), (([*range(48, 60)],), 0.04)
+#: the order the parts are pasted in (indices into PARTS): nose, eyes with brows, mouth
+PART_ORDER = (1, 0, 2)
 #: dlib cosine at FAR 1e-3 on training photos (deid.select's threshold): an output this close to one of its
 #: donors is redrawn
 DONOR_MAX_COSINE = 0.93
@@ -181,6 +183,125 @@ def eye_band_ratios(bank: DonorBank) -> np.ndarray:
     return out
 
 
+#: a bank photo whose 68 landmarks, found again on its mirror image and mirrored back, move by more than this
+#: (mean over brows, eyes, nose and mouth, in eye distances) is a landmark misfit: a hand, microphone or
+#: sunglasses over the face, a profile, a badly aligned crop. Its parts land off the new geometry (ghosted,
+#: doubled or squeezed eyes, smeared brows), so it is never used (docs/deid.md, "Morph faults")
+DONOR_MAX_MISFIT = 0.03
+#: a bank photo turned further than this (``pose_features`` yaw: nose tip off the jaw's middle, in half jaw
+#: widths; about 35 degrees) is never used: warped onto a frontal or opposite-turned face, its hidden side is
+#: stretched into a smear
+DONOR_MAX_YAW = 0.6
+#: a bank photo whose face is softer than this (mean absolute Laplacian of the luma over the face hull, grey
+#: levels; the bank's 10th percentile is about 8) is never used: a blurred or upscaled photo's eyes and brows
+#: come out as a grey smear next to the sharp parts of the other donors
+DONOR_MIN_SHARPNESS = 8.0
+#: a bank photo with less than this fraction of skin-coloured pixels in the band above its brows (0.06-0.2 of
+#: the layout, inside the replaced region) wears a headband, hat or bandage there: it is never used (its white or
+#: coloured band is pasted into the new face's forehead)
+DONOR_MIN_FOREHEAD_SKIN = 0.5
+#: a bank photo with more than this fraction of bright specks (luma more than 30 levels above its 3x3 grey
+#: opening) in the face hull, eyes and mouth left out, carries specular glare, glasses glints or watermark text
+#: on the face: never used (white specks and patches in the new face)
+DONOR_MAX_SPECKS = 0.02
+#: the rendered face's luma above the brightest skin of the (warped, tone-shifted) source plus this many
+#: levels is compressed (``highlight_knee``): a donor's specular highlight or a watermark does not become a
+#: white patch or white specks
+HIGHLIGHT_MARGIN = 8.0
+
+
+@functools.lru_cache(maxsize=4)
+def donor_sharpness(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: mean absolute Laplacian of its luma over the face hull (jaw and brows raised by 0.15 of
+    the layout), in grey levels (blurred or upscaled photos: < 8)."""
+    from scipy.ndimage import laplace
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        y = bank.image(j).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lm = bank.lm[j].astype(np.float64)
+        hull = _polygon_mask(np.concatenate([lm[:17], forehead(lm, 0.15 * 112)[::-1]]), 112)
+        out[j] = float(np.abs(laplace(y))[hull].mean()) if hull.any() else 0.0
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def forehead_skin(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: the fraction of the band 0.06-0.2 of the layout above the brows whose colour is near the
+    photo's cheeks (YCbCr distance within 2.5 standard deviations of the cheek skin in chroma, 3 in luma)."""
+    from ..core.warp import _YCC
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        ycc = bank.image(j).astype(np.float64) @ _YCC.T
+        lm = bank.lm[j].astype(np.float64)
+        ref = ycc[_polygon_mask(lm[SKIN], 112)]
+        band = _polygon_mask(np.concatenate([forehead(lm, 0.06 * 112), forehead(lm, 0.2 * 112)[::-1]]), 112)
+        if len(ref) < 20 or not band.any():
+            continue
+        mu, sd = np.median(ref, 0), ref.std(0) + 4.0
+        d = (((ycc - mu) / (2.5 * sd)) ** 2)[..., 1:].sum(-1) + ((ycc[..., 0] - mu[0]) / (3.0 * sd[0])) ** 2
+        out[j] = float((d[band] < 1.0).mean())
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def bright_specks(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: the fraction of the face hull (jaw to 0.2 of the layout above the brows, without the eyes
+    and the mouth's inside) whose luma is more than 30 levels above its 3x3 grey opening (small bright specks)."""
+    from scipy.ndimage import grey_opening
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        y = bank.image(j).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lm = bank.lm[j].astype(np.float64)
+        hull = _polygon_mask(np.concatenate([lm[:17], forehead(lm, 0.2 * 112)[::-1]]), 112)
+        for a, c in ((36, 42), (42, 48), (60, 68)):
+            hull &= ~_polygon_mask(lm[a:c], 112)
+        if hull.any():
+            out[j] = float(((y - grey_opening(y, size=(3, 3)))[hull] > 30).mean())
+    return out
+
+
+def highlight_knee(out: np.ndarray, base: np.ndarray, t: np.ndarray, region: np.ndarray, size: int,
+                   margin: float = HIGHLIGHT_MARGIN, slope: float = 0.3) -> np.ndarray:
+    """Compress the luma of ``out`` (float RGB) inside ``region`` above the brightest skin of ``base`` (its
+    98th percentile over the cheeks and nose at the new geometry ``t``) plus ``margin``: above the knee a
+    level rises ``slope`` as fast. The eyes (whites) and the mouth's inside (teeth) are left as they are.
+    Grey offsets only (chroma kept). A face with no highlight above the knee is returned unchanged."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    skin = _polygon_mask(t[SKIN], size) & region
+    if skin.sum() < 20:
+        return out
+    yb = np.asarray(base, np.float64) @ np.array([0.299, 0.587, 0.114])
+    knee = float(np.quantile(yb[skin], 0.98)) + margin
+    y = out @ np.array([0.299, 0.587, 0.114])
+    over = np.maximum(y - knee, 0.0)
+    if not over[region].any():
+        return out
+    keep = _polygon_mask(t[36:42], size) | _polygon_mask(t[42:48], size) | _polygon_mask(t[60:68], size)
+    keep = binary_dilation(keep, iterations=max(1, size // 80))
+    a = gaussian_filter((region & ~keep).astype(np.float64), max(0.6, size / 160)) * region  # never outside it
+    return out - ((1.0 - slope) * over * a)[..., None]
+
+
+@functools.lru_cache(maxsize=4)
+def landmark_misfits(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: how far its landmarks move when found again on the mirror image and mirrored back (mean
+    over points 17-67, in eye distances; a stable fit: < 0.02). Deterministic (dlib's shape predictor)."""
+    box = face_box(112, 0.0)
+    idx = list(range(17, 68))
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        lm = bank.lm[j].astype(np.float64)
+        back = landmarks68(np.ascontiguousarray(bank.image(j)[:, ::-1]), box)[MIRROR68]
+        back[:, 0] = 111.0 - back[:, 0]
+        iod = max(float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))), 1e-6)
+        out[j] = float(np.linalg.norm(back[idx] - lm[idx], axis=1).mean()) / iod
+    return out
+
+
 class DonorMorph(Method):
     """Keyed donor morphing (see the module docstring). ``n_donors`` >= 2 donors from the ``pool`` nearest."""
 
@@ -199,7 +320,12 @@ class DonorMorph(Method):
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
                  shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
-                 hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False):
+                 hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False,
+                 donor_max_misfit: float | None = DONOR_MAX_MISFIT, donor_max_yaw: float | None = DONOR_MAX_YAW,
+                 donor_min_sharpness: float | None = DONOR_MIN_SHARPNESS, highlight_margin: float | None = HIGHLIGHT_MARGIN,
+                 eyes_last: bool = True, eyes_from_lead: bool = True,
+                 donor_min_forehead_skin: float | None = DONOR_MIN_FOREHEAD_SKIN,
+                 donor_max_specks: float | None = DONOR_MAX_SPECKS):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -255,6 +381,18 @@ class DonorMorph(Method):
             ok &= occ[:, c] <= np.quantile(occ[:, c], q)
         if sunglasses_filter:
             ok &= eye_band_ratios(b) >= EYE_BAND_MIN_RATIO
+        # landmark misfits and strongly turned photos (morph faults: ghosted eyes, smears; docs/deid.md)
+        if donor_max_misfit is not None:
+            ok &= landmark_misfits(b) <= donor_max_misfit
+        if donor_max_yaw is not None:
+            ok &= np.abs(b.pose[:, 0]) <= donor_max_yaw
+        if donor_min_sharpness is not None:
+            ok &= donor_sharpness(b) >= donor_min_sharpness
+        if donor_min_forehead_skin is not None:
+            ok &= forehead_skin(b) >= donor_min_forehead_skin
+        if donor_max_specks is not None:
+            ok &= bright_specks(b) <= donor_max_specks
+        self.highlight_margin, self.eyes_last, self.eyes_from_lead = highlight_margin, eyes_last, eyes_from_lead
         self._usable = np.concatenate([ok, ok])
         self._pose_model = self._fit_pose_model()
         self.generator_name = "donor_bank"
@@ -543,6 +681,8 @@ class DonorMorph(Method):
                 a = a * np.clip((yy - t[17:27, 1].min() + 0.02 * f) / (0.08 * f), 0, 1)
             a = a[..., None]
             out = out + a * (comp - out)
+        if self.highlight_margin is not None:
+            out = highlight_knee(out, base, t, region, size, self.highlight_margin)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size), region
 
@@ -587,8 +727,17 @@ class DonorMorph(Method):
 
         out = (w[0] * warped[0] + w[1] * warped[1]) / (w[0] + w[1])
         f = size / (1 + 2 * PAD)
-        for k, (hulls, grow) in enumerate(PARTS):
+        # the nose first: its hull reaches the inner eye corners (39, 42), and pasted after the eyes it laid the
+        # nose donor's eye corners over the eye donor's (doubled, ghosted eyes; docs/deid.md "Morph faults")
+        order = PART_ORDER if self.eyes_last else range(len(PARTS))
+        for k in order:
+            hulls, grow = PARTS[k]
             src = warped[2 + k] if 2 + k < len(warped) else warped[2 + (k % max(1, len(warped) - 2))]
+            if k == 0 and self.eyes_from_lead:
+                # the eyes and brows of the lead base donor, over the base blend: a third donor's eyes (another
+                # skin, light and lid shape) pasted into the base were the commonest fault (blotched, smeared
+                # or doubled eyes), and the second base donor's eyes show through the blend at its weight
+                src = warped[0]
             m = np.zeros((size, size), bool)
             for idx in hulls:
                 pts = t[idx]
