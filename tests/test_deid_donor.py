@@ -483,3 +483,14 @@ def test_val_fault_grid_refuses_a_config_that_is_not_an_object(capsys, tmp_path)
     assert main(["--val-faults", "--data", str(tmp_path), "--config", "[1, 2]", "--out", str(tmp_path / "g.jpg")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--config" in err[0] and not (tmp_path / "g.jpg").exists()
+
+
+def test_the_shipped_banks_stored_quality_is_what_the_filters_compute():
+    from faceprivacy.deid.donor import bank_quality
+    from faceprivacy.deid.donor_bank import DonorBank
+
+    bank = DonorBank.load()
+    assert bank.quality is not None
+    stored = bank_quality(bank)
+    bank.quality = None
+    assert np.array_equal(stored, bank_quality(bank))

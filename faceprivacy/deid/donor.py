@@ -272,6 +272,32 @@ def bright_specks(bank: DonorBank) -> np.ndarray:
     return out
 
 
+def bank_quality(bank: DonorBank) -> np.ndarray:
+    """(N, 4) per bank photo: ``landmark_misfits``, ``donor_sharpness``, ``forehead_skin``, ``bright_specks``;
+    the bank file's stored ``quality`` when it has one (``add_quality``), else computed (about 3 s)."""
+    if bank.quality is not None and len(bank.quality) == len(bank):
+        return np.asarray(bank.quality, np.float64)
+    return np.stack([landmark_misfits(bank), donor_sharpness(bank), forehead_skin(bank), bright_specks(bank)], 1)
+
+
+def add_quality(path) -> None:
+    """Store ``bank_quality`` in an existing bank file (same photos, nothing else changes; float64, so the
+    filters read exactly the values they would compute)."""
+    import io
+    from pathlib import Path
+
+    from ..core.fileio import atomic_write_bytes
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    bank = DonorBank.load(path)
+    bank.quality = None
+    arrays["quality"] = bank_quality(bank).astype(np.float64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
 def highlight_knee(out: np.ndarray, base: np.ndarray, t: np.ndarray, region: np.ndarray, size: int,
                    margin: float = HIGHLIGHT_MARGIN, slope: float = 0.3) -> np.ndarray:
     """Compress the luma of ``out`` (float RGB) inside ``region`` above the brightest skin of ``base`` (its
@@ -392,16 +418,18 @@ class DonorMorph(Method):
         if sunglasses_filter:
             ok &= eye_band_ratios(b) >= EYE_BAND_MIN_RATIO
         # landmark misfits and strongly turned photos (morph faults: ghosted eyes, smears; docs/deid.md)
+        q = bank_quality(b) if any(v is not None for v in (donor_max_misfit, donor_min_sharpness,
+                                                            donor_min_forehead_skin, donor_max_specks)) else None
         if donor_max_misfit is not None:
-            ok &= landmark_misfits(b) <= donor_max_misfit
+            ok &= q[:, 0] <= donor_max_misfit
         if donor_max_yaw is not None:
             ok &= np.abs(b.pose[:, 0]) <= donor_max_yaw
         if donor_min_sharpness is not None:
-            ok &= donor_sharpness(b) >= donor_min_sharpness
+            ok &= q[:, 1] >= donor_min_sharpness
         if donor_min_forehead_skin is not None:
-            ok &= forehead_skin(b) >= donor_min_forehead_skin
+            ok &= q[:, 2] >= donor_min_forehead_skin
         if donor_max_specks is not None:
-            ok &= bright_specks(b) <= donor_max_specks
+            ok &= q[:, 3] <= donor_max_specks
         self.highlight_margin, self.eyes_last, self.eyes_from_lead = highlight_margin, eyes_last, eyes_from_lead
         self.lead_best, self.lead_gender = lead_best, lead_gender
         #: the donor check also asks the CASIA MobileFaceNet (never the ONNX judge): with the lead donor's eyes
