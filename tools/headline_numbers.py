@@ -569,9 +569,9 @@ SOURCES: tuple[Source, ...] = (
            _LOHO_CMD.format(steps=300, p=" --prior"), "docs/mri.md (leave-one-head-out)",
            _loho("template prior, 300 steps")[0::3]),
     # ---- video (issue 16, branch i16v)
-    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval_v2.json",
-           "faceprivacy eval-video -o out/eval_video_720p_v2", "docs/video.md (second run: union detector, bicubic "
-           "paste-back, per-person safety net)", (
+    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval_v4.json",
+           "OMP_NUM_THREADS=1 faceprivacy eval-video --threads 1 -o out/eval_video_720p_v4", "docs/video.md (fourth "
+           "run: per-person template and the morph-fault fixes)", (
                Row("donor frames/s relative to blur, CPU time (10 s 720p, 3 faces)",
                    ("cpu_fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
                Row("donor frames/s relative to blur, wall time (loaded machine)",
@@ -588,7 +588,10 @@ SOURCES: tuple[Source, ...] = (
                    n=("lossy_mp4", "frames"), n_label="frames", fmt="{:.1f}"),
                Row("donor people obscured by the safety net", ("methods", {"method": "donor"},
                                                                "safety_obscured_people"), ci=None,
-                   n=("config", "faces"), n_label="people", fmt="{}"))),
+                   n=("config", "faces"), n_label="people", fmt="{}"),
+               Row("donor views verified as the original (dlib distance < 0.6)",
+                   ("methods", {"method": "donor"}, "stranger", "verified_as_original_rate"), ci=None,
+                   n=("methods", {"method": "donor"}, "stranger", "views"), n_label="views", fmt="{:.3f}"))),
 )
 
 
