@@ -568,6 +568,9 @@ def cases() -> list[Case]:
     add(Case("fedsim-clients-zero", ["fed-simulate", "--synthetic", "--clients", "0", "--out", "{d}/o"]))
     add(Case("fedsim-rounds-neg", ["fed-simulate", "--synthetic", "--rounds", "-1", "--out", "{d}/o"]))
     add(Case("fedsim-algorithms-bad", ["fed-simulate", "--synthetic", "--algorithms", "bogus", "--out", "{d}/o"]))
+    add(Case("fedsim-val-folds-without-val", ["fed-simulate", "--synthetic", "--val-folds", "3", "--out", "{d}/o"]))
+    add(Case("fedsim-val-folds-seed-out-of-range", ["fed-simulate", "--synthetic", "--eval-split", "val",
+                                                    "--val-folds", "3", "--seeds", "0,5", "--out", "{d}/o"]))
     add(Case("fedsim-server-lr-min-bad", ["fed-simulate", "--synthetic", "--server-lr-min", "2", "--out", "{d}/o"]))
     add(Case("fedsim-spread-boost-zero", ["fed-simulate", "--synthetic", "--spread-boost", "0", "--out", "{d}/o"]))
     add(Case("fedsim-centred-margin-bad", ["fed-simulate", "--synthetic", "--centred-margin", "2", "--out", "{d}/o"]))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from faceprivacy.cli import main
+from faceprivacy.core.errors import InputError
 
 
 def test_fed_simulate_synthetic_writes_json_html_png(tmp_path):
@@ -244,6 +247,41 @@ def test_val_folds_hold_out_different_training_identities_never_test(celeba_root
     rng = np.random.default_rng(experiment.VAL_HOLDOUT_SEED)
     hold = set(rng.choice(parts["train"].identities, size=40, replace=False).tolist())
     assert not hold & folds[0]
+
+
+def test_disjoint_val_folds_never_evaluate_a_person_twice(celeba_root, monkeypatch, tmp_path, capsys):
+    """--val-folds F: fold k's evaluation people (validation part + held-out training block) are its own; the
+    clients never include them or a test person."""
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.federated import experiment
+
+    # a fake trunk whose "feature" is the photo's identity folder, so the test rows name their people
+    monkeypatch.setattr(experiment, "_features", lambda split, paths, cache, desc: torch.tensor(
+        [[float(Path(p).parent.name)] for p in paths]))
+
+    class _Split:
+        name = "fake"
+
+    parts = identity_split(celeba_subset(celeba_root))
+    test_ids = {float(n) for n in parts["test"].identities}
+    evaluated = []
+    for k in range(3):
+        d = experiment.celeba_client_data(_Split(), celeba_root, progress_bar=False, eval_split="val", val_fold=k,
+                                          val_folds=3)
+        people = {float(v) for v in d.test_feats[:, 0].tolist()}
+        clients = {float(n) for n in d.client_names}
+        assert not people & clients and not test_ids & (people | clients)
+        assert "of 3 disjoint folds" in d.source and len(people) == 40 + len(parts["val"].identities[k::3])
+        evaluated.append(people)
+    assert not evaluated[0] & evaluated[1] and not evaluated[0] & evaluated[2] and not evaluated[1] & evaluated[2]
+    with pytest.raises(InputError):
+        experiment.celeba_client_data(_Split(), celeba_root, progress_bar=False, eval_split="val", val_fold=3,
+                                      val_folds=3)
+    # the CLI: only with --eval-split val, at least 2 folds, and seeds that name folds
+    for bad in (["--val-folds", "3"], ["--eval-split", "val", "--val-folds", "1"],
+                ["--eval-split", "val", "--val-folds", "3", "--seeds", "0,3"]):
+        assert main(["fed-simulate", "--rounds", "1", "--out", str(tmp_path / "o"), *bad]) == 2
+        assert "--val-folds" in capsys.readouterr().err
 
 
 def test_fed_simulate_new_quality_options_reach_the_config(tmp_path):

@@ -74,6 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(24 validation identities + 40 training identities held out of training; no test "
                         "identity is used; with --seeds, seed k holds out fold k, so choices average over "
                         "several held-out sets)")
+    p.add_argument("--val-folds", type=int, default=0, metavar="F",
+                   help="with --eval-split val: F disjoint validation folds (fold k = seed k evaluates on its own "
+                        "third, for F = 3, of the validation people plus its own 40 held-out training people; no "
+                        "person in two folds). Default 0: the earlier folds, which share the 24 validation people")
     p.add_argument("--feature-cache", default=None, metavar="DIR",
                    help="keep the frozen trunk's features in DIR and reuse them (sweeps)")
     p.add_argument("--synthetic", action="store_true", help="synthetic clients (tiny backbone; timing/smoke only)")
@@ -247,13 +251,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                          "--server-adam-eps > 0")
     if args.eval_split == "val" and args.test_data:
         raise InputError("--eval-split val and --test-data exclude each other")
+    if args.val_folds and (args.eval_split != "val" or args.val_folds < 2):
+        raise InputError("--val-folds needs --eval-split val and at least 2 folds")
+    if args.val_folds and any(not 0 <= int(s) < args.val_folds for s in (args.seeds or [args.seed])):
+        raise InputError(f"with --val-folds {args.val_folds} the seeds pick the folds: use seeds 0.."
+                         f"{args.val_folds - 1}")
     backbone = "tiny" if args.synthetic else args.backbone
     hp = resolve_hparams(args)
 
     def load(fold: int):
         split, data = prepare(backbone, _default_data(args.data), args.synthetic, args.clients, args.seed,
                               test_root=args.test_data, eval_split=args.eval_split, cache_dir=args.feature_cache,
-                              val_fold=fold)
+                              val_fold=fold, val_folds=args.val_folds)
         if int(hp["public_negatives"]) > 0 and not args.synthetic:
             from .experiment import public_negative_features
 
@@ -261,7 +270,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                                                          int(hp["public_negatives"]), args.feature_cache)
         return split, data
 
-    fold = 0
+    fold = args.seed if args.val_folds and not args.seeds else 0  # with --val-folds the seed is the fold
     split, data = load(fold)
     elr = None if float(hp["embedding_lr"]) < 0 else float(hp["embedding_lr"])
     cfg = SimConfig(rounds=args.rounds, clients_per_round=args.clients_per_round, seed=args.seed,

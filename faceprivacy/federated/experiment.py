@@ -47,7 +47,7 @@ VAL_HOLDOUT_SEED = 123
 def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: int | None = None,
                        progress_bar: bool = True, test_root: str | os.PathLike | None = None,
                        eval_split: str = "test", cache_dir: str | os.PathLike | None = None,
-                       val_fold: int = 0) -> ClientData:
+                       val_fold: int = 0, val_folds: int = 0) -> ClientData:
     """Clients = the training identities of ``identity_split(celeba_subset(root))``; test = its test split, or
     every identity of ``test_root`` (a separate data set: nothing of it is used for training or choices).
 
@@ -55,7 +55,10 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
     ``VAL_HOLDOUT`` training identities that are removed from the clients; no test identity is touched.
     ``val_fold`` picks which training identities are held out (seed ``VAL_HOLDOUT_SEED + val_fold``; fold 0 is
     the original protocol), so that a choice can be averaged over several held-out sets (``--seeds`` with
-    ``--eval-split val``: seed k uses fold k).
+    ``--eval-split val``: seed k uses fold k). Those folds overlap: every one evaluates on the same 24 validation
+    people. ``val_folds = F > 0`` makes them **disjoint**: fold k evaluates on the k-th of F interleaved parts of
+    the validation people plus the k-th block of ``VAL_HOLDOUT`` training people of one fixed permutation, so no
+    person is evaluated in two folds and the folds' results are independent draws of people.
     ``cache_dir`` keeps trunk features on disk (keyed by backbone and image list: all images of the subset once,
     so every split and fold reuses them), so sweeps skip the trunk.
     """
@@ -69,11 +72,21 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
     if eval_split == "val":
         if test_root is not None:
             raise InputError("--eval-split val and --test-data exclude each other")
-        rng = np.random.default_rng(VAL_HOLDOUT_SEED + int(val_fold))
         ids = train.identities
-        hold = sorted(rng.choice(ids, size=min(VAL_HOLDOUT, len(ids) - 1), replace=False).tolist())
+        val_ids = parts["val"].identities
+        if val_folds:
+            k = int(val_fold)
+            if not 0 <= k < val_folds or val_folds * VAL_HOLDOUT >= len(ids):
+                raise InputError(f"disjoint validation fold {k} of {val_folds} does not exist here (folds 0.."
+                                 f"{val_folds - 1}, each holding out {VAL_HOLDOUT} of {len(ids)} training people)")
+            perm = np.random.default_rng(VAL_HOLDOUT_SEED).permutation(len(ids))
+            hold = sorted(ids[i] for i in perm[k * VAL_HOLDOUT:(k + 1) * VAL_HOLDOUT])
+            val_ids = sorted(val_ids)[k::val_folds]
+        else:
+            rng = np.random.default_rng(VAL_HOLDOUT_SEED + int(val_fold))
+            hold = sorted(rng.choice(ids, size=min(VAL_HOLDOUT, len(ids) - 1), replace=False).tolist())
         train = train.select_identities([n for n in ids if n not in set(hold)])
-        test = full.select_identities(parts["val"].identities + hold)
+        test = full.select_identities(val_ids + hold)
     if test_root is not None:
         test = celeba_subset(_celeba_root(test_root))
     names = train.identities
@@ -94,9 +107,9 @@ def celeba_client_data(split: SplitModel, root: str | os.PathLike, max_clients: 
     feats = [ftr[labels == lab] for lab in sorted(set(labels.tolist()), key=lambda i: train.names[i])]
     source = f"celeba:{root}" + (f"; test: every identity of {test_root}" if test_root is not None else "")
     if eval_split == "val":
-        source += (f"; VALIDATION protocol: {len(parts['val'].identities)} validation identities + "
-                   f"{len(hold)} training identities held out (fold {int(val_fold)}, seed "
-                   f"{VAL_HOLDOUT_SEED + int(val_fold)})")
+        source += (f"; VALIDATION protocol: {len(val_ids)} validation identities + "
+                   f"{len(hold)} training identities held out (fold {int(val_fold)}"
+                   + (f" of {val_folds} disjoint folds)" if val_folds else f", seed {VAL_HOLDOUT_SEED + int(val_fold)})"))
     return ClientData(feats, names, fte, np.asarray(test.labels), source)
 
 
@@ -331,8 +344,8 @@ def write_outputs(results: dict, out_dir: str | os.PathLike) -> dict[str, Path]:
 def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool, clients: int | None,
             seed: int = 0, progress_bar: bool = True, test_root: str | os.PathLike | None = None,
             eval_split: str = "test", cache_dir: str | os.PathLike | None = None,
-            val_fold: int = 0) -> tuple[SplitModel, ClientData]:
-    """Build the backbone split and the client data for ``fed-simulate`` (``val_fold``: see
+            val_fold: int = 0, val_folds: int = 0) -> tuple[SplitModel, ClientData]:
+    """Build the backbone split and the client data for ``fed-simulate`` (``val_fold``, ``val_folds``: see
     :func:`celeba_client_data`)."""
     split = build_split(backbone, seed=seed)
     if synthetic:
@@ -342,7 +355,7 @@ def prepare(backbone: str, data_root: str | os.PathLike | None, synthetic: bool,
     if test_root is not None and not Path(test_root).is_dir():
         raise InputError(f"test data folder not found: {test_root}")
     return split, celeba_client_data(split, _celeba_root(data_root), clients, progress_bar, test_root, eval_split,
-                                     cache_dir, val_fold)
+                                     cache_dir, val_fold, val_folds)
 
 
 def _findings(rep, results: dict) -> None:
