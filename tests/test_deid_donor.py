@@ -430,8 +430,10 @@ def test_landmark_misfits_are_small_on_a_real_donor_and_the_filters_drop_flagged
     a, b = full.offsets[idx[0]], full.offsets[idx[0] + 1]
     sub.jpeg, sub.offsets = full.jpeg[a:b], np.array([0, b - a], np.int64)
     assert landmark_misfits(sub)[0] < DONOR_MAX_MISFIT
-    # the filters are what DonorMorph's usable mask applies (photos and their mirrors alike)
-    m = DonorMorph(full)
+    # the filters are what DonorMorph's usable mask applies (photos and their mirrors alike); they are opt-in
+    from faceprivacy.deid.donor import MORPH_FAULT_FIXES
+
+    m = DonorMorph(full, **MORPH_FAULT_FIXES)
     n = len(full)
     ok = ((landmark_misfits(full) <= DONOR_MAX_MISFIT) & (np.abs(full.pose[:, 0]) <= DONOR_MAX_YAW)
           & (donor_sharpness(full) >= DONOR_MIN_SHARPNESS) & (forehead_skin(full) >= 0.5)
@@ -440,6 +442,18 @@ def test_landmark_misfits_are_small_on_a_real_donor_and_the_filters_drop_flagged
     off = DonorMorph(full, donor_max_misfit=None, donor_max_yaw=None, donor_min_sharpness=None,
                      donor_min_forehead_skin=None, donor_max_specks=None)
     assert off._usable.sum() > m._usable.sum()
+
+
+def test_the_morph_fault_fixes_are_opt_in():
+    """The default is the method measured in eval-deid runs 10 and 11: every fix off (run 12 measured them on:
+    more linkable, docs/deid.md "Morph faults"); MORPH_FAULT_FIXES switches them all on."""
+    import inspect
+
+    from faceprivacy.deid.donor import MORPH_FAULT_FIXES, DonorMorph
+
+    defaults = {k: v.default for k, v in inspect.signature(DonorMorph).parameters.items()}
+    assert all(defaults[k] in (None, False) for k in MORPH_FAULT_FIXES)
+    assert all(v not in (None, False) for v in MORPH_FAULT_FIXES.values())
 
 
 def test_highlight_knee_compresses_only_highlights_outside_eyes_and_mouth():
@@ -475,9 +489,9 @@ def test_eyes_come_from_the_lead_donor_and_are_pasted_after_the_nose():
     warped = [np.clip(100 + 20 * k + rng.normal(0, 8, (size, size, 3)), 0, 255) for k in range(5)]
     w = np.array([0.3, 0.1, 0.2, 0.2, 0.2])
     eye = _polygon_mask(t[36:42], size)
-    new = DonorMorph(donor_check=False, attribute_check=False)._compose_parts(warped, w, t, size)
-    old = DonorMorph(donor_check=False, attribute_check=False, eyes_from_lead=False,
-                     eyes_last=False)._compose_parts(warped, w, t, size)
+    new = DonorMorph(donor_check=False, attribute_check=False, eyes_from_lead=True,
+                     eyes_last=True)._compose_parts(warped, w, t, size)
+    old = DonorMorph(donor_check=False, attribute_check=False)._compose_parts(warped, w, t, size)
     # inside the eyes the texture is the lead donor's (a Poisson paste: same detail up to a smooth offset);
     # before, the eye donor's, with its inner corners overwritten by the nose donor's (pasted after the eyes)
     d_new = new[eye] - warped[0][eye]
@@ -492,8 +506,8 @@ def test_eyes_come_from_the_lead_donor_and_are_pasted_after_the_nose():
 def test_lead_donor_is_the_first_keyed_pick_of_the_source_gender():
     from faceprivacy.deid.donor import DonorMorph
 
-    a = DonorMorph(donor_check=False, attribute_check=False)
-    b = DonorMorph(a.bank, donor_check=False, attribute_check=False, lead_gender=False)
+    a = DonorMorph(donor_check=False, attribute_check=False, lead_gender=True)
+    b = DonorMorph(a.bank, donor_check=False, attribute_check=False)
     info = {"gender": 0, "age": 40.0, "lab": np.array([65.0, 10, 15]), "pose": np.zeros(2),
             "mouth": np.array([0.1, 1.0])}
     moved = 0
