@@ -376,12 +376,12 @@ class DonorMorph(Method):
                  hair_shift: float = 35.0, base_lead: float = 0.25, attribute_layout: bool = True,
                  shading_keep: float = 0.5, warp_order: int = 3, shading_brows: bool = False,
                  hair_warp: float = 0.0, gender_margin: float = 0.0, gender_vote: bool = False,
-                 donor_max_misfit: float | None = DONOR_MAX_MISFIT, donor_max_yaw: float | None = None,
-                 donor_min_sharpness: float | None = DONOR_MIN_SHARPNESS,
-                 highlight_margin: float | None = HIGHLIGHT_MARGIN, eyes_last: bool = True,
-                 eyes_from_lead: bool = True, donor_min_forehead_skin: float | None = DONOR_MIN_FOREHEAD_SKIN,
-                 donor_max_specks: float | None = DONOR_MAX_SPECKS, lead_gender: bool = True,
-                 lead_best: bool = False, donor_casia: bool = True):
+                 donor_max_misfit: float | None = None, donor_max_yaw: float | None = None,
+                 donor_min_sharpness: float | None = None, highlight_margin: float | None = None,
+                 eyes_last: bool = False, eyes_from_lead: bool = False,
+                 donor_min_forehead_skin: float | None = None,
+                 donor_max_specks: float | None = None, lead_gender: bool = False,
+                 lead_best: bool = False, donor_casia: bool = False):
         if n_donors < 2:
             raise ValueError("n_donors must be >= 2 (no output may be a single real donor)")
         self.bank = bank if bank is not None else DonorBank.load()
