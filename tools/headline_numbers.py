@@ -156,6 +156,11 @@ def _fed_claim(prefix: str, share: str, every_round: str) -> tuple:
                Row(prefix + every_round, ("fedface_above_fedavg_every_round",), fmt="{:d}", **seeds)))
 
 
+def _unl_original_test() -> tuple:
+    return (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
+                n_label="test images"),)
+
+
 def _unl_retrained_mia() -> tuple:
     return tuple(Row(f"K={k} retrained: forget-set MIA AUC", ("summary", {"K": k, "method": "retrained"}, "MIA_AUC"),
                      n=("summary", {"K": k, "method": "retrained"}, "n_seeds"), n_label="requests") for k in (5, 10))
@@ -366,8 +371,7 @@ SOURCES: tuple[Source, ...] = (
            _UNL_CMD.format(seeds=_UNL_SEEDS90, methods="none metaunlearn", out="90-109"),
            "docs/unlearn.md (headline, seeds 90-109, fifth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia()
-           + (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
-                  n_label="test images"),),
+           + _unl_original_test(),
            note="References retrained first with --methods none (same command); the default (fifth MetaLoss, fixed "
                 "step) was kept on tuning requests only (seeds 0-4, 10-19, 1000-1005, 2000-2009)."),
     Source("Unlearning (`eval-unlearning --task identity`)",
@@ -381,8 +385,7 @@ SOURCES: tuple[Source, ...] = (
            _UNL_CMD.format(seeds=_UNL_SEEDS70, methods="none metaunlearn", out="70-89"),
            "docs/unlearn.md (previous headline, seeds 70-89, fifth MetaLoss)",
            _unlearn(5, "metaunlearn") + _unlearn(10, "metaunlearn") + _unl_retrained_mia()
-           + (Row("original model test accuracy", ("original", "acc", "test"), ci=None, n=("data", "n_test"),
-                  n_label="test images"),),
+           + _unl_original_test(),
            note="Run after the two sets below had filled the reference cache (retrained models); the fifth MetaLoss "
                 "was chosen on tuning requests only (seeds 0-4, 10-19, 1000-1005)."),
     Source("Unlearning (`eval-unlearning --task identity`)",

@@ -277,11 +277,11 @@ def _resummarise(srcs: list[Path], out: Path) -> int:
                 continue
             if a != b:
                 raise InputError(f"{src}: its {key!r} differs from {srcs[0]}'s; only runs of one recipe can be pooled")
-        twice = seen & {(r["k"], r["seed"]) for r in oruns}
-        if twice:
-            k, seed = sorted(twice)[0]
+        requests = {(r["k"], r["seed"]) for r in oruns}
+        if seen & requests:
+            k, seed = sorted(seen & requests)[0]
             raise InputError(f"{src}: request K={k} seed={seed} is also in an earlier file; a request counts once")
-        seen |= {(r["k"], r["seed"]) for r in oruns}
+        seen |= requests
         methods = [m for m in methods if m in omethods]
         runs += oruns
     if not methods:

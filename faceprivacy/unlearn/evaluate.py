@@ -17,7 +17,7 @@ from ..core.fileio import atomic_write_json
 from ..core.options import stage
 from ..core.report import HtmlReport
 from .data import ForgetRequest, TaskData, make_request
-from .metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs
+from .metaloss import MetaConfig, MetaLoss, meta_train, out_of_fold_probs, support_ce_rule
 from .methods import METHODS, UnlearnContext, get_method, lr_grid
 from .metrics import mia, nomus, tow
 from .model import ModelConfig, TaskCNN, TrainConfig, to_float, train_model
@@ -238,7 +238,7 @@ def run_eval(td: TaskData, cfg: EvalConfig, original: TaskCNN | None = None, met
                                 device=dev, oof=oof)
         res["log"]["meta_train"] = mlog
     if meta is not None and cfg.support_ce is not None:
-        meta.support_ce = None if cfg.support_ce[1] == 0 else (float(cfg.support_ce[0]), float(cfg.support_ce[1]))
+        meta.support_ce = support_ce_rule(cfg.support_ce)
     if meta is not None:
         res["config"]["metaloss_sha256"] = state_fingerprint(meta)
         res["config"]["metaunlearn_support_ce"] = list(meta.support_ce) if meta.support_ce is not None else None

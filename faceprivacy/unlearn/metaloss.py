@@ -326,6 +326,12 @@ def meta_train(model: TaskCNN, x: np.ndarray | torch.Tensor, y: np.ndarray, iden
 SUPPORT_CE_RANGE = (0.5, 1.7)
 
 
+def support_ce_rule(value: tuple[float, float] | list[float]) -> tuple[float, float] | None:
+    """A requested ``(C, G)`` step rule as :attr:`MetaLoss.support_ce` stores it: G = 0 switches it off (None)."""
+    c, g = float(value[0]), float(value[1])
+    return None if g == 0 else (c, g)
+
+
 def support_ce_multiplier(model: TaskCNN, meta: MetaLoss, xs: torch.Tensor, ys: torch.Tensor, eta: float,
                           target: float, gamma: float, steps: int | None = None) -> float:
     """Per-request step multiplier ``clip((target / ce1) ** gamma)`` from the support photos alone, ce1 their

@@ -83,7 +83,7 @@ def forget(model_path: str | os.PathLike, support: list[str], out: str | os.Path
     import torch
 
     from ..core.fileio import check_output
-    from .metaloss import load_metaloss
+    from .metaloss import load_metaloss, support_ce_rule
     from .methods import UnlearnContext, get_method
     from .model import load_model_with_record, predict, save_model, to_float
 
@@ -117,7 +117,7 @@ def forget(model_path: str | os.PathLike, support: list[str], out: str | os.Path
         ctx.meta, extra = load_metaloss(metaloss_path)
         ctx.eta = float(extra.get("eta", ctx.eta))
         if support_ce is not None:
-            ctx.meta.support_ce = None if support_ce[1] == 0 else (float(support_ce[0]), float(support_ce[1]))
+            ctx.meta.support_ce = support_ce_rule(support_ce)
         meta_info = {"metaloss": Path(metaloss_path).name, "eta": ctx.eta}
         if ctx.meta.support_ce is not None:
             meta_info["support_ce"] = list(ctx.meta.support_ce)
