@@ -228,6 +228,9 @@ def test_run_eval_end_to_end_and_report(td: TaskData, tmp_path: Path) -> None:
     assert {r["n_seeds"] for r in pooled["summary"]} == {2 * r["n_seeds"] for r in res["summary"]}
     assert len(pooled["resummarised_from"]) == 2
     assert main(["eval-unlearning", "--from-json", str(jp), str(jp), "--out", str(tmp_path / "twice")]) == 2
+    before = jp.read_bytes()  # the input is never overwritten by its own re-summary
+    assert main(["eval-unlearning", "--from-json", str(jp), "--out", str(jp.parent)]) == 2
+    assert jp.read_bytes() == before
     other["config"]["original_sha256"] = "0" * 64
     jp2.write_text(json.dumps(other))
     assert main(["eval-unlearning", "--from-json", str(jp), str(jp2), "--out", str(tmp_path / "mixed")]) == 2

@@ -257,8 +257,12 @@ def _resummarise(srcs: list[Path], out: Path) -> int:
     """Summary with intervals of earlier runs' requests (the runs themselves are not changed). Several runs of
     one recipe are pooled: the interval is then over all their requests, so a claim over many seed sets comes
     from one command rather than from arithmetic on their means."""
+    from ..core.fileio import check_output
     from .evaluate import summarise, write_report
 
+    # the report's two files must not overwrite an input (e.g. --from-json OUT/unlearning.json --out OUT)
+    for name in ("unlearning.json", "unlearning.html"):
+        check_output(out / name, srcs)
     loaded = []
     for src in srcs:
         try:
