@@ -540,3 +540,22 @@ def test_the_shipped_banks_stored_quality_is_what_the_filters_compute():
     stored = bank_quality(bank)
     bank.quality = None
     assert np.array_equal(stored, bank_quality(bank))
+
+
+def test_morph_fixes_flag_reaches_the_donor_method_and_the_eval_record():
+    """``anonymize --morph-fixes`` / ``eval-deid --morph-fixes`` build the donor method with MORPH_FAULT_FIXES;
+    without the flag every fix is off, and eval-deid records which (``_fault_fix_options``)."""
+    import argparse
+
+    from faceprivacy.deid.cli import _donor_options, _morph_fixes_flag
+    from faceprivacy.deid.donor import MORPH_FAULT_FIXES, DonorMorph
+    from faceprivacy.deid.evaluate import _fault_fix_options
+
+    p = argparse.ArgumentParser()
+    _morph_fixes_flag(p)
+    assert _donor_options(p.parse_args([])) == {}
+    on = _donor_options(p.parse_args(["--morph-fixes"]))
+    assert on == MORPH_FAULT_FIXES
+    assert _donor_options(argparse.Namespace()) == {}  # commands without the flag (recover, serve)
+    assert _fault_fix_options(DonorMorph(**on)) == MORPH_FAULT_FIXES
+    assert all(v in (None, False) for v in _fault_fix_options(DonorMorph()).values())

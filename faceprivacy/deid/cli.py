@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sidecar", action="store_true", help="write the recovery record to OUT.fpx even for PNG")
     p.add_argument("--no-pixels", action="store_true",
                    help="do not seal the original pixels (smaller record; recovery decodes the latent)")
+    _morph_fixes_flag(p)
     p.add_argument("--obscure-occluded", action="store_true",
                    help="also obscure faces the occlusion check calls covered (mask, eye band, hand); off by "
                         "default: it flags some unoccluded faces too (docs/detection.md)")
@@ -117,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     e.add_argument("--quick", action="store_true", help="tiny configuration (smoke test, minutes on a CPU)")
     e.add_argument("--donor-bank", type=Path, default=None, help="donor bank file for donor (default: bundled)")
+    _morph_fixes_flag(e)
     add_deprecated(e, "--recognizers", "recognizers", nargs="+", choices=("mobilefacenet-onnx", "dlib", "mobilefacenet"))
     _model_args(e)
     add_common(e)
@@ -302,8 +304,22 @@ def _method_by_name(name: str, args):
         from .donor import DonorMorph
         from .donor_bank import DonorBank
 
-        return DonorMorph(DonorBank.load(args.donor_bank) if args.donor_bank else None)
+        return DonorMorph(DonorBank.load(args.donor_bank) if args.donor_bank else None, **_donor_options(args))
     return make_method(name)
+
+
+def _donor_options(args) -> dict:
+    """The donor method's opt-in options of the parsed ``args``: ``--morph-fixes`` -> ``MORPH_FAULT_FIXES``."""
+    from .donor import MORPH_FAULT_FIXES
+
+    return dict(MORPH_FAULT_FIXES) if getattr(args, "morph_fixes", False) else {}
+
+
+def _morph_fixes_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--morph-fixes", action="store_true",
+                   help="donor: the morph-fault fixes (stricter donor photos, eyes and brows from one donor; "
+                        "fewer visible faults, but measured LESS private on test people: two keys linked as "
+                        "one person 19-25 %% of faces vs 8-14 %% without; docs/deid.md 'Morph faults')")
 
 
 def _method(args):

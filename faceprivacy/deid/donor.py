@@ -450,6 +450,9 @@ class DonorMorph(Method):
             ok &= q[:, 2] >= donor_min_forehead_skin
         if donor_max_specks is not None:
             ok &= q[:, 3] <= donor_max_specks
+        self.donor_max_misfit, self.donor_max_yaw = donor_max_misfit, donor_max_yaw
+        self.donor_min_sharpness, self.donor_min_forehead_skin = donor_min_sharpness, donor_min_forehead_skin
+        self.donor_max_specks = donor_max_specks
         self.highlight_margin, self.eyes_last, self.eyes_from_lead = highlight_margin, eyes_last, eyes_from_lead
         self.lead_best, self.lead_gender = lead_best, lead_gender
         #: the donor check also asks the CASIA MobileFaceNet (never the ONNX judge): with the lead donor's eyes

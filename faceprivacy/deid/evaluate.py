@@ -126,6 +126,14 @@ def build_stranger(data) -> object:
     return StrangerSwap(data.bank, lms)
 
 
+def _fault_fix_options(method) -> dict:
+    """The method's values of the ``MORPH_FAULT_FIXES`` options (recorded, so a run with ``--morph-fixes`` is told
+    apart from one without)."""
+    from .donor import MORPH_FAULT_FIXES
+
+    return {k: getattr(method, k, None) for k in MORPH_FAULT_FIXES}
+
+
 def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None, test_data: Path | None = None,
                   method_factory: Callable[[str], object] | None = None, methods: dict | None = None,
                   embedders: dict | None = None) -> dict:
@@ -204,7 +212,7 @@ def evaluate_deid(data_root: Path, out_dir: Path, cfg: EvalConfig | None = None,
         ids = donor_identities(objs[name])
         if ids is not None:
             res.setdefault("donor_banks", {})[name] = {
-                "n_donor_identities": len(ids),
+                "n_donor_identities": len(ids), "morph_fault_fixes": _fault_fix_options(objs[name]),
                 "evaluated_people_in_bank": sorted(set(map(str, ids)) & set(data.names[:data.n_eval_ids]))}
     # which probes' original crops hold a face at the aligned place (MMOD, the originals only): a diagnostic split
     face_at_place: dict[str, np.ndarray] = {}
