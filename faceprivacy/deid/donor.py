@@ -1053,26 +1053,26 @@ class DonorMorph(Method):
             return -1.0
         from ..core.embedders import embed_arcface_crops
 
-        need = [j for j in donors if j not in self._donor_emb_casia]
-        if need:
-            x = np.ascontiguousarray(np.stack([self._donor_image(j) for j in need]))
-            for j, e in zip(need, embed_arcface_crops(net, x), strict=True):
-                self._donor_emb_casia[j] = e
-        e = embed_arcface_crops(net, self._layout112(out)[None])[0]
-        c = float(max(np.dot(e, self._donor_emb_casia[j]) for j in donors))
+        c = self._max_donor_cosine(lambda x: embed_arcface_crops(net, x), self._donor_emb_casia, out, donors)
         return c * DONOR_MAX_COSINE / DONOR_MAX_COSINE_CASIA
+
+    def _max_donor_cosine(self, embed, cache: dict[int, np.ndarray], out: np.ndarray, donors: list[int]) -> float:
+        """Highest cosine between an output (working crop, read in its 112-px layout) and its donors' photos under
+        ``embed`` ((n, 112, 112, 3) uint8 -> (n, d) unit rows); donors' embeddings are computed once into ``cache``."""
+        need = [j for j in donors if j not in cache]
+        if need:
+            for j, e in zip(need, embed(np.ascontiguousarray(np.stack([self._donor_image(j) for j in need]))),
+                            strict=True):
+                cache[j] = e
+        e = embed(self._layout112(out)[None])[0]
+        return float(max(np.dot(e, cache[j]) for j in donors))
 
     def _donor_dlib(self, out: np.ndarray, donors: list[int]) -> float:
         """Highest dlib cosine between an output (working crop) and its donors' photos."""
         if self.bank.dlib is not None:  # precomputed (photos, then mirrors: the same order as donor indices)
             for j in donors:
                 self._donor_emb.setdefault(j, self.bank.dlib[j].astype(np.float32))
-        need = [j for j in donors if j not in self._donor_emb]
-        if need:
-            for j, e in zip(need, self._dlib(np.stack([self._donor_image(j) for j in need])), strict=True):
-                self._donor_emb[j] = e
-        e = self._dlib(self._layout112(out)[None])[0]
-        return float(max(np.dot(e, self._donor_emb[j]) for j in donors))
+        return self._max_donor_cosine(self._dlib, self._donor_emb, out, donors)
 
     def attribute_miss(self, out: np.ndarray, info: dict) -> float:
         """How far an output's predicted gender and age are from the source's: 0 when the gender agrees
