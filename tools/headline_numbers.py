@@ -264,6 +264,24 @@ SOURCES: tuple[Source, ...] = (
            + (Row("frames/donor, fixes on: age MAE (years)", ("protocols", "frames", "donor", "attributes",
                                                           "age_abs_err_years"), fmt="{:.1f}"),),
            note="Run with the fixes as the default of commit 4c81182; the default now has them off (runs 10-11)."),
+    Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v12.json",
+           "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 2 --cnn-max 12 --methods donor stranger "
+           "blur --threads 1 -o out/eval_deid_v12",
+           "docs/deid.md (run 14: the shipped default a third time, new salts, with the real-stranger swap as the "
+           "floor of any inner-face replacement)",
+           tuple(Row(f"{proto}/{method}: {lab}", ("protocols", proto, method, "identity", "mobilefacenet-onnx", key))
+                 for proto in ("frames", "aligned") for method in ("donor", "stranger")
+                 for lab, key in (("two keys verified as one person (ONNX judge)", "two_keys_verified_same"),
+                                  ("verified vs other photos (ONNX judge)", "verif_vs_other_photos"),
+                                  ("rank-1 (ONNX judge)", "rank1"),
+                                  ("wrong key verified as the original (ONNX judge)", "wrong_key_verif_vs_source")))
+           + tuple(Row(f"frames/{method}: {lab}", ("protocols", "frames", method, "attributes", key), fmt=fmt)
+                   for method in ("donor", "stranger")
+                   for lab, key, fmt in (("gender agreement", "gender_agreement", "{:.3f}"),
+                                         ("age MAE (years)", "age_abs_err_years", "{:.1f}"),
+                                         ("yaw error (deg)", "yaw_abs_err_deg", "{:.1f}"))),
+           note="The same 95 faces of 48 test people as runs 10-13. 'stranger' swaps in one real training person's "
+                "whole inner face (keyed): two keys then share only what lies outside the face."),
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v8.json",
            "OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 2 --cnn-max 12 --methods donor blur "
            "-o out/eval_deid_v8 --threads 1",

@@ -96,16 +96,16 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         cfg = dict(cfg)
         name = cfg.pop("name", None)
         m = DonorMorph(bank, **cfg)
-        donors: list[list[int]] = []
+        used_by: dict[str, list[list[int]]] = {"A": [], "B": []}
+        donors = used_by["A"]
 
-        def anon(tag: str, m=m, donors=donors) -> np.ndarray:
+        def anon(tag: str, m=m, used_by=used_by) -> np.ndarray:
             outs = []
             for j, c in enumerate(p):
                 pc = padded_crop(c, ARCFACE_TEMPLATE, side, PAD)[0]
                 key = f"{tag}{j}".encode().ljust(32, b".")
                 a, _, used = m.morph_checked(pc, key)
-                if tag == "A":
-                    donors.append(used)
+                used_by[tag].append([int(u) for u in used])
                 outs.append(a[o:o + 112, o:o + 112])
             return np.stack(outs)
 
@@ -113,7 +113,12 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         xa, xb = anon("A"), anon("B")
         res: dict = {"name": name or json.dumps(cfg), "config": cfg, "n_probes": len(p), "n_ids": len(ids),
                      "chance_rank1": 1 / len(ids), "probe_ids": [int(v) for v in pl],
-                     "s_per_face": (time.time() - t0) / (2 * len(p))}
+                     "s_per_face": (time.time() - t0) / (2 * len(p)),
+                     # per probe, the bank identities of the donors each key used (first = the lead), and how
+                     # many identities the two keys share: shared donors are one way two keys' strangers link
+                     "donor_ids": {t: [[int(m._ident[j]) for j in js] for js in u] for t, u in used_by.items()},
+                     "shared_donor_ids": [len({int(m._ident[j]) for j in a} & {int(m._ident[j]) for j in b})
+                                          for a, b in zip(used_by["A"], used_by["B"], strict=True)]}
         same = pl[:, None] == gl[None]
         gi = [int(np.nonzero(gl == i)[0][0]) for i in ids]
         for name, (f, thr, ep, eg) in emb.items():
