@@ -75,6 +75,7 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
                         repeats)
             res[name]["recover_latent_faces_per_s"] = n / t_l
     res["full_frames"] = full_frames(Path(data_root), repeats=max(1, repeats - 1))
+    res["blas_threads"] = blas_threads(Path(data_root), repeats=max(1, repeats - 1))
     res["riddle_vs_blur_anonymize_speed_ratio"] = (res["riddle"]["anonymize_faces_per_s"]
                                                    / res["blur"]["anonymize_faces_per_s"])
     res["donor_vs_blur_anonymize_speed_ratio"] = (res["donor"]["anonymize_faces_per_s"]
@@ -130,4 +131,50 @@ def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("
             out[f"{name}_vs_blur_ratio"] = out[name]["faces_per_s"] / out["blur"]["faces_per_s"]
             print(f"   full frames (80-300 px faces, anonymize DIR): {name} {out[name]['faces_per_s']:.2f} faces/s, "
                   f"blur {out['blur']['faces_per_s']:.2f} (ratio {out[f'{name}_vs_blur_ratio']:.3f})")
+    return out
+
+
+def blas_threads(data_root: Path, repeats: int = 2, n_faces: int = 12, threads: int = 2) -> dict:
+    """Photo ``anonymize_paths`` (donor) as shipped, BLAS limited to one thread (``core.threads.one_blas_thread``),
+    against the same call without the limit, at ``threads`` torch / BLAS threads, alternating on the same
+    full frames: wall seconds of each and the ratio (unlimited / limited; > 1: the limit is faster)."""
+    import tempfile
+
+    import torch
+    from PIL import Image
+
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.deid.batch import anonymize_paths
+    from faceprivacy.deid.crops import load_crops
+    from faceprivacy.deid.evaluation.frames import make_frames
+    from faceprivacy.deid.methods import make_method
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return {"skipped": "threadpoolctl not installed"}
+    torch.set_num_threads(threads)
+    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    frames = make_frames(load_crops(ds.paths[:n_faces]), faces_per_frame=3, face_px=(80, 300), seed=0)
+    m = make_method("donor")
+    runs: dict[str, list[float]] = {"limited": [], "unlimited": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "in"
+        src.mkdir()
+        for k, fr in enumerate(frames):
+            Image.fromarray(fr.image).save(src / f"f{k}.png")
+        anonymize_paths(src, Path(tmp) / "warm", b"bench passphrase", m)
+        for r in range(repeats):
+            for mode in ("limited", "unlimited"):
+                t0 = time.perf_counter()
+                if mode == "limited":
+                    anonymize_paths(src, Path(tmp) / f"{mode}{r}", b"bench passphrase", m)
+                else:
+                    with threadpool_limits(threads, user_api="blas"):
+                        anonymize_paths.__wrapped__(src, Path(tmp) / f"{mode}{r}", b"bench passphrase", m)
+                runs[mode].append(time.perf_counter() - t0)
+    out = {"threads": threads, "faces": n_faces, "repeats": repeats, "wall_s": runs,
+           "unlimited_over_limited": float(np.mean(runs["unlimited"]) / np.mean(runs["limited"]))}
+    print(f"   photos at {threads} threads: BLAS 1 thread {np.mean(runs['limited']):.1f} s, BLAS {threads} threads "
+          f"{np.mean(runs['unlimited']):.1f} s (ratio {out['unlimited_over_limited']:.2f})")
     return out

@@ -170,3 +170,30 @@ def test_plain_rewrite_removes_an_earlier_runs_sidecar(tmp_path, astronaut, dete
     assert (tmp_path / "o.jpg.fpx").is_file()
     _run(tmp_path / "a.jpg", tmp_path / "o.jpg", None, detector)
     assert not (tmp_path / "o.jpg.fpx").exists()
+
+
+def test_photos_are_anonymized_and_recovered_with_one_blas_thread(tmp_path, astronaut, detector, monkeypatch) -> None:
+    """The donor morph's many small matrix products: anonymize_paths and recover_paths limit BLAS to one thread
+    (``core.threads.one_blas_thread``; docs/benchmarks.md) and restore it afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from faceprivacy.deid.methods import Blur
+
+    def blas() -> set:
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    seen = []
+    orig = Blur.anonymize
+
+    def anonymize(self, *a, **k):
+        seen.append(blas())
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Blur, "anonymize", anonymize)
+    src = tmp_path / "a.png"
+    Image.fromarray(astronaut).save(src)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas()
+        _run(src, tmp_path / "o.png", PW, detector)
+        assert blas() == before
+    assert seen and all(s <= {1} for s in seen)
+    assert hasattr(recover_paths, "__wrapped__")  # recover (its --plausible strangers) runs under the same limit

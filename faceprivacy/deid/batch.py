@@ -24,6 +24,7 @@ from ..core.fileio import check_output, same_file
 from ..core.imageio import LOSSY_FORMATS, WRITABLE_FORMATS, image_format, load_image_info
 from ..core.keys import check_passphrase_strength, derive_master_key, new_salt
 from ..core.progress import progress
+from ..core.threads import one_blas_thread
 from .methods import Method
 from .pipeline import Deidentifier, is_anonymized, output_format, read_anonymized, write_anonymized
 
@@ -88,6 +89,7 @@ def plan_folder(inp: Path, out: Path, fmt: str | None = None) -> tuple[list[tupl
     return keep, notes
 
 
+@one_blas_thread
 def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Method, consistent: bool = False,
                     sidecar: bool = False, keep_pixels: bool = True, detector: str | object | None = None,
                     upsample: int = 1, min_face: float = 0.0, *, fmt: str | None = None,
@@ -186,6 +188,7 @@ def anonymize_paths(inp: Path, out: Path, passphrase: bytes | None, method: Meth
     return summary
 
 
+@one_blas_thread
 def recover_paths(inp: Path, out: Path, passphrase: bytes, method_factory: Callable[[str], Method],
                   plausible: bool = False, from_latent: bool = False, allow_modified: bool = False) -> dict:
     """Recover a file or every anonymized image of a folder (each needs its record).

@@ -24,7 +24,6 @@ The body (sealed) lists the tracks (person slot, HKDF label of its key, frames) 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import io
 import json
@@ -41,6 +40,7 @@ import numpy as np
 from ...core.errors import AuthenticationError, InputError
 from ...core.keys import check_passphrase_strength, derive_master_key, new_salt, subkey
 from ...core.progress import progress
+from ...core.threads import one_blas_thread
 from ..base import Method
 from ..record import MAX_RECORD_BYTES, RecordHeader, open_payload, seal_payload, sidecar_path
 from .io import MARKER, VideoInfo, VideoWriter, iter_frames, iter_packets, output_format, probe, read_marker
@@ -370,24 +370,7 @@ def track_clip(path: Path, info: VideoInfo, detector, *, detect_every: int = 1, 
     return tracker.finish()
 
 
-def _one_blas_thread(fn):
-    """Run ``fn`` with BLAS (OpenBLAS) limited to one thread: the donor morph does many small matrix products
-    (colour spaces, landmark maps) on ~200-px crops, where a second BLAS thread costs more than it gives, and on
-    a busy machine its waiting made the donor's CPU time 2-3 times larger (docs/video.md, third run)."""
-
-    @functools.wraps(fn)
-    def wrapped(*a, **k):
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # (scikit-learn's dependency: normally there)
-            return fn(*a, **k)
-        with threadpool_limits(1, user_api="blas"):
-            return fn(*a, **k)
-
-    return wrapped
-
-
-@_one_blas_thread
+@one_blas_thread
 def anonymize_video(inp: str | os.PathLike, out: str | os.PathLike, passphrase: bytes | None, method: Method, *,
                     detector: str | object = "retinaface", upsample: int = 1, min_score: float | None = None,
                     min_size: float | None = None, detect_every: int = 1, max_seconds: float | None = None,
