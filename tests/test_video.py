@@ -304,3 +304,27 @@ def test_the_render_runs_with_one_blas_thread(tmp_path, clip, monkeypatch):
     anonymize_video(src, tmp_path / "a.mkv", PW, make_method("blur"))
     assert len(seen) == 16 and all(s <= {1} for s in seen)
     assert [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"] == before
+
+
+def test_predicted_boxes_stay_bounded_between_detections():
+    """Only trusted boxes (detected, or followed with landmarks) feed the velocity, and speed and growth per
+    frame are capped: a track whose follows failed between detections (``--detect-every 3``) used to swing its
+    boxes ever wider until dlib's rectangle overflowed."""
+    from faceprivacy.deid.video.track import MAX_SCALE_STEP, MAX_SHIFT_STEP, Track
+
+    t = Track(id=0, first=0)
+    good = np.array([100.0, 100.0, 200.0, 200.0])
+    t.box[0], t.lm[0] = good, np.zeros((68, 2))
+    t.detected.add(0)
+    t.box[1], t.lm[1] = good + [5, 0, 5, 0], np.zeros((68, 2))
+    assert np.allclose(t.predicted_box(2), good + [10, 0, 10, 0])  # steady motion: linear as before
+    t.box[2], t.lm[2] = np.array([2000.0, 900.0, 1000.0, -100.0]), None  # a failed follow's inverted box
+    assert np.allclose(t.predicted_box(3), good + [15, 0, 15, 0])  # ignored: not trusted
+    t.box[3], t.lm[3] = good * 3, np.zeros((68, 2))  # a wild (trusted) jump: capped
+    for n in range(4, 40):
+        b = t.predicted_box(n)
+        assert np.all(np.isfinite(b)) and b[2] > b[0] and b[3] > b[1]
+    b4 = t.predicted_box(4)
+    side = (good * 3)[2] - (good * 3)[0]
+    assert b4[2] - b4[0] <= side * MAX_SCALE_STEP + 1e-9
+    assert np.all(np.abs((b4[:2] + b4[2:]) / 2 - (good * 3)[:2] - side / 2) <= MAX_SHIFT_STEP * side + 1e-9)

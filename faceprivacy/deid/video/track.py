@@ -85,13 +85,27 @@ class Track:
         return None
 
     def predicted_box(self, i: int) -> np.ndarray:
-        """The box at frame ``i`` extrapolated from the last two known boxes."""
-        ks = sorted(self.box)[-2:]
-        b = self.box[ks[-1]]
-        if len(ks) == 2 and ks[1] > ks[0]:
-            v = (self.box[ks[1]] - self.box[ks[0]]) / (ks[1] - ks[0])
-            b = b + v * (i - ks[-1])
-        return b
+        """The box at frame ``i`` extrapolated from the last two *trusted* boxes (detected, or followed with
+        landmarks): the centre moves on at its velocity, at most ``MAX_SHIFT_STEP`` of the side per frame, and the
+        size changes by its ratio per frame, within ``MAX_SCALE_STEP``. A box that was itself only a prediction
+        (a failed follow) never feeds the velocity: extrapolating from one made the boxes of a track followed
+        between detections (``--detect-every 3``) swing ever wider until they overflowed."""
+        known = sorted(self.box)
+        ks = [k for k in known if k in self.detected or self.lm.get(k) is not None][-2:] or known[-1:]
+        b = np.asarray(self.box[ks[-1]], np.float64)
+        if len(ks) < 2 or i <= ks[-1]:
+            return b
+        a = np.asarray(self.box[ks[0]], np.float64)
+        dt, n = ks[1] - ks[0], i - ks[1]
+        side_a, side_b = float(a[2] - a[0]), float(b[2] - b[0])
+        if side_b <= 0 or side_a <= 0:
+            return b
+        c_a, c_b = (a[:2] + a[2:]) / 2, (b[:2] + b[2:]) / 2
+        v = np.clip((c_b - c_a) / dt, -MAX_SHIFT_STEP * side_b, MAX_SHIFT_STEP * side_b)
+        r = float(np.clip((side_b / side_a) ** (1.0 / dt), 1 / MAX_SCALE_STEP, MAX_SCALE_STEP)) ** n
+        half = (b[2:] - b[:2]) / 2 * r
+        c = c_b + v * n
+        return np.concatenate([c - half, c + half])
 
     def mean_desc(self) -> np.ndarray | None:
         return np.mean(self.desc, axis=0) if self.desc else None
@@ -226,6 +240,11 @@ class Tracker:
 
     def _follow(self, i: int, frame: np.ndarray, t: Track) -> None:
         pb = t.predicted_box(i)
+        h, w = frame.shape[:2]
+        if (not np.all(np.isfinite(pb)) or pb[2] - pb[0] < 1 or pb[2] - pb[0] > 2 * max(h, w)
+                or pb[2] <= 0 or pb[3] <= 0 or pb[0] >= w or pb[1] >= h):
+            t.ended = True  # predicted out of the frame or out of scale: the next detection starts a new track
+            return
         prev = t.last_lm()
         lm = self.landmarks(frame, pb)
         nb = lm_box(lm)
