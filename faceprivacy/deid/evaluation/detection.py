@@ -43,7 +43,8 @@ SIZE_RATIO = (0.4, 2.5)
 #: score thresholds swept per detector (recall and false positives at each, from the same detections); the
 #: headline uses the detector's default (``core.detect.MIN_SCORES``)
 SWEEP = {"hog": (0.0, 0.2, 0.5), "cnn": (0.0, 0.2, 0.5), "retinaface": (0.2, 0.35, 0.5, 0.7, 0.9),
-         "rfb320": (0.5, 0.6, 0.7, 0.8, 0.9), "retinaface+rfb320": ()}
+         "rfb320": (0.5, 0.6, 0.7, 0.8, 0.9), "retinaface+rfb320": (), "centerface": (0.2, 0.3, 0.4, 0.5, 0.6),
+         "retinaface+centerface": (), "retinaface+rfb320+centerface": ()}
 #: the size from which the full-pipeline goal applies, and the goal (miss rate)
 GOAL_FROM_PX, GOAL_MISS = 24, 0.01
 PASS = b"eval-detection benchmark passphrase (not a secret)"
@@ -514,7 +515,8 @@ def _grid(scenes, raw: dict, pipe: dict) -> np.ndarray | None:
     from ...core.imageio import load_image
 
     colours = {"hog": (40, 90, 255), "cnn": (255, 160, 0), "retinaface": (255, 40, 40), "rfb320": (200, 0, 200),
-               "retinaface+rfb320": (255, 255, 255)}
+               "retinaface+rfb320": (255, 255, 255), "centerface": (0, 200, 200), "retinaface+centerface": (255, 255, 0),
+               "retinaface+rfb320+centerface": (160, 255, 160)}
     picks = [i for i, s in enumerate(scenes) if s.faces and s.image.shape[1] <= 1920][:2]
     tiles = []
     for si in picks:

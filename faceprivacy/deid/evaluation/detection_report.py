@@ -193,7 +193,8 @@ def write_report(res: dict, path: Path, grid: np.ndarray | None = None) -> Path:
         rep.table(bins_rows(res, "miss_rate_by_occlusion", "pipeline"))
     if grid is not None:
         rep.heading("Look at the data")
-        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple, retinaface+rfb320 white; right: after "
+        rep.image(grid, "ground truth green; hog blue, cnn orange, retinaface red, rfb320 purple, retinaface+rfb320 white, centerface "
+                        "cyan, retinaface+centerface yellow, retinaface+rfb320+centerface light green; right: after "
                         "the pipeline's first detector")
     return rep.write(path)
 
