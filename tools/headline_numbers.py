@@ -243,12 +243,23 @@ SOURCES: tuple[Source, ...] = (
     Source("Face detection", "docs/detection_test_v9.json",
            "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
            "--pipeline-detectors retinaface+rfb320 -o out/evaldet_v9",
-           "docs/detection.md (run v9, the shipped default: mirrored pass, weak tier, safety net with escalated "
+           "docs/detection.md (run v9, the default until run v10: mirrored pass, weak tier, safety net with escalated "
            "faces obscured over their stranger; no occlusion check)",
            (Row("pipeline (default): face still verifiable as the original (ONNX judge)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate")),
             Row("pipeline (default): face still verifiable, faces >= 24 px (goal <= 0.01)",
                 ("pipeline", "detectors", "retinaface+rfb320", "miss_rate_from_24px")))),
+    Source("Face detection", "docs/detection_test_v10.json",
+           "faceprivacy eval-detection --identities test --faces 120 --detectors retinaface+rfb320 "
+           "retinaface+rfb320+centerface --pipeline-detectors retinaface+rfb320 retinaface+rfb320+centerface "
+           "--threads 1 -o out/evaldet_v10",
+           "docs/detection.md (run v10: the CenterFace union, the default since this run, against the old default)",
+           tuple(Row(f"pipeline ({name}): face still verifiable, faces >= 24 px (goal <= 0.01)",
+                     ("pipeline", "detectors", name, "miss_rate_from_24px"))
+                 for name in ("retinaface+rfb320+centerface", "retinaface+rfb320"))
+           + tuple(Row(f"pipeline ({name}): face still verifiable as the original (ONNX judge), all sizes",
+                       ("pipeline", "detectors", name, "miss_rate"))
+                   for name in ("retinaface+rfb320+centerface", "retinaface+rfb320"))),
     # ---- de-identification
     Source("De-identification (`anonymize`, eval-deid)", "docs/deid_eval_test_v10.json",
            "git checkout 4c81182 && OMP_NUM_THREADS=1 faceprivacy eval-deid --identities test --per-id 2 --cnn-max 12 "

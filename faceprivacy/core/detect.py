@@ -39,8 +39,10 @@ UNION_RFB_OFFSET = 0.2
 #: a union's added parts (after RetinaFace): each keeps boxes scoring this much above the union's
 #: ``min_score`` (RetinaFace's scale), i.e. at its own default; CenterFace: 0.5 -> 0.4
 UNION_OFFSETS = {"rfb320": UNION_RFB_OFFSET, "centerface": -0.1}
-#: the detector ``anonymize`` uses unless told otherwise (chosen by ``faceprivacy eval-detection``)
-ANONYMIZE_DETECTOR = "retinaface+rfb320"
+#: the detector ``anonymize`` uses unless told otherwise (chosen by ``faceprivacy eval-detection``: the CenterFace
+#: part was added after validation showed it finding occluded faces the RetinaFace + RFB-320 union never finds, and
+#: test run v10 met the rule written before it; docs/detection.md "CenterFace")
+ANONYMIZE_DETECTOR = "retinaface+rfb320+centerface"
 #: default lowest detector score kept. dlib's HOG reports SVM margins >= 0 for every window it keeps; the
 #: 0.12 hit on skimage's astronaut's suit got a face painted on it. Measured (benchmarks/detect_scores.py):
 #: 0.2 drops that hit and 4 of 282 CelebA / 11 of 297 UTKFace faces HOG found at >= 0 (0.3 would drop 9 / 18).
