@@ -615,9 +615,9 @@ SOURCES: tuple[Source, ...] = (
            _LOHO_CMD.format(steps=300, p=" --prior"), "docs/mri.md (leave-one-head-out)",
            _loho("template prior, 300 steps")[0::3]),
     # ---- video (issue 16, branch i16v)
-    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval_v3.json",
-           "OMP_NUM_THREADS=1 nice -n 5 faceprivacy eval-video --threads 1", "docs/video.md (third run: the "
-           "per-person template; the shipped default)", (
+    Source("Video (`anonymize clip.mp4`, `eval-video`)", "docs/video_eval_v6.json",
+           "OMP_NUM_THREADS=1 faceprivacy eval-video --threads 1 -o out/video_v6", "docs/video.md (sixth run: the "
+           "shipped default, with the CenterFace union detector)", (
                Row("donor frames/s relative to blur, CPU time (10 s 720p, 3 faces)",
                    ("cpu_fps_ratio_to_blur", "donor"), ci=None, n=1, n_label="run", fmt="{:.2f}"),
                Row("donor frames/s relative to blur, wall time (loaded machine)",
