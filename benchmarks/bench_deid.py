@@ -92,27 +92,34 @@ def run(data_root: Path, out_dir: Path, repeats: int = 3) -> dict:
     return res
 
 
+def _frames_folder(data_root: Path, folder: Path, n_faces: int) -> int:
+    """Write the full frames of ``full_frames`` (``n_faces`` test faces, three per frame, 80-300 px) as PNGs into
+    ``folder`` (created) -> the number of frames."""
+    from PIL import Image
+
+    from faceprivacy.core.data import celeba_subset, identity_split
+    from faceprivacy.deid.crops import load_crops
+    from faceprivacy.deid.evaluation.frames import make_frames
+
+    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
+    frames = make_frames(load_crops(ds.paths[:n_faces]), faces_per_frame=3, face_px=(80, 300), seed=0)
+    folder.mkdir()
+    for k, fr in enumerate(frames):
+        Image.fromarray(fr.image).save(folder / f"f{k}.png")
+    return len(frames)
+
+
 def full_frames(data_root: Path, repeats: int = 2, n_faces: int = 12, methods=("blur", "donor", "donor+push")) -> dict:
     """Faces/s of ``anonymize_paths`` on a folder of full frames (see module doc), per method, ratio to blur.
     ``donor+push`` is the default method with the optional 3-step identity push (``DonorMorph(push_steps=3)``)."""
     import tempfile
 
-    from PIL import Image
-
-    from faceprivacy.core.data import celeba_subset, identity_split
     from faceprivacy.deid.batch import anonymize_paths
-    from faceprivacy.deid.crops import load_crops
-    from faceprivacy.deid.evaluation.frames import make_frames
     from faceprivacy.deid.methods import make_method
 
-    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
-    frames = make_frames(load_crops(ds.paths[:n_faces]), faces_per_frame=3, face_px=(80, 300), seed=0)
-    out: dict = {"frames": len(frames), "faces": n_faces, "face_px": [80, 300]}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
-        src.mkdir()
-        for k, fr in enumerate(frames):
-            Image.fromarray(fr.image).save(src / f"f{k}.png")
+        out: dict = {"frames": _frames_folder(data_root, src, n_faces), "faces": n_faces, "face_px": [80, 300]}
         for name in methods:
             if name == "donor+push":
                 from faceprivacy.deid.donor import DonorMorph
@@ -141,12 +148,8 @@ def blas_threads(data_root: Path, repeats: int = 2, n_faces: int = 12, threads: 
     import tempfile
 
     import torch
-    from PIL import Image
 
-    from faceprivacy.core.data import celeba_subset, identity_split
     from faceprivacy.deid.batch import anonymize_paths
-    from faceprivacy.deid.crops import load_crops
-    from faceprivacy.deid.evaluation.frames import make_frames
     from faceprivacy.deid.methods import make_method
 
     try:
@@ -154,15 +157,11 @@ def blas_threads(data_root: Path, repeats: int = 2, n_faces: int = 12, threads: 
     except ImportError:
         return {"skipped": "threadpoolctl not installed"}
     torch.set_num_threads(threads)
-    ds = identity_split(celeba_subset(data_root / "celeba_subset_aligned112"))["test"]
-    frames = make_frames(load_crops(ds.paths[:n_faces]), faces_per_frame=3, face_px=(80, 300), seed=0)
     m = make_method("donor")
     runs: dict[str, list[float]] = {"limited": [], "unlimited": []}
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "in"
-        src.mkdir()
-        for k, fr in enumerate(frames):
-            Image.fromarray(fr.image).save(src / f"f{k}.png")
+        _frames_folder(data_root, src, n_faces)
         anonymize_paths(src, Path(tmp) / "warm", b"bench passphrase", m)
         for r in range(repeats):
             for mode in ("limited", "unlimited"):

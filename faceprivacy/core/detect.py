@@ -240,7 +240,8 @@ class FaceDetector:
         r = self._net("retinaface").detect(img)
         if self.flip:
             r = _with_mirrored(r, self._net("retinaface").detect(np.ascontiguousarray(img[:, ::-1])), img.shape[1])
-        added = [(kind, self._net(kind).detect(img), UNION_OFFSETS[kind]) for kind in self.method.split("+")[1:]]
+        # every part's detections with its score offset, RetinaFace first
+        parts = [(r, 0.0)] + [(self._net(kind).detect(img), UNION_OFFSETS[kind]) for kind in self.method.split("+")[1:]]
 
         def covered(b: np.ndarray, kept: list, both_ways: bool, grow: float = 0.0) -> bool:
             """Whether a face of ``kept`` covers ``b``: ``b``'s centre inside it (each side pushed out by ``grow``
@@ -259,16 +260,11 @@ class FaceDetector:
 
         # strong: RetinaFace's faces, and RFB-320's that none of them covers (scores moved onto RetinaFace's
         # scale by the offset, so one ``min_score`` splits strong from weak)
-        def parts():
-            yield r, 0.0
-            for _, d, off in added:
-                yield d, off
-
         def rows(d):
             return zip(d.boxes, d.scores, d.landmarks if d.landmarks is not None else [None] * len(d), strict=True)
 
         out = [(b, float(s), lm) for b, s, lm in rows(r) if s >= self.min_score]
-        for _, d, off in added:  # each part checked against the faces of the parts before it
+        for d, off in parts[1:]:  # each part checked against the faces of the parts before it
             before = list(out)
             for b, s, lm in rows(d):
                 if s >= self.min_score + off and not covered(b, before, False):
@@ -277,7 +273,7 @@ class FaceDetector:
             # a weak box centred within a quarter of a kept face's size beyond its edges is that head's hair,
             # brow or chin (the astronaut's hair scored 0.49 just above her face), not a second face
             lo, hi = self.floor, self.min_score
-            for d, off in parts():
+            for d, off in parts:
                 for b, s, lm in rows(d):
                     if lo + off <= s < hi + off and not covered(b, out, True, WEAK_NEAR_GROW):
                         out.append((b, float(s) - off, lm))

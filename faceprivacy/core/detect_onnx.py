@@ -245,16 +245,24 @@ def _keep_in_tile(boxes: np.ndarray, x0: int, y0: int, tw: int, th: int, ww: int
     return ok
 
 
+def _session_options(threads: int):
+    """The onnxruntime options every detector session uses: ``threads`` intra-op threads, one inter-op, quiet."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return opts
+
+
 @functools.cache
 def _session(path: str, threads: int):
     import onnxruntime as ort
 
     if not Path(path).is_file():
         raise ModelLoadError(f"face detector model not found: {path} (pass --data DATAKIT)")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = max(1, int(threads))
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts = _session_options(threads)
     try:
         return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for corrupt files
@@ -292,11 +300,8 @@ def _centerface_session(path: str, threads: int):
                     d.ClearField("dim_value")
                     d.dim_param = name
         del g.value_info[:]
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), _session_options(threads),
+                                    providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged file: onnx / onnxruntime raise their own types
         raise ModelLoadError(f"cannot load the CenterFace model {path}: {e}") from None
 

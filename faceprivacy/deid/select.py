@@ -96,7 +96,7 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
         cfg = dict(cfg)
         name = cfg.pop("name", None)
         m = DonorMorph(bank, **cfg)
-        used_by: dict[str, list[list[int]]] = {"A": [], "B": []}
+        used_by: dict[str, list[list[int]]] = {"A": [], "B": []}  # bank indices of each key's donors, per probe
         donors = used_by["A"]
 
         def anon(tag: str, m=m, used_by=used_by) -> np.ndarray:
@@ -111,14 +111,15 @@ def evaluate_configs(data_root: str | Path, configs: list[dict], out: str | Path
 
         t0 = time.time()
         xa, xb = anon("A"), anon("B")
+        donor_ids = {t: [[int(m._ident[j]) for j in js] for js in u] for t, u in used_by.items()}
         res: dict = {"name": name or json.dumps(cfg), "config": cfg, "n_probes": len(p), "n_ids": len(ids),
                      "chance_rank1": 1 / len(ids), "probe_ids": [int(v) for v in pl],
                      "s_per_face": (time.time() - t0) / (2 * len(p)),
                      # per probe, the bank identities of the donors each key used (first = the lead), and how
                      # many identities the two keys share: shared donors are one way two keys' strangers link
-                     "donor_ids": {t: [[int(m._ident[j]) for j in js] for js in u] for t, u in used_by.items()},
-                     "shared_donor_ids": [len({int(m._ident[j]) for j in a} & {int(m._ident[j]) for j in b})
-                                          for a, b in zip(used_by["A"], used_by["B"], strict=True)]}
+                     "donor_ids": donor_ids,
+                     "shared_donor_ids": [len(set(a) & set(b))
+                                          for a, b in zip(donor_ids["A"], donor_ids["B"], strict=True)]}
         same = pl[:, None] == gl[None]
         gi = [int(np.nonzero(gl == i)[0][0]) for i in ids]
         for name, (f, thr, ep, eg) in emb.items():
